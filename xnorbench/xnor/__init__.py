@@ -1,0 +1,19 @@
+"""The science: binarization with the corrected gradient, XNOR layers, models, packing.
+
+Public API::
+
+    from xnorbench.xnor import BinOp, XNORConv2d, XNORLinear, scaled_sign, models
+    from xnorbench.xnor import save_packed, load_packed
+"""
+
+from . import models
+from .binarize import GRAD_RULES, BinActive, bin_active, scaled_sign, scaled_sign_grad, sign
+from .binop import BinOp
+from .layers import XNORConv2d, XNORLinear, binary_layers
+from .packing import load_packed, pack_signs, packed_sizes, save_packed, unpack_signs
+
+__all__ = [
+    "GRAD_RULES", "BinActive", "BinOp", "XNORConv2d", "XNORLinear", "bin_active",
+    "binary_layers", "load_packed", "models", "pack_signs", "packed_sizes", "save_packed",
+    "scaled_sign", "scaled_sign_grad", "sign", "unpack_signs",
+]

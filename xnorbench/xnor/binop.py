@@ -1,0 +1,79 @@
+"""``BinOp``: the reference port's training workflow, with the corrected gradient.
+
+Usage per training step (the method names are the port's, so its users recognise them)::
+
+    bin_op = BinOp(model)
+    bin_op.binarization()          # center, clamp, save latent weights, binarize in place
+    loss = criterion(model(x), y)
+    loss.backward()                # autograd delivers dC/dWt to the binarized weights
+    bin_op.restore()               # put the latent weights back
+    bin_op.updateBinaryGradWeight()  # turn dC/dWt into dC/dW by the chosen rule
+    optimizer.step()
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .binarize import check_grad_rule, filter_alpha, scaled_sign_grad, sign
+from .layers import binary_layers
+
+
+class BinOp:
+    """Binarizes exactly the XNOR layers of a model, the reference port's way."""
+
+    def __init__(self, model: nn.Module, grad_rule: str = "corrected") -> None:
+        self.grad_rule = check_grad_rule(grad_rule)
+        self.target_layers = [m for _, m in binary_layers(model)]
+        if not self.target_layers:
+            raise ValueError("BinOp: the model has no XNORConv2d/XNORLinear layer")
+        for layer in self.target_layers:
+            layer.weight_is_binarized = True
+        self.target_modules: list[nn.Parameter] = [m.weight for m in self.target_layers]
+        self.saved_params: list[Tensor] = [p.data.clone() for p in self.target_modules]
+
+    @property
+    def num_of_params(self) -> int:
+        return len(self.target_modules)
+
+    def binarization(self) -> None:
+        """Center, clamp and save the latent weights, then binarize them in place."""
+        self.meancenterConvParams()
+        self.clampConvParams()
+        self.save_params()
+        self.binarizeConvParams()
+
+    def meancenterConvParams(self) -> None:
+        """Subtract each filter's mean over input channels (dim 1)."""
+        for p in self.target_modules:
+            p.data.sub_(p.data.mean(1, keepdim=True))
+
+    def clampConvParams(self) -> None:
+        for p in self.target_modules:
+            p.data.clamp_(-1.0, 1.0)
+
+    def save_params(self) -> None:
+        for saved, p in zip(self.saved_params, self.target_modules):
+            saved.copy_(p.data)
+
+    def binarizeConvParams(self) -> None:
+        """W <- alpha * sign(W), alpha = mean |W| per output filter."""
+        for p in self.target_modules:
+            p.data.copy_(filter_alpha(p.data) * sign(p.data))
+
+    def restore(self) -> None:
+        for saved, p in zip(self.saved_params, self.target_modules):
+            p.data.copy_(saved)
+
+    @torch.no_grad()
+    def updateBinaryGradWeight(self) -> None:
+        """Replace dC/dWt by dC/dW (``grad_rule``) on the restored latent weights."""
+        for p in self.target_modules:
+            if p.grad is not None:
+                p.grad.copy_(scaled_sign_grad(p.data, p.grad, self.grad_rule))
+
+    def release(self) -> None:
+        """Stop managing the model: its layers binarize their weights themselves again."""
+        for layer in self.target_layers:
+            layer.weight_is_binarized = False

@@ -1,0 +1,442 @@
+// XNOR + popcount convolution on bit-packed operands (CPU).
+//
+// Bit convention (shared with xnorbench/xnor/packing.py): bit 1 = -1, bit 0 = +1.
+// sign(0) = +1 packs to 0, so spatial padding bits (0) stand for +1: the binary path
+// pads its binarized input with +1, exactly like the simulated XNORConv2d.
+// Channel-padding bits are 0 in both operands, so their XOR is 0 and they never count.
+//
+// For one output (pixel m, filter o) with n = C*KH*KW real bits:
+//     dot(sign(x), sign(w)) = n - 2 * popcount(x_bits XOR w_bits)
+//
+// Layout: the packed input P[N][H+2ph][W+2pw][Cw] (Cw = ceil(C/64) words per pixel) is
+// gathered into A[M][K] (M = N*OH*OW rows, K = KH*KW*Cw words, tap-major); the packed
+// weight is B[OC/8][K][8]: eight filters side by side per 64-bit word position, so a
+// 512-bit register holds the same word of 8 filters. The micro-kernel broadcasts one
+// word of each of MR rows of A, XORs it with NV such registers, and accumulates
+// VPOPCNTQ counts: MR x 8*NV outputs with no horizontal reductions.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VPOPCNTDQ__) && \
+    defined(__AVX512DQ__) && defined(__AVX512VL__)
+#define XNOR_AVX512 1
+#define XNOR_AVX2 0
+#include <immintrin.h>
+#elif defined(__AVX2__)
+#define XNOR_AVX512 0
+#define XNOR_AVX2 1
+#include <immintrin.h>
+#else
+#define XNOR_AVX512 0
+#define XNOR_AVX2 0
+#endif
+
+// AVX2 has no vector popcount: it counts bits with a 16-entry nibble table (VPSHUFB).
+// Both operands are stored nibble-split (low nibbles, high nibbles: NSPLIT = 2 words
+// per word), so that the inner loop is XOR, XOR, 2x VPSHUFB, 2x ADD per 4 word pairs.
+#if XNOR_AVX2
+constexpr int NSPLIT = 2;
+#else
+constexpr int NSPLIT = 1;
+#endif
+constexpr uint64_t NIB = 0x0F0F0F0F0F0F0F0FULL;
+
+namespace {
+
+#if XNOR_AVX2
+constexpr int MR = 3;   // rows of A per micro-tile (16 ymm registers)
+#else
+constexpr int MR = 6;   // rows of A per micro-tile
+#endif
+constexpr int NVMAX = 4;  // 8-filter vectors per micro-tile
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---------------------------------------------------------------- input packing
+// NCHW float -> P[N][Hp][Wp][Cw] with padding already in place (zeros = +1).
+void pack_nchw(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int64_t W,
+               int64_t ph, int64_t pw, int64_t Cw) {
+  const int64_t HW = H * W, Wp = W + 2 * pw, Hp = H + 2 * ph;
+  const int64_t nblk = ceil_div(HW, 16);
+  at::parallel_for(0, N * Cw * nblk, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t t = b0; t < b1; ++t) {
+      const int64_t blk = t % nblk, cw = (t / nblk) % Cw, n = t / (nblk * Cw);
+      const int64_t p0 = blk * 16, np = std::min<int64_t>(16, HW - p0);
+      const int64_t c0 = cw * 64, nc = std::min<int64_t>(64, C - c0);
+      uint64_t words[16] = {0};
+#if XNOR_AVX512
+      alignas(64) uint16_t m16[64] = {0};
+      const __mmask16 lm = (__mmask16)((np == 16) ? 0xFFFF : ((1u << np) - 1));
+      const __m512 zero = _mm512_setzero_ps();
+      for (int64_t c = 0; c < nc; ++c) {
+        const float* src = x + (n * C + c0 + c) * HW + p0;
+        __m512 v = _mm512_maskz_loadu_ps(lm, src);
+        m16[c] = _mm512_mask_cmp_ps_mask(lm, v, zero, _CMP_LT_OQ);
+      }
+      const __m512i z0 = _mm512_load_si512(m16), z1 = _mm512_load_si512(m16 + 32);
+      for (int64_t p = 0; p < np; ++p) {
+        const __m512i bit = _mm512_set1_epi16((short)(1u << p));
+        const uint64_t lo = (uint32_t)_mm512_test_epi16_mask(z0, bit);
+        const uint64_t hi = (uint32_t)_mm512_test_epi16_mask(z1, bit);
+        words[p] = lo | (hi << 32);
+      }
+#else
+      for (int64_t c = 0; c < nc; ++c) {
+        const float* src = x + (n * C + c0 + c) * HW + p0;
+        for (int64_t p = 0; p < np; ++p)
+          words[p] |= (uint64_t)(src[p] < 0.0f) << c;
+      }
+#endif
+      for (int64_t p = 0; p < np; ++p) {
+        const int64_t q = p0 + p, h = q / W, w = q % W;
+        P[((n * Hp + h + ph) * Wp + w + pw) * Cw + cw] = words[p];
+      }
+    }
+  });
+}
+
+// NHWC (channels_last) float -> P, same layout.
+void pack_nhwc(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int64_t W,
+               int64_t ph, int64_t pw, int64_t Cw) {
+  const int64_t Wp = W + 2 * pw, Hp = H + 2 * ph;
+  at::parallel_for(0, N * H, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / H, h = r % H;
+      for (int64_t w = 0; w < W; ++w) {
+        const float* src = x + ((n * H + h) * W + w) * C;
+        uint64_t* dst = P + ((n * Hp + h + ph) * Wp + w + pw) * Cw;
+        for (int64_t cw = 0; cw < Cw; ++cw) {
+          uint64_t word = 0;
+          const int64_t c0 = cw * 64, nc = std::min<int64_t>(64, C - c0);
+#if XNOR_AVX512
+          const __m512 zero = _mm512_setzero_ps();
+          for (int64_t j = 0; j * 16 < nc; ++j) {
+            const int64_t left = nc - j * 16;
+            const __mmask16 lm = (__mmask16)(left >= 16 ? 0xFFFF : ((1u << left) - 1));
+            __m512 v = _mm512_maskz_loadu_ps(lm, src + c0 + j * 16);
+            word |= (uint64_t)_mm512_mask_cmp_ps_mask(lm, v, zero, _CMP_LT_OQ) << (16 * j);
+          }
+#else
+          for (int64_t c = 0; c < nc; ++c) word |= (uint64_t)(src[c0 + c] < 0.0f) << c;
+#endif
+          dst[cw] = word;
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- micro-kernels
+struct Epilogue {
+  float* out;            // [M][OC] (channels_last NCHW storage)
+  int32_t* out_int;      // or integer dot products [M][OC]
+  const float* alpha;    // [OC]
+  const float* bias;     // [OC] or nullptr
+  const float* kscale;   // [M] or nullptr
+  int64_t OC;
+  int64_t nbits;
+};
+
+inline void store_row(const Epilogue& e, int64_t m, int64_t ob, const int64_t* cnt8) {
+  const int64_t o0 = ob * 8, no = std::min<int64_t>(8, e.OC - o0);
+  if (e.out_int) {
+    for (int64_t l = 0; l < no; ++l)
+      e.out_int[m * e.OC + o0 + l] = (int32_t)(e.nbits - 2 * cnt8[l]);
+    return;
+  }
+  const float k = e.kscale ? e.kscale[m] : 1.0f;
+  for (int64_t l = 0; l < no; ++l) {
+    float v = (float)(e.nbits - 2 * cnt8[l]) * e.alpha[o0 + l];
+    if (e.kscale) v *= k;
+    if (e.bias) v += e.bias[o0 + l];
+    e.out[m * e.OC + o0 + l] = v;
+  }
+}
+
+#if XNOR_AVX512
+template <int NV>
+inline void micro_avx512(const uint64_t* A, int64_t K, const uint64_t* B, int64_t ob0,
+                         int64_t m0, int64_t M, const Epilogue& e) {
+  __m512i acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
+  const uint64_t* arow[MR];
+  for (int r = 0; r < MR; ++r) arow[r] = A + (m0 + r) * K;
+  const uint64_t* bcol[NV];
+  for (int v = 0; v < NV; ++v) bcol[v] = B + (ob0 + v) * K * 8;
+  for (int64_t k = 0; k < K; ++k) {
+    __m512i b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(bcol[v] + k * 8);
+    for (int r = 0; r < MR; ++r) {
+      const __m512i a = _mm512_set1_epi64((long long)arow[r][k]);
+      for (int v = 0; v < NV; ++v)
+        acc[r][v] = _mm512_add_epi64(acc[r][v],
+                                     _mm512_popcnt_epi64(_mm512_xor_si512(a, b[v])));
+    }
+  }
+  const int rows = (int)std::min<int64_t>(MR, M - m0);
+  if (!e.out_int && rows > 0) {
+    // vectorised epilogue: counts -> float, * alpha [* K] [+ bias], masked store
+    const __m512i nb = _mm512_set1_epi64(e.nbits);
+    for (int v = 0; v < NV; ++v) {
+      const int64_t o0 = (ob0 + v) * 8, no = std::min<int64_t>(8, e.OC - o0);
+      const __mmask8 om = (__mmask8)((no >= 8) ? 0xFF : ((1u << no) - 1));
+      const __m256 al = _mm256_maskz_loadu_ps(om, e.alpha + o0);
+      const __m256 bi = e.bias ? _mm256_maskz_loadu_ps(om, e.bias + o0) : _mm256_setzero_ps();
+      for (int r = 0; r < rows; ++r) {
+        const __m512i dot = _mm512_sub_epi64(nb, _mm512_slli_epi64(acc[r][v], 1));
+        __m256 f = _mm256_mul_ps(_mm512_cvtepi64_ps(dot), al);
+        if (e.kscale) f = _mm256_mul_ps(f, _mm256_set1_ps(e.kscale[m0 + r]));
+        f = _mm256_add_ps(f, bi);
+        _mm256_mask_storeu_ps(e.out + (m0 + r) * e.OC + o0, om, f);
+      }
+    }
+    return;
+  }
+  alignas(64) int64_t cnt[8];
+  for (int r = 0; r < rows; ++r)
+    for (int v = 0; v < NV; ++v) {
+      _mm512_store_si512(cnt, acc[r][v]);
+      store_row(e, m0 + r, ob0 + v, cnt);
+    }
+}
+#endif
+
+#if XNOR_AVX2
+// One 8-filter block = two ymm (4 filters each). Byte counters are flushed into 64-bit
+// totals with VPSADBW every 31 steps (each step adds at most 8 per byte).
+template <int NV>
+inline void micro_avx2(const uint64_t* A, int64_t K, const uint64_t* B, int64_t ob0,
+                       int64_t m0, int64_t M, const Epilogue& e) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i zero = _mm256_setzero_si256();
+  alignas(32) int64_t tot[MR][NV][8] = {};
+  const uint64_t* arow[MR];
+  for (int r = 0; r < MR; ++r) arow[r] = A + (m0 + r) * K * 2;
+  for (int v = 0; v < NV; ++v) {
+    const uint64_t* b = B + (ob0 + v) * K * 16;
+    for (int64_t k0 = 0; k0 < K; k0 += 31) {
+      const int64_t k1 = std::min<int64_t>(K, k0 + 31);
+      __m256i acc[MR][2];
+      for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = zero;
+      for (int64_t k = k0; k < k1; ++k) {
+        const __m256i blo0 = _mm256_loadu_si256((const __m256i*)(b + k * 16));
+        const __m256i blo1 = _mm256_loadu_si256((const __m256i*)(b + k * 16 + 4));
+        const __m256i bhi0 = _mm256_loadu_si256((const __m256i*)(b + k * 16 + 8));
+        const __m256i bhi1 = _mm256_loadu_si256((const __m256i*)(b + k * 16 + 12));
+        for (int r = 0; r < MR; ++r) {
+          const __m256i alo = _mm256_set1_epi64x((long long)arow[r][k * 2]);
+          const __m256i ahi = _mm256_set1_epi64x((long long)arow[r][k * 2 + 1]);
+          acc[r][0] = _mm256_add_epi8(acc[r][0], _mm256_add_epi8(
+              _mm256_shuffle_epi8(lut, _mm256_xor_si256(alo, blo0)),
+              _mm256_shuffle_epi8(lut, _mm256_xor_si256(ahi, bhi0))));
+          acc[r][1] = _mm256_add_epi8(acc[r][1], _mm256_add_epi8(
+              _mm256_shuffle_epi8(lut, _mm256_xor_si256(alo, blo1)),
+              _mm256_shuffle_epi8(lut, _mm256_xor_si256(ahi, bhi1))));
+        }
+      }
+      for (int r = 0; r < MR; ++r)
+        for (int h = 0; h < 2; ++h) {
+          __m256i* t = (__m256i*)(tot[r][v] + 4 * h);
+          _mm256_store_si256(t, _mm256_add_epi64(_mm256_load_si256(t),
+                                                 _mm256_sad_epu8(acc[r][h], zero)));
+        }
+    }
+  }
+  const int rows = (int)std::min<int64_t>(MR, M - m0);
+  for (int r = 0; r < rows; ++r)
+    for (int v = 0; v < NV; ++v) store_row(e, m0 + r, ob0 + v, tot[r][v]);
+}
+#endif
+
+template <int NV>
+inline void micro_portable(const uint64_t* A, int64_t K, const uint64_t* B, int64_t ob0,
+                           int64_t m0, int64_t M, const Epilogue& e) {
+  const int rows = (int)std::min<int64_t>(MR, M - m0);
+  for (int r = 0; r < rows; ++r) {
+    const uint64_t* a = A + (m0 + r) * K;
+    for (int v = 0; v < NV; ++v) {
+      const uint64_t* b = B + (ob0 + v) * K * 8;
+      int64_t cnt[8] = {0};
+      for (int64_t k = 0; k < K; ++k)
+        for (int l = 0; l < 8; ++l) cnt[l] += __builtin_popcountll(a[k] ^ b[k * 8 + l]);
+      store_row(e, m0 + r, ob0 + v, cnt);
+    }
+  }
+}
+
+template <int NV>
+inline void micro(const uint64_t* A, int64_t K, const uint64_t* B, int64_t ob0, int64_t m0,
+                  int64_t M, const Epilogue& e) {
+#if XNOR_AVX512
+  micro_avx512<NV>(A, K, B, ob0, m0, M, e);
+#elif XNOR_AVX2
+  micro_avx2<NV>(A, K, B, ob0, m0, M, e);
+#else
+  micro_portable<NV>(A, K, B, ob0, m0, M, e);
+#endif
+}
+
+void binary_gemm(const uint64_t* A, int64_t M, int64_t K, const uint64_t* B, int64_t OCB,
+                 const Epilogue& e) {
+  const int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(OCB, NVMAX);
+  at::parallel_for(0, ntiles * mtiles, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t nt = t / mtiles, mt = t % mtiles;
+      const int64_t ob0 = nt * NVMAX, nv = std::min<int64_t>(NVMAX, OCB - ob0);
+      const int64_t m0 = mt * MR;
+      switch (nv) {
+        case 4: micro<4>(A, K, B, ob0, m0, M, e); break;
+        case 3: micro<3>(A, K, B, ob0, m0, M, e); break;
+        case 2: micro<2>(A, K, B, ob0, m0, M, e); break;
+        default: micro<1>(A, K, B, ob0, m0, M, e); break;
+      }
+    }
+  });
+}
+
+// P[N][Hp][Wp][Cw] -> A[Mpad][K], tap-major rows; rows past M stay zero.
+void im2col(const uint64_t* P, uint64_t* A, int64_t N, int64_t Hp, int64_t Wp, int64_t Cw,
+            int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t OH, int64_t OW) {
+  const int64_t K = KH * KW * Cw;
+  at::parallel_for(0, N * OH, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / OH, oh = r % OH;
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        uint64_t* dst = A + ((n * OH + oh) * OW + ow) * K * NSPLIT;
+        for (int64_t ky = 0; ky < KH; ++ky) {
+          const uint64_t* src = P + ((n * Hp + oh * sh + ky) * Wp + ow * sw) * Cw;
+          uint64_t* d = dst + ky * KW * Cw * NSPLIT;
+          if (NSPLIT == 1) {
+            std::memcpy(d, src, sizeof(uint64_t) * KW * Cw);
+          } else {
+            for (int64_t j = 0; j < KW * Cw; ++j) {
+              d[2 * j] = src[j] & NIB;
+              d[2 * j + 1] = (src[j] >> 4) & NIB;
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// Pack float weights [OC][C][KH][KW] to B[ceil(OC/8)][KH*KW*Cw][8*NSPLIT] (int64).
+torch::Tensor pack_weight(torch::Tensor w) {
+  TORCH_CHECK(w.dim() == 4, "pack_weight: weight must be [OC, C, KH, KW]");
+  w = w.detach().to(torch::kCPU, torch::kFloat).contiguous();
+  const int64_t OC = w.size(0), C = w.size(1), KH = w.size(2), KW = w.size(3);
+  const int64_t Cw = ceil_div(C, 64), K = KH * KW * Cw, OCB = ceil_div(OC, 8);
+  auto B = torch::zeros({OCB, K, 8}, torch::kLong);
+  auto* b = reinterpret_cast<uint64_t*>(B.data_ptr<int64_t>());
+  const float* src = w.data_ptr<float>();
+  for (int64_t o = 0; o < OC; ++o)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t ky = 0; ky < KH; ++ky)
+        for (int64_t kx = 0; kx < KW; ++kx)
+          if (src[((o * C + c) * KH + ky) * KW + kx] < 0.0f) {
+            const int64_t k = (ky * KW + kx) * Cw + c / 64;
+            b[((o / 8) * K + k) * 8 + (o % 8)] |= (uint64_t)1 << (c % 64);
+          }
+  if (NSPLIT == 1) return B;
+  // nibble-split layout for the AVX2 kernel: [OCB][K][lo 8 | hi 8]
+  auto S = torch::zeros({OCB, K, 8 * NSPLIT}, torch::kLong);
+  auto* sp = reinterpret_cast<uint64_t*>(S.data_ptr<int64_t>());
+  for (int64_t i = 0; i < OCB * K; ++i)
+    for (int l = 0; l < 8; ++l) {
+      sp[i * 16 + l] = b[i * 8 + l] & NIB;
+      sp[i * 16 + 8 + l] = (b[i * 8 + l] >> 4) & NIB;
+    }
+  return S;
+}
+
+// Sign-pack a float NCHW input (either memory format) with spatial padding in place.
+torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw) {
+  TORCH_CHECK(x.dim() == 4, "pack_input: input must be [N, C, H, W]");
+  TORCH_CHECK(x.device().is_cpu(), "pack_input: CPU tensors only");
+  x = x.to(torch::kFloat);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Cw = ceil_div(C, 64);
+  auto P = torch::zeros({N, H + 2 * ph, W + 2 * pw, Cw}, torch::kLong);
+  auto* p = reinterpret_cast<uint64_t*>(P.data_ptr<int64_t>());
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()) {
+    pack_nhwc(x.data_ptr<float>(), p, N, C, H, W, ph, pw, Cw);
+  } else {
+    x = x.contiguous();
+    pack_nchw(x.data_ptr<float>(), p, N, C, H, W, ph, pw, Cw);
+  }
+  return P;
+}
+
+// The whole binary convolution: pack (sign) the input, im2col, XNOR-popcount GEMM,
+// and scale by alpha [* K] [+ bias]. Returns float NCHW in channels_last storage, or
+// the integer +-1 dot products (int32) when `integer` is true.
+torch::Tensor xnor_conv2d(torch::Tensor x, torch::Tensor wpacked, torch::Tensor alpha,
+                          c10::optional<torch::Tensor> bias, c10::optional<torch::Tensor> kscale,
+                          int64_t OC, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
+                          int64_t ph, int64_t pw, bool integer) {
+  TORCH_CHECK(x.dim() == 4, "xnor_conv2d: input must be [N, C, H, W]");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Cw = ceil_div(C, 64), K = KH * KW * Cw, OCB = ceil_div(OC, 8);
+  TORCH_CHECK(wpacked.size(0) == OCB && wpacked.size(1) == K && wpacked.size(2) == 8 * NSPLIT,
+              "xnor_conv2d: packed weight does not match the input's channels/kernel");
+  const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw;
+  TORCH_CHECK(Hp >= KH && Wp >= KW, "xnor_conv2d: kernel larger than the padded input");
+  const int64_t OH = (Hp - KH) / sh + 1, OW = (Wp - KW) / sw + 1;
+  const int64_t M = N * OH * OW, Mpad = ceil_div(M, MR) * MR;
+
+  auto P = pack_input(x, ph, pw);
+  auto A = torch::zeros({Mpad, K * NSPLIT}, torch::kLong);
+  im2col(reinterpret_cast<const uint64_t*>(P.data_ptr<int64_t>()),
+         reinterpret_cast<uint64_t*>(A.data_ptr<int64_t>()), N, Hp, Wp, Cw, KH, KW, sh, sw,
+         OH, OW);
+
+  alpha = alpha.to(torch::kFloat).contiguous();
+  torch::Tensor b, k;
+  Epilogue e{};
+  e.alpha = alpha.data_ptr<float>();
+  e.OC = OC;
+  e.nbits = C * KH * KW;
+  if (bias.has_value() && bias->defined()) {
+    b = bias->to(torch::kFloat).contiguous();
+    e.bias = b.data_ptr<float>();
+  }
+  if (kscale.has_value() && kscale->defined()) {
+    k = kscale->to(torch::kFloat).contiguous();
+    TORCH_CHECK(k.numel() == M, "xnor_conv2d: K scale must have N*OH*OW values");
+    e.kscale = k.data_ptr<float>();
+  }
+  torch::Tensor out;
+  if (integer) {
+    out = torch::empty({N, OC, OH, OW},
+                       torch::TensorOptions().dtype(torch::kInt)
+                           .memory_format(at::MemoryFormat::ChannelsLast));
+    e.out_int = out.data_ptr<int32_t>();
+  } else {
+    out = torch::empty({N, OC, OH, OW},
+                       torch::TensorOptions().dtype(torch::kFloat)
+                           .memory_format(at::MemoryFormat::ChannelsLast));
+    e.out = out.data_ptr<float>();
+  }
+  binary_gemm(reinterpret_cast<const uint64_t*>(A.data_ptr<int64_t>()), M, K,
+              reinterpret_cast<const uint64_t*>(wpacked.data_ptr<int64_t>()), OCB, e);
+  return out;
+}
+
+std::string isa() { return XNOR_AVX512 ? "avx512-vpopcntdq" : (XNOR_AVX2 ? "avx2-pshufb" : "scalar-popcnt"); }
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("pack_weight", &pack_weight, "sign-pack conv weights for xnor_conv2d");
+  m.def("pack_input", &pack_input, "sign-pack a float NCHW input with +1 padding");
+  m.def("xnor_conv2d", &xnor_conv2d, "binary convolution on packed operands");
+  m.def("isa", &isa, "which popcount path this build uses");
+}

@@ -1,0 +1,142 @@
+"""XNOR layers in the paper's block order: BatchNorm -> BinActive -> binary conv/linear.
+
+Padding convention (shared with the packed kernels): a binarized convolution pads its
+*binarized* input with +1, i.e. the value ``sign(0) = +1`` that a zero-padded input
+binarizes to. Every operand of the binary convolution is then exactly +-1, which is
+what a bit-packed XNOR + popcount kernel computes; the packed layer uses the same
+convention, so simulated and packed outputs agree.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .binarize import bin_active, check_grad_rule, scaled_sign
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class _XNORBase(nn.Module):
+    """Shared state: gradient rule and whether the weight is already binarized.
+
+    ``weight_is_binarized`` is set by :class:`BinOp` (which binarizes weights in place
+    before the forward pass, as the reference port does) and by ``load_packed`` (whose
+    weights are stored as alpha * sign). The layer then uses its weight as-is instead
+    of binarizing it a second time.
+    """
+
+    weight: nn.Parameter
+
+    def __init__(self, grad_rule: str) -> None:
+        super().__init__()
+        self.grad_rule = check_grad_rule(grad_rule)
+        self.weight_is_binarized = False
+
+    def binary_weight(self) -> Tensor:
+        """alpha * sign(W) with the layer's gradient rule (or W if already binarized)."""
+        if self.weight_is_binarized:
+            return self.weight
+        return scaled_sign(self.weight, self.grad_rule)
+
+
+class XNORConv2d(_XNORBase):
+    """BatchNorm2d -> BinActive -> [dropout] -> conv(sign(x), alpha*sign(W)) [* K] [+ b].
+
+    ``scale_input=True`` enables the paper's K: the channel mean of |x| (after BN),
+    box-filtered by the kernel, multiplied into the output. Off by default, as in both
+    public implementations.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        bias: bool = False,
+        scale_input: bool = False,
+        dropout: float = 0.0,
+        grad_rule: str = "corrected",
+        bn_eps: float = 1e-4,
+    ) -> None:
+        super().__init__(grad_rule)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = _pair(padding)
+        self.scale_input = scale_input
+        self.bn = nn.BatchNorm2d(in_channels, eps=bn_eps)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+
+    def input_scale(self, x_bn: Tensor) -> Tensor:
+        """The paper's K: mean_c |x| box-filtered by the kernel (zero padded)."""
+        a = x_bn.abs().mean(dim=1, keepdim=True)
+        return F.avg_pool2d(a, self.kernel_size, self.stride, self.padding,
+                            count_include_pad=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.bn(x)
+        xb = self.dropout(bin_active(x))
+        ph, pw = self.padding
+        if ph or pw:
+            xb = F.pad(xb, (pw, pw, ph, ph), value=1.0)
+        out = F.conv2d(xb, self.binary_weight(), None, self.stride)
+        if self.scale_input:
+            out = out * self.input_scale(x)
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1)
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding} (pad value +1), "
+                f"bias={self.bias is not None}, scale_input={self.scale_input}, "
+                f"grad_rule={self.grad_rule}")
+
+
+class XNORLinear(_XNORBase):
+    """BatchNorm1d -> BinActive -> [dropout] -> linear(sign(x), alpha*sign(W)) [+ b]."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        grad_rule: str = "corrected",
+        bn_eps: float = 1e-4,
+    ) -> None:
+        super().__init__(grad_rule)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.bn = nn.BatchNorm1d(in_features, eps=bn_eps)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.flatten(x, 1)
+        xb = self.dropout(bin_active(self.bn(x)))
+        return F.linear(xb, self.binary_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, "
+                f"grad_rule={self.grad_rule}")
+
+
+BINARY_LAYERS = (XNORConv2d, XNORLinear)
+
+
+def binary_layers(model: nn.Module) -> list[tuple[str, _XNORBase]]:
+    """Every XNOR layer of ``model`` with its qualified name, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, BINARY_LAYERS)]

@@ -1,0 +1,202 @@
+"""Float and XNOR models from one definition each.
+
+Every binarizable unit is built by :func:`act_conv` / :func:`act_linear`: in float it
+is BN -> activation -> conv, in XNOR it is BN -> BinActive -> binary conv. Nothing else
+differs between the two variants, and the first and last layers always stay float
+(paper, sec. 4.1).
+
+* ``resnet18`` -- pre-activation ResNet-18 (He et al., 2016) with a CIFAR stem (3x3,
+  stride 1, no max-pool) for 32x32 inputs; it also takes 1-channel 28x28 MNIST.
+  Pre-activation order (BN -> act -> conv) is exactly XNOR-Net's block order.
+* ``lenet5`` -- the original port's LeNet-5 for MNIST.
+* ``nin`` -- the original port's Network-in-Network for CIFAR-10.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from .layers import XNORConv2d, XNORLinear
+
+
+def act_conv(
+    in_ch: int,
+    out_ch: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    *,
+    binary: bool,
+    float_act: str = "relu",
+    bias: bool = False,
+    dropout: float = 0.0,
+    grad_rule: str = "corrected",
+    scale_input: bool = False,
+) -> nn.Module:
+    """BN -> act -> conv: ``act`` is sign for XNOR, ReLU (or none) for float."""
+    if binary:
+        return XNORConv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias,
+                          scale_input=scale_input, dropout=dropout, grad_rule=grad_rule)
+    layers: list[nn.Module] = [nn.BatchNorm2d(in_ch, eps=1e-4)]
+    if float_act == "relu":
+        layers.append(nn.ReLU(inplace=False))
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias))
+    return nn.Sequential(*layers)
+
+
+def act_linear(in_f: int, out_f: int, *, binary: bool, float_act: str = "relu",
+               dropout: float = 0.0, grad_rule: str = "corrected") -> nn.Module:
+    """BN -> act -> linear, the fully connected counterpart of :func:`act_conv`."""
+    if binary:
+        return XNORLinear(in_f, out_f, dropout=dropout, grad_rule=grad_rule)
+    layers: list[nn.Module] = [nn.Flatten(1), nn.BatchNorm1d(in_f, eps=1e-4)]
+    if float_act == "relu":
+        layers.append(nn.ReLU(inplace=False))
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(in_f, out_f))
+    return nn.Sequential(*layers)
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation basic block; the downsampling shortcut is a unit of its own."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int, **unit: Any) -> None:
+        super().__init__()
+        self.unit1 = act_conv(in_planes, planes, 3, stride, 1, **unit)
+        self.unit2 = act_conv(planes, planes, 3, 1, 1, **unit)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = act_conv(in_planes, planes, 1, stride, 0, **unit)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.unit2(self.unit1(x)) + self.shortcut(x)
+
+
+class ResNet18(nn.Module):
+    """Pre-activation ResNet-18, CIFAR stem; float stem conv and float classifier."""
+
+    def __init__(self, binary: bool, in_channels: int = 3, num_classes: int = 10,
+                 grad_rule: str = "corrected", scale_input: bool = False) -> None:
+        super().__init__()
+        unit = {"binary": binary, "grad_rule": grad_rule, "scale_input": scale_input}
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        blocks: list[nn.Module] = []
+        in_planes = 64
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks.append(PreActBlock(in_planes, planes, stride, **unit))
+            blocks.append(PreActBlock(planes, planes, 1, **unit))
+            in_planes = planes
+        self.layers = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(512)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.layers(self.conv1(x))
+        x = self.pool(self.relu(self.bn(x)))
+        return self.fc(x.flatten(1))
+
+
+class LeNet5(nn.Module):
+    """The original port's LeNet-5: conv1 float, conv2 and ip1 binary, ip2 float."""
+
+    def __init__(self, binary: bool, in_channels: int = 1, num_classes: int = 10,
+                 grad_rule: str = "corrected") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 20, kernel_size=5, stride=1)
+        self.bn_conv1 = nn.BatchNorm2d(20, eps=1e-4, affine=False)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = act_conv(20, 50, 5, binary=binary, float_act="none", bias=True,
+                              grad_rule=grad_rule)
+        self.ip1 = act_linear(50 * 4 * 4, 500, binary=binary, float_act="none",
+                              grad_rule=grad_rule)
+        self.ip2 = nn.Linear(500, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(self.relu(self.bn_conv1(self.conv1(x))))
+        x = self.pool(self.relu(self.conv2(x)))
+        x = self.relu(self.ip1(x.flatten(1)))
+        return self.ip2(x)
+
+
+class NIN(nn.Module):
+    """The original port's Network-in-Network for CIFAR-10 (32x32 RGB)."""
+
+    def __init__(self, binary: bool, in_channels: int = 3, num_classes: int = 10,
+                 grad_rule: str = "corrected") -> None:
+        super().__init__()
+
+        def unit(i: int, o: int, k: int, p: int, dropout: float = 0.0) -> list[nn.Module]:
+            return [act_conv(i, o, k, 1, p, binary=binary, float_act="none", bias=True,
+                             dropout=dropout, grad_rule=grad_rule), nn.ReLU()]
+
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 192, kernel_size=5, stride=1, padding=2),
+            nn.BatchNorm2d(192, eps=1e-4, affine=False),
+            nn.ReLU(),
+            *unit(192, 160, 1, 0),
+            *unit(160, 96, 1, 0),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            *unit(96, 192, 5, 2, dropout=0.5),
+            *unit(192, 192, 1, 0),
+            *unit(192, 192, 1, 0),
+            nn.AvgPool2d(kernel_size=3, stride=2, padding=1),
+            *unit(192, 192, 3, 1, dropout=0.5),
+            *unit(192, 192, 1, 0),
+            nn.BatchNorm2d(192, eps=1e-4, affine=False),
+            nn.Conv2d(192, num_classes, kernel_size=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x).flatten(1)
+
+
+def _with_spec(model: nn.Module, name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Record how to rebuild the model (used by the packed file format)."""
+    model.xnorbench_spec = {"name": name, "kwargs": dict(kwargs)}  # type: ignore[assignment]
+    return model
+
+
+def resnet18(binary: bool = False, in_channels: int = 3, num_classes: int = 10,
+             grad_rule: str = "corrected", scale_input: bool = False) -> nn.Module:
+    """Pre-activation ResNet-18 (CIFAR stem); ``binary=True`` for XNOR-Net."""
+    kw = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
+          "grad_rule": grad_rule, "scale_input": scale_input}
+    return _with_spec(ResNet18(**kw), "resnet18", kw)
+
+
+def lenet5(binary: bool = False, in_channels: int = 1, num_classes: int = 10,
+           grad_rule: str = "corrected") -> nn.Module:
+    """LeNet-5 as in the original port (MNIST, 28x28)."""
+    kw = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
+          "grad_rule": grad_rule}
+    return _with_spec(LeNet5(**kw), "lenet5", kw)
+
+
+def nin(binary: bool = False, in_channels: int = 3, num_classes: int = 10,
+        grad_rule: str = "corrected") -> nn.Module:
+    """Network-in-Network as in the original port (CIFAR-10, 32x32)."""
+    kw = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
+          "grad_rule": grad_rule}
+    return _with_spec(NIN(**kw), "nin", kw)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"resnet18": resnet18, "lenet5": lenet5,
+                                               "nin": nin}
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+    """Build a model by name; ``ValueError`` names the known models otherwise."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)
