@@ -377,24 +377,23 @@ torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw) {
   return P;
 }
 
-// The whole binary convolution: pack (sign) the input, im2col, XNOR-popcount GEMM,
-// and scale by alpha [* K] [+ bias]. Returns float NCHW in channels_last storage, or
-// the integer +-1 dot products (int32) when `integer` is true.
-torch::Tensor xnor_conv2d(torch::Tensor x, torch::Tensor wpacked, torch::Tensor alpha,
-                          c10::optional<torch::Tensor> bias, c10::optional<torch::Tensor> kscale,
-                          int64_t OC, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
-                          int64_t ph, int64_t pw, bool integer) {
-  TORCH_CHECK(x.dim() == 4, "xnor_conv2d: input must be [N, C, H, W]");
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t Cw = ceil_div(C, 64), K = KH * KW * Cw, OCB = ceil_div(OC, 8);
+// The binary convolution on an already packed (and padded) input P[N][Hp][Wp][Cw] of C
+// channels: im2col, XNOR-popcount GEMM, scale by alpha [* K] [+ bias].
+torch::Tensor xnor_conv2d_packed(torch::Tensor P, int64_t C, torch::Tensor wpacked,
+                                 torch::Tensor alpha, c10::optional<torch::Tensor> bias,
+                                 c10::optional<torch::Tensor> kscale, int64_t OC, int64_t KH,
+                                 int64_t KW, int64_t sh, int64_t sw, bool integer) {
+  TORCH_CHECK(P.dim() == 4 && P.scalar_type() == torch::kLong && P.is_contiguous(),
+              "xnor_conv2d_packed: P must be a contiguous int64 [N, Hp, Wp, Cw] tensor");
+  const int64_t N = P.size(0), Hp = P.size(1), Wp = P.size(2), Cw = P.size(3);
+  TORCH_CHECK(Cw == ceil_div(C, 64), "xnor_conv2d_packed: C does not match P");
+  const int64_t K = KH * KW * Cw, OCB = ceil_div(OC, 8);
   TORCH_CHECK(wpacked.size(0) == OCB && wpacked.size(1) == K && wpacked.size(2) == 8 * NSPLIT,
               "xnor_conv2d: packed weight does not match the input's channels/kernel");
-  const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw;
   TORCH_CHECK(Hp >= KH && Wp >= KW, "xnor_conv2d: kernel larger than the padded input");
   const int64_t OH = (Hp - KH) / sh + 1, OW = (Wp - KW) / sw + 1;
   const int64_t M = N * OH * OW, Mpad = ceil_div(M, MR) * MR;
 
-  auto P = pack_input(x, ph, pw);
   auto A = torch::zeros({Mpad, K * NSPLIT}, torch::kLong);
   im2col(reinterpret_cast<const uint64_t*>(P.data_ptr<int64_t>()),
          reinterpret_cast<uint64_t*>(A.data_ptr<int64_t>()), N, Hp, Wp, Cw, KH, KW, sh, sw,
@@ -432,11 +431,26 @@ torch::Tensor xnor_conv2d(torch::Tensor x, torch::Tensor wpacked, torch::Tensor 
   return out;
 }
 
+// The whole binary convolution: sign-pack the float input (padding with +1), then
+// xnor_conv2d_packed. Returns float NCHW in channels_last storage, or the integer +-1
+// dot products (int32) when `integer` is true.
+torch::Tensor xnor_conv2d(torch::Tensor x, torch::Tensor wpacked, torch::Tensor alpha,
+                          c10::optional<torch::Tensor> bias, c10::optional<torch::Tensor> kscale,
+                          int64_t OC, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
+                          int64_t ph, int64_t pw, bool integer) {
+  TORCH_CHECK(x.dim() == 4, "xnor_conv2d: input must be [N, C, H, W]");
+  TORCH_CHECK(x.size(2) + 2 * ph >= KH && x.size(3) + 2 * pw >= KW,
+              "xnor_conv2d: kernel larger than the padded input");
+  return xnor_conv2d_packed(pack_input(x, ph, pw), x.size(1), wpacked, alpha, bias, kscale,
+                            OC, KH, KW, sh, sw, integer);
+}
+
 std::string isa() { return XNOR_AVX512 ? "avx512-vpopcntdq" : (XNOR_AVX2 ? "avx2-pshufb" : "scalar-popcnt"); }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_weight", &pack_weight, "sign-pack conv weights for xnor_conv2d");
   m.def("pack_input", &pack_input, "sign-pack a float NCHW input with +1 padding");
-  m.def("xnor_conv2d", &xnor_conv2d, "binary convolution on packed operands");
+  m.def("xnor_conv2d", &xnor_conv2d, "binary convolution: pack the float input, then XNOR");
+  m.def("xnor_conv2d_packed", &xnor_conv2d_packed, "binary convolution on a packed input");
   m.def("isa", &isa, "which popcount path this build uses");
 }

@@ -1,0 +1,398 @@
+"""The xnorbench command line: run suites, sweep, list runs, render tables and plots.
+
+Every command reads and writes one results database (``--db``, env ``XNORBENCH_DB``,
+default ``./xnorbench.db``; a SQLite path or any SQLAlchemy URL). Bad input ends with a
+one-line ``error:`` message and exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from .db import DBError, Store, is_stale
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+run_app = typer.Typer(help="Run a declared suite and store its rows.", no_args_is_help=True)
+runs_app = typer.Typer(help="List runs, show one, mark dead ones.", invoke_without_command=True)
+plot_app = typer.Typer(help="Draw figures from stored rows (PNG).", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+app.add_typer(runs_app, name="runs")
+app.add_typer(plot_app, name="plot")
+
+STALE_AFTER = timedelta(minutes=10)
+
+
+class State:
+    db: str | None = None
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr, exit code 2: the CLI's answer to every bad input."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def open_store() -> Store:
+    try:
+        return Store.open(State.db)
+    except DBError as exc:
+        fail(str(exc))
+
+
+@app.callback()
+def main_callback(
+    db: Annotated[str | None, typer.Option(
+        "--db", envvar="XNORBENCH_DB",
+        help="Results database: a SQLite file path or a SQLAlchemy URL "
+             "[default: ./xnorbench.db].")] = None,
+) -> None:
+    State.db = db
+
+
+# ----------------------------------------------------------------------------- helpers
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def parse_int_list(text: str, name: str, minimum: int = 1) -> list[int]:
+    """'16,32,64' -> [16, 32, 64]; anything else is a one-line error."""
+    parts = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in parts):
+        fail(f"{name} must be a comma-separated list of integers, got {text!r}")
+    try:
+        values = [int(t) for t in parts]
+    except ValueError:
+        fail(f"{name} must be a comma-separated list of integers, got {text!r}")
+    if any(v < minimum for v in values):
+        fail(f"{name} values must be at least {minimum}, got {text!r}")
+    return values
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        fail(f"--shard must look like i/n (e.g. 0/4), got {text!r}")
+    if n < 1 or not 0 <= i < n:
+        fail(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def _choose(value: str, choices: tuple[str, ...] | list[str], what: str) -> str:
+    if value not in choices:
+        fail(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+def _positive(value: int | float | None, what: str, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        fail(f"{what} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+
+
+def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads: int | None,
+                  seed: int | None, progress: bool, checkpoint_dir: Path,
+                  resume: int | None) -> int:
+    """Validate the device, open the db, run the suite, map outcomes to exit codes."""
+    from .harness.environment import resolve_device
+    from .harness.runner import RunFailed, RunInterrupted, execute
+
+    try:
+        dev = resolve_device(device.value)
+    except ValueError as exc:
+        fail(str(exc))
+    _positive(threads, "--threads")
+    store = open_store()
+    command = shlex.join(["xnorbench", *sys.argv[1:]]) if sys.argv else None
+    try:
+        run_id = execute(store, suite, params, device=dev, seed=seed, command=command,
+                         progress=progress, checkpoint_dir=checkpoint_dir, resume_run=resume,
+                         threads=threads)
+    except RunInterrupted as exc:
+        typer.echo(f"interrupted: {exc}", err=True)
+        raise typer.Exit(130) from None
+    except RunFailed as exc:
+        from .harness.datasets import DatasetError
+
+        if isinstance(exc.error, DatasetError):
+            typer.echo(f"error: {exc.error} (run {exc.run_id} marked failed)", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except ValueError as exc:
+        fail(str(exc))
+    n = len(store.results([run_id]))
+    typer.echo(f"run {run_id} finished: {n} rows in {store.engine.url.render_as_string()}")
+    return run_id
+
+
+DeviceOpt = Annotated[Device, typer.Option(help="Where to compute: auto picks cuda if present.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="torch intra-op threads (recorded).")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed (recorded).")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
+CkptOpt = Annotated[Path, typer.Option(help="Folder for per-epoch checkpoints.")]
+ResumeOpt = Annotated[int | None, typer.Option(
+    help="Continue the interrupted or failed run with this id from its checkpoints.")]
+
+
+# ------------------------------------------------------------------------ run accuracy
+@run_app.command("accuracy")
+def run_accuracy(
+    dataset: Annotated[str, typer.Option(help="mnist or cifar10.")] = "mnist",
+    model: Annotated[str, typer.Option(help="resnet18, lenet5 or nin.")] = "lenet5",
+    variant: Annotated[str, typer.Option(help="float, xnor or both.")] = "both",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 128,
+    lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.1 sgd, 1e-3 adam].")
+                  ] = None,
+    optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = "sgd",
+    weight_decay: Annotated[float, typer.Option(help="L2 on conv/linear weights.")] = 5e-4,
+    grad_rule: Annotated[str, typer.Option(help="corrected, paper or reference.")
+                         ] = "corrected",
+    limit_train: Annotated[int | None, typer.Option(help="Use a seeded subset of the train split.")
+                           ] = None,
+    limit_test: Annotated[int | None, typer.Option(help="Use a seeded subset of the test split.")
+                          ] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        help="Folder holding MNIST/raw or cifar10-jpeg / cifar-10-batches-py "
+             "[env XNORBENCH_DATA, else ./data].")] = None,
+    download: Annotated[bool, typer.Option(help="Download the dataset if missing.")] = False,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast (CUDA).")] = False,
+    channels_last: Annotated[bool, typer.Option(help="channels_last memory format.")] = False,
+    device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = None,
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
+    checkpoint_dir: CkptOpt = Path("checkpoints"),
+    resume: ResumeOpt = None,
+) -> None:
+    """Train and test a model as float and as XNOR under one recipe."""
+    from .harness.datasets import DATASETS
+    from .harness.training import OPTIMIZERS
+    from .xnor import GRAD_RULES
+    from .xnor.models import MODELS
+
+    _choose(dataset, DATASETS, "dataset")
+    _choose(model, list(MODELS), "model")
+    _choose(variant, ("float", "xnor", "both"), "variant")
+    _choose(optimizer, OPTIMIZERS, "optimizer")
+    _choose(grad_rule, GRAD_RULES, "grad rule")
+    _positive(epochs, "--epochs")
+    _positive(batch_size, "--batch-size")
+    _positive(lr, "--lr")
+    _positive(weight_decay, "--weight-decay", allow_zero=True)
+    _positive(limit_train, "--limit-train")
+    _positive(limit_test, "--limit-test")
+    params = {"dataset": dataset, "model": model, "variant": variant, "epochs": epochs,
+              "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+              "weight_decay": weight_decay, "grad_rule": grad_rule,
+              "limit_train": limit_train, "limit_test": limit_test, "seed": seed,
+              "data_dir": str(data_dir) if data_dir else None, "download": download,
+              "amp": amp, "channels_last": channels_last}
+    execute_suite("accuracy", params, device=device, threads=threads, seed=seed,
+                  progress=progress, checkpoint_dir=checkpoint_dir, resume=resume)
+
+
+# --------------------------------------------------------------------------- sweep
+def _sweep(channels: str, kernel: str, input_size: int, threads: int, fixed_channels: int,
+           fixed_kernel: int, batch: int, rounds: int, shard: str | None, seed: int,
+           progress: bool) -> None:
+    ch = parse_int_list(channels, "--channels")
+    ks = parse_int_list(kernel, "--kernel")
+    _positive(input_size, "--input-size")
+    _positive(fixed_channels, "--fixed-channels")
+    _positive(fixed_kernel, "--fixed-kernel")
+    _positive(batch, "--batch")
+    _positive(rounds, "--rounds")
+    _positive(threads, "--threads")
+    biggest = max([*ks, fixed_kernel])
+    if biggest > input_size + 2 * ((biggest - 1) // 2):
+        fail(f"kernel {biggest} is larger than the padded {input_size}x{input_size} input")
+    params = {"channels": ch, "kernels": ks, "input_size": input_size, "threads": threads,
+              "fixed_channels": fixed_channels, "fixed_kernel": fixed_kernel, "batch": batch,
+              "rounds": rounds, "shard": parse_shard(shard), "seed": seed}
+    execute_suite("sweep", params, device=Device.cpu, threads=threads, seed=seed,
+                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None)
+
+
+SWEEP_HELP = "Speedup of the XNOR conv over float conv vs channels and filter size (Fig. 4 b-c)."
+
+
+@app.command("sweep", help=SWEEP_HELP)
+@run_app.command("sweep", help=SWEEP_HELP)
+def sweep(
+    channels: Annotated[str, typer.Option(help="Channel counts (3x3 filter sweep).")
+                        ] = "16,32,64,128,256,512,1024",
+    kernel: Annotated[str, typer.Option(help="Filter sizes (fixed-channel sweep).")
+                      ] = "1,2,3,4,5,6,7,9,11",
+    input_size: Annotated[int, typer.Option(help="Input height = width.")] = 14,
+    threads: Annotated[int, typer.Option(help="torch and kernel threads.")] = 1,
+    fixed_channels: Annotated[int, typer.Option(help="Channels of the filter-size sweep.")
+                              ] = 256,
+    fixed_kernel: Annotated[int, typer.Option(help="Filter size of the channel sweep.")] = 3,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
+    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds per point.")] = 5,
+    shard: Annotated[str | None, typer.Option(help="Run only points i, i+n, ... (i/n).")
+                     ] = None,
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
+) -> None:
+    _sweep(channels, kernel, input_size, threads, fixed_channels, fixed_kernel, batch, rounds,
+           shard, seed, progress)
+
+
+# --------------------------------------------------------------------------- timing
+@run_app.command("timing")
+def run_timing(
+    model: Annotated[str, typer.Option(help="Comma-separated: resnet18,lenet5,nin.")
+                     ] = "resnet18,lenet5,nin",
+    batches: Annotated[str, typer.Option(help="Inference batch sizes.")] = "1,64",
+    train_batch: Annotated[int, typer.Option(help="Batch of the timed training step.")] = 32,
+    per_layer: Annotated[bool, typer.Option(help="Also time every binary layer.")] = True,
+    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds.")] = 3,
+    threads: Annotated[int, typer.Option(help="torch and kernel threads.")] = 1,
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
+) -> None:
+    """Inference latency (per layer, end to end) and training step, float vs XNOR."""
+    from .xnor.models import MODELS
+
+    names = [m.strip() for m in model.split(",") if m.strip()]
+    if not names:
+        fail("--model needs at least one model")
+    for m in names:
+        _choose(m, list(MODELS), "model")
+    _positive(train_batch, "--train-batch")
+    _positive(rounds, "--rounds")
+    params = {"models": names, "batches": parse_int_list(batches, "--batches"),
+              "train_batch": train_batch, "per_layer": per_layer, "rounds": rounds,
+              "threads": threads, "seed": seed}
+    execute_suite("timing", params, device=Device.cpu, threads=threads, seed=seed,
+                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None)
+
+
+# ---------------------------------------------------------------------------- table
+class TableFormat(str, Enum):
+    markdown = "markdown"
+    csv = "csv"
+    json = "json"
+
+
+@app.command("table")
+def table(
+    suite: Annotated[str, typer.Option(help="accuracy (the mission's table) or sweep.")
+                     ] = "accuracy",
+    format: Annotated[TableFormat, typer.Option("--format", help="Output format.")
+                      ] = TableFormat.markdown,
+    output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")
+                      ] = None,
+) -> None:
+    """Render a results table from the latest finished runs."""
+    from .report import tables
+
+    renderers = {"accuracy": tables.accuracy_table, "sweep": tables.sweep_table}
+    _choose(suite, list(renderers), "table suite")
+    store = open_store()
+    text = tables.render(renderers[suite](store), format.value)
+    if output:
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror}")
+        typer.echo(f"wrote {output}")
+    else:
+        typer.echo(text, nl=False)
+
+
+# ----------------------------------------------------------------------------- runs
+@runs_app.callback()
+def runs_list(
+    ctx: typer.Context,
+    suite: Annotated[str | None, typer.Option(help="Only runs of this suite.")] = None,
+    limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+) -> None:
+    """List runs, newest first; a running run without heartbeat shows as stale."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    store = open_store()
+    t = Table("id", "suite", "status", "started", "ended", "rows", "device", "threads",
+              "commit")
+    for r in store.runs(suite=suite, limit=limit):
+        status = r.status + (" (stale)" if is_stale(r, STALE_AFTER) else "")
+        t.add_row(str(r.id), r.suite, status, f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+                  f"{r.ended_at:%H:%M:%S}" if r.ended_at else "",
+                  str(len(store.results([r.id]))), r.device or "", str(r.threads or ""),
+                  (r.git_commit or "")[:8] + ("+" if r.git_dirty else ""))
+    Console(width=160).print(t)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[int, typer.Argument(help="Run id.")]) -> None:
+    """Everything stored about one run, and the exact command that made it."""
+    store = open_store()
+    run = store.run(run_id)
+    if run is None:
+        fail(f"no run with id {run_id}")
+    info = {c.key: getattr(run, c.key) for c in run.__table__.columns}
+    for k in ("started_at", "ended_at", "heartbeat_at"):
+        info[k] = str(info[k]) if info[k] else None
+    info["stale"] = is_stale(run, STALE_AFTER)
+    info["rows"] = len(store.results([run_id]))
+    typer.echo(json.dumps(info, indent=2, default=str))
+
+
+@runs_app.command("mark-stale")
+def runs_mark_stale(
+    minutes: Annotated[float, typer.Option(help="No heartbeat for this long = dead.")] = 10,
+) -> None:
+    """Mark running runs whose process died (no heartbeat) as interrupted."""
+    _positive(minutes, "--minutes")
+    ids = open_store().mark_stale(timedelta(minutes=minutes))
+    typer.echo(f"marked {len(ids)} stale run(s) interrupted: {ids}")
+
+
+# ----------------------------------------------------------------------------- plot
+@plot_app.command("sweep")
+def plot_sweep(
+    output_dir: Annotated[Path, typer.Option(help="Folder for the PNG files.")] = Path("."),
+) -> None:
+    """Draw Fig. 4(b) and 4(c): measured and theoretical speedup (PNG)."""
+    from .report.plots import plot_sweeps
+    from .report.tables import sweep_points
+
+    store = open_store()
+    points = sweep_points(store)
+    if not points:
+        fail("no finished sweep rows in the database; run `xnorbench sweep` first")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create {output_dir}: {exc.strerror}")
+    for path in plot_sweeps(points, output_dir):
+        typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

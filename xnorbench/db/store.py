@@ -1,0 +1,226 @@
+"""Engine setup and the run lifecycle in SQL (the only code that writes rows).
+
+SQLite is the embedded default; any SQLAlchemy URL works. SQLite is configured for
+several writer processes: WAL journal, a long busy timeout, and short transactions
+(one commit per result row, so a crash keeps every row written before it).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.orm import Session
+
+from .models import RUN_STATUSES, SCHEMA_VERSION, Base, Meta, Result, Run, utcnow
+
+DEFAULT_DB = "xnorbench.db"
+
+
+class DBError(Exception):
+    """A database problem a user can fix; the CLI prints it as one line."""
+
+
+@dataclass
+class Row:
+    """One measured value as a suite yields it."""
+
+    metric: str
+    value: float | None
+    unit: str = ""
+    dataset: str | None = None
+    model: str | None = None
+    variant: str | None = None
+    epoch: int | None = None
+    step: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def database_url(db: str | None) -> str:
+    """A SQLAlchemy URL from ``--db`` / ``XNORBENCH_DB``: a URL, or a SQLite file path."""
+    db = db or os.environ.get("XNORBENCH_DB") or DEFAULT_DB
+    if "://" in db:
+        return db
+    path = Path(db).expanduser()
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise DBError(f"--db {db}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) and not (path.exists() and os.access(path, os.W_OK)):
+        raise DBError(f"--db {db}: folder {parent} is not writable")
+    return f"sqlite:///{path.resolve()}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+MIGRATIONS: dict[int, Any] = {}
+"""``MIGRATIONS[v](conn)`` upgrades a schema of version ``v`` to ``v + 1`` in place."""
+
+
+def _schema_version(conn: Any) -> int | None:
+    row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
+    return int(row[0]) if row else None
+
+
+def _init_schema(engine: Engine) -> None:
+    with engine.begin() as conn:
+        tables = set(inspect(conn).get_table_names())
+        if "runs" in tables and "xnorbench_meta" not in tables:
+            raise DBError(f"{engine.url}: has a 'runs' table but no xnorbench schema version; "
+                          "not an xnorbench database")
+        Base.metadata.create_all(conn)
+        version = _schema_version(conn)
+        if version is None:
+            conn.execute(Meta.__table__.insert().values(key="schema_version",
+                                                        value=str(SCHEMA_VERSION)))
+            return
+        if version > SCHEMA_VERSION:
+            raise DBError(f"{engine.url}: schema version {version} is newer than this "
+                          f"xnorbench understands ({SCHEMA_VERSION}); upgrade xnorbench")
+        while version < SCHEMA_VERSION:
+            if version not in MIGRATIONS:
+                raise DBError(f"{engine.url}: no migration from schema version {version}")
+            MIGRATIONS[version](conn)
+            version += 1
+            conn.execute(Meta.__table__.update().where(Meta.key == "schema_version")
+                         .values(value=str(version)))
+
+
+def open_engine(db: str | None = None) -> Engine:
+    """Open (and create or upgrade) the results database; ``DBError`` if it cannot."""
+    url = database_url(db)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DBError(f"--db {db!r} is not a valid database URL or path") from exc
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(parsed, connect_args={"timeout": 60})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(parsed, pool_pre_ping=True)
+        _init_schema(engine)
+    except DBError:
+        raise
+    except (DatabaseError, OperationalError, sqlite3.DatabaseError) as exc:
+        msg = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise DBError(f"cannot use database {parsed.render_as_string(hide_password=True)}: "
+                      f"{msg}") from exc
+    except Exception as exc:  # missing driver, unknown dialect, ...
+        raise DBError(f"cannot open database {db!r}: {exc}") from exc
+    return engine
+
+
+class Store:
+    """Writes and reads runs and results; each write is its own short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, db: str | None = None) -> Store:
+        return cls(open_engine(db))
+
+    # -- writes -------------------------------------------------------------------
+    def start_run(self, suite: str, params: dict[str, Any], context: dict[str, Any],
+                  command: str | None = None) -> int:
+        columns = {c.key for c in Run.__table__.columns}
+        fields = {k: v for k, v in context.items() if k in columns}
+        with Session(self.engine) as s, s.begin():
+            run = Run(suite=suite, params=params, status="running", command=command,
+                      started_at=utcnow(), heartbeat_at=utcnow(), context=context, **fields)
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def add_rows(self, run_id: int, rows: Iterable[Row]) -> None:
+        with Session(self.engine) as s, s.begin():
+            for r in rows:
+                s.add(Result(run_id=run_id, dataset=r.dataset, model=r.model,
+                             variant=r.variant, metric=r.metric,
+                             value=None if r.value is None else float(r.value), unit=r.unit,
+                             epoch=r.epoch, step=r.step, params=r.params))
+            s.execute(Run.__table__.update().where(Run.id == run_id)
+                      .values(heartbeat_at=utcnow()))
+
+    def reopen_run(self, run_id: int) -> None:
+        """Set an interrupted or failed run back to ``running`` (``--resume``)."""
+        with Session(self.engine) as s, s.begin():
+            s.execute(Run.__table__.update().where(Run.id == run_id)
+                      .values(status="running", error=None, ended_at=None,
+                              heartbeat_at=utcnow()))
+
+    def heartbeat(self, run_id: int) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.execute(Run.__table__.update().where(Run.id == run_id)
+                      .values(heartbeat_at=utcnow()))
+
+    def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
+        assert status in RUN_STATUSES
+        with Session(self.engine) as s, s.begin():
+            s.execute(Run.__table__.update().where(Run.id == run_id)
+                      .values(status=status, error=error, ended_at=utcnow()))
+
+    def mark_stale(self, older_than: timedelta) -> list[int]:
+        """Mark ``running`` runs without a heartbeat for ``older_than`` as interrupted."""
+        cutoff = utcnow() - older_than
+        with Session(self.engine) as s, s.begin():
+            ids = list(s.scalars(select(Run.id).where(Run.status == "running",
+                                                      Run.heartbeat_at < cutoff)))
+            if ids:
+                s.execute(Run.__table__.update().where(Run.id.in_(ids)).values(
+                    status="interrupted", ended_at=utcnow(),
+                    error="no heartbeat: the process died (marked stale)"))
+        return ids
+
+    # -- reads --------------------------------------------------------------------
+    def runs(self, suite: str | None = None, status: str | None = None,
+             limit: int | None = None) -> list[Run]:
+        q = select(Run).order_by(Run.id.desc())
+        if suite:
+            q = q.where(Run.suite == suite)
+        if status:
+            q = q.where(Run.status == status)
+        if limit:
+            q = q.limit(limit)
+        with Session(self.engine, expire_on_commit=False) as s:
+            return list(s.scalars(q))
+
+    def run(self, run_id: int) -> Run | None:
+        with Session(self.engine, expire_on_commit=False) as s:
+            return s.get(Run, run_id)
+
+    def results(self, run_ids: Iterable[int] | None = None, **filters: Any) -> list[Result]:
+        q = select(Result).order_by(Result.id)
+        if run_ids is not None:
+            q = q.where(Result.run_id.in_(list(run_ids)))
+        for key, value in filters.items():
+            if value is not None:
+                q = q.where(getattr(Result, key) == value)
+        with Session(self.engine, expire_on_commit=False) as s:
+            return list(s.scalars(q))
+
+    def count_results(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(text("SELECT COUNT(*) FROM results")).scalar_one())
+
+
+def is_stale(run: Run, after: timedelta, now: datetime | None = None) -> bool:
+    """A ``running`` run whose last heartbeat is older than ``after``."""
+    now = now or utcnow()
+    beat = run.heartbeat_at or run.started_at
+    return run.status == "running" and beat is not None and now - beat > after

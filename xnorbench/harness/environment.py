@@ -1,0 +1,93 @@
+"""Capture the context a result needs: code version, libraries, machine, threads, device."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import xnorbench
+
+_ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vpopcntdq",
+              "avx512vpopcntdq", "avx512_vnni", "popcnt", "bmi2", "neon", "asimd", "sve")
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> tuple[str, str]:
+    """(CPU model name, the ISA flags that matter for these kernels)."""
+    model, flags = platform.processor() or platform.machine(), ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return model, flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model in ("", platform.machine(), platform.processor()):
+            model = value.strip()
+        if key in ("flags", "Features") and not flags:
+            have = set(value.split())
+            flags = " ".join(f for f in _ISA_FLAGS if f in have)
+    return model, flags
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout xnorbench runs from, or (None, None)."""
+    root = Path(xnorbench.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=root, capture_output=True, text=True, timeout=10,
+                                check=True).stdout
+        return commit, bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available, else cpu; validates ``cuda`` is really there."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available on this machine")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return device
+
+
+def capture(device: str = "cpu", seed: int | None = None) -> dict[str, Any]:
+    """Everything a run row stores about where and how it ran."""
+    import torchvision
+
+    commit, dirty = git_state()
+    model, flags = cpu_info()
+    ctx: dict[str, Any] = {
+        "git_commit": commit, "git_dirty": dirty,
+        "xnorbench_version": xnorbench.__version__,
+        "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
+        "python_version": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu_model": model, "cpu_flags": flags,
+        "threads": torch.get_num_threads(), "device": device,
+        "gpu_name": None, "hostname": socket.gethostname(), "seed": seed,
+        "cpu_count": __import__("os").cpu_count(),
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        ctx["gpu_name"] = props.name
+        ctx["cuda_version"] = torch.version.cuda
+        ctx["gpu_memory_bytes"] = props.total_memory
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version",
+                                  "--format=csv,noheader"], capture_output=True, text=True,
+                                 timeout=10)
+            ctx["gpu_driver"] = out.stdout.strip().splitlines()[0] if out.stdout else None
+        except (OSError, subprocess.SubprocessError, IndexError):
+            ctx["gpu_driver"] = None
+    return ctx

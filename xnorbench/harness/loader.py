@@ -1,0 +1,79 @@
+"""Batches from uint8 tensors kept on the training device, augmented there in bulk.
+
+The whole split lives on the device as uint8 (CIFAR-10 train: 150 MB), so a batch is
+an index, a cast and a normalisation: no worker processes, no per-image Python. The
+standard CIFAR augmentation (random crop with 4-pixel zero padding, horizontal flip)
+is done per batch with tensor ops, on the GPU when training there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from .datasets import Split
+
+
+def random_crop_flip(x: Tensor, pad: int, generator: torch.Generator) -> Tensor:
+    """Per-sample random crop (zero padding ``pad``) and horizontal flip of a batch."""
+    b, c, h, w = x.shape
+    dev = x.device
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+    bi = torch.arange(b, device=dev)[:, None, None, None]
+    ci = torch.arange(c, device=dev)[None, :, None, None]
+    out = padded[bi, ci, rows, cols]
+    flip = torch.rand(b, generator=generator, device=dev) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+class BatchLoader:
+    """Iterates (images, labels) batches as normalised float tensors on ``device``."""
+
+    def __init__(self, split: Split, batch_size: int, *, mean: tuple[float, ...],
+                 std: tuple[float, ...], device: str = "cpu", shuffle: bool = False,
+                 augment: bool = False, seed: int = 0, channels_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle = shuffle
+        self.augment = augment
+        self.channels_last = channels_last
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(mean, device=device).view(shape) * 255
+        self.inv_std = 1.0 / (torch.tensor(std, device=device).view(shape) * 255)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.epoch_generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    def state(self) -> dict[str, Tensor]:
+        return {"device": self.generator.get_state(), "epoch": self.epoch_generator.get_state()}
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["device"])
+        self.epoch_generator.set_state(state["epoch"])
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.epoch_generator).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = (self.images[idx].float() - self.mean) * self.inv_std
+            if self.augment:
+                x = random_crop_flip(x, 4, self.generator)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]

@@ -1,0 +1,60 @@
+"""Timing done right: torch.utils.benchmark, explicit threads, interleaved comparisons.
+
+A speedup is the ratio of two medians measured in the same process with the same
+thread count, the two candidates timed in alternating rounds so that drift in machine
+load hits both alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils.benchmark import Timer
+
+
+@dataclass
+class Timing:
+    median_s: float
+    iqr_s: float
+    runs: int
+
+    @property
+    def median_ms(self) -> float:
+        return self.median_s * 1e3
+
+
+def _timer(fn: Callable[[], object], threads: int) -> Timer:
+    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+
+
+def time_fn(fn: Callable[[], object], threads: int, min_run_time: float = 0.2) -> Timing:
+    """Median and IQR of ``fn`` (CUDA is synchronised by torch.utils.benchmark)."""
+    m = _timer(fn, threads).blocked_autorange(min_run_time=min_run_time)
+    return Timing(m.median, m.iqr, len(m.times))
+
+
+def compare(fns: dict[str, Callable[[], object]], threads: int, rounds: int = 5,
+            min_run_time: float = 0.05) -> dict[str, Timing]:
+    """Time several callables interleaved: ``rounds`` alternating blocks each.
+
+    Returns per-callable median (over every measured block) and IQR.
+    """
+    prev = torch.get_num_threads()
+    timers = {k: _timer(f, threads) for k, f in fns.items()}
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    try:
+        for f in fns.values():  # warm-up
+            f()
+        for _ in range(rounds):
+            for k, t in timers.items():
+                samples[k].extend(t.blocked_autorange(min_run_time=min_run_time).times)
+    finally:
+        torch.set_num_threads(prev)
+    out = {}
+    for k, xs in samples.items():
+        q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+        out[k] = Timing(statistics.median(xs), q[2] - q[0], len(xs))
+    return out

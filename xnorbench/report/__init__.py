@@ -1,0 +1,1 @@
+"""Renderers: tables, plots and the written report, from stored rows only."""

@@ -1,0 +1,69 @@
+"""Fig. 4 (b) and (c) of the paper drawn from stored sweep rows (matplotlib, PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _series(points: list[dict[str, Any]], sweep: str, axis: str
+            ) -> dict[int, list[dict[str, Any]]]:
+    by_threads: dict[int, list[dict[str, Any]]] = {}
+    for p in points:
+        if p["sweep"] == sweep and p.get("speedup") is not None:
+            by_threads.setdefault(p["threads"], []).append(p)
+    for pts in by_threads.values():
+        pts.sort(key=lambda p: p[axis])
+    return by_threads
+
+
+def _plot(points: list[dict[str, Any]], sweep: str, axis: str, xlabel: str, title: str,
+          path: Path, logx: bool) -> Path | None:
+    series = _series(points, sweep, axis)
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    theory_drawn = False
+    for threads, pts in sorted(series.items()):
+        xs = [p[axis] for p in pts]
+        ax.plot(xs, [p["speedup"] for p in pts], "o-",
+                label=f"measured, packing included ({threads} thr)")
+        ax.plot(xs, [p.get("speedup_nopack") for p in pts], "s--", alpha=0.7,
+                label=f"measured, packed input ({threads} thr)")
+        if not theory_drawn:
+            ax.plot(xs, [p["theoretical_speedup"] for p in pts], "k:", lw=2,
+                    label="theoretical 64cN_W/(cN_W+64)")
+            theory_drawn = True
+    if logx:
+        ax.set_xscale("log", base=2)
+        xs_all = sorted({p[axis] for pts in series.values() for p in pts})
+        ax.set_xticks(xs_all)
+        ax.set_xticklabels([str(x) for x in xs_all])
+    else:
+        ax.set_xticks(sorted({p[axis] for pts in series.values() for p in pts}))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("speedup over float conv (x)")
+    cpu = next(iter(series.values()))[0].get("cpu") or ""
+    ax.set_title(f"{title}\n{cpu}", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_sweeps(points: list[dict[str, Any]], output_dir: Path) -> list[Path]:
+    """Write ``sweep_channels.png`` (Fig. 4b) and ``sweep_filter.png`` (Fig. 4c)."""
+    out = []
+    b = _plot(points, "channels", "channels", "number of channels (3x3 filter, 14x14 input)",
+              "Fig. 4(b): speedup vs channels", output_dir / "sweep_channels.png", True)
+    c = _plot(points, "kernel", "kernel", "filter size (256 channels, 14x14 input)",
+              "Fig. 4(c): speedup vs filter size", output_dir / "sweep_filter.png", False)
+    out += [p for p in (b, c) if p is not None]
+    return out

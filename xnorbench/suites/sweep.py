@@ -1,0 +1,109 @@
+"""Suite ``sweep``: the paper's Fig. 4 (b) and (c), measured.
+
+(b) speedup against the number of channels at a fixed 3x3 filter, (c) against the
+filter size at a fixed channel count (256), both on a 14x14 input, batch 1. Each point
+first checks the binary output against a float reference (a point that fails is stored
+as failed and never timed), then times float ``F.conv2d`` and the packed XNOR op side
+by side (interleaved, same thread count), with the input's sign-packing included and
+excluded. The paper's theoretical speedup ``64 c N_W / (c N_W + 64)`` is stored beside
+the measured one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..db import Row
+from ..harness.environment import cpu_info
+from ..harness.registry import SuiteContext, register
+from ..harness.timing import compare
+from ..xnor.kernels import kernel_isa, load_kernels
+
+DEFAULTS: dict[str, Any] = {
+    "channels": [16, 32, 64, 128, 256, 512, 1024], "kernels": [1, 2, 3, 4, 5, 6, 7, 9, 11],
+    "fixed_channels": 256, "fixed_kernel": 3, "input_size": 14, "batch": 1, "threads": 1,
+    "rounds": 5, "min_run_time": 0.05, "seed": 0, "shard": None,
+}
+
+
+def theoretical_speedup(c: int, k: int) -> float:
+    """The paper's ``S = 64 c N_W / (c N_W + 64)`` with ``N_W = k * k``."""
+    nw = k * k
+    return 64.0 * c * nw / (c * nw + 64.0)
+
+
+def sweep_points(p: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(sweep name, channels, kernel) for every point, shard-filtered."""
+    points = [("channels", c, p["fixed_kernel"]) for c in p["channels"]]
+    points += [("kernel", p["fixed_channels"], k) for k in p["kernels"]]
+    shard = p.get("shard")
+    if shard:
+        i, n = shard
+        points = [pt for j, pt in enumerate(points) if j % n == i]
+    return points
+
+
+def check_point(c: int, k: int, size: int, batch: int, pad: int, seed: int) -> str | None:
+    """None if the binary op equals the float conv of signs exactly, else the reason."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, c, size, size, generator=g)
+    w = torch.randn(c, c, k, k, generator=g)
+    kern = load_kernels()
+    got = kern.xnor_conv2d(x, kern.pack_weight(w), torch.ones(c), None, None, c, k, k, 1, 1,
+                           pad, pad, True)
+    xs = torch.where(x < 0, -1.0, 1.0)
+    ws = torch.where(w < 0, -1.0, 1.0)
+    ref = F.conv2d(F.pad(xs, (pad,) * 4, value=1.0), ws)
+    if got.shape != ref.shape:
+        return f"shape {tuple(got.shape)} != {tuple(ref.shape)}"
+    bad = int((got.double() != ref.double()).sum())
+    return None if bad == 0 else f"{bad} of {ref.numel()} outputs differ"
+
+
+@register("sweep", "Speedup of the XNOR conv over float conv vs channels and filter size.",
+          DEFAULTS)
+def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
+    p = {**DEFAULTS, **params}
+    threads, size, batch = p["threads"], p["input_size"], p["batch"]
+    kern = load_kernels()
+    isa = kernel_isa()
+    cpu, _ = cpu_info()
+    for sweep, c, k in ctx.progress.track(sweep_points(p), "sweep points"):
+        pad = (k - 1) // 2
+        base = {"sweep": sweep, "channels": c, "kernel": k, "input_size": size,
+                "batch": batch, "threads": threads, "padding": pad, "kernel_isa": isa,
+                "cpu": cpu}
+        common = {"model": "conv", "variant": "xnor", "params": base}
+        ctx.progress.info(f"c={c} k={k}")
+        err = check_point(c, k, size, batch, pad, p["seed"])
+        if err is not None:
+            yield Row("point_failed", 1.0, "", params={**base, "error": err},
+                      **{k_: v for k_, v in common.items() if k_ != "params"})
+            continue
+        yield Row("correct", 1.0, "", **common)
+        g = torch.Generator().manual_seed(p["seed"] + 1)
+        x = torch.randn(batch, c, size, size, generator=g)
+        w = torch.randn(c, c, k, k, generator=g)
+        alpha = w.abs().mean(dim=(1, 2, 3))
+        wp = kern.pack_weight(w)
+        packed_x = kern.pack_input(x, pad, pad)
+        t = compare({
+            "float": lambda x=x, w=w, pad=pad: F.conv2d(x, w, padding=pad),
+            "binary": lambda x=x, wp=wp, alpha=alpha, c=c, k=k, pad=pad: kern.xnor_conv2d(
+                x, wp, alpha, None, None, c, k, k, 1, 1, pad, pad, False),
+            "binary_nopack": lambda P=packed_x, wp=wp, alpha=alpha, c=c, k=k: (
+                kern.xnor_conv2d_packed(P, c, wp, alpha, None, None, c, k, k, 1, 1, False)),
+        }, threads=threads, rounds=p["rounds"], min_run_time=p["min_run_time"])
+        for name, metric in (("float", "float_ms"), ("binary", "binary_ms"),
+                             ("binary_nopack", "binary_nopack_ms")):
+            yield Row(metric, t[name].median_ms, "ms", model="conv",
+                      variant="float" if name == "float" else "xnor",
+                      params={**base, "iqr_ms": t[name].iqr_s * 1e3, "runs": t[name].runs})
+        yield Row("speedup", t["float"].median_s / t["binary"].median_s, "x", **common)
+        yield Row("speedup_nopack", t["float"].median_s / t["binary_nopack"].median_s, "x",
+                  **common)
+        yield Row("theoretical_speedup", theoretical_speedup(c, k), "x", **common)
