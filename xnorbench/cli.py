@@ -220,8 +220,8 @@ def _sweep(channels: str, kernel: str, input_size: int, threads: int, fixed_chan
     _positive(rounds, "--rounds")
     _positive(threads, "--threads")
     biggest = max([*ks, fixed_kernel])
-    if biggest > input_size + 2 * ((biggest - 1) // 2):
-        fail(f"kernel {biggest} is larger than the padded {input_size}x{input_size} input")
+    if biggest > input_size:
+        fail(f"kernel {biggest} is larger than the {input_size}x{input_size} input")
     params = {"channels": ch, "kernels": ks, "input_size": input_size, "threads": threads,
               "fixed_channels": fixed_channels, "fixed_kernel": fixed_kernel, "batch": batch,
               "rounds": rounds, "shard": parse_shard(shard), "seed": seed}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,11 +146,13 @@ def decode_image_folder(folder: Path, progress: Callable[..., Any] | None = None
             cache.unlink(missing_ok=True)
     items = progress(samples, f"decode {folder.name}") if progress else samples
     images = []
-    for path, _ in items:
-        try:
-            images.append(decode_image(read_file(path), mode=ImageReadMode.RGB))
-        except Exception as exc:
-            raise DatasetError(f"{path}: not a readable image ({exc})") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io -> torchcodec
+        for path, _ in items:
+            try:
+                images.append(decode_image(read_file(path), mode=ImageReadMode.RGB))
+            except Exception as exc:
+                raise DatasetError(f"{path}: not a readable image ({exc})") from exc
     shapes = {tuple(i.shape) for i in images}
     if len(shapes) != 1:
         raise DatasetError(f"{folder}: images differ in size ({sorted(shapes)[:3]} ...)")

@@ -1,0 +1,72 @@
+"""Tiny datasets in the real on-disk formats, so the real loaders run everywhere."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write_idx(path: Path, data: torch.Tensor) -> None:
+    """Write a uint8 tensor as an IDX file (big-endian header, as MNIST ships)."""
+    magic = 0x0800 | data.dim()
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic))
+        for s in data.shape:
+            f.write(struct.pack(">I", s))
+        f.write(data.to(torch.uint8).numpy().tobytes())
+
+
+def make_mnist(root: Path, n_train: int = 96, n_test: int = 48, seed: int = 0) -> Path:
+    """MNIST/raw IDX files whose digits are learnable (class = bright block position)."""
+    g = torch.Generator().manual_seed(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=g)
+        imgs = torch.randint(0, 60, (n, 28, 28), generator=g)
+        for i, y in enumerate(labels.tolist()):
+            r, c = divmod(y, 5)
+            imgs[i, 4 + r * 10: 12 + r * 10, 1 + c * 5: 5 + c * 5] = 250
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", imgs)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+def make_cifar_folder(root: Path, per_class: int = 4, classes: int = 10, seed: int = 0) -> Path:
+    """cifar10-jpeg/{train,test}/<class>/NNNN.png, 32x32 RGB."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    for split, n in (("train", per_class), ("test", max(1, per_class // 2))):
+        for k in range(classes):
+            d = root / "cifar10-jpeg" / split / f"class{k:02d}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = torch.randint(0, 80, (3, 32, 32), generator=g, dtype=torch.uint8)
+                img[k % 3, :, 3 * k: 3 * k + 3] = 255
+                Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture()
+def mnist_dir(tmp_path: Path) -> Path:
+    return make_mnist(tmp_path / "data")
+
+
+@pytest.fixture()
+def cifar_dir(tmp_path: Path) -> Path:
+    return make_cifar_folder(tmp_path / "data")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the decoded-dataset cache and checkpoints of a test inside its tmp folder."""
+    monkeypatch.setenv("XNORBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("XNORBENCH_DB", raising=False)
+    monkeypatch.delenv("XNORBENCH_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)

@@ -1,0 +1,133 @@
+"""End to end through the CLI: run -> rows in SQLite -> table; bad input -> exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xnorbench.cli import app
+from xnorbench.db import Store
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_run_accuracy_then_table_markdown(tmp_path: Path, mnist_dir: Path):
+    db = str(tmp_path / "r.db")
+    res = invoke("--db", db, "run", "accuracy", "--dataset", "mnist", "--model", "lenet5",
+                 "--epochs", "2", "--batch-size", "16", "--data-dir", str(mnist_dir),
+                 "--device", "cpu", "--no-progress", "--optimizer", "adam")
+    assert res.exit_code == 0, res.output
+    store = Store.open(db)
+    (run,) = store.runs()
+    assert run.status == "finished" and run.suite == "accuracy"
+    assert run.torch_version and run.cpu_model is not None and run.threads >= 1
+    finals = {r.variant: r.value for r in store.results([run.id], metric="final_test_accuracy")}
+    assert set(finals) == {"float", "xnor"}
+    epochs = {r.epoch for r in store.results([run.id], metric="test_accuracy")}
+    assert epochs == {1, 2}
+    size = store.results([run.id], metric="dataset_size")[0]
+    assert size.params["train_size"] == 96 and size.params["test_size"] == 48
+    assert any("train-images-idx3-ubyte" in f for f in size.params["files"])
+
+    res = invoke("--db", db, "table")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert "| Dataset | Network | Accuracy | Accuracy of floating-point |" in lines
+    lenet = next(line for line in lines if "LeNet-5" in line)
+    assert lenet.startswith("| MNIST | LeNet-5 |")
+    assert f"{finals['xnor']:.2f} %" in lenet and f"{finals['float']:.2f} %" in lenet
+    assert "| MNIST | ResNet18 | n/a (not run) | n/a (not run) |" in lines
+    assert any("2 epoch(s)" in line and "train 96 / test 48" in line for line in lines)
+
+    out = tmp_path / "t.json"
+    res = invoke("--db", db, "table", "--format", "json", "--output", str(out))
+    assert res.exit_code == 0
+    recs = json.loads(out.read_text())
+    xnor = next(r for r in recs if r["network"] == "lenet5" and r["variant"] == "xnor")
+    assert xnor["accuracy"] == pytest.approx(finals["xnor"])
+    res = invoke("--db", db, "table", "--format", "csv")
+    assert res.exit_code == 0 and res.output.startswith("dataset,network,variant,accuracy")
+
+    res = invoke("--db", db, "runs")
+    assert res.exit_code == 0 and "accuracy" in res.output and "finished" in res.output
+    res = invoke("--db", db, "runs", "show", str(run.id))
+    assert res.exit_code == 0
+    shown = json.loads(res.output)
+    assert shown["status"] == "finished" and shown["rows"] == len(store.results([run.id]))
+
+
+def test_run_accuracy_cifar_image_folder(tmp_path: Path, cifar_dir: Path):
+    db = str(tmp_path / "c.db")
+    res = invoke("--db", db, "run", "accuracy", "--dataset", "cifar10", "--model", "resnet18",
+                 "--variant", "xnor", "--epochs", "1", "--batch-size", "8", "--data-dir",
+                 str(cifar_dir), "--device", "cpu", "--no-progress")
+    assert res.exit_code == 0, res.output
+    store = Store.open(db)
+    rows = store.results(metric="final_test_accuracy")
+    assert [(r.dataset, r.model, r.variant) for r in rows] == [("cifar10", "resnet18", "xnor")]
+    size = store.results(metric="dataset_size")[0]
+    assert size.params["train_size"] == 40 and size.params["test_size"] == 20
+    res = invoke("--db", db, "table")
+    line = next(l_ for l_ in res.output.splitlines() if l_.startswith("| Cifar10 | ResNet18"))
+    assert f"{rows[0].value:.2f} %" in line and line.endswith("n/a (not run) |")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "accuracy", "--model", "vgg"], "unknown model 'vgg'"),
+    (["run", "accuracy", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["run", "accuracy", "--variant", "half"], "unknown variant 'half'"),
+    (["run", "accuracy", "--epochs", "-1"], "--epochs must be positive"),
+    (["run", "accuracy", "--epochs", "0"], "--epochs must be positive"),
+    (["run", "accuracy", "--grad-rule", "magic"], "unknown grad rule 'magic'"),
+    (["--db", "nosuchdriver://x/y", "runs"], "cannot open database"),
+    (["--db", "/nonexistent-folder/x.db", "runs"], "does not exist"),
+    (["sweep", "--channels", "0"], "--channels values must be at least 1"),
+    (["sweep", "--channels", "a,b"], "comma-separated list of integers"),
+    (["sweep", "--channels", ""], "comma-separated list of integers"),
+    (["sweep", "--kernel", "-3"], "--kernel values must be at least 1"),
+    (["sweep", "--kernel", "3,5", "--input-size", "4"], "kernel 5 is larger than the 4x4"),
+    (["sweep", "--shard", "5/2"], "need 0 <= i < n"),
+    (["table", "--suite", "nope"], "unknown table suite 'nope'"),
+    (["runs", "show", "999"], "no run with id 999"),
+])
+def test_bad_input_exit_2_one_line(tmp_path: Path, args, message):
+    if "--db" not in args:
+        args = ["--db", str(tmp_path / "x.db"), *args]
+    res = invoke(*args)
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert "Traceback" not in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+
+
+def test_missing_dataset_names_paths(tmp_path: Path):
+    db = tmp_path / "m.db"
+    res = invoke("--db", str(db), "run", "accuracy", "--data-dir", str(tmp_path / "empty"),
+                 "--device", "cpu", "--no-progress")
+    assert res.exit_code == 2
+    assert "MNIST not found" in res.output and "empty/MNIST/raw" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_corrupt_db_file(tmp_path: Path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(bytes(range(256)) * 64)
+    res = invoke("--db", str(bad), "runs")
+    assert res.exit_code == 2
+    assert "not a database" in res.output or "cannot use database" in res.output
+
+
+def test_unknown_suite_and_non_numeric_epochs(tmp_path: Path):
+    res = invoke("--db", str(tmp_path / "x.db"), "run", "bogus")
+    assert res.exit_code == 2
+    res = invoke("--db", str(tmp_path / "x.db"), "run", "accuracy", "--epochs", "two")
+    assert res.exit_code == 2
+    assert not (tmp_path / "x.db").exists() or Store.open(str(tmp_path / "x.db")).runs() == []
