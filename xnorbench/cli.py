@@ -92,6 +92,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _choose(value: str, choices: tuple[str, ...] | list[str], what: str) -> str:
+    """Return ``value`` if it is one of ``choices``; else a one-line error."""
     if value not in choices:
         fail(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
     return value
@@ -149,38 +150,31 @@ ResumeOpt = Annotated[int | None, typer.Option(
     help="Continue the interrupted or failed run with this id from its checkpoints.")]
 
 
-# ------------------------------------------------------------------------ run accuracy
-@run_app.command("accuracy")
-def run_accuracy(
-    dataset: Annotated[str, typer.Option(help="mnist or cifar10.")] = "mnist",
-    model: Annotated[str, typer.Option(help="resnet18, lenet5 or nin.")] = "lenet5",
-    variant: Annotated[str, typer.Option(help="float, xnor or both.")] = "both",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 128,
-    lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.1 sgd, 1e-3 adam].")
-                  ] = None,
-    optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = "sgd",
-    weight_decay: Annotated[float, typer.Option(help="L2 on conv/linear weights.")] = 5e-4,
-    grad_rule: Annotated[str, typer.Option(help="corrected, paper or reference.")
-                         ] = "corrected",
-    limit_train: Annotated[int | None, typer.Option(help="Use a seeded subset of the train split.")
-                           ] = None,
-    limit_test: Annotated[int | None, typer.Option(help="Use a seeded subset of the test split.")
-                          ] = None,
-    data_dir: Annotated[Path | None, typer.Option(
-        help="Folder holding MNIST/raw or cifar10-jpeg / cifar-10-batches-py "
-             "[env XNORBENCH_DATA, else ./data].")] = None,
-    download: Annotated[bool, typer.Option(help="Download the dataset if missing.")] = False,
-    amp: Annotated[bool, typer.Option(help="bf16 autocast (CUDA).")] = False,
-    channels_last: Annotated[bool, typer.Option(help="channels_last memory format.")] = False,
-    device: DeviceOpt = Device.auto,
-    threads: ThreadsOpt = None,
-    seed: SeedOpt = 0,
-    progress: ProgressOpt = True,
-    checkpoint_dir: CkptOpt = Path("checkpoints"),
-    resume: ResumeOpt = None,
-) -> None:
-    """Train and test a model as float and as XNOR under one recipe."""
+# ------------------------------------------------------------------- training options
+DatasetOpt = Annotated[str, typer.Option(help="mnist or cifar10.")]
+ModelOpt = Annotated[str, typer.Option(help="resnet18, lenet5 or nin.")]
+EpochsOpt = Annotated[int, typer.Option(help="Training epochs.")]
+BatchOpt = Annotated[int, typer.Option(help="Training batch size.")]
+LrOpt = Annotated[float | None, typer.Option(help="Learning rate [default: 0.1 sgd, 1e-3 adam].")]
+OptimOpt = Annotated[str, typer.Option(help="sgd or adam.")]
+WdOpt = Annotated[float, typer.Option(help="L2 on conv/linear weights.")]
+RuleOpt = Annotated[str, typer.Option(help="corrected, paper or reference.")]
+LimitTrainOpt = Annotated[int | None, typer.Option(help="Use a seeded subset of the train split.")]
+LimitTestOpt = Annotated[int | None, typer.Option(help="Use a seeded subset of the test split.")]
+DataDirOpt = Annotated[Path | None, typer.Option(
+    help="Folder holding MNIST/raw or cifar10-jpeg / cifar-10-batches-py "
+         "[env XNORBENCH_DATA, else ./data].")]
+DownloadOpt = Annotated[bool, typer.Option(help="Download the dataset if missing.")]
+AmpOpt = Annotated[bool, typer.Option(help="bf16 autocast (CUDA).")]
+ChannelsLastOpt = Annotated[bool, typer.Option(help="channels_last memory format.")]
+
+
+def training_params(dataset: str, model: str, epochs: int, batch_size: int, lr: float | None,
+                    optimizer: str, weight_decay: float, grad_rule: str,
+                    limit_train: int | None, limit_test: int | None, data_dir: Path | None,
+                    download: bool, amp: bool, channels_last: bool, seed: int
+                    ) -> dict[str, Any]:
+    """Validate the options shared by ``run accuracy`` and ``run compare``."""
     from .harness.datasets import DATASETS
     from .harness.training import OPTIMIZERS
     from .xnor import GRAD_RULES
@@ -188,7 +182,6 @@ def run_accuracy(
 
     _choose(dataset, DATASETS, "dataset")
     _choose(model, list(MODELS), "model")
-    _choose(variant, ("float", "xnor", "both"), "variant")
     _choose(optimizer, OPTIMIZERS, "optimizer")
     _choose(grad_rule, GRAD_RULES, "grad rule")
     _positive(epochs, "--epochs")
@@ -197,14 +190,91 @@ def run_accuracy(
     _positive(weight_decay, "--weight-decay", allow_zero=True)
     _positive(limit_train, "--limit-train")
     _positive(limit_test, "--limit-test")
-    params = {"dataset": dataset, "model": model, "variant": variant, "epochs": epochs,
-              "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-              "weight_decay": weight_decay, "grad_rule": grad_rule,
-              "limit_train": limit_train, "limit_test": limit_test, "seed": seed,
-              "data_dir": str(data_dir) if data_dir else None, "download": download,
-              "amp": amp, "channels_last": channels_last}
+    return {"dataset": dataset, "model": model, "epochs": epochs, "batch_size": batch_size,
+            "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay,
+            "grad_rule": grad_rule, "limit_train": limit_train, "limit_test": limit_test,
+            "seed": seed, "data_dir": str(data_dir) if data_dir else None,
+            "download": download, "amp": amp, "channels_last": channels_last}
+
+
+# ------------------------------------------------------------------------ run accuracy
+@run_app.command("accuracy")
+def run_accuracy(
+    dataset: DatasetOpt = "mnist", model: ModelOpt = "lenet5",
+    variant: Annotated[str, typer.Option(help="float, xnor or both.")] = "both",
+    epochs: EpochsOpt = 1, batch_size: BatchOpt = 128, lr: LrOpt = None,
+    optimizer: OptimOpt = "sgd", weight_decay: WdOpt = 5e-4, grad_rule: RuleOpt = "corrected",
+    limit_train: LimitTrainOpt = None, limit_test: LimitTestOpt = None,
+    data_dir: DataDirOpt = None, download: DownloadOpt = False, amp: AmpOpt = False,
+    channels_last: ChannelsLastOpt = False, device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = None, seed: SeedOpt = 0, progress: ProgressOpt = True,
+    checkpoint_dir: CkptOpt = Path("checkpoints"), resume: ResumeOpt = None,
+) -> None:
+    """Train and test a model as float and as XNOR under one recipe."""
+    params = training_params(dataset, model, epochs, batch_size, lr, optimizer, weight_decay,
+                             grad_rule, limit_train, limit_test, data_dir, download, amp,
+                             channels_last, seed)
+    params["variant"] = _choose(variant, ("float", "xnor", "both"), "variant")
     execute_suite("accuracy", params, device=device, threads=threads, seed=seed,
                   progress=progress, checkpoint_dir=checkpoint_dir, resume=resume)
+
+
+# ------------------------------------------------------------------------- run compare
+@run_app.command("compare")
+def run_compare(
+    dataset: DatasetOpt = "mnist", model: ModelOpt = "lenet5",
+    rules: Annotated[str, typer.Option(help="Gradient rules to train XNOR with.")
+                     ] = "corrected,paper,reference",
+    epochs: EpochsOpt = 1, batch_size: BatchOpt = 128, lr: LrOpt = None,
+    optimizer: OptimOpt = "sgd", weight_decay: WdOpt = 5e-4,
+    limit_train: LimitTrainOpt = None, limit_test: LimitTestOpt = None,
+    data_dir: DataDirOpt = None, download: DownloadOpt = False, amp: AmpOpt = False,
+    channels_last: ChannelsLastOpt = False, device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = None, seed: SeedOpt = 0, progress: ProgressOpt = True,
+    checkpoint_dir: CkptOpt = Path("checkpoints"), resume: ResumeOpt = None,
+) -> None:
+    """Vanilla vs binary: float, then XNOR under each gradient rule, same recipe, one run."""
+    from .xnor import GRAD_RULES
+
+    params = training_params(dataset, model, epochs, batch_size, lr, optimizer, weight_decay,
+                             "corrected", limit_train, limit_test, data_dir, download, amp,
+                             channels_last, seed)
+    chosen = [r.strip() for r in rules.split(",") if r.strip()]
+    if not chosen:
+        fail("--rules needs at least one gradient rule")
+    for r in chosen:
+        _choose(r, GRAD_RULES, "grad rule")
+    params["rules"] = chosen
+    execute_suite("compare", params, device=device, threads=threads, seed=seed,
+                  progress=progress, checkpoint_dir=checkpoint_dir, resume=resume)
+
+
+# -------------------------------------------------------------------------- run memory
+@run_app.command("memory")
+def run_memory(
+    model: Annotated[str, typer.Option(help="Comma-separated: resnet18,lenet5,nin.")
+                     ] = "resnet18,lenet5,nin",
+    batch: Annotated[int, typer.Option(help="Batch of the runtime-memory probes.")] = 64,
+    runtime: Annotated[bool, typer.Option(help="Also measure runtime peaks (subprocesses).")
+                       ] = True,
+    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, progress: ProgressOpt = True,
+) -> None:
+    """Packed vs float32 size (counted per layer, and as files) and runtime memory peaks."""
+    params = {"models": parse_models(model), "batch": batch, "runtime": runtime}
+    _positive(batch, "--batch")
+    execute_suite("memory", params, device=device, threads=None, seed=seed,
+                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None)
+
+
+def parse_models(text: str) -> list[str]:
+    from .xnor.models import MODELS
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        fail("--model needs at least one model")
+    for m in names:
+        _choose(m, list(MODELS), "model")
+    return names
 
 
 # --------------------------------------------------------------------------- sweep
@@ -269,13 +339,7 @@ def run_timing(
     progress: ProgressOpt = True,
 ) -> None:
     """Inference latency (per layer, end to end) and training step, float vs XNOR."""
-    from .xnor.models import MODELS
-
-    names = [m.strip() for m in model.split(",") if m.strip()]
-    if not names:
-        fail("--model needs at least one model")
-    for m in names:
-        _choose(m, list(MODELS), "model")
+    names = parse_models(model)
     _positive(train_batch, "--train-batch")
     _positive(rounds, "--rounds")
     params = {"models": names, "batches": parse_int_list(batches, "--batches"),
@@ -294,8 +358,9 @@ class TableFormat(str, Enum):
 
 @app.command("table")
 def table(
-    suite: Annotated[str, typer.Option(help="accuracy (the mission's table) or sweep.")
-                     ] = "accuracy",
+    suite: Annotated[str, typer.Option(
+        help="accuracy (the mission's table), sweep, memory, timing or compare.")
+    ] = "accuracy",
     format: Annotated[TableFormat, typer.Option("--format", help="Output format.")
                       ] = TableFormat.markdown,
     output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")
@@ -304,7 +369,9 @@ def table(
     """Render a results table from the latest finished runs."""
     from .report import tables
 
-    renderers = {"accuracy": tables.accuracy_table, "sweep": tables.sweep_table}
+    renderers = {"accuracy": tables.accuracy_table, "sweep": tables.sweep_table,
+                 "memory": tables.memory_table, "timing": tables.timing_table,
+                 "compare": tables.compare_table}
     _choose(suite, list(renderers), "table suite")
     store = open_store()
     text = tables.render(renderers[suite](store), format.value)
@@ -316,6 +383,24 @@ def table(
         typer.echo(f"wrote {output}")
     else:
         typer.echo(text, nl=False)
+
+
+# ---------------------------------------------------------------------------- report
+@app.command("report")
+def report(
+    output: Annotated[Path, typer.Option(help="Markdown file; PNG plots go beside it.")
+                      ] = Path("REPORT.md"),
+) -> None:
+    """Write the report (3.1 results, 3.2 sweeps, 3.3 discussion) from the db alone."""
+    from .report.report import write_report
+
+    store = open_store()
+    try:
+        paths = write_report(store, output)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror}")
+    for p in paths:
+        typer.echo(f"wrote {p}")
 
 
 # ----------------------------------------------------------------------------- runs

@@ -110,8 +110,12 @@ def _sync(device: str) -> None:
 def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
           device: str = "cpu", progress: Progress | None = None,
           checkpoint: Path | None = None, resume: bool = False,
-          extra: dict[str, Any] | None = None) -> Iterator[Row]:
-    """Train one variant; yield rows per epoch (and a final summary row)."""
+          extra: dict[str, Any] | None = None, label: str | None = None) -> Iterator[Row]:
+    """Train one variant; yield rows per epoch (and a final summary row).
+
+    ``variant`` (float/xnor) picks the model; ``label`` (default: the variant) is what
+    the rows' variant column says, e.g. ``xnor-paper`` in the gradient-rule comparison.
+    """
     progress = progress or Progress(enabled=False)
     torch.manual_seed(recipe.seed)
     model = build_model(model_name, variant, bundle, recipe.grad_rule).to(device)
@@ -141,7 +145,9 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         start_epoch, best = state["epoch"], state["best"]
         if bin_op is not None:
             bin_op.save_params()
-    base = {"dataset": bundle.name, "model": model_name, "variant": variant}
+    base = {"dataset": bundle.name, "model": model_name, "variant": label or variant}
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     params = {**recipe.as_params(), "train_size": len(bundle.train),
               "test_size": len(bundle.test), "device": device, **(extra or {})}
     images = len(bundle.train)
@@ -176,7 +182,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         test_acc, test_loss = evaluate(model, test_loader, recipe.amp, bin_op)
         best = max(best, test_acc)
         ep = epoch + 1
-        progress.log(f"{variant} {model_name} epoch {ep}: loss {train_loss:.4f}, "
+        progress.log(f"{label or variant} {model_name} epoch {ep}: loss {train_loss:.4f}, "
                      f"test {test_acc:.2f}% ({seconds:.1f}s)")
         yield from (
             Row("train_loss", train_loss, "", epoch=ep, params=params, **base),
@@ -198,3 +204,6 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         test_acc, _ = evaluate(model, test_loader, recipe.amp, bin_op)
     yield Row("final_test_accuracy", test_acc, "%", epoch=recipe.epochs, params=params, **base)
     yield Row("best_test_accuracy", best, "%", epoch=recipe.epochs, params=params, **base)
+    if device.startswith("cuda"):
+        yield Row("train_cuda_max_allocated_mib", torch.cuda.max_memory_allocated() / 2**20,
+                  "MiB", epoch=recipe.epochs, params=params, **base)

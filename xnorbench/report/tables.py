@@ -157,3 +157,157 @@ def render(t: Table, fmt: str) -> str:
         w.writerows(t.records)
         return buf.getvalue()
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def _latest_rows(store: Store, suite: str) -> dict[tuple, tuple[Result, Run]]:
+    """{(dataset, model, variant, metric, batch, mode): (row, run)} from newest finished runs."""
+    out: dict[tuple, tuple[Result, Run]] = {}
+    seen_models: dict[str, int] = {}
+    for run in store.runs(suite=suite, status="finished"):
+        for r in store.results([run.id]):
+            if seen_models.setdefault(r.model or "", run.id) != run.id:
+                continue  # an older run of a model a newer run already covers
+            p = r.params or {}
+            key = (r.dataset, r.model, r.variant, r.metric, p.get("batch"), p.get("mode"))
+            out.setdefault(key, (r, run))
+    return out
+
+
+def _machine(run: Run) -> str:
+    if run.gpu_name:
+        return f"{run.gpu_name} (host {run.cpu_model})"
+    return f"{run.cpu_model}, {run.threads} thread(s)"
+
+
+def memory_table(store: Store) -> Table:
+    rows_by = _latest_rows(store, "memory")
+    models_ = sorted({k[1] for k in rows_by if k[1]})
+    rows, records, runs = [], [], {}
+
+    def get(model: str, variant: str, metric: str, mode: str | None = None) -> float | None:
+        for (_, m, v, met, _b, md), (r, run) in rows_by.items():
+            if m == model and v == variant and met == metric and (mode is None or md == mode):
+                runs[run.id] = run
+                return r.value
+        return None
+
+    for m in models_:
+        rec = {
+            "model": m,
+            "packed_mib": get(m, "xnor", "packed_model_mib"),
+            "float32_mib": get(m, "float", "float32_model_mib"),
+            "compression": get(m, "xnor", "compression"),
+            "packed_file_bytes": get(m, "xnor", "packed_file_bytes"),
+            "float32_file_bytes": get(m, "float", "float32_file_bytes"),
+            "binary_mac_share": get(m, "xnor", "binary_mac_share"),
+            "infer_rss_float": get(m, "float", "inference_rss_increase_mib"),
+            "infer_rss_xnor_packed": get(m, "xnor_packed", "inference_rss_increase_mib"),
+            "train_rss_float": get(m, "float", "train_rss_increase_mib"),
+            "train_rss_xnor": get(m, "xnor", "train_rss_increase_mib"),
+            "train_cuda_float": get(m, "float", "train_cuda_max_allocated_mib"),
+            "train_cuda_xnor": get(m, "xnor", "train_cuda_max_allocated_mib"),
+        }
+        records.append(rec)
+        fb = rec["packed_file_bytes"]
+        ff = rec["float32_file_bytes"]
+        rows.append([MODEL_NAMES.get(m, m), _fmt(rec["packed_mib"], 3),
+                     _fmt(rec["float32_mib"], 3), _fmt(rec["compression"], 1) + "x",
+                     NOT_RUN if fb is None else f"{fb / 2**20:.3f}",
+                     NOT_RUN if ff is None else f"{ff / 2**20:.3f}",
+                     _fmt(rec["binary_mac_share"], 2) + " %",
+                     _fmt(rec["infer_rss_float"], 1), _fmt(rec["infer_rss_xnor_packed"], 1),
+                     _fmt(rec["train_rss_float"], 1), _fmt(rec["train_rss_xnor"], 1)])
+    notes = [f"run {rid}: {_machine(run)}; RSS columns: peak RSS of a fresh process minus "
+             f"its RSS after imports (MiB), batch {(run.params or {}).get('batch')}; XNOR "
+             "training keeps latent float weights (and optimizer state) beside binary ones"
+             for rid, run in sorted(runs.items())]
+    return Table("Memory footprint: packed 1-bit vs float32",
+                 ["Network", "Packed MiB", "Float32 MiB", "Compression", "Packed file MiB",
+                  "Float32 file MiB", "Binary MACs", "Infer +RSS float",
+                  "Infer +RSS XNOR packed", "Train +RSS float", "Train +RSS XNOR"],
+                 rows, notes, records)
+
+
+def timing_table(store: Store) -> Table:
+    rows_by = _latest_rows(store, "timing")
+    keys = sorted({(k[1], k[4]) for k in rows_by if k[3] == "inference_latency_ms"},
+                  key=lambda t: (t[0] or "", t[1] or 0))
+    rows, records, runs = [], [], {}
+
+    def get(model: str, variant: str, metric: str, batch: int | None) -> float | None:
+        for (_, m, v, met, b, _md), (r, run) in rows_by.items():
+            if m == model and v == variant and met == metric and (batch is None or b == batch):
+                runs[run.id] = run
+                return r.value
+        return None
+
+    for model, batch in keys:
+        rec = {"model": model, "batch": batch,
+               "float_ms": get(model, "float", "inference_latency_ms", batch),
+               "xnor_packed_ms": get(model, "xnor", "inference_latency_ms", batch),
+               "xnor_simulated_ms": get(model, "xnor_simulated", "inference_latency_ms", batch),
+               "speedup": get(model, "xnor", "inference_speedup", batch)}
+        records.append(rec)
+        rows.append([MODEL_NAMES.get(model, model), f"inference, batch {batch}",
+                     _fmt(rec["float_ms"], 3), _fmt(rec["xnor_packed_ms"], 3),
+                     _fmt(rec["xnor_simulated_ms"], 3), _fmt(rec["speedup"]) + "x"])
+    for model in sorted({k[0] for k in keys}):
+        f = get(model, "float", "train_step_ms", None)
+        x = get(model, "xnor", "train_step_ms", None)
+        records.append({"model": model, "train_step_float_ms": f, "train_step_xnor_ms": x})
+        rows.append([MODEL_NAMES.get(model, model), "training step", _fmt(f, 1), _fmt(x, 1),
+                     "-", "-" if not (f and x) else f"{f / x:.2f}x"])
+    notes = [f"run {rid}: {_machine(run)}, kernel path "
+             f"{(store.results([rid])[0].params or {}).get('kernel_isa')}; medians of "
+             "interleaved torch.utils.benchmark blocks; the training step of XNOR runs "
+             "float-simulated binarization (as every training port does)"
+             for rid, run in sorted(runs.items())]
+    return Table("Running time: float vs XNOR (packed XNOR-popcount kernels)",
+                 ["Network", "What", "Float ms", "XNOR packed ms", "XNOR simulated ms",
+                  "Speedup"], rows, notes, records)
+
+
+def training_time_table(store: Store) -> Table:
+    """Seconds per epoch and images/s of the accuracy runs behind the results table."""
+    rows, records, notes = [], [], []
+    found = latest_finished(store, "accuracy", "final_test_accuracy")
+    for (ds, model, variant), (_r, run) in sorted(found.items(), key=lambda kv: str(kv[0])):
+        secs = [x.value for x in store.results([run.id], metric="epoch_seconds",
+                                                 variant=variant, model=model)]
+        ips = [x.value for x in store.results([run.id], metric="train_images_per_second",
+                                                variant=variant, model=model)]
+        if not secs:
+            continue
+        rec = {"dataset": ds, "model": model, "variant": variant, "run_id": run.id,
+               "mean_epoch_s": sum(secs) / len(secs), "mean_images_per_s": sum(ips) / len(ips),
+               "device": _machine(run)}
+        records.append(rec)
+        rows.append([DATASET_NAMES.get(ds, ds), MODEL_NAMES.get(model, model), variant,
+                     f"{rec['mean_epoch_s']:.1f}", f"{rec['mean_images_per_s']:.0f}",
+                     f"run {run.id}: {rec['device']}"])
+    return Table("Training time per epoch (accuracy runs)",
+                 ["Dataset", "Network", "Variant", "s / epoch", "images / s", "Machine"],
+                 rows, notes, records)
+
+
+def compare_table(store: Store) -> Table:
+    rows, records, notes = [], [], []
+    for run in store.runs(suite="compare", status="finished"):
+        finals = store.results([run.id], metric="final_test_accuracy")
+        for r in finals:
+            best = store.results([run.id], metric="best_test_accuracy", variant=r.variant)
+            secs = [x.value for x in store.results([run.id], metric="epoch_seconds",
+                                                     variant=r.variant)]
+            rec = {"run_id": run.id, "dataset": r.dataset, "model": r.model,
+                   "variant": r.variant, "final": r.value,
+                   "best": best[0].value if best else None,
+                   "mean_epoch_s": sum(secs) / len(secs) if secs else None}
+            records.append(rec)
+            rows.append([str(run.id), DATASET_NAMES.get(r.dataset, r.dataset),
+                         MODEL_NAMES.get(r.model, r.model), r.variant, _fmt(rec["final"]),
+                         _fmt(rec["best"]), _fmt(rec["mean_epoch_s"], 1)])
+        if finals:
+            notes.append(_recipe(finals[0], run))
+    return Table("Vanilla vs binary training, and the three gradient rules",
+                 ["Run", "Dataset", "Network", "Variant", "Final acc %", "Best acc %",
+                  "s / epoch"], rows, notes, records)

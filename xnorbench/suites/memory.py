@@ -1,0 +1,101 @@
+"""Suite ``memory``: what packed 1-bit storage saves, counted and measured.
+
+For each model: the per-layer summary (parameters by bit width, memory, MACs by
+precision) and its totals; the bytes of the packed file written by ``save_packed`` next
+to the float32 ``state_dict`` file; peak runtime memory of inference and of a training
+step, each in a fresh subprocess; and the paper's Fig. 4(a) figure for ResNet-18 stored
+beside ours.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..db import Row
+from ..harness.memprobe import INPUT, measure
+from ..harness.registry import SuiteContext, register
+from ..harness.summary import summarize
+from ..xnor import models, save_packed
+
+DEFAULTS: dict[str, Any] = {"models": ["resnet18", "lenet5", "nin"], "batch": 64,
+                            "runtime": True}
+DATASET = {"resnet18": "cifar10", "lenet5": "mnist", "nin": "cifar10"}
+MIB = 1024 * 1024
+
+
+def file_sizes(name: str) -> tuple[int, int]:
+    """(packed file bytes, float32 state_dict file bytes) for ``name`` as XNOR."""
+    torch.manual_seed(0)
+    model = models.build(name, binary=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        packed = save_packed(model, Path(tmp) / "m.xnb")
+        fp = Path(tmp) / "m.pt"
+        torch.save(models.build(name, binary=False).state_dict(), fp)
+        return packed, fp.stat().st_size
+
+
+@register("memory", "Model size packed vs float32 (counted, files) and runtime peaks.",
+          DEFAULTS)
+def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
+    p = {**DEFAULTS, **params}
+    for name in ctx.progress.track(p["models"], "models"):
+        tag = {"dataset": DATASET[name], "model": name}
+        s = summarize(models.build(name, binary=True), INPUT[name])
+        for layer in s.layers:
+            yield Row("layer_memory_kib", layer.memory_bytes / 1024, "KiB", variant="xnor",
+                      params={"layer": layer.name, "kind": layer.kind,
+                              "input_bits": layer.input_bits,
+                              "output_shape": list(layer.output_shape),
+                              "params_1bit": layer.params_1bit,
+                              "params_32bit": layer.params_32bit,
+                              "macs_binary": layer.macs_binary, "macs_float": layer.macs_float},
+                      **tag)
+        counts = {"params_1bit": s.params_1bit, "params_32bit": s.params_32bit,
+                  "buffers_32bit": s.buffers_32bit, "macs_binary": s.macs_binary,
+                  "macs_float": s.macs_float}
+        yield Row("packed_model_mib", s.packed_bytes / MIB, "MiB", variant="xnor",
+                  params=counts, **tag)
+        yield Row("float32_model_mib", s.float32_bytes / MIB, "MiB", variant="float",
+                  params=counts, **tag)
+        yield Row("compression", s.compression, "x", variant="xnor", params=counts, **tag)
+        yield Row("binary_mac_share", 100 * s.binary_mac_share, "%", variant="xnor",
+                  params=counts, **tag)
+        packed_file, float_file = file_sizes(name)
+        yield Row("packed_file_bytes", packed_file, "B", variant="xnor", **tag)
+        yield Row("float32_file_bytes", float_file, "B", variant="float", **tag)
+        yield Row("file_compression", float_file / packed_file, "x", variant="xnor", **tag)
+        if name == "resnet18":
+            yield Row("paper_fig4a_float_mb", 100.0, "MB", variant="float",
+                      params={"source": "Rastegari et al. 2016, Fig. 4(a): ResNet-18 "
+                              "(ImageNet) in double precision"}, **tag)
+            yield Row("paper_fig4a_binary_mb", 1.5, "MB", variant="xnor",
+                      params={"source": "Rastegari et al. 2016, Fig. 4(a)"}, **tag)
+        if not p["runtime"]:
+            continue
+        device = ctx.device
+        cases = [("float", "inference"), ("xnor", "inference"), ("float", "train"),
+                 ("xnor", "train")]
+        if device == "cpu":
+            cases.insert(2, ("xnor_packed", "inference"))
+        for variant, mode in ctx.progress.track(cases, f"{name} runtime memory"):
+            m = measure(name, variant, mode, p["batch"], device)
+            note = ("training keeps the latent float weights (and their optimizer state) "
+                    "beside the binarized ones" if variant == "xnor" and mode == "train"
+                    else "")
+            prm = {"mode": mode, "batch": p["batch"], "device": device, "note": note,
+                   "base_rss_mib": m["base_rss_bytes"] / MIB}
+            yield Row(f"{mode}_peak_rss_mib", m["peak_rss_bytes"] / MIB, "MiB",
+                      variant=variant, params=prm, **tag)
+            yield Row(f"{mode}_rss_increase_mib",
+                      (m["peak_rss_bytes"] - m["base_rss_bytes"]) / MIB, "MiB",
+                      variant=variant, params=prm, **tag)
+            if "cuda_max_allocated_bytes" in m:
+                yield Row(f"{mode}_cuda_max_allocated_mib", m["cuda_max_allocated_bytes"] / MIB,
+                          "MiB", variant=variant, params=prm, **tag)
+                yield Row(f"{mode}_cuda_max_reserved_mib", m["cuda_max_reserved_bytes"] / MIB,
+                          "MiB", variant=variant, params=prm, **tag)
