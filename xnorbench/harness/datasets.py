@@ -127,10 +127,38 @@ def _folder_key(files: list[tuple[str, int]]) -> str:
     return h.hexdigest()[:24]
 
 
+def _decode_files(paths: list[str], progress: Callable[..., Any] | None, label: str
+                  ) -> list[Tensor]:
+    """Decode image files to uint8 RGB tensors, in threads (the decoder releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    def decode(chunk: list[str]) -> list[Tensor]:
+        out = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io -> torchcodec
+            for path in chunk:
+                try:
+                    out.append(decode_image(read_file(path), mode=ImageReadMode.RGB))
+                except Exception as exc:
+                    raise DatasetError(f"{path}: not a readable image ({exc})") from exc
+        return out
+
+    size = 500
+    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    workers = max(1, min(len(chunks), os.cpu_count() or 1))
+    images: list[Tensor] = []
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(decode, chunks)
+        for part in (progress(results, label, total=len(chunks)) if progress else results):
+            images.extend(part)
+    return images
+
+
 def decode_image_folder(folder: Path, progress: Callable[..., Any] | None = None) -> Split:
     """Decode an ImageFolder tree to uint8 RGB tensors (cached by file identity)."""
     from torchvision.datasets import ImageFolder
-    from torchvision.io import ImageReadMode, decode_image, read_file
 
     try:
         samples = ImageFolder(str(folder)).samples
@@ -144,15 +172,7 @@ def decode_image_folder(folder: Path, progress: Callable[..., Any] | None = None
             return Split(data["images"], data["labels"])
         except Exception:
             cache.unlink(missing_ok=True)
-    items = progress(samples, f"decode {folder.name}") if progress else samples
-    images = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io -> torchcodec
-        for path, _ in items:
-            try:
-                images.append(decode_image(read_file(path), mode=ImageReadMode.RGB))
-            except Exception as exc:
-                raise DatasetError(f"{path}: not a readable image ({exc})") from exc
+    images = _decode_files([path for path, _ in samples], progress, f"decode {folder.name}")
     shapes = {tuple(i.shape) for i in images}
     if len(shapes) != 1:
         raise DatasetError(f"{folder}: images differ in size ({sorted(shapes)[:3]} ...)")

@@ -207,3 +207,44 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
     if device.startswith("cuda"):
         yield Row("train_cuda_max_allocated_mib", torch.cuda.max_memory_allocated() / 2**20,
                   "MiB", epoch=recipe.epochs, params=params, **base)
+
+
+def measure_step_seconds(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe,
+                         device: str = "cpu", steps: int = 20, warmup: int = 5) -> float:
+    """Seconds per training step of this recipe on this device (to size a time-boxed run).
+
+    Runs the real step (BinOp for XNOR, autocast, channels_last as the recipe says) on
+    throw-away weights; the caller decides epochs from it and records them.
+    """
+    torch.manual_seed(recipe.seed)
+    model = build_model(model_name, variant, bundle, recipe.grad_rule).to(device).train()
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, recipe)
+    loader = BatchLoader(bundle.train, recipe.batch_size, mean=bundle.mean, std=bundle.std,
+                         device=device, shuffle=True, augment=bundle.name == "cifar10",
+                         seed=recipe.seed, channels_last=recipe.channels_last)
+    bin_op = BinOp(model, recipe.grad_rule) if variant == "xnor" else None
+    it = iter(loader)
+    t0 = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        try:
+            x, y = next(it)
+        except StopIteration:
+            it = iter(loader)
+            x, y = next(it)
+        if bin_op is not None:
+            bin_op.binarization()
+        with _autocast(device, recipe.amp):
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if bin_op is not None:
+            bin_op.restore()
+            bin_op.updateBinaryGradWeight()
+        opt.step()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
