@@ -51,10 +51,20 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=300.0, help="training seconds in all")
     ap.add_argument("--tiny", action="store_true", help="CPU rehearsal: subsets, 1 epoch")
     ap.add_argument("--sweep", action="store_true", help="also sweep on the host CPU")
+    ap.add_argument("--datasets", default="mnist,cifar10", help="which datasets to train")
+    ap.add_argument("--shares", default=None,
+                    help="budget shares per job, comma-separated, in PLAN order")
+    ap.add_argument("--cap-scale", type=float, default=1.0, help="multiply the epoch caps")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory suite")
+    ap.add_argument("--db", default=None, help="append to this db (copied into OUT)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     db = str(out / "xnorbench.db")
+    if args.db:
+        import shutil
+
+        shutil.copy(args.db, db)
     store = Store.open(db)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log(f"device {device}: {torch.cuda.get_device_name(0) if device == 'cuda' else ''}")
@@ -70,13 +80,19 @@ def main() -> None:
 
     limits = {"limit_train": 2000, "limit_test": 500} if args.tiny else {}
     bundles = {}
-    for ds in ("mnist", "cifar10"):
+    wanted = args.datasets.split(",")
+    for ds in wanted:
         t0 = time.time()
         bundles[ds] = load_dataset(ds, args.data_dir, **limits)
         log(f"loaded {ds}: {len(bundles[ds].train)}/{len(bundles[ds].test)} "
             f"in {time.time() - t0:.1f}s")
 
-    for ds, variant, share, cap, over in PLAN:
+    shares = [float(x) for x in args.shares.split(",")] if args.shares else None
+    for i, (ds, variant, share, cap, over) in enumerate(PLAN):
+        if ds not in wanted:
+            continue
+        share = shares[i] if shares else share
+        cap = int(cap * args.cap_scale)
         params = {**DEFAULTS, **over, "dataset": ds, "model": "resnet18", "variant": variant,
                   "data_dir": args.data_dir, "amp": device == "cuda",
                   "channels_last": device == "cuda", **limits}
@@ -104,6 +120,8 @@ def main() -> None:
 
     t0 = time.time()
     try:
+        if args.no_memory:
+            raise RunFailed(0, RuntimeError("skipped (--no-memory)"))
         execute(store, "memory", {"models": ["resnet18"], "batch": 64, "runtime": True},
                 device=device, progress=False)
         execute(store, "memory", {"models": ["lenet5", "nin"], "batch": 64, "runtime": False},

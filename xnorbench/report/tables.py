@@ -204,6 +204,8 @@ def memory_table(store: Store) -> Table:
             "infer_rss_xnor_packed": get(m, "xnor_packed", "inference_rss_increase_mib"),
             "train_rss_float": get(m, "float", "train_rss_increase_mib"),
             "train_rss_xnor": get(m, "xnor", "train_rss_increase_mib"),
+            "infer_cuda_float": get(m, "float", "inference_cuda_max_allocated_mib"),
+            "infer_cuda_xnor": get(m, "xnor", "inference_cuda_max_allocated_mib"),
             "train_cuda_float": get(m, "float", "train_cuda_max_allocated_mib"),
             "train_cuda_xnor": get(m, "xnor", "train_cuda_max_allocated_mib"),
         }
@@ -221,6 +223,14 @@ def memory_table(store: Store) -> Table:
              f"its RSS after imports (MiB), batch {(run.params or {}).get('batch')}; XNOR "
              "training keeps latent float weights (and optimizer state) beside binary ones"
              for rid, run in sorted(runs.items())]
+    for rec in records:
+        if rec["train_cuda_float"] is not None:
+            notes.append(f"{MODEL_NAMES.get(rec['model'], rec['model'])} on CUDA "
+                         "(max_memory_allocated, MiB): inference float "
+                         f"{_fmt(rec['infer_cuda_float'], 1)}, XNOR "
+                         f"{_fmt(rec['infer_cuda_xnor'], 1)}; training step float "
+                         f"{_fmt(rec['train_cuda_float'], 1)}, XNOR "
+                         f"{_fmt(rec['train_cuda_xnor'], 1)}")
     return Table("Memory footprint: packed 1-bit vs float32",
                  ["Network", "Packed MiB", "Float32 MiB", "Compression", "Packed file MiB",
                   "Float32 file MiB", "Binary MACs", "Infer +RSS float",
