@@ -128,8 +128,9 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
         raise typer.Exit(130) from None
     except RunFailed as exc:
         from .harness.datasets import DatasetError
+        from .harness.training import NonFiniteLoss
 
-        if isinstance(exc.error, DatasetError):
+        if isinstance(exc.error, (DatasetError, NonFiniteLoss)):
             typer.echo(f"error: {exc.error} (run {exc.run_id} marked failed)", err=True)
             raise typer.Exit(2) from None
         typer.echo(f"error: {exc}", err=True)
@@ -409,6 +410,8 @@ def runs_list(
     ctx: typer.Context,
     suite: Annotated[str | None, typer.Option(help="Only runs of this suite.")] = None,
     limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+    stale_minutes: Annotated[float, typer.Option(
+        help="A running run without heartbeat for this long shows as stale.")] = 10,
 ) -> None:
     """List runs, newest first; a running run without heartbeat shows as stale."""
     if ctx.invoked_subcommand is not None:
@@ -420,7 +423,8 @@ def runs_list(
     t = Table("id", "suite", "status", "started", "ended", "rows", "device", "threads",
               "commit")
     for r in store.runs(suite=suite, limit=limit):
-        status = r.status + (" (stale)" if is_stale(r, STALE_AFTER) else "")
+        stale = is_stale(r, timedelta(minutes=stale_minutes))
+        status = r.status + (" (stale)" if stale else "")
         t.add_row(str(r.id), r.suite, status, f"{r.started_at:%Y-%m-%d %H:%M:%S}",
                   f"{r.ended_at:%H:%M:%S}" if r.ended_at else "",
                   str(len(store.results([r.id]))), r.device or "", str(r.threads or ""),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,7 +18,13 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.orm import Session
 
 from .models import RUN_STATUSES, SCHEMA_VERSION, Base, Meta, Result, Run, utcnow
@@ -76,7 +83,21 @@ def _schema_version(conn: Any) -> int | None:
     return int(row[0]) if row else None
 
 
-def _init_schema(engine: Engine) -> None:
+def _init_schema(engine: Engine, attempts: int = 8) -> None:
+    """Create or upgrade the schema; retried, since several processes may race to create it."""
+    for attempt in range(attempts):
+        try:
+            _init_schema_once(engine)
+            return
+        except (OperationalError, IntegrityError, ProgrammingError) as exc:
+            text_ = str(exc).lower()
+            racing = any(k in text_ for k in ("already exists", "locked", "unique", "duplicate"))
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def _init_schema_once(engine: Engine) -> None:
     with engine.begin() as conn:
         tables = set(inspect(conn).get_table_names())
         if "runs" in tables and "xnorbench_meta" not in tables:
@@ -163,6 +184,20 @@ class Store:
             s.execute(Run.__table__.update().where(Run.id == run_id)
                       .values(status="running", error=None, ended_at=None,
                               heartbeat_at=utcnow()))
+
+    def delete_results_after(self, run_id: int, variant: str, epoch: int) -> int:
+        """Drop a run's rows of ``variant`` with epoch > ``epoch`` (or no epoch, if 0).
+
+        ``--resume`` recomputes those epochs from the checkpoint; their old rows (an
+        epoch cut short by the interrupt) must not stand beside the new ones.
+        """
+        with Session(self.engine) as s, s.begin():
+            q = Result.__table__.delete().where(Result.run_id == run_id,
+                                                Result.variant == variant)
+            cond = Result.epoch > epoch
+            if epoch == 0:
+                cond = cond | Result.epoch.is_(None)
+            return s.execute(q.where(cond)).rowcount
 
     def heartbeat(self, run_id: int) -> None:
         with Session(self.engine) as s, s.begin():

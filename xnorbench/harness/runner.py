@@ -8,11 +8,12 @@ up from its checkpoints.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,32 @@ class RunInterrupted(Exception):
     def __init__(self, run_id: int) -> None:
         super().__init__(f"run {run_id} interrupted; continue it with --resume {run_id}")
         self.run_id = run_id
+
+
+HEARTBEAT_SECONDS = float(os.environ.get("XNORBENCH_HEARTBEAT_S", "30"))
+
+
+@contextmanager
+def heartbeat(store: Store, run_id: int, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+    """Touch the run's heartbeat from a daemon thread while the suite works.
+
+    A run whose process dies (SIGKILL, power loss) stops beating; ``xnorbench runs``
+    then shows it as stale and ``runs mark-stale`` can close it.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            with suppress(Exception):  # a busy db must not kill the run; next beat retries
+                store.heartbeat(run_id)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 @contextmanager
@@ -86,7 +113,7 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
                        progress=Progress(enabled=progress),
                        checkpoint_dir=Path(checkpoint_dir), resume=resume_run is not None)
     try:
-        with sigterm_as_interrupt(), ctx.progress:
+        with sigterm_as_interrupt(), heartbeat(store, run_id), ctx.progress:
             for row in suite.fn(ctx, params):
                 store.add_rows(run_id, [row])
     except KeyboardInterrupt:

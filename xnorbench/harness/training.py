@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,11 +110,15 @@ def _sync(device: str) -> None:
 def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
           device: str = "cpu", progress: Progress | None = None,
           checkpoint: Path | None = None, resume: bool = False,
-          extra: dict[str, Any] | None = None, label: str | None = None) -> Iterator[Row]:
+          extra: dict[str, Any] | None = None, label: str | None = None,
+          on_resume: Callable[[int], None] | None = None) -> Iterator[Row]:
     """Train one variant; yield rows per epoch (and a final summary row).
 
     ``variant`` (float/xnor) picks the model; ``label`` (default: the variant) is what
     the rows' variant column says, e.g. ``xnor-paper`` in the gradient-rule comparison.
+    An epoch's rows are yielded before its checkpoint is written, so on ``resume`` the
+    rows up to the checkpoint's epoch are complete; ``on_resume(epoch)`` is called so the
+    caller can drop any rows of later, unfinished epochs before they are recomputed.
     """
     progress = progress or Progress(enabled=False)
     torch.manual_seed(recipe.seed)
@@ -145,6 +149,8 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         start_epoch, best = state["epoch"], state["best"]
         if bin_op is not None:
             bin_op.save_params()
+    if resume and on_resume is not None:
+        on_resume(start_epoch)
     base = {"dataset": bundle.name, "model": model_name, "variant": label or variant}
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..db import Row
@@ -25,6 +25,15 @@ def recipe_from(p: dict[str, Any]) -> Recipe:
                   channels_last=p["channels_last"])
 
 
+def forget_after(ctx: SuiteContext, variant: str) -> Callable[[int], None]:
+    """On resume: drop the variant's rows of epochs after its checkpoint."""
+
+    def forget(epoch: int) -> None:
+        ctx.store.delete_results_after(ctx.run_id, variant, epoch)
+
+    return forget
+
+
 def finished_variants(ctx: SuiteContext) -> set[str]:
     """Variants of this run that already stored their final row (for --resume)."""
     rows = ctx.store.results([ctx.run_id], metric="final_test_accuracy")
@@ -44,4 +53,4 @@ def run_accuracy(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
             continue
         yield from train(bundle, p["model"], variant, recipe, device=ctx.device,
                          progress=ctx.progress, checkpoint=ctx.checkpoint_path(variant),
-                         resume=ctx.resume)
+                         resume=ctx.resume, on_resume=forget_after(ctx, variant))

@@ -18,7 +18,7 @@ from ..harness.registry import SuiteContext, register
 from ..harness.training import train
 from ..xnor import GRAD_RULES
 from .accuracy import DEFAULTS as ACC_DEFAULTS
-from .accuracy import finished_variants, recipe_from
+from .accuracy import finished_variants, forget_after, recipe_from
 from .common import load_for_run
 
 DEFAULTS: dict[str, Any] = {**ACC_DEFAULTS, "rules": list(GRAD_RULES)}
@@ -40,4 +40,4 @@ def run_compare(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
             continue
         yield from train(bundle, p["model"], variant, rec, device=ctx.device,
                          progress=ctx.progress, checkpoint=ctx.checkpoint_path(label),
-                         resume=ctx.resume, label=label)
+                         resume=ctx.resume, label=label, on_resume=forget_after(ctx, label))

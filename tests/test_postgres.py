@@ -1,0 +1,86 @@
+"""The same db layer on a live PostgreSQL server (``XNORBENCH_TEST_PG``; CI starts one)."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
+
+from xnorbench.cli import app
+from xnorbench.db import Row, Store
+from xnorbench.db.models import Base
+
+from .test_reliability import run_writers
+
+PG_URL = os.environ.get("XNORBENCH_TEST_PG")
+runner = CliRunner()
+
+
+@pytest.fixture()
+def pg_url() -> str:
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests: XNORBENCH_TEST_PG is not set")
+        pytest.skip("no PostgreSQL server (set XNORBENCH_TEST_PG)")
+    engine = create_engine(PG_URL)
+    with engine.begin() as conn:  # a clean schema for every test
+        Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS xnorbench_meta"))
+    engine.dispose()
+    return PG_URL
+
+
+def test_pg_run_lifecycle_and_rows(pg_url: str):
+    store = Store.open(pg_url)
+    rid = store.start_run("accuracy", {"epochs": 2, "nested": {"a": [1, 2]}},
+                          {"device": "cpu", "threads": 2, "seed": 7, "git_dirty": True})
+    store.add_rows(rid, [Row("test_accuracy", 97.5, "%", dataset="mnist", model="lenet5",
+                             variant="xnor", epoch=1, params={"k": "v"})])
+    store.finish_run(rid, "finished")
+    again = Store.open(pg_url)  # a second open of an existing schema
+    run = again.run(rid)
+    assert run.status == "finished" and run.params["nested"] == {"a": [1, 2]}
+    assert run.seed == 7 and run.git_dirty is True
+    (r,) = again.results([rid])
+    assert (r.metric, r.value, r.params) == ("test_accuracy", 97.5, {"k": "v"})
+
+
+def test_pg_concurrent_writers(pg_url: str):
+    store = run_writers(pg_url)
+    assert store.count_results() == 600
+    assert len(store.runs(suite="writer", status="finished")) == 4
+
+
+def test_pg_stale_runs(pg_url: str):
+    store = Store.open(pg_url)
+    rid = store.start_run("accuracy", {}, {})
+    assert store.mark_stale(timedelta(hours=1)) == []
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET heartbeat_at = heartbeat_at - interval '2 hours'"))
+    assert store.mark_stale(timedelta(hours=1)) == [rid]
+    assert store.run(rid).status == "interrupted"
+
+
+def test_pg_cli_end_to_end(pg_url: str, mnist_dir: Path):
+    res = runner.invoke(app, ["--db", pg_url, "run", "accuracy", "--data-dir", str(mnist_dir),
+                              "--epochs", "1", "--batch-size", "32", "--device", "cpu",
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    store = Store.open(pg_url)
+    finals = {r.variant: r.value for r in store.results(metric="final_test_accuracy")}
+    res = runner.invoke(app, ["--db", pg_url, "table"])
+    line = next(x for x in res.output.splitlines() if "LeNet-5" in x)
+    assert f"{finals['xnor']:.2f} %" in line and f"{finals['float']:.2f} %" in line
+    res = runner.invoke(app, ["--db", pg_url, "runs"])
+    assert res.exit_code == 0 and "finished" in res.output
+
+
+def test_pg_bad_server_is_one_line_error():
+    res = runner.invoke(app, ["--db", "postgresql+psycopg://nobody:x@127.0.0.1:1/none", "runs"])
+    assert res.exit_code == 2
+    assert res.output.startswith("error: cannot use database") and "Traceback" not in res.output
+    assert "x@" not in res.output  # the password is not printed

@@ -1,0 +1,262 @@
+"""Faults: signals to a real child process, SIGKILL and stale runs, concurrent writers,
+schema upgrades, more bad input, NaN losses, and reproducibility."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xnorbench.cli import app
+from xnorbench.db import Row, Store
+
+from .conftest import make_mnist, write_idx
+
+runner = CliRunner()
+
+
+def _child(db: str, data: Path, *extra: str, epochs: int = 30) -> subprocess.Popen:
+    env = dict(os.environ, XNORBENCH_HEARTBEAT_S="0.3", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "xnorbench.cli", "--db", db, "run", "accuracy", "--model",
+           "lenet5", "--epochs", str(epochs), "--batch-size", "32", "--data-dir", str(data),
+           "--device", "cpu", "--threads", "1", "--no-progress", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait_rows(db: str, metric: str, n: int, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if Path(db).exists():
+            try:
+                if len(Store.open(db).results(metric=metric)) >= n:
+                    return
+            except Exception:
+                pass
+        time.sleep(0.2)
+    raise AssertionError(f"no {n} {metric} rows within {timeout}s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_interrupts_then_resume_completes(tmp_path: Path, sig):
+    data = make_mnist(tmp_path / "data", n_train=640, n_test=64)
+    db = str(tmp_path / "sig.db")
+    proc = _child(db, data, epochs=12)
+    _wait_rows(db, "test_accuracy", 2)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out.decode()
+    store = Store.open(db)
+    (run,) = store.runs()
+    assert run.status == "interrupted"
+    kept = store.results([run.id], metric="test_accuracy")
+    assert len(kept) >= 2
+    ckpt = tmp_path / "checkpoints" / f"run-{run.id}" / "float.pt"
+    assert ckpt.is_file()
+
+    res = runner.invoke(app, ["--db", db, "run", "accuracy", "--resume", str(run.id),
+                              "--device", "cpu", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    run = store.run(run.id)
+    assert run.status == "finished"
+    for variant in ("float", "xnor"):
+        epochs = [r.epoch for r in store.results([run.id], metric="test_accuracy",
+                                                 variant=variant)]
+        assert sorted(epochs) == list(range(1, 13)), (variant, epochs)
+        assert len(store.results([run.id], metric="final_test_accuracy", variant=variant)) == 1
+
+
+def test_sigkill_leaves_stale_run_that_can_be_closed(tmp_path: Path):
+    data = make_mnist(tmp_path / "data", n_train=640, n_test=64)
+    db = str(tmp_path / "kill.db")
+    proc = _child(db, data, epochs=50)
+    _wait_rows(db, "test_accuracy", 1)
+    proc.kill()
+    proc.wait(timeout=30)
+    store = Store.open(db)
+    (run,) = store.runs()
+    assert run.status == "running"
+    time.sleep(2.0)  # heartbeats stopped with the process
+    res = runner.invoke(app, ["--db", db, "runs", "--stale-minutes", "0.02"])
+    assert res.exit_code == 0 and "(stale)" in res.output
+    res = runner.invoke(app, ["--db", db, "runs", "mark-stale", "--minutes", "0.02"])
+    assert res.exit_code == 0 and f"[{run.id}]" in res.output
+    run = store.run(run.id)
+    assert run.status == "interrupted" and "no heartbeat" in run.error
+    assert store.results([run.id], metric="test_accuracy")  # rows kept
+
+
+def test_live_run_is_not_stale(tmp_path: Path):
+    data = make_mnist(tmp_path / "data", n_train=640, n_test=64)
+    db = str(tmp_path / "live.db")
+    proc = _child(db, data, epochs=50)
+    try:
+        _wait_rows(db, "test_accuracy", 1)
+        time.sleep(1.5)
+        res = runner.invoke(app, ["--db", db, "runs", "--stale-minutes", "0.02"])
+        assert "running" in res.output and "(stale)" not in res.output
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+WRITER = """
+import sys
+from xnorbench.db import Row, Store
+from xnorbench.harness.environment import capture
+store = Store.open(sys.argv[1])
+rid = store.start_run("writer", {"i": int(sys.argv[2])}, capture("cpu"))
+for j in range(int(sys.argv[3])):
+    store.add_rows(rid, [Row("value", float(j), params={"w": int(sys.argv[2])})])
+store.finish_run(rid, "finished")
+"""
+
+
+def run_writers(url: str, n_proc: int = 4, rows: int = 150) -> Store:
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, str(i), str(rows)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for i in range(n_proc)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out.decode()
+        assert b"locked" not in out
+    return Store.open(url)
+
+
+def test_concurrent_writers_sqlite_lose_nothing(tmp_path: Path):
+    store = run_writers(str(tmp_path / "conc.db"))
+    runs = store.runs(suite="writer")
+    assert len(runs) == 4 and all(r.status == "finished" for r in runs)
+    assert store.count_results() == 600
+    for r in runs:
+        assert sorted(x.value for x in store.results([r.id])) == [float(j) for j in range(150)]
+
+
+def test_sweep_shards_in_parallel_processes(tmp_path: Path):
+    db = str(tmp_path / "shards.db")
+    cmd = [sys.executable, "-m", "xnorbench.cli", "--db", db, "sweep", "--channels", "16,32",
+           "--kernel", "1,3", "--rounds", "1", "--no-progress"]
+    procs = [subprocess.Popen([*cmd, "--shard", f"{i}/4"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for i in range(4)]
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out.decode()
+    store = Store.open(db)
+    assert len(store.runs(suite="sweep", status="finished")) == 4
+    assert len(store.results(metric="speedup")) == 4  # 2 channel points + 2 kernel points
+    res = runner.invoke(app, ["--db", db, "table", "--suite", "sweep"])
+    assert res.output.count("| ok |") == 4
+
+
+def test_old_schema_upgraded_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from sqlalchemy import inspect, text
+
+    from xnorbench.db import models
+    from xnorbench.db import store as store_mod
+
+    path = str(tmp_path / "old.db")
+    s = Store.open(path)
+    rid = s.start_run("accuracy", {}, {})
+    s.add_rows(rid, [Row("m", 1.0)])
+
+    def v1_to_v2(conn):
+        conn.execute(text("ALTER TABLE runs ADD COLUMN note VARCHAR(64)"))
+
+    monkeypatch.setattr(models, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(store_mod.MIGRATIONS, 1, v1_to_v2)
+    s2 = Store.open(path)
+    with s2.engine.connect() as conn:
+        cols = {c["name"] for c in inspect(conn).get_columns("runs")}
+        version = conn.execute(text(
+            "SELECT value FROM xnorbench_meta WHERE key='schema_version'")).scalar_one()
+    assert "note" in cols and version == "2"
+    assert [r.value for r in s2.results([rid])] == [1.0]  # nothing lost
+
+
+def test_db_without_migration_path_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from xnorbench.db import DBError
+    from xnorbench.db import store as store_mod
+
+    path = str(tmp_path / "old2.db")
+    Store.open(path)
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 3)
+    with pytest.raises(DBError, match="no migration from schema version 1"):
+        Store.open(path)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--db", "/proc/xnorbench-test.db", "runs"], "cannot use database"),
+    (["run", "accuracy", "--epochs", "x"], "Invalid value"),
+    (["run", "accuracy", "--dataset", "cifar100"], "unknown dataset"),
+    (["sweep", "--channels", "-16"], "at least 1"),
+    (["sweep", "--channels", "16,,32"], "comma-separated"),
+    (["sweep", "--kernel", "15"], "kernel 15 is larger than the 14x14 input"),
+    (["run", "timing", "--model", "alexnet"], "unknown model 'alexnet'"),
+    (["run", "compare", "--rules", "paper,bogus"], "unknown grad rule 'bogus'"),
+])
+def test_more_bad_input(tmp_path: Path, args, message):
+    if "--db" not in args:
+        args = ["--db", str(tmp_path / "b.db"), *args]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_truncated_idx_file(tmp_path: Path):
+    data = make_mnist(tmp_path / "data")
+    f = data / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:5000])
+    db = tmp_path / "t.db"
+    res = runner.invoke(app, ["--db", str(db), "run", "accuracy", "--data-dir", str(data),
+                              "--device", "cpu", "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert "could not be read" in res.output and "Traceback" not in res.output
+
+
+def test_labels_and_images_disagree(tmp_path: Path):
+    import torch
+
+    data = make_mnist(tmp_path / "data")
+    write_idx(data / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", torch.zeros(5, dtype=torch.uint8))
+    res = runner.invoke(app, ["--db", str(tmp_path / "l.db"), "run", "accuracy", "--data-dir",
+                              str(data), "--device", "cpu", "--no-progress"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def test_nan_loss_fails_run_naming_epoch(tmp_path: Path, mnist_dir: Path):
+    db = str(tmp_path / "nan.db")
+    res = runner.invoke(app, ["--db", db, "run", "accuracy", "--data-dir", str(mnist_dir),
+                              "--variant", "float", "--lr", "1e30", "--batch-size", "16",
+                              "--device", "cpu",
+                              "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert "non-finite training loss" in res.output and "epoch 1" in res.output
+    (run,) = Store.open(db).runs()
+    assert run.status == "failed" and "epoch 1" in run.error
+
+
+def test_same_seed_same_rows_and_command_recorded(tmp_path: Path, mnist_dir: Path):
+    db = str(tmp_path / "rep.db")
+    args = ["--db", db, "run", "accuracy", "--data-dir", str(mnist_dir), "--epochs", "2",
+            "--batch-size", "16", "--device", "cpu", "--threads", "1", "--no-progress",
+            "--seed", "3"]
+    for _ in range(2):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+    store = Store.open(db)
+    a, b = sorted(store.runs(), key=lambda r: r.id)
+    for metric in ("train_loss", "test_accuracy", "test_loss"):
+        va = [(r.variant, r.epoch, r.value) for r in store.results([a.id], metric=metric)]
+        vb = [(r.variant, r.epoch, r.value) for r in store.results([b.id], metric=metric)]
+        assert va == vb, metric
+    res = runner.invoke(app, ["--db", db, "runs", "show", str(a.id)])
+    shown = json.loads(res.output)
+    assert shown["params"]["seed"] == 3 and shown["threads"] == 1
+    assert shown["command"].startswith("xnorbench")
