@@ -1,0 +1,94 @@
+"""pytest-benchmark: the XNOR kernel vs float conv at the paper's points, one thread.
+
+Run with statistics (and compare with a saved baseline):
+
+    pytest tests/benchmarks --benchmark-enable --benchmark-group-by=param:point \
+        --benchmark-autosave
+
+In the normal test run (``--benchmark-disable``) each benchmark body runs once as a smoke
+test. The speedup floors of the issue (15x at c=256, 25x at c=1024, 5x end to end) are
+benchmark targets, checked in ``test_speedup_targets`` only when
+``XNORBENCH_CHECK_TARGETS=1``: they depend on the CPU (see the closing notes).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xnorbench.harness.timing import compare
+from xnorbench.xnor import models
+from xnorbench.xnor.kernels import load_kernels
+from xnorbench.xnor.packed import pack_model
+
+POINTS = {"c256_k3": (256, 3), "c1024_k3": (1024, 3), "c64_k3": (64, 3)}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def _operands(c: int, k: int):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, c, 14, 14, generator=g)
+    w = torch.randn(c, c, k, k, generator=g)
+    kern = load_kernels()
+    return x, w, kern.pack_weight(w), w.abs().mean(dim=(1, 2, 3)), kern
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_bench_float_conv(benchmark, point):
+    c, k = POINTS[point]
+    x, w, *_ = _operands(c, k)
+    out = benchmark(F.conv2d, x, w, None, 1, k // 2)
+    assert out.shape == (1, c, 14, 14)
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_bench_xnor_conv_packing_included(benchmark, point):
+    c, k = POINTS[point]
+    x, _w, wp, alpha, kern = _operands(c, k)
+    out = benchmark(kern.xnor_conv2d, x, wp, alpha, None, None, c, k, k, 1, 1, k // 2, k // 2,
+                    False)
+    assert out.shape == (1, c, 14, 14)
+
+
+@pytest.mark.parametrize("variant", ["float", "xnor_packed"])
+def test_bench_resnet18_batch1(benchmark, variant):
+    torch.manual_seed(0)
+    model = models.resnet18(binary=variant != "float").eval()
+    if variant == "xnor_packed":
+        model = pack_model(model)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        out = benchmark(model, x)
+    assert out.shape == (1, 10)
+
+
+@pytest.mark.skipif(os.environ.get("XNORBENCH_CHECK_TARGETS") != "1",
+                    reason="speedup floors are checked on request (XNORBENCH_CHECK_TARGETS=1)")
+def test_speedup_targets():
+    """Medians of interleaved timings in this process, one thread."""
+    results = {}
+    for point, floor in (("c256_k3", 15.0), ("c1024_k3", 25.0)):
+        c, k = POINTS[point]
+        x, w, wp, alpha, kern = _operands(c, k)
+        t = compare({"float": lambda x=x, w=w: F.conv2d(x, w, None, 1, 1),
+                     "xnor": lambda x=x, wp=wp, alpha=alpha, c=c, kern=kern: kern.xnor_conv2d(
+                         x, wp, alpha, None, None, c, 3, 3, 1, 1, 1, 1, False)},
+                    threads=1, rounds=7)
+        results[point] = (t["float"].median_s / t["xnor"].median_s, floor)
+    fm, xm = models.resnet18(binary=False).eval(), pack_model(models.resnet18(binary=True))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        t = compare({"float": lambda: fm(x), "xnor": lambda: xm(x)}, threads=1, rounds=5)
+    results["resnet18"] = (t["float"].median_s / t["xnor"].median_s, 5.0)
+    misses = {k: v for k, v in results.items() if v[0] < v[1]}
+    assert not misses, f"speedup below floor (measured, floor): {misses}"
