@@ -24,6 +24,7 @@ def probe(model_name: str, variant: str, mode: str, batch: int, device: str) -> 
 
     from ..xnor import BinOp, models
     from ..xnor.packed import pack_model
+    from .training import train_step
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -44,15 +45,7 @@ def probe(model_name: str, variant: str, mode: str, batch: int, device: str) -> 
         bin_op = BinOp(model) if variant == "xnor" else None
         y = torch.randint(0, 10, (batch,), device=device)
         for _ in range(2):  # the second step has optimizer state too
-            if bin_op:
-                bin_op.binarization()
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            if bin_op:
-                bin_op.restore()
-                bin_op.updateBinaryGradWeight()
-            opt.step()
+            train_step(model, x, y, opt, bin_op)
     out: dict[str, Any] = {"base_rss_bytes": base_rss,
                            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                            * 1024}

@@ -95,6 +95,28 @@ def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: BinOp | N
     return 100.0 * correct / max(total, 1), loss_sum / max(total, 1)
 
 
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               opt: torch.optim.Optimizer, bin_op: BinOp | None = None, amp: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step; XNOR models go through the BinOp workflow. Returns (out, loss).
+
+    BinOp: binarize the latent weights in place, forward/backward on the binarized
+    weights, restore the latent weights, turn dC/dWt into dC/dW, then step.
+    """
+    if bin_op is not None:
+        bin_op.binarization()
+    with _autocast(x.device.type, amp):
+        out = model(x)
+        loss = nn.functional.cross_entropy(out.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if bin_op is not None:
+        bin_op.restore()
+        bin_op.updateBinaryGradWeight()
+    opt.step()
+    return out, loss
+
+
 def _autocast(device: str, amp: bool) -> Any:
     if not amp:
         return nullcontext()
@@ -165,17 +187,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for x, y in progress.track(train_loader, f"epoch {epoch + 1}/{recipe.epochs}"):
-            if bin_op is not None:
-                bin_op.binarization()
-            with _autocast(device, recipe.amp):
-                out = model(x)
-                loss = nn.functional.cross_entropy(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if bin_op is not None:
-                bin_op.restore()
-                bin_op.updateBinaryGradWeight()
-            opt.step()
+            out, loss = train_step(model, x, y, opt, bin_op, recipe.amp)
             sched.step()
             loss_sum += loss.detach() * y.numel()
             correct += (out.argmax(1) == y).sum()
@@ -242,15 +254,6 @@ def measure_step_seconds(bundle: DataBundle, model_name: str, variant: str, reci
         except StopIteration:
             it = iter(loader)
             x, y = next(it)
-        if bin_op is not None:
-            bin_op.binarization()
-        with _autocast(device, recipe.amp):
-            loss = nn.functional.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if bin_op is not None:
-            bin_op.restore()
-            bin_op.updateBinaryGradWeight()
-        opt.step()
+        train_step(model, x, y, opt, bin_op, recipe.amp)
     _sync(device)
     return (time.perf_counter() - t0) / steps

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from ..db import Row
 from ..harness.registry import SuiteContext, register
 from ..harness.training import Recipe, train
-from .common import load_for_run, variants
+from .common import begin, forget_after, variants
 
 DEFAULTS: dict[str, Any] = {
     "dataset": "mnist", "model": "lenet5", "variant": "both", "epochs": 1, "batch_size": 128,
@@ -25,28 +25,11 @@ def recipe_from(p: dict[str, Any]) -> Recipe:
                   channels_last=p["channels_last"])
 
 
-def forget_after(ctx: SuiteContext, variant: str) -> Callable[[int], None]:
-    """On resume: drop the variant's rows of epochs after its checkpoint."""
-
-    def forget(epoch: int) -> None:
-        ctx.store.delete_results_after(ctx.run_id, variant, epoch)
-
-    return forget
-
-
-def finished_variants(ctx: SuiteContext) -> set[str]:
-    """Variants of this run that already stored their final row (for --resume)."""
-    rows = ctx.store.results([ctx.run_id], metric="final_test_accuracy")
-    return {r.variant for r in rows if r.variant}
-
-
 @register("accuracy", "Train + test a model as float and XNOR under one recipe.", DEFAULTS)
 def run_accuracy(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = {**DEFAULTS, **params}
-    bundle, data_row = load_for_run(ctx, p)
-    done = finished_variants(ctx) if ctx.resume else set()
-    if not ctx.resume:
-        yield data_row
+    bundle, done, first = begin(ctx, p)
+    yield from first
     recipe = recipe_from(p)
     for variant in variants(p["variant"]):
         if variant in done:

@@ -18,8 +18,8 @@ from ..harness.registry import SuiteContext, register
 from ..harness.training import train
 from ..xnor import GRAD_RULES
 from .accuracy import DEFAULTS as ACC_DEFAULTS
-from .accuracy import finished_variants, forget_after, recipe_from
-from .common import load_for_run
+from .accuracy import recipe_from
+from .common import begin, forget_after
 
 DEFAULTS: dict[str, Any] = {**ACC_DEFAULTS, "rules": list(GRAD_RULES)}
 DEFAULTS.pop("variant")
@@ -28,10 +28,8 @@ DEFAULTS.pop("variant")
 @register("compare", "Float vs XNOR under each gradient rule, one recipe, one run.", DEFAULTS)
 def run_compare(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = {**DEFAULTS, **params}
-    bundle, data_row = load_for_run(ctx, p)
-    done = finished_variants(ctx) if ctx.resume else set()
-    if not ctx.resume:
-        yield data_row
+    bundle, done, first = begin(ctx, p)
+    yield from first
     recipe = recipe_from(p)
     jobs = [("float", "float", recipe)]
     jobs += [("xnor", f"xnor-{rule}", replace(recipe, grad_rule=rule)) for rule in p["rules"]]

@@ -17,6 +17,7 @@ from torch import nn
 from ..db import Row
 from ..harness.registry import SuiteContext, register
 from ..harness.timing import compare
+from ..harness.training import train_step
 from ..xnor import BinOp, binary_layers, models
 from ..xnor.kernels import kernel_isa
 from ..xnor.packed import pack_model
@@ -40,19 +41,6 @@ def _layer_inputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[s
     for h in hooks:
         h.remove()
     return seen
-
-
-def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bin_op: BinOp | None,
-                opt: torch.optim.Optimizer) -> None:
-    if bin_op is not None:
-        bin_op.binarization()
-    loss = nn.functional.cross_entropy(model(x), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if bin_op is not None:
-        bin_op.restore()
-        bin_op.updateBinaryGradWeight()
-    opt.step()
 
 
 @register("timing", "Latency per layer and end to end, float vs packed XNOR; train steps.",
@@ -108,8 +96,8 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         fopt = torch.optim.SGD(ftrain.parameters(), lr=1e-3)
         xopt = torch.optim.SGD(xtrain.parameters(), lr=1e-3)
         xbin = BinOp(xtrain)
-        t = compare({"float": partial(_train_step, ftrain, xb, yb, None, fopt),
-                     "xnor": partial(_train_step, xtrain, xb, yb, xbin, xopt)},
+        t = compare({"float": partial(train_step, ftrain, xb, yb, fopt, None),
+                     "xnor": partial(train_step, xtrain, xb, yb, xopt, xbin)},
                     threads=threads, rounds=p["rounds"], min_run_time=p["min_run_time"])
         prm = {**base, "batch": p["train_batch"]}
         for variant, tm in t.items():
