@@ -115,6 +115,7 @@ def test_missing_dataset_names_paths(tmp_path: Path):
     assert res.exit_code == 2
     assert "MNIST not found" in res.output and "empty/MNIST/raw" in res.output
     assert "Traceback" not in res.output
+    assert Store.open(str(db)).runs() == []  # nothing written
 
 
 def test_corrupt_db_file(tmp_path: Path):

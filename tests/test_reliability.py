@@ -218,6 +218,7 @@ def test_truncated_idx_file(tmp_path: Path):
                               "--device", "cpu", "--no-progress"])
     assert res.exit_code == 2, res.output
     assert "could not be read" in res.output and "Traceback" not in res.output
+    assert Store.open(str(db)).runs() == []  # nothing written
 
 
 def test_labels_and_images_disagree(tmp_path: Path):

@@ -110,7 +110,7 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
                   resume: int | None) -> int:
     """Validate the device, open the db, run the suite, map outcomes to exit codes."""
     from .harness.environment import resolve_device
-    from .harness.runner import RunFailed, RunInterrupted, execute
+    from .harness.runner import RunFailed, RunInterrupted, RunRejected, execute
 
     try:
         dev = resolve_device(device.value)
@@ -126,6 +126,8 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
     except RunInterrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(130) from None
+    except RunRejected as exc:
+        fail(str(exc))
     except RunFailed as exc:
         from .harness.datasets import DatasetError
         from .harness.training import NonFiniteLoss

@@ -185,6 +185,12 @@ class Store:
                       .values(status="running", error=None, ended_at=None,
                               heartbeat_at=utcnow()))
 
+    def delete_run(self, run_id: int) -> None:
+        """Remove a run and its rows (a run that refused its input wrote nothing)."""
+        with Session(self.engine) as s, s.begin():
+            s.execute(Result.__table__.delete().where(Result.run_id == run_id))
+            s.execute(Run.__table__.delete().where(Run.id == run_id))
+
     def delete_results_after(self, run_id: int, variant: str, epoch: int) -> int:
         """Drop a run's rows of ``variant`` with epoch > ``epoch`` (or no epoch, if 0).
 

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .registry import InputError
+
 DATASETS = ("mnist", "cifar10")
 NORMALIZATION = {
     "mnist": ((0.1307,), (0.3081,)),
@@ -31,7 +33,7 @@ NORMALIZATION = {
 }
 
 
-class DatasetError(Exception):
+class DatasetError(InputError):
     """The dataset is missing or unreadable; the message says where we looked and why."""
 
 

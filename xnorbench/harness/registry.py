@@ -11,6 +11,14 @@ from ..db import Row, Store
 from .progress import Progress
 
 
+class InputError(Exception):
+    """The user's input is unusable (e.g. a missing or corrupt dataset).
+
+    Raised by a suite before it produced any row, it leaves nothing in the database:
+    the runner deletes the run row and the CLI answers with one line and exit code 2.
+    """
+
+
 @dataclass
 class SuiteContext:
     """What a running suite may use: its run id, device, progress bars, checkpoints."""

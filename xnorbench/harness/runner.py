@@ -22,7 +22,7 @@ import torch
 from ..db import Store
 from .environment import capture
 from .progress import Progress
-from .registry import SuiteContext, get_suite
+from .registry import InputError, SuiteContext, get_suite
 
 
 class RunFailed(Exception):
@@ -31,6 +31,14 @@ class RunFailed(Exception):
     def __init__(self, run_id: int, error: BaseException) -> None:
         super().__init__(f"run {run_id} failed: {type(error).__name__}: {error}")
         self.run_id = run_id
+        self.error = error
+
+
+class RunRejected(Exception):
+    """The suite refused its input before producing a row; the run row was removed."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
         self.error = error
 
 
@@ -112,10 +120,18 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
     ctx = SuiteContext(run_id=run_id, store=store, device=device,
                        progress=Progress(enabled=progress),
                        checkpoint_dir=Path(checkpoint_dir), resume=resume_run is not None)
+    written = 0
     try:
         with sigterm_as_interrupt(), heartbeat(store, run_id), ctx.progress:
             for row in suite.fn(ctx, params):
                 store.add_rows(run_id, [row])
+                written += 1
+    except InputError as exc:
+        if written == 0 and resume_run is None:
+            store.delete_run(run_id)
+            raise RunRejected(exc) from None
+        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise RunFailed(run_id, exc) from exc
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted", "interrupted (Ctrl-C or SIGTERM)")
         raise RunInterrupted(run_id) from None
