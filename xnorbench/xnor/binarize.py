@@ -28,7 +28,7 @@ def sign(x: Tensor) -> Tensor:
     ``torch.sign(0) == 0`` would create a weight that is neither +1 nor -1 and
     break the equality between the simulated layer and the bit-packed one.
     """
-    return torch.where(x < 0, -torch.ones_like(x), torch.ones_like(x))
+    return torch.where(x < 0, x.new_full((), -1.0), x.new_full((), 1.0))
 
 
 def check_grad_rule(rule: str) -> str:
