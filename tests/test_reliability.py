@@ -3,6 +3,7 @@ schema upgrades, more bad input, NaN losses, and reproducibility."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -34,11 +35,9 @@ def _wait_rows(db: str, metric: str, n: int, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if Path(db).exists():
-            try:
+            with contextlib.suppress(Exception):  # the child may still be creating it
                 if len(Store.open(db).results(metric=metric)) >= n:
                     return
-            except Exception:
-                pass
         time.sleep(0.2)
     raise AssertionError(f"no {n} {metric} rows within {timeout}s")
 

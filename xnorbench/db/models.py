@@ -22,7 +22,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    pass
+    """Declarative base of xnorbench's tables."""
 
 
 class Meta(Base):

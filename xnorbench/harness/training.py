@@ -53,7 +53,7 @@ class Recipe:
 
 
 class NonFiniteLoss(FloatingPointError):
-    pass
+    """The training loss became NaN or infinite; the message names the epoch."""
 
 
 def build_model(model_name: str, variant: str, bundle: DataBundle, grad_rule: str) -> nn.Module:
