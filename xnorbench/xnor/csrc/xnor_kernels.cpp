@@ -87,6 +87,33 @@ void pack_nchw(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int
         words[p] = lo | (hi << 32);
       }
 #else
+#if XNOR_AVX2
+      if (np == 16) {
+        // 8-pixel sign masks per channel (VMOVMSKPS), then a bit transpose: shifting
+        // 16-bit lanes puts bit p of every byte on top, VPMOVMSKB gathers 32 of them.
+        alignas(32) uint8_t lo8[64] = {0}, hi8[64] = {0};
+        const __m256 zero = _mm256_setzero_ps();
+        for (int64_t c = 0; c < nc; ++c) {
+          const float* src = x + (n * C + c0 + c) * HW + p0;
+          lo8[c] = (uint8_t)_mm256_movemask_ps(
+              _mm256_cmp_ps(_mm256_loadu_ps(src), zero, _CMP_LT_OQ));
+          hi8[c] = (uint8_t)_mm256_movemask_ps(
+              _mm256_cmp_ps(_mm256_loadu_ps(src + 8), zero, _CMP_LT_OQ));
+        }
+        const __m256i l0 = _mm256_load_si256((const __m256i*)lo8);
+        const __m256i l1 = _mm256_load_si256((const __m256i*)(lo8 + 32));
+        const __m256i h0 = _mm256_load_si256((const __m256i*)hi8);
+        const __m256i h1 = _mm256_load_si256((const __m256i*)(hi8 + 32));
+        for (int p = 0; p < 8; ++p) {
+          const __m128i sh = _mm_cvtsi32_si128(7 - p);
+          words[p] = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_sll_epi16(l0, sh)) |
+                     (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_sll_epi16(l1, sh)) << 32;
+          words[p + 8] =
+              (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_sll_epi16(h0, sh)) |
+              (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_sll_epi16(h1, sh)) << 32;
+        }
+      } else
+#endif
       for (int64_t c = 0; c < nc; ++c) {
         const float* src = x + (n * C + c0 + c) * HW + p0;
         for (int64_t p = 0; p < np; ++p)
@@ -123,7 +150,14 @@ void pack_nhwc(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int
             word |= (uint64_t)_mm512_mask_cmp_ps_mask(lm, v, zero, _CMP_LT_OQ) << (16 * j);
           }
 #else
-          for (int64_t c = 0; c < nc; ++c) word |= (uint64_t)(src[c0 + c] < 0.0f) << c;
+          int64_t c = 0;
+#if XNOR_AVX2
+          const __m256 zero = _mm256_setzero_ps();
+          for (; c + 8 <= nc; c += 8)
+            word |= (uint64_t)_mm256_movemask_ps(
+                        _mm256_cmp_ps(_mm256_loadu_ps(src + c0 + c), zero, _CMP_LT_OQ)) << c;
+#endif
+          for (; c < nc; ++c) word |= (uint64_t)(src[c0 + c] < 0.0f) << c;
 #endif
           dst[cw] = word;
         }
