@@ -138,20 +138,20 @@ def _decode_files(paths: list[str], progress: Callable[..., Any] | None, label: 
 
     def decode(chunk: list[str]) -> list[Tensor]:
         out = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io -> torchcodec
-            for path in chunk:
-                try:
-                    out.append(decode_image(read_file(path), mode=ImageReadMode.RGB))
-                except Exception as exc:
-                    raise DatasetError(f"{path}: not a readable image ({exc})") from exc
+        for path in chunk:
+            try:
+                out.append(decode_image(read_file(path), mode=ImageReadMode.RGB))
+            except Exception as exc:
+                raise DatasetError(f"{path}: not a readable image ({exc})") from exc
         return out
 
     size = 500
     chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
     workers = max(1, min(len(chunks), os.cpu_count() or 1))
     images: list[Tensor] = []
-    with ThreadPoolExecutor(workers) as pool:
+    # the filter list is process-global, so it is set here, around the worker threads
+    with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool:
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io -> torchcodec
         results = pool.map(decode, chunks)
         for part in (progress(results, label, total=len(chunks)) if progress else results):
             images.extend(part)
