@@ -30,12 +30,6 @@ def _timer(fn: Callable[[], object], threads: int) -> Timer:
     return Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
 
 
-def time_fn(fn: Callable[[], object], threads: int, min_run_time: float = 0.2) -> Timing:
-    """Median and IQR of ``fn`` (CUDA is synchronised by torch.utils.benchmark)."""
-    m = _timer(fn, threads).blocked_autorange(min_run_time=min_run_time)
-    return Timing(m.median, m.iqr, len(m.times))
-
-
 def compare(fns: dict[str, Callable[[], object]], threads: int, rounds: int = 5,
             min_run_time: float = 0.05) -> dict[str, Timing]:
     """Time several callables interleaved: ``rounds`` alternating blocks each.
