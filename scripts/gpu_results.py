@@ -119,16 +119,15 @@ def main() -> None:
         log(f"  run {rid}: {acc:.2f} % in {time.time() - t0:.0f}s")
 
     t0 = time.time()
-    try:
-        if args.no_memory:
-            raise RunFailed(0, RuntimeError("skipped (--no-memory)"))
-        execute(store, "memory", {"models": ["resnet18"], "batch": 64, "runtime": True},
-                device=device, progress=False)
-        execute(store, "memory", {"models": ["lenet5", "nin"], "batch": 64, "runtime": False},
-                device=device, progress=False)
-    except RunFailed as exc:
-        log(f"memory FAILED: {exc}")
-    log(f"memory suite in {time.time() - t0:.0f}s")
+    if not args.no_memory:
+        try:
+            execute(store, "memory", {"models": ["resnet18"], "batch": 64, "runtime": True},
+                    device=device, progress=False)
+            execute(store, "memory", {"models": ["lenet5", "nin"], "batch": 64,
+                                      "runtime": False}, device=device, progress=False)
+        except RunFailed as exc:
+            log(f"memory FAILED: {exc}")
+        log(f"memory suite in {time.time() - t0:.0f}s")
 
     if sweep_proc is not None:
         try:

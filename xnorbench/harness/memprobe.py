@@ -15,14 +15,13 @@ import subprocess
 import sys
 from typing import Any
 
-INPUT = {"resnet18": (3, 32, 32), "lenet5": (1, 28, 28), "nin": (3, 32, 32)}
-
 
 def probe(model_name: str, variant: str, mode: str, batch: int, device: str) -> dict[str, Any]:
     import psutil
     import torch
 
     from ..xnor import BinOp, models
+    from ..xnor.models import INPUT_SHAPE
     from ..xnor.packed import pack_model
     from .training import train_step
 
@@ -30,7 +29,7 @@ def probe(model_name: str, variant: str, mode: str, batch: int, device: str) -> 
     torch.set_num_threads(1)
     base_rss = psutil.Process().memory_info().rss
     model = models.build(model_name, binary=variant != "float").to(device)
-    x = torch.randn(batch, *INPUT[model_name], device=device)
+    x = torch.randn(batch, *INPUT_SHAPE[model_name], device=device)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

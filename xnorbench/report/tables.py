@@ -267,8 +267,8 @@ def timing_table(store: Store) -> Table:
         records.append({"model": model, "train_step_float_ms": f, "train_step_xnor_ms": x})
         rows.append([MODEL_NAMES.get(model, model), "training step", _fmt(f, 1), _fmt(x, 1),
                      "-", "-" if not (f and x) else f"{f / x:.2f}x"])
-    notes = [f"run {rid}: {_machine(run)}, kernel path "
-             f"{(store.results([rid])[0].params or {}).get('kernel_isa')}; medians of "
+    isa = {run.id: (r.params or {}).get("kernel_isa") for r, run in rows_by.values()}
+    notes = [f"run {rid}: {_machine(run)}, kernel path {isa.get(rid)}; medians of "
              "interleaved torch.utils.benchmark blocks; the training step of XNOR runs "
              "float-simulated binarization (as every training port does)"
              for rid, run in sorted(runs.items())]

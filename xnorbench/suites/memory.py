@@ -17,14 +17,14 @@ from typing import Any
 import torch
 
 from ..db import Row
-from ..harness.memprobe import INPUT, measure
+from ..harness.memprobe import measure
 from ..harness.registry import SuiteContext, register
 from ..harness.summary import summarize
 from ..xnor import models, save_packed
+from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
 
 DEFAULTS: dict[str, Any] = {"models": ["resnet18", "lenet5", "nin"], "batch": 64,
                             "runtime": True}
-DATASET = {"resnet18": "cifar10", "lenet5": "mnist", "nin": "cifar10"}
 MIB = 1024 * 1024
 
 
@@ -44,8 +44,8 @@ def file_sizes(name: str) -> tuple[int, int]:
 def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = {**DEFAULTS, **params}
     for name in ctx.progress.track(p["models"], "models"):
-        tag = {"dataset": DATASET[name], "model": name}
-        s = summarize(models.build(name, binary=True), INPUT[name])
+        tag = {"dataset": NATIVE_DATASET[name], "model": name}
+        s = summarize(models.build(name, binary=True), INPUT_SHAPE[name])
         for layer in s.layers:
             yield Row("layer_memory_kib", layer.memory_bytes / 1024, "KiB", variant="xnor",
                       params={"layer": layer.name, "kind": layer.kind,

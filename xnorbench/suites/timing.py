@@ -20,14 +20,13 @@ from ..harness.timing import compare
 from ..harness.training import train_step
 from ..xnor import BinOp, binary_layers, models
 from ..xnor.kernels import kernel_isa
+from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
 from ..xnor.packed import pack_model
 
 DEFAULTS: dict[str, Any] = {
     "models": ["resnet18", "lenet5", "nin"], "batches": [1, 64], "threads": 1,
     "train_batch": 32, "rounds": 3, "min_run_time": 0.05, "per_layer": True, "seed": 0,
 }
-INPUT = {"resnet18": (3, 32, 32), "lenet5": (1, 28, 28), "nin": (3, 32, 32)}
-DATASET = {"resnet18": "cifar10", "lenet5": "mnist", "nin": "cifar10"}
 
 
 def _layer_inputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
@@ -55,10 +54,10 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         fmodel = models.build(name, binary=False).eval()
         xmodel = models.build(name, binary=True).eval()
         packed = pack_model(xmodel)
-        base = {"threads": threads, "kernel_isa": isa, "input": list(INPUT[name])}
-        tag = {"dataset": DATASET[name], "model": name}
+        base = {"threads": threads, "kernel_isa": isa, "input": list(INPUT_SHAPE[name])}
+        tag = {"dataset": NATIVE_DATASET[name], "model": name}
         for batch in p["batches"]:
-            x = torch.randn(batch, *INPUT[name])
+            x = torch.randn(batch, *INPUT_SHAPE[name])
             with torch.no_grad():
                 t = compare({"float": lambda m=fmodel, x=x: m(x),
                              "xnor": lambda m=packed, x=x: m(x),
@@ -72,7 +71,7 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                       variant="xnor", params=prm, **tag)
         if p["per_layer"]:
             names = [n for n, _ in binary_layers(xmodel)]
-            x1 = torch.randn(1, *INPUT[name])
+            x1 = torch.randn(1, *INPUT_SHAPE[name])
             inputs = _layer_inputs(xmodel, x1, names)
             fmods, pmods = dict(fmodel.named_modules()), dict(packed.named_modules())
             for lname in ctx.progress.track(names, f"{name} layers"):
@@ -89,7 +88,7 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                 yield Row("layer_speedup", t["float"].median_s / t["xnor"].median_s, "x",
                           variant="xnor", params=prm, **tag)
         # training step: float autograd vs XNOR through BinOp (float-simulated binarization)
-        xb = torch.randn(p["train_batch"], *INPUT[name])
+        xb = torch.randn(p["train_batch"], *INPUT_SHAPE[name])
         yb = torch.randint(0, 10, (p["train_batch"],))
         ftrain = models.build(name, binary=False).train()
         xtrain = models.build(name, binary=True).train()

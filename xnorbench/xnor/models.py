@@ -191,6 +191,13 @@ def nin(binary: bool = False, in_channels: int = 3, num_classes: int = 10,
     return _with_spec(NIN(**kw), "nin", kw)
 
 
+INPUT_SHAPE: dict[str, tuple[int, int, int]] = {
+    "resnet18": (3, 32, 32), "lenet5": (1, 28, 28), "nin": (3, 32, 32)}
+"""One sample's (C, H, W) for the dataset each model is defined for."""
+
+NATIVE_DATASET: dict[str, str] = {"resnet18": "cifar10", "lenet5": "mnist", "nin": "cifar10"}
+"""The dataset whose input shape ``INPUT_SHAPE`` gives (for rows that time random inputs)."""
+
 MODELS: dict[str, Callable[..., nn.Module]] = {"resnet18": resnet18, "lenet5": lenet5,
                                                "nin": nin}
 
