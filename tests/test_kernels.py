@@ -1,6 +1,7 @@
 """The packed XNOR + popcount kernels against float references, on many shapes."""
 
 import itertools
+import os
 
 import pytest
 import torch
@@ -35,6 +36,7 @@ SHAPES = [  # (batch, C, H, W, OC, k, stride, pad)
     (1, 9, 10, 10, 7, 9, 1, 4),
     (1, 32, 10, 10, 16, 8, 3, 3),
     (5, 7, 4, 4, 3, 10, 1, 3),
+    (1, 1024, 9, 9, 40, 9, 1, 4),  # > 64512 bits per dot product: 16-bit partials fold
 ]
 
 
@@ -157,3 +159,17 @@ def test_portable_build_agrees_with_native():
                           1, True) for k in (portable, native)]
     assert torch.equal(outs[0], outs[1])
     assert torch.equal(outs[0].double(), _reference(x, w, 1, 1).double())
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs")
+def test_kernels_use_the_threads_torch_is_given():
+    """The extension shares torch's OpenMP pool: 2 threads set means 2 threads used."""
+    k = load_kernels()
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert k.threads_used() == 2
+        torch.set_num_threads(1)
+        assert k.threads_used() == 1
+    finally:
+        torch.set_num_threads(prev)

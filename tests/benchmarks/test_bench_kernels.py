@@ -90,5 +90,7 @@ def test_speedup_targets():
     with torch.no_grad():
         t = compare({"float": lambda: fm(x), "xnor": lambda: xm(x)}, threads=1, rounds=5)
     results["resnet18"] = (t["float"].median_s / t["xnor"].median_s, 5.0)
+    for name, (speedup, floor) in results.items():
+        print(f"{name}: {speedup:.2f}x (floor {floor:g}x), one thread, medians")
     misses = {k: v for k, v in results.items() if v[0] < v[1]}
     assert not misses, f"speedup below floor (measured, floor): {misses}"

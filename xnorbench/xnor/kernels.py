@@ -1,8 +1,10 @@
 """Build (once, cached) and load the C++ XNOR + popcount kernels.
 
 The extension is compiled on first use with ``torch.utils.cpp_extension.load`` and
-``-O3 -march=native``, so AVX-512 VPOPCNTDQ is used where the CPU has it, an AVX2
-nibble-table (VPSHUFB) popcount where it has AVX2 only, and scalar POPCNT elsewhere. Set
+``-O3 -march=native``, so AVX-512 VPOPCNTDQ is used where the CPU has it, AVX2 table
+lookups (VPSHUFB of a per-nibble ``popcount(a XOR b)`` table) where it has AVX2 only, and
+scalar POPCNT elsewhere. ``-fopenmp`` is required for threads: without it
+``at::parallel_for`` inside an extension compiles to a serial loop. Set
 ``XNORBENCH_PORTABLE=1`` to build the portable path on any CPU (tests use it to check
 that both paths agree).
 """
@@ -40,7 +42,8 @@ def load_kernels(portable: bool | None = None) -> ModuleType:
         return cpp_extension.load(
             name="xnorbench_kernels_portable" if portable else "xnorbench_kernels",
             sources=[str(_SRC)],
-            extra_cflags=flags,
+            extra_cflags=flags + ["-fopenmp"],
+            extra_ldflags=["-fopenmp"],
             build_directory=str(_build_dir(portable)),
             verbose=False,
         )

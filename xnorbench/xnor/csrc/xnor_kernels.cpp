@@ -14,6 +14,11 @@
 // 512-bit register holds the same word of 8 filters. The micro-kernel broadcasts one
 // word of each of MR rows of A, XORs it with NV such registers, and accumulates
 // VPOPCNTQ counts: MR x 8*NV outputs with no horizontal reductions.
+// AVX2 has no VPOPCNTQ; its kernel (below, "table lookups") works on nibbles instead.
+//
+// Threads: at::parallel_for over micro-tiles; the extension is built with -fopenmp so
+// that it shares torch's OpenMP pool and torch.set_num_threads() (without the flag,
+// at::parallel_for in an extension silently runs on one thread).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -37,24 +42,29 @@
 #define XNOR_AVX2 0
 #endif
 
-// AVX2 has no vector popcount: it counts bits with a 16-entry nibble table (VPSHUFB).
-// Both operands are stored nibble-split (low nibbles, high nibbles: NSPLIT = 2 words
-// per word), so that the inner loop is XOR, XOR, 2x VPSHUFB, 2x ADD per 4 word pairs.
+// AVX2 has no vector popcount. Its kernel counts with 16-byte tables instead: every
+// 64-bit word is split into 16 nibbles, one byte each. A register holds the same nibble
+// of 32 filters (bytes of B), and the matching nibble `a` of one input row selects the
+// table T_a[b] = popcount(a XOR b), so one VPSHUFB(T_a, B) gives 32 XOR-popcounts at
+// once and the XOR itself disappears: VPSHUFB + VPADDB per 128 bit pairs.
 #if XNOR_AVX2
-constexpr int NSPLIT = 2;
+constexpr int NSPLIT = 2;   // A row: 16 bytes (nibbles, stored as nibble * 16) per word
+constexpr int FB = 32;      // filters per packed-weight block
 #else
 constexpr int NSPLIT = 1;
+constexpr int FB = 8;
 #endif
+constexpr int WB = FB * NSPLIT;  // int64 words per (filter block, word position) of B
 constexpr uint64_t NIB = 0x0F0F0F0F0F0F0F0FULL;
 
 namespace {
 
+constexpr int MR = 6;     // rows of A per micro-tile
 #if XNOR_AVX2
-constexpr int MR = 3;   // rows of A per micro-tile (16 ymm registers)
+constexpr int NVMAX = 2;  // 32-filter blocks per micro-tile (12 byte accumulators)
 #else
-constexpr int MR = 6;   // rows of A per micro-tile
-#endif
 constexpr int NVMAX = 4;  // 8-filter vectors per micro-tile
+#endif
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -177,8 +187,9 @@ struct Epilogue {
   int64_t nbits;
 };
 
-inline void store_row(const Epilogue& e, int64_t m, int64_t ob, const int64_t* cnt8) {
-  const int64_t o0 = ob * 8, no = std::min<int64_t>(8, e.OC - o0);
+template <typename T>
+inline void store_row(const Epilogue& e, int64_t m, int64_t ob, const T* cnt8) {
+  const int64_t o0 = ob * FB, no = std::min<int64_t>(FB, e.OC - o0);
   if (e.out_int) {
     for (int64_t l = 0; l < no; ++l)
       e.out_int[m * e.OC + o0 + l] = (int32_t)(e.nbits - 2 * cnt8[l]);
@@ -243,51 +254,140 @@ inline void micro_avx512(const uint64_t* A, int64_t K, const uint64_t* B, int64_
 #endif
 
 #if XNOR_AVX2
-// One 8-filter block = two ymm (4 filters each). Byte counters are flushed into 64-bit
-// totals with VPSADBW every 31 steps (each step adds at most 8 per byte).
-template <int NV>
-inline void micro_avx2(const uint64_t* A, int64_t K, const uint64_t* B, int64_t ob0,
+// kXorPop.t[a] = popcount(a ^ b) for b = 0..15, repeated in both 128-bit lanes: the
+// VPSHUFB table for input nibble a. A rows store nibble * 16, and the table's address is
+// tab + 2 * that byte, so the byte of A feeds the address directly.
+struct XorPopTable {
+  alignas(32) uint8_t t[16][32];
+  constexpr XorPopTable() : t() {
+    for (int a = 0; a < 16; ++a)
+      for (int b = 0; b < 32; ++b) t[a][b] = (uint8_t)__builtin_popcount(a ^ (b & 15));
+  }
+};
+alignas(64) constexpr XorPopTable kXorPop{};
+
+// Byte counters (at most 63 steps x 4 = 252) are widened into 16-bit partial sums
+// (unpacklo -> words 0-15, unpackhi -> words 16-31), which hold 256 flushes (64512);
+// fold16 adds those into the int32 totals of the 32 filters in order.
+inline void flush_bytes(__m256i acc, uint16_t* t16) {
+  const __m256i z = _mm256_setzero_si256();
+  __m256i* lo = (__m256i*)t16;
+  __m256i* hi = (__m256i*)(t16 + 16);
+  _mm256_store_si256(lo, _mm256_add_epi16(_mm256_load_si256(lo), _mm256_unpacklo_epi8(acc, z)));
+  _mm256_store_si256(hi, _mm256_add_epi16(_mm256_load_si256(hi), _mm256_unpackhi_epi8(acc, z)));
+}
+inline void fold16(uint16_t* t16, int32_t* tot) {
+  // unpacklo: lane 0 = filters 0-7, lane 1 = 16-23; unpackhi: 8-15 and 24-31
+  for (int j = 0; j < 8; ++j) {
+    tot[j] += t16[j];
+    tot[16 + j] += t16[8 + j];
+    tot[8 + j] += t16[16 + j];
+    tot[24 + j] += t16[24 + j];
+  }
+  std::memset(t16, 0, 32 * sizeof(uint16_t));
+}
+
+// One step for one row: load its table, VPSHUFB it by the B nibbles of NB filter blocks
+// and add to that row's byte counters. Written in asm because GCC spills the twelve
+// accumulators of the 6 x 2 tile (12 + 2 B + 2 temporaries = all 16 ymm registers).
+#define XNOR_ROW2(ACC0, ACC1, ADDR)                \
+  "movzbl " ADDR ", %k[i]\n\t"                     \
+  "vmovdqa (%[tab],%q[i],2), %[t]\n\t"             \
+  "vpshufb %[b0], %[t], %[u]\n\t"                  \
+  "vpaddb %[u], %[" #ACC0 "], %[" #ACC0 "]\n\t"    \
+  "vpshufb %[b1], %[t], %[t]\n\t"                  \
+  "vpaddb %[t], %[" #ACC1 "], %[" #ACC1 "]\n\t"
+#define XNOR_ROW1(ACC0, ADDR)                      \
+  "movzbl " ADDR ", %k[i]\n\t"                     \
+  "vmovdqa (%[tab],%q[i],2), %[t]\n\t"             \
+  "vpshufb %[b0], %[t], %[t]\n\t"                  \
+  "vpaddb %[t], %[" #ACC0 "], %[" #ACC0 "]\n\t"
+
+// MR (= 6) rows x NB (1 or 2) blocks of 32 filters. A row: KN bytes, each an input nibble
+// times 16; B block: KN x 32 filter nibbles. Rows 0-5 sit at ap + r * KN, addressed as
+// (ap), (ap,KN), (ap,KN,2), (ap3), (ap,KN,4), (ap3,KN,2) with ap3 = ap + 3 KN.
+template <int NB>
+inline void micro_avx2(const uint8_t* A, int64_t KN, const uint8_t* B, int64_t nb0,
                        int64_t m0, int64_t M, const Epilogue& e) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-  const __m256i zero = _mm256_setzero_si256();
-  alignas(32) int64_t tot[MR][NV][8] = {};
-  const uint64_t* arow[MR];
-  for (int r = 0; r < MR; ++r) arow[r] = A + (m0 + r) * K * 2;
-  for (int v = 0; v < NV; ++v) {
-    const uint64_t* b = B + (ob0 + v) * K * 16;
-    for (int64_t k0 = 0; k0 < K; k0 += 31) {
-      const int64_t k1 = std::min<int64_t>(K, k0 + 31);
-      __m256i acc[MR][2];
-      for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = zero;
-      for (int64_t k = k0; k < k1; ++k) {
-        const __m256i blo0 = _mm256_loadu_si256((const __m256i*)(b + k * 16));
-        const __m256i blo1 = _mm256_loadu_si256((const __m256i*)(b + k * 16 + 4));
-        const __m256i bhi0 = _mm256_loadu_si256((const __m256i*)(b + k * 16 + 8));
-        const __m256i bhi1 = _mm256_loadu_si256((const __m256i*)(b + k * 16 + 12));
-        for (int r = 0; r < MR; ++r) {
-          const __m256i alo = _mm256_set1_epi64x((long long)arow[r][k * 2]);
-          const __m256i ahi = _mm256_set1_epi64x((long long)arow[r][k * 2 + 1]);
-          acc[r][0] = _mm256_add_epi8(acc[r][0], _mm256_add_epi8(
-              _mm256_shuffle_epi8(lut, _mm256_xor_si256(alo, blo0)),
-              _mm256_shuffle_epi8(lut, _mm256_xor_si256(ahi, bhi0))));
-          acc[r][1] = _mm256_add_epi8(acc[r][1], _mm256_add_epi8(
-              _mm256_shuffle_epi8(lut, _mm256_xor_si256(alo, blo1)),
-              _mm256_shuffle_epi8(lut, _mm256_xor_si256(ahi, bhi1))));
-        }
+  static_assert(MR == 6 && (NB == 1 || NB == 2), "the asm step is written for 6 x {1,2}");
+  const uint8_t* tab = &kXorPop.t[0][0];
+  alignas(32) int32_t tot[MR][2][32] = {};
+  alignas(32) uint16_t t16[MR][2][32] = {};
+  const uint8_t* a0 = A + m0 * KN;
+  const uint8_t* b0p = B + nb0 * KN * 32;
+  const uint8_t* b1p = B + (nb0 + NB - 1) * KN * 32;
+  for (int64_t k0 = 0, chunk = 1; k0 < KN; k0 += 63, ++chunk) {
+    const int64_t k1 = std::min<int64_t>(KN, k0 + 63);
+    __m256i c00 = _mm256_setzero_si256(), c10 = c00, c20 = c00, c30 = c00, c40 = c00,
+            c50 = c00, c01 = c00, c11 = c00, c21 = c00, c31 = c00, c41 = c00, c51 = c00;
+    __m256i t, u;
+    uint64_t i;
+    for (int64_t k = k0; k < k1; ++k) {
+      const uint8_t* ap = a0 + k;
+      const uint8_t* ap3 = a0 + 3 * KN + k;
+      const __m256i b0 = _mm256_load_si256((const __m256i*)(b0p + k * 32));
+      if constexpr (NB == 2) {
+        const __m256i b1 = _mm256_load_si256((const __m256i*)(b1p + k * 32));
+        asm volatile(XNOR_ROW2(c00, c01, "(%[ap])") XNOR_ROW2(c10, c11, "(%[ap],%[kn],1)")
+                     XNOR_ROW2(c20, c21, "(%[ap],%[kn],2)")
+                     : [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10), [c11] "+x"(c11),
+                       [c20] "+x"(c20), [c21] "+x"(c21), [t] "=&x"(t), [u] "=&x"(u),
+                       [i] "=&r"(i)
+                     : [b0] "x"(b0), [b1] "x"(b1), [tab] "r"(tab), [ap] "r"(ap), [kn] "r"(KN)
+                     : "memory");
+        asm volatile(XNOR_ROW2(c30, c31, "(%[ap3])") XNOR_ROW2(c40, c41, "(%[ap],%[kn],4)")
+                     XNOR_ROW2(c50, c51, "(%[ap3],%[kn],2)")
+                     : [c30] "+x"(c30), [c31] "+x"(c31), [c40] "+x"(c40), [c41] "+x"(c41),
+                       [c50] "+x"(c50), [c51] "+x"(c51), [t] "=&x"(t), [u] "=&x"(u),
+                       [i] "=&r"(i)
+                     : [b0] "x"(b0), [b1] "x"(b1), [tab] "r"(tab), [ap] "r"(ap),
+                       [ap3] "r"(ap3), [kn] "r"(KN)
+                     : "memory");
+      } else {
+        asm volatile(XNOR_ROW1(c00, "(%[ap])") XNOR_ROW1(c10, "(%[ap],%[kn],1)")
+                     XNOR_ROW1(c20, "(%[ap],%[kn],2)") XNOR_ROW1(c30, "(%[ap3])")
+                     XNOR_ROW1(c40, "(%[ap],%[kn],4)") XNOR_ROW1(c50, "(%[ap3],%[kn],2)")
+                     : [c00] "+x"(c00), [c10] "+x"(c10), [c20] "+x"(c20), [c30] "+x"(c30),
+                       [c40] "+x"(c40), [c50] "+x"(c50), [t] "=&x"(t), [i] "=&r"(i)
+                     : [b0] "x"(b0), [tab] "r"(tab), [ap] "r"(ap), [ap3] "r"(ap3),
+                       [kn] "r"(KN)
+                     : "memory");
       }
-      for (int r = 0; r < MR; ++r)
-        for (int h = 0; h < 2; ++h) {
-          __m256i* t = (__m256i*)(tot[r][v] + 4 * h);
-          _mm256_store_si256(t, _mm256_add_epi64(_mm256_load_si256(t),
-                                                 _mm256_sad_epu8(acc[r][h], zero)));
-        }
     }
+    const __m256i col0[MR] = {c00, c10, c20, c30, c40, c50};
+    const __m256i col1[MR] = {c01, c11, c21, c31, c41, c51};
+    for (int r = 0; r < MR; ++r) {
+      flush_bytes(col0[r], t16[r][0]);
+      if constexpr (NB == 2) flush_bytes(col1[r], t16[r][1]);
+    }
+    if (chunk % 256 == 0 || k1 == KN)
+      for (int r = 0; r < MR; ++r)
+        for (int v = 0; v < NB; ++v) fold16(t16[r][v], tot[r][v]);
   }
   const int rows = (int)std::min<int64_t>(MR, M - m0);
   for (int r = 0; r < rows; ++r)
-    for (int v = 0; v < NV; ++v) store_row(e, m0 + r, ob0 + v, tot[r][v]);
+    for (int v = 0; v < NB; ++v) {
+      const int64_t o0 = (nb0 + v) * 32;
+      if (e.out_int || o0 + 32 > e.OC) {
+        store_row(e, m0 + r, nb0 + v, tot[r][v]);
+        continue;
+      }
+      // vectorised epilogue, same operations in the same order as store_row
+      const __m256i nbits = _mm256_set1_epi32((int32_t)e.nbits);
+      const __m256 k = _mm256_set1_ps(e.kscale ? e.kscale[m0 + r] : 1.0f);
+      float* dst = e.out + (m0 + r) * e.OC + o0;
+      for (int q = 0; q < 4; ++q) {
+        const __m256i c = _mm256_load_si256((const __m256i*)(tot[r][v] + 8 * q));
+        __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(nbits, _mm256_slli_epi32(c, 1)));
+        f = _mm256_mul_ps(f, _mm256_loadu_ps(e.alpha + o0 + 8 * q));
+        if (e.kscale) f = _mm256_mul_ps(f, k);
+        if (e.bias) f = _mm256_add_ps(f, _mm256_loadu_ps(e.bias + o0 + 8 * q));
+        _mm256_storeu_ps(dst + 8 * q, f);
+      }
+    }
 }
+#undef XNOR_ROW2
+#undef XNOR_ROW1
 #endif
 
 template <int NV>
@@ -312,7 +412,8 @@ inline void micro(const uint64_t* A, int64_t K, const uint64_t* B, int64_t ob0, 
 #if XNOR_AVX512
   micro_avx512<NV>(A, K, B, ob0, m0, M, e);
 #elif XNOR_AVX2
-  micro_avx2<NV>(A, K, B, ob0, m0, M, e);
+  micro_avx2<NV>(reinterpret_cast<const uint8_t*>(A), K * 16,
+                 reinterpret_cast<const uint8_t*>(B), ob0, m0, M, e);
 #else
   micro_portable<NV>(A, K, B, ob0, m0, M, e);
 #endif
@@ -327,9 +428,13 @@ void binary_gemm(const uint64_t* A, int64_t M, int64_t K, const uint64_t* B, int
       const int64_t ob0 = nt * NVMAX, nv = std::min<int64_t>(NVMAX, OCB - ob0);
       const int64_t m0 = mt * MR;
       switch (nv) {
+#if XNOR_AVX2
+        case 2: micro<2>(A, K, B, ob0, m0, M, e); break;
+#else
         case 4: micro<4>(A, K, B, ob0, m0, M, e); break;
         case 3: micro<3>(A, K, B, ob0, m0, M, e); break;
         case 2: micro<2>(A, K, B, ob0, m0, M, e); break;
+#endif
         default: micro<1>(A, K, B, ob0, m0, M, e); break;
       }
     }
@@ -352,8 +457,8 @@ void im2col(const uint64_t* P, uint64_t* A, int64_t N, int64_t Hp, int64_t Wp, i
             std::memcpy(d, src, sizeof(uint64_t) * KW * Cw);
           } else {
             for (int64_t j = 0; j < KW * Cw; ++j) {
-              d[2 * j] = src[j] & NIB;
-              d[2 * j + 1] = (src[j] >> 4) & NIB;
+              d[2 * j] = (src[j] & NIB) << 4;   // nibble * 16: its table's offset
+              d[2 * j + 1] = src[j] & ~NIB;
             }
           }
         }
@@ -364,7 +469,8 @@ void im2col(const uint64_t* P, uint64_t* A, int64_t N, int64_t Hp, int64_t Wp, i
 
 }  // namespace
 
-// Pack float weights [OC][C][KH][KW] to B[ceil(OC/8)][KH*KW*Cw][8*NSPLIT] (int64).
+// Pack float weights [OC][C][KH][KW] to B[ceil(OC/FB)][KH*KW*Cw][WB] (int64): 8 filters
+// per word position (AVX-512, scalar), or for AVX2 32 filters x 16 nibbles, one byte each.
 torch::Tensor pack_weight(torch::Tensor w) {
   TORCH_CHECK(w.dim() == 4, "pack_weight: weight must be [OC, C, KH, KW]");
   w = w.detach().to(torch::kCPU, torch::kFloat).contiguous();
@@ -381,14 +487,19 @@ torch::Tensor pack_weight(torch::Tensor w) {
             const int64_t k = (ky * KW + kx) * Cw + c / 64;
             b[((o / 8) * K + k) * 8 + (o % 8)] |= (uint64_t)1 << (c % 64);
           }
-  if (NSPLIT == 1) return B;
-  // nibble-split layout for the AVX2 kernel: [OCB][K][lo 8 | hi 8]
-  auto S = torch::zeros({OCB, K, 8 * NSPLIT}, torch::kLong);
-  auto* sp = reinterpret_cast<uint64_t*>(S.data_ptr<int64_t>());
-  for (int64_t i = 0; i < OCB * K; ++i)
-    for (int l = 0; l < 8; ++l) {
-      sp[i * 16 + l] = b[i * 8 + l] & NIB;
-      sp[i * 16 + 8 + l] = (b[i * 8 + l] >> 4) & NIB;
+  if (FB == 8) return B;
+  // AVX2: byte [blk][k][q][i] = nibble q of word k of filter blk*32+i; nibbles 0-7 are
+  // the low nibbles of bytes 0-7, nibbles 8-15 the high ones (the order im2col uses).
+  auto S = torch::zeros({ceil_div(OC, FB), K, WB}, torch::kLong);
+  auto* sp = reinterpret_cast<uint8_t*>(S.data_ptr<int64_t>());
+  for (int64_t o = 0; o < OC; ++o)
+    for (int64_t k = 0; k < K; ++k) {
+      const uint64_t word = b[((o / 8) * K + k) * 8 + (o % 8)];
+      uint8_t* dst = sp + ((o / FB) * K + k) * 16 * FB + (o % FB);
+      for (int q = 0; q < 8; ++q) {
+        dst[q * FB] = (uint8_t)((word >> (8 * q)) & 0xF);
+        dst[(q + 8) * FB] = (uint8_t)((word >> (8 * q + 4)) & 0xF);
+      }
     }
   return S;
 }
@@ -421,14 +532,18 @@ torch::Tensor xnor_conv2d_packed(torch::Tensor P, int64_t C, torch::Tensor wpack
               "xnor_conv2d_packed: P must be a contiguous int64 [N, Hp, Wp, Cw] tensor");
   const int64_t N = P.size(0), Hp = P.size(1), Wp = P.size(2), Cw = P.size(3);
   TORCH_CHECK(Cw == ceil_div(C, 64), "xnor_conv2d_packed: C does not match P");
-  const int64_t K = KH * KW * Cw, OCB = ceil_div(OC, 8);
-  TORCH_CHECK(wpacked.size(0) == OCB && wpacked.size(1) == K && wpacked.size(2) == 8 * NSPLIT,
+  const int64_t K = KH * KW * Cw, OCB = ceil_div(OC, FB);
+  TORCH_CHECK(wpacked.dim() == 3 && wpacked.scalar_type() == torch::kLong &&
+                  wpacked.is_contiguous() && wpacked.size(0) == OCB &&
+                  wpacked.size(1) == K && wpacked.size(2) == WB,
               "xnor_conv2d: packed weight does not match the input's channels/kernel");
   TORCH_CHECK(Hp >= KH && Wp >= KW, "xnor_conv2d: kernel larger than the padded input");
   const int64_t OH = (Hp - KH) / sh + 1, OW = (Wp - KW) / sw + 1;
   const int64_t M = N * OH * OW, Mpad = ceil_div(M, MR) * MR;
 
-  auto A = torch::zeros({Mpad, K * NSPLIT}, torch::kLong);
+  // im2col writes every word of rows < M; only the padding rows need zeros
+  auto A = torch::empty({Mpad, K * NSPLIT}, torch::kLong);
+  if (Mpad > M) A.narrow(0, M, Mpad - M).zero_();
   im2col(reinterpret_cast<const uint64_t*>(P.data_ptr<int64_t>()),
          reinterpret_cast<uint64_t*>(A.data_ptr<int64_t>()), N, Hp, Wp, Cw, KH, KW, sh, sw,
          OH, OW);
@@ -479,6 +594,19 @@ torch::Tensor xnor_conv2d(torch::Tensor x, torch::Tensor wpacked, torch::Tensor 
                             OC, KH, KW, sh, sw, integer);
 }
 
+// How many threads at::parallel_for really runs inside this extension (a build without
+// OpenMP would report 1 whatever torch.set_num_threads says).
+int64_t threads_used() {
+  std::vector<int> seen(at::get_num_threads() + 1, 0);
+  at::parallel_for(0, 1024, 1, [&](int64_t, int64_t) {
+    const int t = at::get_thread_num();
+    if (t >= 0 && t < (int)seen.size()) seen[t] = 1;
+  });
+  int64_t n = 0;
+  for (int v : seen) n += v;
+  return n;
+}
+
 std::string isa() { return XNOR_AVX512 ? "avx512-vpopcntdq" : (XNOR_AVX2 ? "avx2-pshufb" : "scalar-popcnt"); }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -487,4 +615,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("xnor_conv2d", &xnor_conv2d, "binary convolution: pack the float input, then XNOR");
   m.def("xnor_conv2d_packed", &xnor_conv2d_packed, "binary convolution on a packed input");
   m.def("isa", &isa, "which popcount path this build uses");
+  m.def("threads_used", &threads_used, "threads at::parallel_for uses in this extension");
 }
