@@ -132,3 +132,49 @@ def test_unknown_suite_and_non_numeric_epochs(tmp_path: Path):
     res = invoke("--db", str(tmp_path / "x.db"), "run", "accuracy", "--epochs", "two")
     assert res.exit_code == 2
     assert not (tmp_path / "x.db").exists() or Store.open(str(tmp_path / "x.db")).runs() == []
+
+
+def _db_with_runs(path: Path, host: str) -> Store:
+    from xnorbench.db.store import Row
+
+    store = Store.open(str(path))
+    for suite, value in (("sweep", 11.5), ("memory", 29.6)):
+        rid = store.start_run(suite, {"threads": 1}, {"hostname": host}, command=f"xb {suite}")
+        store.add_rows(rid, [Row("speedup", value, "x", params={"channels": 256}),
+                             Row("float_ms", 1.5, "ms")])
+        store.finish_run(rid, "finished")
+    failed = store.start_run("sweep", {}, {"hostname": host}, command="xb broken")
+    store.finish_run(failed, "failed", "boom")
+    return store
+
+
+def test_runs_import_copies_finished_runs_once(tmp_path: Path):
+    """A device machine's db joins the project's: finished runs with every row, once."""
+    here = _db_with_runs(tmp_path / "here.db", "dev")
+    device = tmp_path / "device.db"
+    _db_with_runs(device, "gpu-host")
+    before = len(here.runs())
+    res = invoke("--db", str(tmp_path / "here.db"), "runs", "import", str(device))
+    assert res.exit_code == 0, res.output
+    assert "imported 2 run(s)" in res.output
+    new = here.runs()[:2]  # imported runs are the newest
+    assert len(here.runs()) == before + 2
+    assert {r.hostname for r in new} == {"gpu-host"}
+    assert {r.status for r in new} == {"finished"}
+    speedups = {r.value for r in here.results([r.id for r in new], metric="speedup")}
+    assert speedups == {11.5, 29.6}
+    assert here.results([new[0].id])[0].params in ({"channels": 256}, {})
+    again = invoke("--db", str(tmp_path / "here.db"), "runs", "import", str(device))
+    assert again.exit_code == 0 and "imported 0 run(s) (none new)" in again.output
+    assert len(here.runs()) == before + 2
+    only = invoke("--db", str(tmp_path / "other.db"), "runs", "import", str(device),
+                  "--suite", "memory")
+    assert "imported 1 run(s)" in only.output
+
+
+@pytest.mark.parametrize("source", ["missing.db", "here.db"])
+def test_runs_import_bad_source(tmp_path: Path, source: str):
+    _db_with_runs(tmp_path / "here.db", "dev")
+    res = invoke("--db", str(tmp_path / "here.db"), "runs", "import", str(tmp_path / source))
+    assert res.exit_code == 2
+    assert res.output.startswith("error: ")

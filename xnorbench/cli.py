@@ -22,7 +22,8 @@ from .db import DBError, Store, is_stale
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
 run_app = typer.Typer(help="Run a declared suite and store its rows.", no_args_is_help=True)
-runs_app = typer.Typer(help="List runs, show one, mark dead ones.", invoke_without_command=True)
+runs_app = typer.Typer(help="List runs, show one, import another db's, mark dead ones.",
+                       invoke_without_command=True)
 plot_app = typer.Typer(help="Draw figures from stored rows (PNG).", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(runs_app, name="runs")
@@ -457,6 +458,27 @@ def runs_mark_stale(
     _positive(minutes, "--minutes")
     ids = open_store().mark_stale(timedelta(minutes=minutes))
     typer.echo(f"marked {len(ids)} stale run(s) interrupted: {ids}")
+
+
+@runs_app.command("import")
+def runs_import(
+    source: Annotated[str, typer.Argument(
+        help="The other results database: a SQLite file or a SQLAlchemy URL.")],
+    suite: Annotated[str | None, typer.Option(help="Only runs of this suite.")] = None,
+) -> None:
+    """Copy the finished runs of another database (a device machine's, say) into this one."""
+    if "://" not in source and not Path(source).is_file():
+        fail(f"no database file {source}")
+    try:
+        src = Store.open(source)
+    except DBError as exc:
+        fail(str(exc))
+    store = open_store()
+    if src.engine.url == store.engine.url:
+        fail("the source is this database")
+    mapping = store.import_runs(src, suite=suite)
+    pairs = ", ".join(f"{old} -> {new}" for old, new in mapping.items())
+    typer.echo(f"imported {len(mapping)} run(s)" + (f": {pairs}" if pairs else " (none new)"))
 
 
 # ----------------------------------------------------------------------------- plot

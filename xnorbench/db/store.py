@@ -228,10 +228,34 @@ class Store:
                     error="no heartbeat: the process died (marked stale)"))
         return ids
 
+    def import_runs(self, source: Store, suite: str | None = None) -> dict[int, int]:
+        """Copy ``source``'s finished runs and their rows into this store: {old: new id}.
+
+        A device machine returns its own database; this is how its runs join the
+        project's. A run already here (same suite, start time, host and command) is
+        skipped, so importing the same file twice adds nothing.
+        """
+        have = {(r.suite, r.started_at, r.hostname, r.command) for r in self.runs()}
+        run_cols = [c.key for c in Run.__table__.columns if c.key != "id"]
+        row_cols = [c.key for c in Result.__table__.columns if c.key not in ("id", "run_id")]
+        mapping: dict[int, int] = {}
+        for run in reversed(source.runs(suite=suite, status="finished")):  # oldest first
+            if (run.suite, run.started_at, run.hostname, run.command) in have:
+                continue
+            rows = source.results([run.id])
+            with Session(self.engine) as s, s.begin():
+                new = Run(**{k: getattr(run, k) for k in run_cols})
+                s.add(new)
+                s.flush()
+                s.add_all(Result(run_id=new.id, **{k: getattr(r, k) for k in row_cols})
+                          for r in rows)
+                mapping[run.id] = new.id
+        return mapping
+
     # -- reads --------------------------------------------------------------------
     def runs(self, suite: str | None = None, status: str | None = None,
              limit: int | None = None) -> list[Run]:
-        q = select(Run).order_by(Run.id.desc())
+        q = select(Run).order_by(Run.started_at.desc(), Run.id.desc())  # newest first
         if suite:
             q = q.where(Run.suite == suite)
         if status:
