@@ -101,3 +101,35 @@ def test_compare_one_run_all_rules_then_report(tmp_path: Path, mnist_dir: Path):
         assert path.is_file() and path.stat().st_size > 1000
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in text
+
+
+def test_timing_table_keeps_thread_counts_and_batches_apart(tmp_path: Path):
+    """A newer 2-thread batch-1 run must not hide the 1-thread rows or older batch-64 rows."""
+    from xnorbench.db.store import Row
+    from xnorbench.report.tables import timing_table
+
+    store = Store.open(str(tmp_path / "t.db"))
+
+    def timing_run(threads: int, batches: dict[int, tuple[float, float]]) -> None:
+        rid = store.start_run("timing", {}, {"threads": threads})
+        rows = []
+        for batch, (f, x) in batches.items():
+            prm = {"batch": batch, "threads": threads}
+            rows += [Row("inference_latency_ms", f, "ms", model="resnet18", variant="float",
+                         params=prm),
+                     Row("inference_latency_ms", x, "ms", model="resnet18", variant="xnor",
+                         params=prm),
+                     Row("inference_speedup", f / x, "x", model="resnet18", variant="xnor",
+                         params=prm)]
+        store.add_rows(rid, rows)
+        store.finish_run(rid, "finished")
+
+    timing_run(1, {1: (30.0, 6.0), 64: (1300.0, 370.0)})
+    timing_run(1, {1: (32.0, 6.4)})   # newer batch-1 re-measurement
+    timing_run(2, {1: (19.0, 4.3)})
+    recs = {(r["threads"], r["batch"]): r for r in timing_table(store).records
+            if "batch" in r}
+    assert set(recs) == {(1, 1), (1, 64), (2, 1)}
+    assert recs[(1, 1)]["float_ms"] == 32.0 and recs[(1, 1)]["speedup"] == 5.0
+    assert recs[(1, 64)]["xnor_packed_ms"] == 370.0
+    assert recs[(2, 1)]["xnor_packed_ms"] == 4.3

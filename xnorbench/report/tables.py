@@ -159,16 +159,25 @@ def render(t: Table, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def _latest_rows(store: Store, suite: str) -> dict[tuple, tuple[Result, Run]]:
-    """{(dataset, model, variant, metric, batch, mode): (row, run)} from newest finished runs."""
+def _latest_rows(store: Store, suite: str,
+                 by_threads: bool = False) -> dict[tuple, tuple[Result, Run]]:
+    """{(dataset, model, variant, metric, batch, mode, threads): (row, run)}, newest runs.
+
+    A model's rows all come from the newest finished run that measured it. With
+    ``by_threads`` (timings) that holds per thread count, batch size and metric: a 2-thread
+    run does not hide a 1-thread one, nor a batch-1 run an older batch-64 measurement.
+    """
     out: dict[tuple, tuple[Result, Run]] = {}
-    seen_models: dict[str, int] = {}
+    seen: dict[tuple, int] = {}
     for run in store.runs(suite=suite, status="finished"):
+        threads = run.threads if by_threads else None
         for r in store.results([run.id]):
-            if seen_models.setdefault(r.model or "", run.id) != run.id:
-                continue  # an older run of a model a newer run already covers
             p = r.params or {}
-            key = (r.dataset, r.model, r.variant, r.metric, p.get("batch"), p.get("mode"))
+            scope = (r.model or "", threads) + ((p.get("batch"), r.metric) if by_threads else ())
+            if seen.setdefault(scope, run.id) != run.id:
+                continue  # an older run of what a newer run already covers
+            key = (r.dataset, r.model, r.variant, r.metric, p.get("batch"), p.get("mode"),
+                   threads)
             out.setdefault(key, (r, run))
     return out
 
@@ -185,7 +194,7 @@ def memory_table(store: Store) -> Table:
     rows, records, runs = [], [], {}
 
     def get(model: str, variant: str, metric: str, mode: str | None = None) -> float | None:
-        for (_, m, v, met, _b, md), (r, run) in rows_by.items():
+        for (_, m, v, met, _b, md, _t), (r, run) in rows_by.items():
             if m == model and v == variant and met == metric and (mode is None or md == mode):
                 runs[run.id] = run
                 return r.value
@@ -239,42 +248,50 @@ def memory_table(store: Store) -> Table:
 
 
 def timing_table(store: Store) -> Table:
-    rows_by = _latest_rows(store, "timing")
-    keys = sorted({(k[1], k[4]) for k in rows_by if k[3] == "inference_latency_ms"},
-                  key=lambda t: (t[0] or "", t[1] or 0))
+    """Inference latency and training step, float vs XNOR, one row per thread count."""
+    rows_by = _latest_rows(store, "timing", by_threads=True)
+    keys = sorted({(k[1], k[4], k[6]) for k in rows_by if k[3] == "inference_latency_ms"},
+                  key=lambda t: (t[0] or "", t[2] or 0, t[1] or 0))
     rows, records, runs = [], [], {}
 
-    def get(model: str, variant: str, metric: str, batch: int | None) -> float | None:
-        for (_, m, v, met, b, _md), (r, run) in rows_by.items():
-            if m == model and v == variant and met == metric and (batch is None or b == batch):
+    def get(model: str, variant: str, metric: str, batch: int | None,
+            threads: int | None) -> float | None:
+        for (_, m, v, met, b, _md, t), (r, run) in rows_by.items():
+            if m == model and v == variant and met == metric and t == threads \
+                    and (batch is None or b == batch):
                 runs[run.id] = run
                 return r.value
         return None
 
-    for model, batch in keys:
-        rec = {"model": model, "batch": batch,
-               "float_ms": get(model, "float", "inference_latency_ms", batch),
-               "xnor_packed_ms": get(model, "xnor", "inference_latency_ms", batch),
-               "xnor_simulated_ms": get(model, "xnor_simulated", "inference_latency_ms", batch),
-               "speedup": get(model, "xnor", "inference_speedup", batch)}
+    for model, batch, threads in keys:
+        rec = {"model": model, "batch": batch, "threads": threads,
+               "float_ms": get(model, "float", "inference_latency_ms", batch, threads),
+               "xnor_packed_ms": get(model, "xnor", "inference_latency_ms", batch, threads),
+               "xnor_simulated_ms": get(model, "xnor_simulated", "inference_latency_ms", batch,
+                                        threads),
+               "speedup": get(model, "xnor", "inference_speedup", batch, threads)}
         records.append(rec)
-        rows.append([MODEL_NAMES.get(model, model), f"inference, batch {batch}",
+        rows.append([MODEL_NAMES.get(model, model), f"inference, batch {batch}", str(threads),
                      _fmt(rec["float_ms"], 3), _fmt(rec["xnor_packed_ms"], 3),
                      _fmt(rec["xnor_simulated_ms"], 3), _fmt(rec["speedup"]) + "x"])
-    for model in sorted({k[0] for k in keys}):
-        f = get(model, "float", "train_step_ms", None)
-        x = get(model, "xnor", "train_step_ms", None)
-        records.append({"model": model, "train_step_float_ms": f, "train_step_xnor_ms": x})
-        rows.append([MODEL_NAMES.get(model, model), "training step", _fmt(f, 1), _fmt(x, 1),
-                     "-", "-" if not (f and x) else f"{f / x:.2f}x"])
+    for model, threads in sorted({(k[0], k[2]) for k in keys},
+                                 key=lambda t: (t[0] or "", t[1] or 0)):
+        f = get(model, "float", "train_step_ms", None, threads)
+        x = get(model, "xnor", "train_step_ms", None, threads)
+        if f is None and x is None:
+            continue
+        records.append({"model": model, "threads": threads, "train_step_float_ms": f,
+                        "train_step_xnor_ms": x})
+        rows.append([MODEL_NAMES.get(model, model), "training step", str(threads), _fmt(f, 1),
+                     _fmt(x, 1), "-", "-" if not (f and x) else f"{f / x:.2f}x"])
     isa = {run.id: (r.params or {}).get("kernel_isa") for r, run in rows_by.values()}
     notes = [f"run {rid}: {_machine(run)}, kernel path {isa.get(rid)}; medians of "
              "interleaved torch.utils.benchmark blocks; the training step of XNOR runs "
              "float-simulated binarization (as every training port does)"
              for rid, run in sorted(runs.items())]
     return Table("Running time: float vs XNOR (packed XNOR-popcount kernels)",
-                 ["Network", "What", "Float ms", "XNOR packed ms", "XNOR simulated ms",
-                  "Speedup"], rows, notes, records)
+                 ["Network", "What", "Threads", "Float ms", "XNOR packed ms",
+                  "XNOR simulated ms", "Speedup"], rows, notes, records)
 
 
 def training_time_table(store: Store) -> Table:
