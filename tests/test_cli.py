@@ -163,7 +163,7 @@ def test_runs_import_copies_finished_runs_once(tmp_path: Path):
     assert {r.status for r in new} == {"finished"}
     speedups = {r.value for r in here.results([r.id for r in new], metric="speedup")}
     assert speedups == {11.5, 29.6}
-    assert here.results([new[0].id])[0].params in ({"channels": 256}, {})
+    assert [r.params for r in here.results([new[0].id])] == [{"channels": 256}, {}]
     again = invoke("--db", str(tmp_path / "here.db"), "runs", "import", str(device))
     assert again.exit_code == 0 and "imported 0 run(s) (none new)" in again.output
     assert len(here.runs()) == before + 2
