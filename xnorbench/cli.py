@@ -108,7 +108,7 @@ def _positive(value: int | float | None, what: str, allow_zero: bool = False) ->
 
 def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads: int | None,
                   seed: int | None, progress: bool, checkpoint_dir: Path,
-                  resume: int | None) -> int:
+                  resume: int | None, tags: list[str] | None = None) -> int:
     """Validate the device, open the db, run the suite, map outcomes to exit codes."""
     from .harness.environment import resolve_device
     from .harness.runner import RunFailed, RunInterrupted, RunRejected, execute
@@ -123,7 +123,7 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
     try:
         run_id = execute(store, suite, params, device=dev, seed=seed, command=command,
                          progress=progress, checkpoint_dir=checkpoint_dir, resume_run=resume,
-                         threads=threads)
+                         threads=threads, tags=tags)
     except RunInterrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(130) from None
@@ -155,102 +155,250 @@ ResumeOpt = Annotated[int | None, typer.Option(
 
 
 # ------------------------------------------------------------------- training options
-DatasetOpt = Annotated[str, typer.Option(help="mnist or cifar10.")]
-ModelOpt = Annotated[str, typer.Option(help="resnet18, lenet5 or nin.")]
-EpochsOpt = Annotated[int, typer.Option(help="Training epochs.")]
-BatchOpt = Annotated[int, typer.Option(help="Training batch size.")]
-LrOpt = Annotated[float | None, typer.Option(help="Learning rate [default: 0.1 sgd, 1e-3 adam].")]
-OptimOpt = Annotated[str, typer.Option(help="sgd or adam.")]
-WdOpt = Annotated[float, typer.Option(help="L2 on conv/linear weights.")]
-RuleOpt = Annotated[str, typer.Option(help="corrected, paper or reference.")]
-LimitTrainOpt = Annotated[int | None, typer.Option(help="Use a seeded subset of the train split.")]
-LimitTestOpt = Annotated[int | None, typer.Option(help="Use a seeded subset of the test split.")]
+# A training option left out takes the --recipe's value, else the base default below;
+# what a run stores is the resolved value of every option.
+def _d(name: str) -> str:
+    from .harness.recipes import BASE
+
+    v = BASE[name]
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, (tuple, list)):
+        return ",".join(map(str, v)) or "none"
+    return "none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _opt(help_: str, name: str | None = None, *decls: str) -> Any:
+    """A training option: its help names the default and that a recipe may set it."""
+    suffix = f" [default: {_d(name)}, or the recipe's]" if name else ""
+    return typer.Option(*decls, help=help_ + suffix, show_default=False,
+                        rich_help_panel="Recipe (each option overrides --recipe)")
+
+
+RecipeOpt = Annotated[str | None, typer.Option(
+    help="Named recipe that fills every training option (`xnorbench recipes` lists them); "
+         "options given beside it override it.", rich_help_panel="Recipe (each option "
+                                                                   "overrides --recipe)")]
+DatasetOpt = Annotated[str | None, _opt("mnist or cifar10.", "dataset")]
+ModelOpt = Annotated[str | None, _opt("resnet18, lenet5 or nin.", "model")]
+EpochsOpt = Annotated[int | None, _opt("Training epochs.", "epochs")]
+BatchOpt = Annotated[int | None, _opt("Training batch size.", "batch_size")]
+LrOpt = Annotated[float | None, _opt(
+    "Learning rate [default: 0.1 for sgd, 1e-3 for adam, or the recipe's].")]
+OptimOpt = Annotated[str | None, _opt("sgd or adam.", "optimizer")]
+MomentumOpt = Annotated[float | None, _opt("SGD momentum.", "momentum")]
+NesterovOpt = Annotated[bool | None, _opt("Nesterov momentum (sgd).", "nesterov",
+                                          "--nesterov/--no-nesterov")]
+WdOpt = Annotated[float | None, _opt("Weight decay (L2).", "weight_decay")]
+DecayScopeOpt = Annotated[str | None, _opt(
+    "What weight decay applies to: weights (conv/linear weights) or all (every parameter, "
+    "as the original port does).", "decay_scope")]
+ScheduleOpt = Annotated[str | None, _opt(
+    "lr schedule: cosine (to 0, per step), step (x --lr-gamma from each --milestones "
+    "epoch on) or constant.", "schedule")]
+MilestonesOpt = Annotated[str | None, _opt(
+    "Epochs (counted from 1) from which the step schedule multiplies lr by --lr-gamma, "
+    "e.g. 15,30,45.", "milestones")]
+GammaOpt = Annotated[float | None, _opt("Factor of the step schedule.", "lr_gamma")]
+AugmentOpt = Annotated[str | None, _opt(
+    "auto (random crop + flip on cifar10, none on mnist), none or crop-flip.", "augment")]
+BnClampOpt = Annotated[bool | None, _opt(
+    "The original port's guard: clamp every BatchNorm scale to >= 0.01 before each step.",
+    "bn_clamp", "--bn-clamp/--no-bn-clamp")]
+RuleOpt = Annotated[str | None, _opt("XNOR weight gradient: corrected, paper or reference.",
+                                     "grad_rule")]
+LimitTrainOpt = Annotated[int | None, _opt(
+    "Train on a seeded subset of this many images (0: the whole split).", "limit_train")]
+LimitTestOpt = Annotated[int | None, _opt(
+    "Test on a seeded subset of this many images (0: the whole split).", "limit_test")]
+SeedsOpt = Annotated[str | None, _opt(
+    "Seeds, e.g. 0,1,2: each variant trains once per seed within the run; tables show "
+    "mean +- std (n).", "seeds")]
+OneSeedOpt = Annotated[int | None, _opt("One seed (the same as --seeds N).")]
+AmpOpt = Annotated[bool | None, _opt("bf16 autocast.", "amp", "--amp/--no-amp")]
+ChannelsLastOpt = Annotated[bool | None, _opt(
+    "channels_last memory format.", "channels_last", "--channels-last/--no-channels-last")]
 DataDirOpt = Annotated[Path | None, typer.Option(
-    help="Folder holding MNIST/raw or cifar10-jpeg / cifar-10-batches-py "
-         "[env XNORBENCH_DATA, else ./data].")]
+    help="Folder holding MNIST/raw, or cifar10-jpeg / cifar-10-batches-py "
+         "[default: $XNORBENCH_DATA, else ./data].")]
 DownloadOpt = Annotated[bool, typer.Option(help="Download the dataset if missing.")]
-AmpOpt = Annotated[bool, typer.Option(help="bf16 autocast (CUDA).")]
-ChannelsLastOpt = Annotated[bool, typer.Option(help="channels_last memory format.")]
+TagOpt = Annotated[list[str] | None, typer.Option(
+    "--tag", help="Name this run (repeatable); `table --tag NAME` shows exactly such runs.")]
 
 
-def training_params(dataset: str, model: str, epochs: int, batch_size: int, lr: float | None,
-                    optimizer: str, weight_decay: float, grad_rule: str,
-                    limit_train: int | None, limit_test: int | None, data_dir: Path | None,
-                    download: bool, amp: bool, channels_last: bool, seed: int
-                    ) -> dict[str, Any]:
-    """Validate the options shared by ``run accuracy`` and ``run compare``."""
+def _tags(tags: list[str] | None) -> list[str]:
+    out = []
+    for t in tags or []:
+        t = t.strip()
+        if not t or len(t) > 64 or "," in t:
+            fail(f"--tag {t!r}: a tag is 1 to 64 characters without commas")
+        out.append(t)
+    return out
+
+
+def parse_seeds(seeds: str | None, seed: int | None) -> tuple[int, ...] | None:
+    if seeds is not None and seed is not None:
+        fail("give --seeds or --seed, not both")
+    if seed is not None:
+        return (seed,)
+    if seeds is None:
+        return None
+    values = parse_int_list(seeds, "--seeds", minimum=0)
+    if len(set(values)) != len(values):
+        fail(f"--seeds {seeds}: each seed once")
+    return tuple(values)
+
+
+def training_params(recipe: str | None, overrides: dict[str, Any],
+                    data_dir: Path | None, download: bool) -> dict[str, Any]:
+    """Resolve ``--recipe`` + flags into the options a training suite stores; validate."""
     from .harness.datasets import DATASETS
-    from .harness.training import OPTIMIZERS
+    from .harness.recipes import AUGMENTATIONS, DECAY_SCOPES, OPTIMIZERS, SCHEDULES, resolve
     from .xnor import GRAD_RULES
     from .xnor.models import MODELS
 
-    _choose(dataset, DATASETS, "dataset")
-    _choose(model, list(MODELS), "model")
-    _choose(optimizer, OPTIMIZERS, "optimizer")
-    _choose(grad_rule, GRAD_RULES, "grad rule")
-    _positive(epochs, "--epochs")
-    _positive(batch_size, "--batch-size")
-    _positive(lr, "--lr")
-    _positive(weight_decay, "--weight-decay", allow_zero=True)
-    _positive(limit_train, "--limit-train")
-    _positive(limit_test, "--limit-test")
-    return {"dataset": dataset, "model": model, "epochs": epochs, "batch_size": batch_size,
-            "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay,
-            "grad_rule": grad_rule, "limit_train": limit_train, "limit_test": limit_test,
-            "seed": seed, "data_dir": str(data_dir) if data_dir else None,
-            "download": download, "amp": amp, "channels_last": channels_last}
+    if overrides.get("milestones") is not None:
+        overrides["milestones"] = tuple(parse_int_list(overrides["milestones"],
+                                                       "--milestones"))
+    for limit in ("limit_train", "limit_test"):
+        _positive(overrides.get(limit), f"--{limit.replace('_', '-')}", allow_zero=True)
+    try:
+        p = resolve(recipe, overrides)
+    except ValueError as exc:
+        fail(str(exc))
+    for limit in ("limit_train", "limit_test"):
+        if p[limit] == 0:
+            p[limit] = None
+    _choose(p["dataset"], DATASETS, "dataset")
+    _choose(p["model"], list(MODELS), "model")
+    _choose(p["optimizer"], OPTIMIZERS, "optimizer")
+    _choose(p["grad_rule"], GRAD_RULES, "grad rule")
+    _choose(p["decay_scope"], DECAY_SCOPES, "decay scope")
+    _choose(p["schedule"], SCHEDULES, "schedule")
+    _choose(p["augment"], AUGMENTATIONS, "augmentation")
+    _positive(p["epochs"], "--epochs")
+    _positive(p["batch_size"], "--batch-size")
+    _positive(p["lr"], "--lr")
+    _positive(p["momentum"], "--momentum", allow_zero=True)
+    _positive(p["weight_decay"], "--weight-decay", allow_zero=True)
+    _positive(p["lr_gamma"], "--lr-gamma")
+    if p["schedule"] == "step" and not p["milestones"]:
+        fail("--schedule step needs --milestones (e.g. 15,30,45)")
+    p.update(seeds=list(p["seeds"]), milestones=list(p["milestones"]),
+             data_dir=str(data_dir) if data_dir else None, download=download)
+    return p
 
 
 # ------------------------------------------------------------------------ run accuracy
 @run_app.command("accuracy")
 def run_accuracy(
-    dataset: DatasetOpt = "mnist", model: ModelOpt = "lenet5",
+    recipe: RecipeOpt = None, dataset: DatasetOpt = None, model: ModelOpt = None,
     variant: Annotated[str, typer.Option(help="float, xnor or both.")] = "both",
-    epochs: EpochsOpt = 1, batch_size: BatchOpt = 128, lr: LrOpt = None,
-    optimizer: OptimOpt = "sgd", weight_decay: WdOpt = 5e-4, grad_rule: RuleOpt = "corrected",
+    epochs: EpochsOpt = None, batch_size: BatchOpt = None, optimizer: OptimOpt = None,
+    lr: LrOpt = None, momentum: MomentumOpt = None, nesterov: NesterovOpt = None,
+    weight_decay: WdOpt = None, decay_scope: DecayScopeOpt = None,
+    schedule: ScheduleOpt = None, milestones: MilestonesOpt = None, lr_gamma: GammaOpt = None,
+    augment: AugmentOpt = None, bn_clamp: BnClampOpt = None, grad_rule: RuleOpt = None,
     limit_train: LimitTrainOpt = None, limit_test: LimitTestOpt = None,
-    data_dir: DataDirOpt = None, download: DownloadOpt = False, amp: AmpOpt = False,
-    channels_last: ChannelsLastOpt = False, device: DeviceOpt = Device.auto,
-    threads: ThreadsOpt = None, seed: SeedOpt = 0, progress: ProgressOpt = True,
+    seeds: SeedsOpt = None, seed: OneSeedOpt = None, amp: AmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    data_dir: DataDirOpt = None, download: DownloadOpt = False, tag: TagOpt = None,
+    device: DeviceOpt = Device.auto, threads: ThreadsOpt = None, progress: ProgressOpt = True,
     checkpoint_dir: CkptOpt = Path("checkpoints"), resume: ResumeOpt = None,
 ) -> None:
-    """Train and test a model as float and as XNOR under one recipe."""
-    params = training_params(dataset, model, epochs, batch_size, lr, optimizer, weight_decay,
-                             grad_rule, limit_train, limit_test, data_dir, download, amp,
-                             channels_last, seed)
+    """Train and test a model as float and as XNOR under one recipe (per seed).
+
+    The XNOR network is then packed to 1 bit per weight, reloaded, and evaluated with the
+    C++ XNOR-popcount kernel on the CPU (packed accuracy beside simulated accuracy).
+    """
+    over = dict(dataset=dataset, model=model, epochs=epochs, batch_size=batch_size,
+                      optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
+                      weight_decay=weight_decay, decay_scope=decay_scope, schedule=schedule,
+                      milestones=milestones, lr_gamma=lr_gamma, augment=augment,
+                      bn_clamp=bn_clamp, grad_rule=grad_rule, limit_train=limit_train,
+                      limit_test=limit_test, seeds=parse_seeds(seeds, seed), amp=amp,
+                      channels_last=channels_last)
+    params = training_params(recipe, over, data_dir, download)
     params["variant"] = _choose(variant, ("float", "xnor", "both"), "variant")
-    execute_suite("accuracy", params, device=device, threads=threads, seed=seed,
-                  progress=progress, checkpoint_dir=checkpoint_dir, resume=resume)
+    execute_suite("accuracy", params, device=device, threads=threads,
+                  seed=params["seeds"][0], progress=progress, checkpoint_dir=checkpoint_dir,
+                  resume=resume, tags=_tags(tag))
 
 
 # ------------------------------------------------------------------------- run compare
 @run_app.command("compare")
 def run_compare(
-    dataset: DatasetOpt = "mnist", model: ModelOpt = "lenet5",
+    recipe: RecipeOpt = None, dataset: DatasetOpt = None, model: ModelOpt = None,
     rules: Annotated[str, typer.Option(help="Gradient rules to train XNOR with.")
                      ] = "corrected,paper,reference",
-    epochs: EpochsOpt = 1, batch_size: BatchOpt = 128, lr: LrOpt = None,
-    optimizer: OptimOpt = "sgd", weight_decay: WdOpt = 5e-4,
+    epochs: EpochsOpt = None, batch_size: BatchOpt = None, optimizer: OptimOpt = None,
+    lr: LrOpt = None, momentum: MomentumOpt = None, nesterov: NesterovOpt = None,
+    weight_decay: WdOpt = None, decay_scope: DecayScopeOpt = None,
+    schedule: ScheduleOpt = None, milestones: MilestonesOpt = None, lr_gamma: GammaOpt = None,
+    augment: AugmentOpt = None, bn_clamp: BnClampOpt = None,
     limit_train: LimitTrainOpt = None, limit_test: LimitTestOpt = None,
-    data_dir: DataDirOpt = None, download: DownloadOpt = False, amp: AmpOpt = False,
-    channels_last: ChannelsLastOpt = False, device: DeviceOpt = Device.auto,
-    threads: ThreadsOpt = None, seed: SeedOpt = 0, progress: ProgressOpt = True,
+    seeds: SeedsOpt = None, seed: OneSeedOpt = None, amp: AmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    data_dir: DataDirOpt = None, download: DownloadOpt = False, tag: TagOpt = None,
+    device: DeviceOpt = Device.auto, threads: ThreadsOpt = None, progress: ProgressOpt = True,
     checkpoint_dir: CkptOpt = Path("checkpoints"), resume: ResumeOpt = None,
 ) -> None:
-    """Vanilla vs binary: float, then XNOR under each gradient rule, same recipe, one run."""
+    """Vanilla vs binary: float, then XNOR under each gradient rule, same recipe, per seed.
+
+    With several --seeds the report says whether the gap between two rules exceeds their
+    seed-to-seed spread.
+    """
     from .xnor import GRAD_RULES
 
-    params = training_params(dataset, model, epochs, batch_size, lr, optimizer, weight_decay,
-                             "corrected", limit_train, limit_test, data_dir, download, amp,
-                             channels_last, seed)
+    over = dict(dataset=dataset, model=model, epochs=epochs, batch_size=batch_size,
+                      optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
+                      weight_decay=weight_decay, decay_scope=decay_scope, schedule=schedule,
+                      milestones=milestones, lr_gamma=lr_gamma, augment=augment,
+                      bn_clamp=bn_clamp, grad_rule=None, limit_train=limit_train,
+                      limit_test=limit_test, seeds=parse_seeds(seeds, seed), amp=amp,
+                      channels_last=channels_last)
+    params = training_params(recipe, over, data_dir, download)
     chosen = [r.strip() for r in rules.split(",") if r.strip()]
     if not chosen:
         fail("--rules needs at least one gradient rule")
     for r in chosen:
         _choose(r, GRAD_RULES, "grad rule")
+    if len(set(chosen)) != len(chosen):
+        fail(f"--rules {rules}: each rule once")
     params["rules"] = chosen
-    execute_suite("compare", params, device=device, threads=threads, seed=seed,
-                  progress=progress, checkpoint_dir=checkpoint_dir, resume=resume)
+    execute_suite("compare", params, device=device, threads=threads,
+                  seed=params["seeds"][0], progress=progress, checkpoint_dir=checkpoint_dir,
+                  resume=resume, tags=_tags(tag))
+
+
+# ---------------------------------------------------------------------------- recipes
+@app.command("recipes")
+def recipes_cmd(
+    name: Annotated[str | None, typer.Argument(help="Show only this recipe.")] = None,
+) -> None:
+    """List the named recipes (--recipe NAME): every value they set, and its source."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    from .harness.recipes import PRESETS
+
+    if name is not None and name not in PRESETS:
+        fail(f"unknown recipe {name!r}; choose one of {', '.join(PRESETS)}")
+    t = RichTable("recipe", "what", "values", "source", show_lines=True)
+    for preset in PRESETS.values():
+        if name is not None and preset.name != name:
+            continue
+        values = "\n".join(f"{k} = {_show(v)}" for k, v in preset.values.items())
+        t.add_row(preset.name, preset.summary, values, preset.source)
+    Console(width=160).print(t)
+    typer.echo("Options given beside --recipe override it; runs store the resolved values "
+               "(`xnorbench runs show ID`).")
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, (tuple, list)):
+        return ",".join(map(str, v))
+    return "none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
 # -------------------------------------------------------------------------- run memory

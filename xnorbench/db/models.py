@@ -10,10 +10,20 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 
 
@@ -64,6 +74,8 @@ class Run(Base):
 
     results: Mapped[list[Result]] = relationship(back_populates="run",
                                                  cascade="all, delete-orphan")
+    tags: Mapped[list[RunTag]] = relationship(back_populates="run",
+                                              cascade="all, delete-orphan")
 
 
 class Result(Base):
@@ -81,5 +93,21 @@ class Result(Base):
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # training rows: which seed, and which resolved recipe (see harness.recipes)
+    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    recipe_key: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
     run: Mapped[Run] = relationship(back_populates="results")
+
+
+class RunTag(Base):
+    """A name a user gave a run (``--tag``, ``runs tag``); tables can select by it."""
+
+    __tablename__ = "run_tags"
+    __table_args__ = (UniqueConstraint("run_id", "tag"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    tag: Mapped[str] = mapped_column(String(64), index=True)
+
+    run: Mapped[Run] = relationship(back_populates="tags")

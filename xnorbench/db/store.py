@@ -27,7 +27,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session
 
-from .models import RUN_STATUSES, SCHEMA_VERSION, Base, Meta, Result, Run, utcnow
+from .models import RUN_STATUSES, SCHEMA_VERSION, Base, Meta, Result, Run, RunTag, utcnow
 
 DEFAULT_DB = "xnorbench.db"
 
@@ -49,6 +49,8 @@ class Row:
     epoch: int | None = None
     step: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    recipe_key: str | None = None
 
 
 def database_url(db: str | None) -> str:
@@ -74,7 +76,31 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-MIGRATIONS: dict[int, Any] = {}
+def _v1_to_v2(conn: Any) -> None:
+    """Results gain ``seed`` and ``recipe_key``; old training rows get theirs computed.
+
+    Version-1 training rows were all trained with momentum 0.9 + Nesterov (sgd), weight
+    decay on conv/linear weights only, a cosine schedule and crop+flip on CIFAR-10, so
+    their resolved recipe (and key) follows from the params they stored.
+    """
+    from ..harness.recipes import legacy_recipe_key
+
+    conn.execute(text("ALTER TABLE results ADD COLUMN seed INTEGER"))
+    conn.execute(text("ALTER TABLE results ADD COLUMN recipe_key VARCHAR(32)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_results_recipe_key "
+                      "ON results (recipe_key)"))
+    rows = conn.execute(select(Result.id, Result.dataset, Result.model, Result.params)
+                        .join(Run, Run.id == Result.run_id)
+                        .where(Run.suite.in_(("accuracy", "compare")))).all()
+    for rid, dataset, model, params in rows:
+        key = legacy_recipe_key(params or {}, dataset, model)
+        if key is None:
+            continue
+        conn.execute(Result.__table__.update().where(Result.id == rid)
+                     .values(recipe_key=key, seed=(params or {}).get("seed")))
+
+
+MIGRATIONS: dict[int, Any] = {1: _v1_to_v2}
 """``MIGRATIONS[v](conn)`` upgrades a schema of version ``v`` to ``v + 1`` in place."""
 
 
@@ -174,7 +200,8 @@ class Store:
                 s.add(Result(run_id=run_id, dataset=r.dataset, model=r.model,
                              variant=r.variant, metric=r.metric,
                              value=None if r.value is None else float(r.value), unit=r.unit,
-                             epoch=r.epoch, step=r.step, params=r.params))
+                             epoch=r.epoch, step=r.step, params=r.params, seed=r.seed,
+                             recipe_key=r.recipe_key))
             s.execute(Run.__table__.update().where(Run.id == run_id)
                       .values(heartbeat_at=utcnow()))
 
@@ -189,10 +216,13 @@ class Store:
         """Remove a run and its rows (a run that refused its input wrote nothing)."""
         with Session(self.engine) as s, s.begin():
             s.execute(Result.__table__.delete().where(Result.run_id == run_id))
+            s.execute(RunTag.__table__.delete().where(RunTag.run_id == run_id))
             s.execute(Run.__table__.delete().where(Run.id == run_id))
 
-    def delete_results_after(self, run_id: int, variant: str, epoch: int) -> int:
-        """Drop a run's rows of ``variant`` with epoch > ``epoch`` (or no epoch, if 0).
+    def delete_results_after(self, run_id: int, variant: str, epoch: int,
+                             seed: int | None = None, metrics: Iterable[str] = ()) -> int:
+        """Drop a training's rows with epoch > ``epoch`` (or no epoch, if 0), and its
+        summary rows (``metrics``); ``seed`` narrows it to one seed's training.
 
         ``--resume`` recomputes those epochs from the checkpoint; their old rows (an
         epoch cut short by the interrupt) must not stand beside the new ones.
@@ -200,9 +230,14 @@ class Store:
         with Session(self.engine) as s, s.begin():
             q = Result.__table__.delete().where(Result.run_id == run_id,
                                                 Result.variant == variant)
+            if seed is not None:
+                q = q.where(Result.seed == seed)
             cond = Result.epoch > epoch
             if epoch == 0:
                 cond = cond | Result.epoch.is_(None)
+            metrics = list(metrics)
+            if metrics:
+                cond = cond | Result.metric.in_(metrics)
             return s.execute(q.where(cond)).rowcount
 
     def heartbeat(self, run_id: int) -> None:
@@ -215,6 +250,31 @@ class Store:
         with Session(self.engine) as s, s.begin():
             s.execute(Run.__table__.update().where(Run.id == run_id)
                       .values(status=status, error=error, ended_at=utcnow()))
+
+    def tag(self, run_id: int, tag: str, remove: bool = False) -> bool:
+        """Give run ``run_id`` the name ``tag`` (or take it away); False if nothing changed."""
+        with Session(self.engine) as s, s.begin():
+            have = s.scalar(select(RunTag).where(RunTag.run_id == run_id, RunTag.tag == tag))
+            if remove:
+                if have is None:
+                    return False
+                s.delete(have)
+                return True
+            if have is not None:
+                return False
+            s.add(RunTag(run_id=run_id, tag=tag))
+            return True
+
+    def tags(self, run_ids: Iterable[int] | None = None) -> dict[int, list[str]]:
+        """{run id: its tags, sorted} for ``run_ids`` (every run if None)."""
+        q = select(RunTag.run_id, RunTag.tag).order_by(RunTag.tag)
+        if run_ids is not None:
+            q = q.where(RunTag.run_id.in_(list(run_ids)))
+        out: dict[int, list[str]] = {}
+        with Session(self.engine) as s:
+            for rid, tag in s.execute(q):
+                out.setdefault(rid, []).append(tag)
+        return out
 
     def mark_stale(self, older_than: timedelta) -> list[int]:
         """Mark ``running`` runs without a heartbeat for ``older_than`` as interrupted."""
@@ -243,23 +303,31 @@ class Store:
             if (run.suite, run.started_at, run.hostname, run.command) in have:
                 continue
             rows = source.results([run.id])
+            tags = source.tags([run.id]).get(run.id, [])
             with Session(self.engine) as s, s.begin():
                 new = Run(**{k: getattr(run, k) for k in run_cols})
                 s.add(new)
                 s.flush()
                 s.add_all(Result(run_id=new.id, **{k: getattr(r, k) for k in row_cols})
                           for r in rows)
+                s.add_all(RunTag(run_id=new.id, tag=t) for t in tags)
                 mapping[run.id] = new.id
         return mapping
 
     # -- reads --------------------------------------------------------------------
     def runs(self, suite: str | None = None, status: str | None = None,
-             limit: int | None = None) -> list[Run]:
+             limit: int | None = None, ids: Iterable[int] | None = None,
+             tag: str | None = None) -> list[Run]:
+        """Runs, newest first; filtered by suite, status, id list and tag when given."""
         q = select(Run).order_by(Run.started_at.desc(), Run.id.desc())  # newest first
         if suite:
             q = q.where(Run.suite == suite)
         if status:
             q = q.where(Run.status == status)
+        if ids is not None:
+            q = q.where(Run.id.in_(list(ids)))
+        if tag is not None:
+            q = q.where(Run.id.in_(select(RunTag.run_id).where(RunTag.tag == tag)))
         if limit:
             q = q.limit(limit)
         with Session(self.engine, expire_on_commit=False) as s:

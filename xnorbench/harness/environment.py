@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -19,26 +20,50 @@ _ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_v
 
 @lru_cache(maxsize=1)
 def cpu_info() -> tuple[str, str]:
-    """(CPU model name, the ISA flags that matter for these kernels)."""
+    """(CPU model name, the ISA flags that matter for these kernels).
+
+    The name carries the CPU family and model numbers when /proc/cpuinfo has them:
+    virtual machines often report a bare "AMD EPYC", which names no generation (Zen 3
+    and Zen 4 differ in AVX-512, so a speed figure needs to say which).
+    """
     model, flags = platform.processor() or platform.machine(), ""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return model, flags
+    family = number = None
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
         if key == "model name" and model in ("", platform.machine(), platform.processor()):
             model = value.strip()
+        if key == "cpu family" and family is None:
+            family = value.strip()
+        if key == "model" and number is None:
+            number = value.strip()
         if key in ("flags", "Features") and not flags:
             have = set(value.split())
             flags = " ".join(f for f in _ISA_FLAGS if f in have)
+    if family and number:
+        model = f"{model} (family {family}, model {number})"
     return model, flags
 
 
+COMMIT_ENV = "XNORBENCH_GIT_COMMIT"
+DIRTY_ENV = "XNORBENCH_GIT_DIRTY"
+
+
 def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout xnorbench runs from, or (None, None)."""
+    """(commit, dirty) of the checkout xnorbench runs from, or (None, None).
+
+    A tree copied without ``.git`` (a device machine's copy) cannot ask git; the script
+    that copies it sets ``XNORBENCH_GIT_COMMIT`` (and ``XNORBENCH_GIT_DIRTY`` = 0 or 1),
+    which are used when there is no repository.
+    """
     root = Path(xnorbench.__file__).resolve().parent.parent
+    if not (root / ".git").exists() and os.environ.get(COMMIT_ENV):
+        dirty = os.environ.get(DIRTY_ENV)
+        return os.environ[COMMIT_ENV], None if dirty is None else dirty not in ("0", "")
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
@@ -76,7 +101,7 @@ def capture(device: str = "cpu", seed: int | None = None) -> dict[str, Any]:
         "cpu_model": model, "cpu_flags": flags,
         "threads": torch.get_num_threads(), "device": device,
         "gpu_name": None, "hostname": socket.gethostname(), "seed": seed,
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
     }
     if device == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

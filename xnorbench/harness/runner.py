@@ -96,8 +96,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: str = "cpu",
             seed: int | None = None, command: str | None = None, progress: bool = True,
             checkpoint_dir: Path | str = "checkpoints", resume_run: int | None = None,
-            threads: int | None = None) -> int:
-    """Run one suite to completion and return its run id.
+            threads: int | None = None, tags: list[str] | None = None) -> int:
+    """Run one suite to completion and return its run id (``tags`` name the run).
 
     Raises :class:`RunFailed` or :class:`RunInterrupted` after recording the status.
     """
@@ -117,6 +117,8 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
         run_id = resume_run
     else:
         run_id = store.start_run(suite_name, params, capture(device, seed), command)
+    for tag in tags or []:
+        store.tag(run_id, tag)
     ctx = SuiteContext(run_id=run_id, store=store, device=device,
                        progress=Progress(enabled=progress),
                        checkpoint_dir=Path(checkpoint_dir), resume=resume_run is not None)

@@ -3,7 +3,9 @@
 XNOR models train through :class:`~xnorbench.xnor.BinOp` (the reference port's workflow:
 center, clamp, binarize, backward, restore, corrected gradient), float models through
 plain autograd; everything else (data, optimizer, schedule, epochs) is shared, so the
-two variants differ only in their binarized layers.
+two variants differ only in their binarized layers. Every row carries the recipe key
+and the seed, so tables pair and pool only like with like. A trained XNOR network is
+then packed to bits, reloaded and run through the C++ kernel (:mod:`.packed_eval`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +25,10 @@ from ..xnor import BinOp, models
 from .datasets import DataBundle
 from .loader import BatchLoader
 from .progress import Progress
+from .recipes import OPTIMIZERS, Recipe
 
-OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclass
-class Recipe:
-    epochs: int = 1
-    batch_size: int = 128
-    lr: float | None = None        # None: 0.1 for sgd, 1e-3 for adam
-    optimizer: str = "sgd"
-    weight_decay: float = 5e-4
-    grad_rule: str = "corrected"
-    seed: int = 0
-    amp: bool = False               # bf16 autocast (CUDA)
-    channels_last: bool = False
-
-    @property
-    def learning_rate(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 0.1 if self.optimizer == "sgd" else 1e-3
-
-    def as_params(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["lr"] = self.learning_rate
-        return d
+__all__ = ["OPTIMIZERS", "NonFiniteLoss", "Recipe", "evaluate", "make_optimizer",
+           "make_scheduler", "measure_step_seconds", "train", "train_step"]
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -62,22 +41,59 @@ def build_model(model_name: str, variant: str, bundle: DataBundle, grad_rule: st
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.dim() <= 1 or "bn" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    """SGD or Adam; weight decay on conv/linear weights only, or on every parameter."""
+    if recipe.decay_scope == "all":
+        groups = [{"params": list(model.parameters()), "weight_decay": recipe.weight_decay}]
+    else:
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            (no_decay if p.dim() <= 1 or "bn" in name else decay).append(p)
+        groups = [{"params": decay, "weight_decay": recipe.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.learning_rate, momentum=0.9, nesterov=True)
+        return torch.optim.SGD(groups, lr=recipe.learning_rate, momentum=recipe.momentum,
+                               nesterov=recipe.nesterov and recipe.momentum > 0)
     if recipe.optimizer == "adam":
         return torch.optim.Adam(groups, lr=recipe.learning_rate)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose sgd or adam")
 
 
+def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int
+                   ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The recipe's schedule as a per-step multiplier of the base lr."""
+    total = max(1, recipe.epochs * steps_per_epoch)
+    if recipe.schedule == "cosine":
+        def factor(s: int) -> float:
+            return 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    elif recipe.schedule == "step":
+        def factor(s: int) -> float:
+            return recipe.lr_factor(s // max(1, steps_per_epoch))
+    elif recipe.schedule == "constant":
+        def factor(s: int) -> float:
+            return 1.0
+    else:
+        raise ValueError(f"unknown schedule {recipe.schedule!r}; choose cosine, step or "
+                         "constant")
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def clamp_bn_scales(model: nn.Module, minimum: float | None) -> None:
+    """The port's guard: every affine BatchNorm scale clamped to >= ``minimum``."""
+    if minimum is None:
+        return
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+                m.weight.clamp_(min=minimum)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: BinOp | None = None
-             ) -> tuple[float, float]:
-    """(accuracy %, mean loss) on ``loader``; XNOR weights binarized for the pass."""
+def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: BinOp | None = None,
+             predictions: list[torch.Tensor] | None = None) -> tuple[float, float]:
+    """(accuracy %, mean loss) on ``loader``; XNOR weights binarized for the pass.
+
+    ``predictions``, if given, receives each batch's predicted classes (on the CPU).
+    """
     model.eval()
     if bin_op is not None:
         bin_op.binarization()
@@ -87,8 +103,11 @@ def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: BinOp | N
             with _autocast(loader.device, amp):
                 out = model(x)
             loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum").item()
-            correct += int((out.argmax(1) == y).sum())
+            pred = out.argmax(1)
+            correct += int((pred == y).sum())
             total += int(y.numel())
+            if predictions is not None:
+                predictions.append(pred.cpu())
     finally:
         if bin_op is not None:
             bin_op.restore()
@@ -96,13 +115,14 @@ def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: BinOp | N
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               opt: torch.optim.Optimizer, bin_op: BinOp | None = None, amp: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               opt: torch.optim.Optimizer, bin_op: BinOp | None = None, amp: bool = False,
+               bn_gamma_min: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step; XNOR models go through the BinOp workflow. Returns (out, loss).
 
     BinOp: binarize the latent weights in place, forward/backward on the binarized
     weights, restore the latent weights, turn dC/dWt into dC/dW, then step.
     """
+    clamp_bn_scales(model, bn_gamma_min)
     if bin_op is not None:
         bin_op.binarization()
     with _autocast(x.device.type, amp):
@@ -129,39 +149,50 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def make_loaders(bundle: DataBundle, recipe: Recipe, device: str
+                 ) -> tuple[BatchLoader, BatchLoader]:
+    """(train, test) loaders of ``bundle`` as the recipe says (augmentation, batch, seed)."""
+    train_loader = BatchLoader(bundle.train, recipe.batch_size, mean=bundle.mean,
+                               std=bundle.std, device=device, shuffle=True,
+                               augment=recipe.augmentation(bundle.name) == "crop-flip",
+                               seed=recipe.seed, channels_last=recipe.channels_last)
+    test_loader = BatchLoader(bundle.test, max(recipe.batch_size, 256), mean=bundle.mean,
+                              std=bundle.std, device=device,
+                              channels_last=recipe.channels_last)
+    return train_loader, test_loader
+
+
 def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
           device: str = "cpu", progress: Progress | None = None,
           checkpoint: Path | None = None, resume: bool = False,
           extra: dict[str, Any] | None = None, label: str | None = None,
-          on_resume: Callable[[int], None] | None = None) -> Iterator[Row]:
-    """Train one variant; yield rows per epoch (and a final summary row).
+          on_resume: Callable[[int], None] | None = None, recipe_key: str | None = None,
+          packed_path: Path | None = None) -> Iterator[Row]:
+    """Train one variant under one seed; yield rows per epoch and final summary rows.
 
     ``variant`` (float/xnor) picks the model; ``label`` (default: the variant) is what
     the rows' variant column says, e.g. ``xnor-paper`` in the gradient-rule comparison.
-    An epoch's rows are yielded before its checkpoint is written, so on ``resume`` the
-    rows up to the checkpoint's epoch are complete; ``on_resume(epoch)`` is called so the
-    caller can drop any rows of later, unfinished epochs before they are recomputed.
+    Every row carries ``recipe_key`` and ``recipe.seed``. An epoch's rows are yielded
+    before its checkpoint is written, so on ``resume`` the rows up to the checkpoint's
+    epoch are complete; ``on_resume(epoch)`` is called so the caller can drop any rows
+    of later, unfinished epochs before they are recomputed. With ``packed_path`` an XNOR
+    model is packed there after training and evaluated through the C++ kernel.
+    ``best_test_accuracy`` is the last row, so a resume can tell a finished training.
     """
+    from .packed_eval import packed_rows
+
     progress = progress or Progress(enabled=False)
     torch.manual_seed(recipe.seed)
     model = build_model(model_name, variant, bundle, recipe.grad_rule).to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, recipe)
-    train_loader = BatchLoader(bundle.train, recipe.batch_size, mean=bundle.mean,
-                               std=bundle.std, device=device, shuffle=True,
-                               augment=bundle.name == "cifar10", seed=recipe.seed,
-                               channels_last=recipe.channels_last)
-    test_loader = BatchLoader(bundle.test, max(recipe.batch_size, 256), mean=bundle.mean,
-                              std=bundle.std, device=device,
-                              channels_last=recipe.channels_last)
-    steps_per_epoch = len(train_loader)
-    total_steps = max(1, recipe.epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    train_loader, test_loader = make_loaders(bundle, recipe, device)
+    sched = make_scheduler(opt, recipe, len(train_loader))
     bin_op = BinOp(model, recipe.grad_rule) if variant == "xnor" else None
     start_epoch = 0
     best = test_acc = 0.0
+    simulated: list[torch.Tensor] = []  # the last evaluation's predicted classes
     if resume and checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -173,13 +204,16 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
             bin_op.save_params()
     if resume and on_resume is not None:
         on_resume(start_epoch)
-    base = {"dataset": bundle.name, "model": model_name, "variant": label or variant}
+    base = {"dataset": bundle.name, "model": model_name, "variant": label or variant,
+            "seed": recipe.seed, "recipe_key": recipe_key}
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    params = {**recipe.as_params(), "train_size": len(bundle.train),
-              "test_size": len(bundle.test), "device": device, **(extra or {})}
+    params = {**recipe.as_params(), "augment": recipe.augmentation(bundle.name),
+              "train_size": len(bundle.train), "test_size": len(bundle.test),
+              "device": device, **(extra or {})}
     images = len(bundle.train)
-    for epoch in progress.track(range(start_epoch, recipe.epochs), f"{variant} epochs",
+    name = f"{label or variant} seed {recipe.seed}"
+    for epoch in progress.track(range(start_epoch, recipe.epochs), f"{name} epochs",
                                 total=recipe.epochs - start_epoch):
         model.train()
         _sync(device)
@@ -187,7 +221,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for x, y in progress.track(train_loader, f"epoch {epoch + 1}/{recipe.epochs}"):
-            out, loss = train_step(model, x, y, opt, bin_op, recipe.amp)
+            out, loss = train_step(model, x, y, opt, bin_op, recipe.amp, recipe.bn_gamma_min)
             sched.step()
             loss_sum += loss.detach() * y.numel()
             correct += (out.argmax(1) == y).sum()
@@ -196,11 +230,14 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         train_loss = float(loss_sum) / images
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"non-finite training loss ({train_loss}) in epoch {epoch + 1}"
-                                f" of {variant} {model_name}; lower --lr")
-        test_acc, test_loss = evaluate(model, test_loader, recipe.amp, bin_op)
+                                f" of {name} {model_name}; lower --lr")
+        clamp_bn_scales(model, recipe.bn_gamma_min)
+        simulated = []
+        test_acc, test_loss = evaluate(model, test_loader, recipe.amp, bin_op,
+                                       predictions=simulated)
         best = max(best, test_acc)
         ep = epoch + 1
-        progress.log(f"{label or variant} {model_name} epoch {ep}: loss {train_loss:.4f}, "
+        progress.log(f"{name} {model_name} epoch {ep}: loss {train_loss:.4f}, "
                      f"test {test_acc:.2f}% ({seconds:.1f}s)")
         yield from (
             Row("train_loss", train_loss, "", epoch=ep, params=params, **base),
@@ -219,12 +256,17 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
                         "epoch": ep, "best": best}, tmp)
             tmp.replace(checkpoint)
     if start_epoch >= recipe.epochs:  # resumed after the last epoch: evaluate once more
-        test_acc, _ = evaluate(model, test_loader, recipe.amp, bin_op)
-    yield Row("final_test_accuracy", test_acc, "%", epoch=recipe.epochs, params=params, **base)
-    yield Row("best_test_accuracy", best, "%", epoch=recipe.epochs, params=params, **base)
+        simulated = []
+        test_acc, _ = evaluate(model, test_loader, recipe.amp, bin_op, predictions=simulated)
+    end = {"epoch": recipe.epochs, "params": params, **base}
+    yield Row("final_test_accuracy", test_acc, "%", **end)
     if device.startswith("cuda"):
         yield Row("train_cuda_max_allocated_mib", torch.cuda.max_memory_allocated() / 2**20,
-                  "MiB", epoch=recipe.epochs, params=params, **base)
+                  "MiB", **end)
+    if variant == "xnor" and packed_path is not None:
+        yield from packed_rows(model, model_name, bundle, torch.cat(simulated), packed_path,
+                               progress=progress, row=end)
+    yield Row("best_test_accuracy", best, "%", **end)
 
 
 def measure_step_seconds(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe,
@@ -239,9 +281,7 @@ def measure_step_seconds(bundle: DataBundle, model_name: str, variant: str, reci
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, recipe)
-    loader = BatchLoader(bundle.train, recipe.batch_size, mean=bundle.mean, std=bundle.std,
-                         device=device, shuffle=True, augment=bundle.name == "cifar10",
-                         seed=recipe.seed, channels_last=recipe.channels_last)
+    loader, _ = make_loaders(bundle, recipe, device)
     bin_op = BinOp(model, recipe.grad_rule) if variant == "xnor" else None
     it = iter(loader)
     t0 = 0.0
@@ -254,6 +294,6 @@ def measure_step_seconds(bundle: DataBundle, model_name: str, variant: str, reci
         except StopIteration:
             it = iter(loader)
             x, y = next(it)
-        train_step(model, x, y, opt, bin_op, recipe.amp)
+        train_step(model, x, y, opt, bin_op, recipe.amp, recipe.bn_gamma_min)
     _sync(device)
     return (time.perf_counter() - t0) / steps

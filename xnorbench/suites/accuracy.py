@@ -1,4 +1,9 @@
-"""Suite ``accuracy``: train and evaluate a model as float and as XNOR under one recipe."""
+"""Suite ``accuracy``: train and evaluate a model as float and as XNOR under one recipe.
+
+Each seed of ``seeds`` trains both variants (seed by seed, so a cut-short run still holds
+complete pairs); every training row carries the recipe key and its seed. A trained XNOR
+network is also packed and evaluated through the C++ kernel.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +11,29 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..db import Row
+from ..harness.recipes import recipe_from
 from ..harness.registry import SuiteContext, register
-from ..harness.training import Recipe, train
-from .common import begin, forget_after, variants
+from ..harness.training import train
+from .common import TRAINING_DEFAULTS, begin, forget_after, key_for, training_params, variants
 
-DEFAULTS: dict[str, Any] = {
-    "dataset": "mnist", "model": "lenet5", "variant": "both", "epochs": 1, "batch_size": 128,
-    "lr": None, "optimizer": "sgd", "weight_decay": 5e-4, "grad_rule": "corrected",
-    "limit_train": None, "limit_test": None, "seed": 0, "data_dir": None, "download": False,
-    "amp": False, "channels_last": False,
-}
-
-
-def recipe_from(p: dict[str, Any]) -> Recipe:
-    return Recipe(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
-                  optimizer=p["optimizer"], weight_decay=p["weight_decay"],
-                  grad_rule=p["grad_rule"], seed=p["seed"], amp=p["amp"],
-                  channels_last=p["channels_last"])
+DEFAULTS: dict[str, Any] = {**TRAINING_DEFAULTS, "variant": "both"}
 
 
 @register("accuracy", "Train + test a model as float and XNOR under one recipe.", DEFAULTS)
 def run_accuracy(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
-    p = {**DEFAULTS, **params}
+    p = training_params({**DEFAULTS, **params})
     bundle, done, first = begin(ctx, p)
     yield from first
-    recipe = recipe_from(p)
-    for variant in variants(p["variant"]):
-        if variant in done:
-            continue
-        yield from train(bundle, p["model"], variant, recipe, device=ctx.device,
-                         progress=ctx.progress, checkpoint=ctx.checkpoint_path(variant),
-                         resume=ctx.resume, on_resume=forget_after(ctx, variant))
+    extra = {"recipe": p["recipe"], "seeds": list(p["seeds"])}
+    for seed in p["seeds"]:
+        recipe = recipe_from(p, seed)
+        key = key_for(recipe, p, bundle)
+        for variant in variants(p["variant"]):
+            if (variant, seed) in done:
+                continue
+            name = f"{variant}-seed{seed}"
+            yield from train(bundle, p["model"], variant, recipe, device=ctx.device,
+                             progress=ctx.progress, checkpoint=ctx.checkpoint_path(name),
+                             resume=ctx.resume, on_resume=forget_after(ctx, variant, seed),
+                             recipe_key=key, extra=extra,
+                             packed_path=ctx.checkpoint_path(name).with_suffix(".packed"))

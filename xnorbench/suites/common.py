@@ -7,7 +7,25 @@ from typing import Any
 
 from ..db import Row
 from ..harness.datasets import DataBundle, load_dataset
+from ..harness.recipes import BASE, Recipe, recipe_key
 from ..harness.registry import SuiteContext
+
+TRAINING_DEFAULTS: dict[str, Any] = {**BASE, "data_dir": None, "download": False,
+                                     "recipe": None, "overridden": []}
+"""Options of the training suites (accuracy, compare): the recipe's, plus where data is."""
+
+SUMMARY_METRICS = ("final_test_accuracy", "best_test_accuracy", "train_cuda_max_allocated_mib",
+                   "packed_test_accuracy", "packed_agreement", "packed_file_bytes",
+                   "float_latency_ms", "xnor_packed_latency_ms")
+"""Rows a training yields once, after its last epoch (``best_test_accuracy`` last)."""
+
+
+def training_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The suite defaults under ``params``; a run stored with one ``seed`` keeps it."""
+    p = {**TRAINING_DEFAULTS, **params}
+    if "seeds" not in params and "seed" in params:
+        p["seeds"] = [params["seed"]]
+    return p
 
 
 def load_for_run(ctx: SuiteContext, p: dict[str, Any]) -> tuple[DataBundle, Row]:
@@ -20,21 +38,31 @@ def load_for_run(ctx: SuiteContext, p: dict[str, Any]) -> tuple[DataBundle, Row]
     return bundle, row
 
 
-def begin(ctx: SuiteContext, p: dict[str, Any]) -> tuple[DataBundle, set[str], list[Row]]:
-    """Dataset, the variants already finished (on --resume), and the rows to yield first."""
+def begin(ctx: SuiteContext, p: dict[str, Any]
+          ) -> tuple[DataBundle, set[tuple[str, int | None]], list[Row]]:
+    """Dataset, the (variant, seed) trainings already finished (on --resume), first rows."""
     bundle, data_row = load_for_run(ctx, p)
     if not ctx.resume:
         return bundle, set(), [data_row]
-    done = {r.variant for r in ctx.store.results([ctx.run_id], metric="final_test_accuracy")
+    have = ctx.store.results([ctx.run_id], metric="dataset_size")
+    done = {(r.variant, r.seed) for r in ctx.store.results([ctx.run_id],
+                                                             metric="best_test_accuracy")
             if r.variant}
-    return bundle, done, []
+    return bundle, done, [] if have else [data_row]
 
 
-def forget_after(ctx: SuiteContext, variant: str) -> Callable[[int], None]:
-    """On resume: drop the variant's rows of epochs after its checkpoint."""
+def key_for(recipe: Recipe, p: dict[str, Any], bundle: DataBundle) -> str:
+    """The recipe key of a training of ``p['model']`` on ``bundle`` under ``recipe``."""
+    return recipe_key(recipe, dataset=bundle.name, model=p["model"],
+                      train_size=len(bundle.train), test_size=len(bundle.test))
+
+
+def forget_after(ctx: SuiteContext, variant: str, seed: int) -> Callable[[int], None]:
+    """On resume: drop the training's rows of epochs after its checkpoint, and its summary."""
 
     def forget(epoch: int) -> None:
-        ctx.store.delete_results_after(ctx.run_id, variant, epoch)
+        ctx.store.delete_results_after(ctx.run_id, variant, epoch, seed=seed,
+                                       metrics=SUMMARY_METRICS)
 
     return forget
 

@@ -1,10 +1,10 @@
 """Suite ``compare``: vanilla vs binary training, and the three gradient rules, in one run.
 
 The same recipe trains the float network, then the XNOR network once per gradient rule
-(``corrected``, ``paper``, ``reference``); rows (per-epoch test accuracy, final and best
-accuracy, seconds per epoch, images/s, CUDA peak memory on GPU) share one run so they
-are comparable. Variant labels: ``float``, ``xnor-corrected``, ``xnor-paper``,
-``xnor-reference``.
+(``corrected``, ``paper``, ``reference``), once per seed; rows (per-epoch test accuracy,
+final and best accuracy, seconds per epoch, images/s, CUDA peak memory on GPU, the packed
+network's accuracy) share one run and one recipe key (which never includes the rule).
+Variant labels: ``float``, ``xnor-corrected``, ``xnor-paper``, ``xnor-reference``.
 """
 
 from __future__ import annotations
@@ -14,28 +14,34 @@ from dataclasses import replace
 from typing import Any
 
 from ..db import Row
+from ..harness.recipes import recipe_from
 from ..harness.registry import SuiteContext, register
 from ..harness.training import train
 from ..xnor import GRAD_RULES
-from .accuracy import DEFAULTS as ACC_DEFAULTS
-from .accuracy import recipe_from
-from .common import begin, forget_after
+from .common import TRAINING_DEFAULTS, begin, forget_after, key_for, training_params
 
-DEFAULTS: dict[str, Any] = {**ACC_DEFAULTS, "rules": list(GRAD_RULES)}
-DEFAULTS.pop("variant")
+DEFAULTS: dict[str, Any] = {**TRAINING_DEFAULTS, "rules": list(GRAD_RULES)}
 
 
 @register("compare", "Float vs XNOR under each gradient rule, one recipe, one run.", DEFAULTS)
 def run_compare(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
-    p = {**DEFAULTS, **params}
+    p = training_params({**DEFAULTS, **params})
     bundle, done, first = begin(ctx, p)
     yield from first
-    recipe = recipe_from(p)
-    jobs = [("float", "float", recipe)]
-    jobs += [("xnor", f"xnor-{rule}", replace(recipe, grad_rule=rule)) for rule in p["rules"]]
-    for variant, label, rec in jobs:
-        if label in done:
-            continue
-        yield from train(bundle, p["model"], variant, rec, device=ctx.device,
-                         progress=ctx.progress, checkpoint=ctx.checkpoint_path(label),
-                         resume=ctx.resume, label=label, on_resume=forget_after(ctx, label))
+    extra = {"recipe": p["recipe"], "seeds": list(p["seeds"])}
+    for seed in p["seeds"]:
+        recipe = recipe_from(p, seed)
+        key = key_for(recipe, p, bundle)
+        jobs = [("float", "float", recipe)]
+        jobs += [("xnor", f"xnor-{rule}", replace(recipe, grad_rule=rule))
+                 for rule in p["rules"]]
+        for variant, label, rec in jobs:
+            if (label, seed) in done:
+                continue
+            name = f"{label}-seed{seed}"
+            yield from train(bundle, p["model"], variant, rec, device=ctx.device,
+                             progress=ctx.progress, checkpoint=ctx.checkpoint_path(name),
+                             resume=ctx.resume, label=label,
+                             on_resume=forget_after(ctx, label, seed), recipe_key=key,
+                             extra=extra,
+                             packed_path=ctx.checkpoint_path(name).with_suffix(".packed"))

@@ -9,6 +9,12 @@ Usage per training step (the method names are the port's, so its users recognise
     bin_op.restore()               # put the latent weights back
     bin_op.updateBinaryGradWeight()  # turn dC/dWt into dC/dW by the chosen rule
     optimizer.step()
+
+Between ``binarizeConvParams`` and ``restore`` the layers hold ``alpha * sign(W)`` and are
+marked ``weight_is_binarized`` (they use the weight as it is); outside that window they
+hold the latent weights and binarize them themselves, so a model a BinOp has managed is
+always a complete XNOR model: evaluating it, packing it or saving it gives the same
+binary network whichever state it is in.
 """
 
 from __future__ import annotations
@@ -28,8 +34,6 @@ class BinOp:
         self.target_layers = [m for _, m in binary_layers(model)]
         if not self.target_layers:
             raise ValueError("BinOp: the model has no XNORConv2d/XNORLinear layer")
-        for layer in self.target_layers:
-            layer.weight_is_binarized = True
         self.target_modules: list[nn.Parameter] = [m.weight for m in self.target_layers]
         self.saved_params: list[Tensor] = [p.data.clone() for p in self.target_modules]
 
@@ -61,10 +65,17 @@ class BinOp:
         """W <- alpha * sign(W), alpha = mean |W| per output filter."""
         for p in self.target_modules:
             p.data.copy_(filter_alpha(p.data) * sign(p.data))
+        self._mark(True)
 
     def restore(self) -> None:
+        """Put the saved latent weights back; the layers binarize themselves again."""
         for saved, p in zip(self.saved_params, self.target_modules):
             p.data.copy_(saved)
+        self._mark(False)
+
+    def _mark(self, binarized: bool) -> None:
+        for layer in self.target_layers:
+            layer.weight_is_binarized = binarized
 
     @torch.no_grad()
     def updateBinaryGradWeight(self) -> None:
@@ -74,6 +85,6 @@ class BinOp:
                 p.grad.copy_(scaled_sign_grad(p.data, p.grad, self.grad_rule))
 
     def release(self) -> None:
-        """Stop managing the model: its layers binarize their weights themselves again."""
-        for layer in self.target_layers:
-            layer.weight_is_binarized = False
+        """Stop managing the model (restores the latent weights if they are binarized)."""
+        if any(layer.weight_is_binarized for layer in self.target_layers):
+            self.restore()

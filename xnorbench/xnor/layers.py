@@ -23,10 +23,10 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
 class _XNORBase(nn.Module):
     """Shared state: gradient rule and whether the weight is already binarized.
 
-    ``weight_is_binarized`` is set by :class:`BinOp` (which binarizes weights in place
-    before the forward pass, as the reference port does) and by ``load_packed`` (whose
-    weights are stored as alpha * sign). The layer then uses its weight as-is instead
-    of binarizing it a second time.
+    ``weight_is_binarized`` is set by :class:`BinOp` while it holds alpha * sign(W) in
+    place of the latent weights (from ``binarizeConvParams`` to ``restore``, as the
+    reference port does) and by ``load_packed`` (whose weights are stored as alpha *
+    sign). The layer then uses its weight as-is instead of binarizing it a second time.
     """
 
     weight: nn.Parameter

@@ -1,0 +1,79 @@
+"""The trained XNOR network, packed to bits and run through the C++ kernel.
+
+A trained XNOR model is written with :func:`~xnorbench.xnor.save_packed`, read back with
+:func:`~xnorbench.xnor.load_packed`, its XNOR layers swapped for the packed-kernel layers
+(:func:`~xnorbench.xnor.packed.pack_model`) and evaluated on the CPU over the whole test
+split. The rows say whether the 1-bit file classifies like the simulated model that
+training evaluated: packed accuracy, the share of test images on which both predict the
+same class, the file's size, and batch-1 CPU latency beside the float network's.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..db import Row
+from ..xnor import load_packed, models, save_packed
+from ..xnor.kernels import kernel_isa
+from ..xnor.packed import pack_model
+from .datasets import DataBundle
+from .loader import BatchLoader
+from .progress import Progress
+from .timing import compare
+
+LATENCY_ROUNDS = 3
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: BatchLoader, progress: Progress | None = None,
+            what: str = "packed test") -> torch.Tensor:
+    """Predicted classes of ``model`` over ``loader`` (CPU)."""
+    model.eval()
+    preds = []
+    items = progress.track(loader, what) if progress else loader
+    for x, _ in items:
+        preds.append(model(x).argmax(1))
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
+                simulated: torch.Tensor, path: Path, *, progress: Progress | None = None,
+                row: dict[str, Any]) -> Iterator[Row]:
+    """Pack ``model`` to ``path``, reload it, evaluate it with the kernel; yield its rows.
+
+    ``simulated`` holds the simulated model's predicted class per test image (in test
+    order); ``row`` the fields every row of this training carries.
+    """
+    cpu_model = copy.deepcopy(model).float().cpu().eval()
+    cpu_model = cpu_model.to(memory_format=torch.contiguous_format)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file_bytes = save_packed(cpu_model, path)
+    packed = pack_model(load_packed(path))
+    loader = BatchLoader(bundle.test, 256, mean=bundle.mean, std=bundle.std, device="cpu")
+    preds = predict(packed, loader, progress)
+    labels = bundle.test.labels.cpu()
+    acc = 100.0 * float((preds == labels).float().mean()) if len(labels) else 0.0
+    agree = 100.0 * float((preds == simulated.cpu()).float().mean()) if len(labels) else 0.0
+    base = dict(row)
+    params = {**base.pop("params"), "kernel_isa": kernel_isa(), "packed_file": str(path),
+              "threads": torch.get_num_threads()}
+    yield Row("packed_test_accuracy", acc, "%", params=params, **base)
+    yield Row("packed_agreement", agree, "%", params=params, **base)
+    yield Row("packed_file_bytes", float(file_bytes), "bytes", params=params, **base)
+    x1 = bundle.test.images[:1].float().cpu()
+    fmodel = models.build(model_name, binary=False, in_channels=bundle.in_channels,
+                          num_classes=bundle.num_classes).eval()
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        t = compare({"float": lambda: fmodel(x1), "xnor_packed": lambda: packed(x1)},
+                    threads=threads, rounds=LATENCY_ROUNDS)
+    for variant, tm in t.items():
+        yield Row(f"{variant}_latency_ms", tm.median_ms, "ms",
+                  params={**params, "batch": 1, "iqr_ms": tm.iqr_s * 1e3, "runs": tm.runs},
+                  **base)

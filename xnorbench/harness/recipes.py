@@ -1,0 +1,241 @@
+"""Training recipes: every option a float/XNOR pair shares, named presets, and the recipe key.
+
+A :class:`Recipe` is everything that decides how a network trains except the variant
+(float or XNOR) and the seed. Float and XNOR of one run train under the same resolved
+recipe; :func:`recipe_key` hashes it (with the dataset, the model and the data sizes) so
+that tables pair only cells trained the same way, and pool seeds only within one recipe.
+
+``PRESETS`` is the one readable place where named recipes live (``--recipe NAME``).
+Explicit command-line flags override a preset; what is stored is the resolved recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "step", "constant")
+DECAY_SCOPES = ("weights", "all")
+AUGMENTATIONS = ("auto", "none", "crop-flip")
+BN_FLOOR = 0.01
+"""The original port clamps every BatchNorm scale to at least this before a forward."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one network trains; ``seed`` picks one of the run's seeds."""
+
+    epochs: int = 1
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float | None = None            # None: 0.1 for sgd, 1e-3 for adam
+    momentum: float = 0.9              # sgd only
+    nesterov: bool = True              # sgd only
+    weight_decay: float = 5e-4
+    decay_scope: str = "weights"       # weights: conv/linear weights; all: every parameter
+    schedule: str = "cosine"           # cosine (per step), step (x lr_gamma at milestones)
+    milestones: tuple[int, ...] = ()   # epochs (counted from 1) from which lr *= lr_gamma
+    lr_gamma: float = 0.1
+    augment: str = "auto"              # auto: crop+flip on CIFAR-10, none on MNIST
+    bn_clamp: bool = False             # the port's clamp of BatchNorm scales (>= 0.01)
+    grad_rule: str = "corrected"
+    seed: int = 0
+    amp: bool = False                  # bf16 autocast
+    channels_last: bool = False
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.1 if self.optimizer == "sgd" else 1e-3
+
+    @property
+    def bn_gamma_min(self) -> float | None:
+        return BN_FLOOR if self.bn_clamp else None
+
+    def lr_factor(self, epoch: int) -> float:
+        """Multiplier of the base lr in 0-based ``epoch`` under a ``step`` schedule."""
+        return self.lr_gamma ** sum(1 for m in self.milestones if epoch + 1 >= m)
+
+    def augmentation(self, dataset: str) -> str:
+        if self.augment != "auto":
+            return self.augment
+        return "crop-flip" if dataset == "cifar10" else "none"
+
+    def as_params(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lr"] = self.learning_rate
+        d["milestones"] = list(self.milestones)
+        return d
+
+    def describe(self) -> str:
+        """One line: optimizer, lr and schedule, batch, weight decay (for footnotes)."""
+        opt = self.optimizer
+        if opt == "sgd":
+            opt += f" (momentum {self.momentum:g}{', nesterov' if self.nesterov else ''})"
+        sched = {"cosine": "cosine to 0", "constant": "constant"}.get(self.schedule, "")
+        if self.schedule == "step":
+            sched = (f"x{self.lr_gamma:g} from epoch(s) "
+                     f"{','.join(map(str, self.milestones)) or '-'}")
+        wd = f"weight decay {self.weight_decay:g}" + (
+            " on every parameter" if self.decay_scope == "all" else " on conv/linear weights")
+        extra = f", BN scales clamped >= {BN_FLOOR:g}" if self.bn_clamp else ""
+        amp = ", bf16 autocast" if self.amp else ""
+        return (f"{self.epochs} epoch(s), {opt} lr {self.learning_rate:g} {sched}, "
+                f"batch {self.batch_size}, {wd}{extra}{amp}")
+
+
+RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
+
+KEY_EXCLUDES = ("seed", "channels_last", "grad_rule")
+"""Not part of the recipe key: the seed (seeds are pooled within a recipe), the memory
+layout (it changes speed, not what is computed) and the XNOR gradient rule (float does
+not use it; it belongs to the XNOR variant, and tables keep rules apart)."""
+
+
+def recipe_key(recipe: Recipe, *, dataset: str, model: str, train_size: int,
+               test_size: int) -> str:
+    """A stable 12-hex-digit hash of the resolved recipe, data and network, not the variant.
+
+    Float and XNOR trained under one recipe share the key; an XNOR cell is further told
+    apart by its gradient rule, which is kept out of the key because float has none.
+    """
+    d = {k: v for k, v in recipe.as_params().items() if k not in KEY_EXCLUDES}
+    d["augment"] = recipe.augmentation(dataset)
+    if d["optimizer"] != "sgd":
+        d.pop("momentum")
+        d.pop("nesterov")
+    if d["schedule"] != "step":
+        d.pop("milestones")
+        d.pop("lr_gamma")
+    d.update(dataset=dataset, model=model, train_size=int(train_size),
+             test_size=int(test_size))
+    blob = json.dumps(d, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def legacy_recipe_key(params: dict[str, Any], dataset: str | None,
+                      model: str | None) -> str | None:
+    """The key of a training row stored before recipes had keys (schema version 1).
+
+    Those runs fixed momentum 0.9 with Nesterov, weight decay on conv/linear weights, a
+    cosine schedule and crop+flip on CIFAR-10; the rest is in the row's params. None for
+    a row that is not a training row.
+    """
+    if "epochs" not in params or dataset is None or model is None:
+        return None
+    known = {k: params[k] for k in ("epochs", "batch_size", "optimizer", "lr",
+                                    "weight_decay", "amp") if k in params}
+    return recipe_key(Recipe(**known), dataset=dataset, model=model,
+                      train_size=params.get("train_size", 0),
+                      test_size=params.get("test_size", 0))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe: values for the training options, and where they come from."""
+
+    name: str
+    summary: str
+    source: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset(
+        "port-lenet5",
+        "The original PyTorch port's MNIST recipe for LeNet-5.",
+        "jiecaoyu/XNOR-Net-PyTorch, MNIST/main.py: SGD lr 0.1, momentum 0.9 (no Nesterov), "
+        "weight decay 1e-4 on every parameter, batch 128, 60 epochs, lr x0.1 every 15 epochs "
+        "(its adjust_learning_rate counts epochs from 1, so the first drop is at epoch 15), "
+        "no augmentation, seed 1, its BinOp gradient (our `reference` rule); "
+        "MNIST/models/LeNet_5.py clamps every BatchNorm scale to >= 0.01 before a forward.",
+        {"dataset": "mnist", "model": "lenet5", "epochs": 60, "batch_size": 128,
+         "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False,
+         "weight_decay": 1e-4, "decay_scope": "all", "schedule": "step",
+         "milestones": (15, 30, 45, 60), "lr_gamma": 0.1, "augment": "none",
+         "bn_clamp": True, "grad_rule": "reference", "seeds": (1,)}),
+    Preset(
+        "port-nin",
+        "The original PyTorch port's CIFAR-10 recipe for Network-in-Network.",
+        "jiecaoyu/XNOR-Net-PyTorch, CIFAR_10/main.py: Adam, every parameter group at lr 0.01 "
+        "(the groups' lr overrides the optimizer's 0.10) with weight decay 1e-5, batch 128, "
+        "319 epochs (range(1, 320)), lr x0.1 at epochs 120, 200, 240 and 280, seed 1, its "
+        "BinOp gradient (`reference`). The port trains on a GCN+ZCA-whitened copy of CIFAR-10 "
+        "with no augmentation; here the images are normalised per channel (no ZCA).",
+        {"dataset": "cifar10", "model": "nin", "epochs": 319, "batch_size": 128,
+         "optimizer": "adam", "lr": 0.01, "weight_decay": 1e-5, "decay_scope": "all",
+         "schedule": "step", "milestones": (120, 200, 240, 280), "lr_gamma": 0.1,
+         "augment": "none", "grad_rule": "reference", "seeds": (1,)}),
+    Preset(
+        "resnet18-cifar10",
+        "ResNet-18 (pre-activation, CIFAR stem) on CIFAR-10, one recipe for float and XNOR.",
+        "The standard CIFAR ResNet recipe (He et al. 2016; kuangliu/pytorch-cifar, whose "
+        "ResNet-18 row is 93.02 %): SGD lr 0.1, momentum 0.9, weight decay 5e-4 on conv and "
+        "linear weights, batch 128, random crop (pad 4) + flip, 200 epochs of cosine decay; "
+        "Nesterov momentum as in the pre-activation reference. The XNOR variant uses the "
+        "corrected gradient; binary networks keep their float first and last layers "
+        "(paper sec. 4.1). A time-boxed run overrides --epochs, and the override is stored.",
+        {"dataset": "cifar10", "model": "resnet18", "epochs": 200, "batch_size": 128,
+         "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
+         "weight_decay": 5e-4, "decay_scope": "weights", "schedule": "cosine",
+         "augment": "crop-flip", "grad_rule": "corrected", "seeds": (0, 1)}),
+    Preset(
+        "resnet18-mnist",
+        "ResNet-18 (pre-activation, CIFAR stem on 28x28) on MNIST, one recipe for both.",
+        "The CIFAR recipe above with 20 epochs and no augmentation: MNIST converges long "
+        "before 200 epochs (float ResNets reach about 99.6 % within 20), and crops or flips "
+        "change digits' meaning (a flipped 2 is no 2).",
+        {"dataset": "mnist", "model": "resnet18", "epochs": 20, "batch_size": 128,
+         "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
+         "weight_decay": 5e-4, "decay_scope": "weights", "schedule": "cosine",
+         "augment": "none", "grad_rule": "corrected", "seeds": (0, 1)}),
+    Preset(
+        "smoke",
+        "Seconds on a CPU: LeNet-5 on 2,048 MNIST training and 1,024 test images, 1 epoch.",
+        "A first try of the whole pipeline (train, test, pack, run the packed kernel); its "
+        "numbers are a subset's and are labelled so in every table.",
+        {"dataset": "mnist", "model": "lenet5", "epochs": 1, "batch_size": 64,
+         "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "decay_scope": "weights",
+         "schedule": "cosine", "augment": "none", "grad_rule": "corrected",
+         "limit_train": 2048, "limit_test": 1024, "seeds": (0,)}),
+)}
+
+BASE: dict[str, Any] = {
+    "dataset": "mnist", "model": "lenet5", "limit_train": None, "limit_test": None,
+    "seeds": (0,), **{k: v for k, v in asdict(Recipe()).items() if k != "seed"},
+}
+"""What an option is when neither a flag nor a preset sets it."""
+
+
+def resolve(preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """BASE, then the preset's values, then every override that is not None.
+
+    Returns the resolved options plus ``recipe`` (the preset's name or None) and
+    ``overridden`` (the options the flags changed from the preset).
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown recipe {preset!r}; choose one of {', '.join(PRESETS)} "
+                         "(`xnorbench recipes` lists them)")
+    out = dict(BASE)
+    values = PRESETS[preset].values if preset else {}
+    out.update(values)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    out.update(given)
+    out["milestones"] = tuple(out["milestones"])
+    out["seeds"] = tuple(out["seeds"])
+    out["recipe"] = preset
+    out["overridden"] = sorted(k for k, v in given.items() if preset and values.get(k) != v)
+    return out
+
+
+def recipe_from(p: dict[str, Any], seed: int | None = None) -> Recipe:
+    """The :class:`Recipe` in resolved options ``p`` (one seed: ``seed`` or the first)."""
+    kw = {k: p[k] for k in RECIPE_FIELDS if k in p and k != "seed"}
+    if "milestones" in kw:
+        kw["milestones"] = tuple(kw["milestones"])
+    seeds = p.get("seeds") or (p.get("seed", 0),)
+    return replace(Recipe(**kw), seed=seeds[0] if seed is None else seed)
