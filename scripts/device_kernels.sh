@@ -4,13 +4,18 @@
 # speedup floors, and the report, all under $OUT. The kernels there are the AVX-512 path,
 # which this workplace's AMD CPUs (AVX2) never build.
 #
-# Run through the device tool with carry [".whl"] (the pure-Python SQLAlchemy wheel):
+# First `bash scripts/stamp_commit.sh` here (the copy has no .git), then run through the
+# device tool with carry [".whl"] (the pure-Python SQLAlchemy wheel):
 #   bash scripts/device_kernels.sh
 set -uo pipefail
 : "${OUT:?OUT must name the output folder}"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
   --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+if [ ! -d .git ] && [ -f .xnorbench-commit ]; then   # left by scripts/stamp_commit.sh
+  read -r XNORBENCH_GIT_COMMIT XNORBENCH_GIT_DIRTY < .xnorbench-commit
+  export XNORBENCH_GIT_COMMIT XNORBENCH_GIT_DIRTY
+fi
 log="$OUT/device_kernels.log"
 db="$OUT/xnorbench.db"
 cp reports/gpu-h200/xnorbench.db "$db"   # new runs append; the newest sweep wins a point

@@ -2,8 +2,13 @@
 """The device recipe: full-data ResNet-18 accuracy (float and XNOR, MNIST and CIFAR-10),
 the memory suite on CUDA, the sweep on the host CPU, then the db and report under OUT.
 
-Time-boxed: each training job first measures its step time, then takes as many epochs
-as fit its share of ``--budget`` seconds (capped); epochs and sizes go into the rows.
+One run per dataset trains float and XNOR under one named recipe (``resnet18-mnist``,
+``resnet18-cifar10``) and the recipe's seeds; the XNOR networks are then packed and run
+through the host CPU's kernel. Time-boxed: the run first measures the step time of both
+variants, then takes as many epochs (the same for both) as fit its share of ``--budget``
+seconds, capped by the recipe's own epochs; the override is stored with the run.
+The tree travels without .git: ``scripts/stamp_commit.sh`` (run before the copy) leaves
+``.xnorbench-commit``, which this script turns into XNORBENCH_GIT_COMMIT / _DIRTY.
 Usage: python scripts/gpu_results.py --data-dir DATA --out OUT [--budget 300] [--tiny]
 """
 
@@ -22,22 +27,24 @@ import torch
 
 from xnorbench.db import Store
 from xnorbench.harness.datasets import load_dataset
+from xnorbench.harness.recipes import recipe_from, resolve
 from xnorbench.harness.runner import RunFailed, execute
-from xnorbench.harness.training import Recipe, measure_step_seconds
+from xnorbench.harness.training import measure_step_seconds
 from xnorbench.report.report import write_report
-from xnorbench.suites.accuracy import DEFAULTS
 
-# (dataset, variant, share of the budget, max epochs, recipe overrides)
-PLAN = [
-    ("mnist", "float", 0.14, 8, {"optimizer": "sgd", "lr": 0.1, "batch_size": 256,
-                                 "weight_decay": 5e-4}),
-    ("mnist", "xnor", 0.18, 12, {"optimizer": "adam", "lr": 2e-3, "batch_size": 256,
-                                 "weight_decay": 0.0}),
-    ("cifar10", "float", 0.30, 30, {"optimizer": "sgd", "lr": 0.2, "batch_size": 512,
-                                    "weight_decay": 5e-4}),
-    ("cifar10", "xnor", 0.38, 40, {"optimizer": "adam", "lr": 2e-3, "batch_size": 256,
-                                   "weight_decay": 0.0}),
-]
+# (dataset, named recipe, share of the budget)
+PLAN = [("mnist", "resnet18-mnist", 0.3), ("cifar10", "resnet18-cifar10", 0.7)]
+
+
+def stamp_commit() -> None:
+    """XNORBENCH_GIT_COMMIT / _DIRTY from ``.xnorbench-commit`` (a tree without .git)."""
+    root = Path(__file__).resolve().parent.parent
+    stamp = root / ".xnorbench-commit"
+    if (root / ".git").exists() or not stamp.is_file():
+        return
+    commit, _, dirty = stamp.read_text().strip().partition(" ")
+    os.environ.setdefault("XNORBENCH_GIT_COMMIT", commit)
+    os.environ.setdefault("XNORBENCH_GIT_DIRTY", dirty or "1")
 
 
 def log(msg: str) -> None:
@@ -54,10 +61,11 @@ def main() -> None:
     ap.add_argument("--datasets", default="mnist,cifar10", help="which datasets to train")
     ap.add_argument("--shares", default=None,
                     help="budget shares per job, comma-separated, in PLAN order")
-    ap.add_argument("--cap-scale", type=float, default=1.0, help="multiply the epoch caps")
+    ap.add_argument("--seeds", default=None, help="override the recipes' seeds, e.g. 0")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory suite")
     ap.add_argument("--db", default=None, help="append to this db (copied into OUT)")
     args = ap.parse_args()
+    stamp_commit()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     db = str(out / "xnorbench.db")
@@ -88,35 +96,41 @@ def main() -> None:
             f"in {time.time() - t0:.1f}s")
 
     shares = [float(x) for x in args.shares.split(",")] if args.shares else None
-    for i, (ds, variant, share, cap, over) in enumerate(PLAN):
+    seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
+    for i, (ds, preset, share) in enumerate(PLAN):
         if ds not in wanted:
             continue
         share = shares[i] if shares else share
-        cap = int(cap * args.cap_scale)
-        params = {**DEFAULTS, **over, "dataset": ds, "model": "resnet18", "variant": variant,
-                  "data_dir": args.data_dir, "amp": device == "cuda",
-                  "channels_last": device == "cuda", **limits}
-        recipe = Recipe(epochs=1, batch_size=params["batch_size"], lr=params["lr"],
-                        optimizer=params["optimizer"], weight_decay=params["weight_decay"],
-                        amp=params["amp"], channels_last=params["channels_last"])
-        step_s = measure_step_seconds(bundles[ds], "resnet18", variant, recipe, device,
-                                      steps=3 if args.tiny else 20)
+        over = {"amp": device == "cuda", "channels_last": device == "cuda", "seeds": seeds,
+                **limits}
+        p = resolve(preset, over)
+        recipe = recipe_from(p)
         steps = math.ceil(len(bundles[ds].train) / recipe.batch_size)
-        epoch_s = step_s * steps * 1.12  # + evaluation
-        epochs = 1 if args.tiny else max(1, min(cap, int(args.budget * share / epoch_s)))
-        params["epochs"] = epochs
-        log(f"{ds} {variant}: {step_s * 1e3:.1f} ms/step, ~{epoch_s:.1f} s/epoch -> "
-            f"{epochs} epochs")
+        step_s = {v: measure_step_seconds(bundles[ds], "resnet18", v, recipe, device,
+                                          steps=3 if args.tiny else 20)
+                  for v in ("float", "xnor")}
+        epoch_s = sum(step_s.values()) * steps * 1.12 * len(p["seeds"])  # + evaluation
+        epochs = 1 if args.tiny else max(1, min(p["epochs"],
+                                                int(args.budget * share / epoch_s)))
+        params = resolve(preset, {**over, "epochs": epochs})
+        params.update(variant="both", data_dir=args.data_dir, download=False,
+                      seeds=list(params["seeds"]), milestones=list(params["milestones"]))
+        log(f"{ds} {preset}: float {step_s['float'] * 1e3:.1f} / xnor "
+            f"{step_s['xnor'] * 1e3:.1f} ms/step, ~{epoch_s:.1f} s/epoch for both variants "
+            f"and {len(p['seeds'])} seed(s) -> {epochs} of the recipe's {p['epochs']} epochs")
         t0 = time.time()
         try:
-            rid = execute(store, "accuracy", params, device=device, seed=0, progress=False,
-                          command="scripts/gpu_results.py (time-boxed, see params)",
+            rid = execute(store, "accuracy", params, device=device, seed=params["seeds"][0],
+                          progress=False, tags=["gpu", preset],
+                          command=f"scripts/gpu_results.py: --recipe {preset} --epochs "
+                                  f"{epochs} (time-boxed, see params)",
                           checkpoint_dir=Path("/tmp/xnorbench-checkpoints"))
         except RunFailed as exc:
             log(f"FAILED: {exc}")
             continue
-        acc = store.results([rid], metric="final_test_accuracy")[0].value
-        log(f"  run {rid}: {acc:.2f} % in {time.time() - t0:.0f}s")
+        for r in store.results([rid], metric="final_test_accuracy"):
+            log(f"  run {rid}: {r.variant} seed {r.seed}: {r.value:.2f} %")
+        log(f"  in {time.time() - t0:.0f}s")
 
     t0 = time.time()
     if not args.no_memory:

@@ -39,11 +39,14 @@ def test_run_accuracy_then_table_markdown(tmp_path: Path, mnist_dir: Path):
     res = invoke("--db", db, "table")
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert "| Dataset | Network | Accuracy | Accuracy of floating-point |" in lines
+    assert ("| Dataset | Network | Accuracy | Accuracy of floating-point | "
+            "XNOR packed 1-bit, C++ kernel |") in lines
     lenet = next(line for line in lines if "LeNet-5" in line)
     assert lenet.startswith("| MNIST | LeNet-5 |")
-    assert f"{finals['xnor']:.2f} %" in lenet and f"{finals['float']:.2f} %" in lenet
-    assert "| MNIST | ResNet18 | n/a (not run) | n/a (not run) |" in lines
+    assert f"{finals['xnor']:.2f} % (n=1)" in lenet and f"{finals['float']:.2f} % (n=1)" in lenet
+    packed = store.results([run.id], metric="packed_test_accuracy")[0].value
+    assert lenet.endswith(f"| {packed:.2f} % (agrees on 100.00 %) |") or "agrees on" in lenet
+    assert "| MNIST | ResNet-18 | n/a (not run) | n/a (not run) | n/a (not run) |" in lines
     assert any("2 epoch(s)" in line and "train 96 / test 48" in line for line in lines)
 
     out = tmp_path / "t.json"
@@ -52,6 +55,7 @@ def test_run_accuracy_then_table_markdown(tmp_path: Path, mnist_dir: Path):
     recs = json.loads(out.read_text())
     xnor = next(r for r in recs if r["network"] == "lenet5" and r["variant"] == "xnor")
     assert xnor["accuracy"] == pytest.approx(finals["xnor"])
+    assert xnor["n"] == 1 and xnor["per_seed"] == [pytest.approx(finals["xnor"])]
     res = invoke("--db", db, "table", "--format", "csv")
     assert res.exit_code == 0 and res.output.startswith("dataset,network,variant,accuracy")
 
@@ -61,6 +65,7 @@ def test_run_accuracy_then_table_markdown(tmp_path: Path, mnist_dir: Path):
     assert res.exit_code == 0
     shown = json.loads(res.output)
     assert shown["status"] == "finished" and shown["rows"] == len(store.results([run.id]))
+    assert shown["params"]["seeds"] == [0] and shown["params"]["lr"] is None
 
 
 def test_run_accuracy_cifar_image_folder(tmp_path: Path, cifar_dir: Path):
@@ -75,8 +80,10 @@ def test_run_accuracy_cifar_image_folder(tmp_path: Path, cifar_dir: Path):
     size = store.results(metric="dataset_size")[0]
     assert size.params["train_size"] == 40 and size.params["test_size"] == 20
     res = invoke("--db", db, "table")
-    line = next(l_ for l_ in res.output.splitlines() if l_.startswith("| Cifar10 | ResNet18"))
-    assert f"{rows[0].value:.2f} %" in line and line.endswith("n/a (not run) |")
+    line = next(l_ for l_ in res.output.splitlines() if l_.startswith("| CIFAR-10 | ResNet-18"))
+    assert f"{rows[0].value:.2f} % (n=1), subset" not in line  # 40 images is the whole tree
+    assert f"{rows[0].value:.2f} % (n=1)" in line
+    assert "| n/a (not run under this recipe) |" in line
 
 
 @pytest.mark.parametrize("args,message", [

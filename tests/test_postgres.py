@@ -84,3 +84,9 @@ def test_pg_bad_server_is_one_line_error():
     assert res.exit_code == 2
     assert res.output.startswith("error: cannot use database") and "Traceback" not in res.output
     assert "x@" not in res.output  # the password is not printed
+
+
+def test_pg_schema_v1_upgraded_in_place(pg_url: str):
+    from .test_reliability import check_v1_upgraded
+
+    check_v1_upgraded(pg_url)

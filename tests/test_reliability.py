@@ -56,7 +56,7 @@ def test_signal_interrupts_then_resume_completes(tmp_path: Path, sig):
     assert run.status == "interrupted"
     kept = store.results([run.id], metric="test_accuracy")
     assert len(kept) >= 2
-    ckpt = tmp_path / "checkpoints" / f"run-{run.id}" / "float.pt"
+    ckpt = tmp_path / "checkpoints" / f"run-{run.id}" / "float-seed0.pt"
     assert ckpt.is_file()
 
     res = runner.invoke(app, ["--db", db, "run", "accuracy", "--resume", str(run.id),
@@ -68,7 +68,10 @@ def test_signal_interrupts_then_resume_completes(tmp_path: Path, sig):
         epochs = [r.epoch for r in store.results([run.id], metric="test_accuracy",
                                                  variant=variant)]
         assert sorted(epochs) == list(range(1, 13)), (variant, epochs)
-        assert len(store.results([run.id], metric="final_test_accuracy", variant=variant)) == 1
+        for metric in ("final_test_accuracy", "best_test_accuracy"):
+            assert len(store.results([run.id], metric=metric, variant=variant)) == 1
+    assert len(store.results([run.id], metric="dataset_size")) == 1
+    assert len(store.results([run.id], metric="packed_test_accuracy")) == 1
 
 
 def test_sigkill_leaves_stale_run_that_can_be_closed(tmp_path: Path):
@@ -153,40 +156,94 @@ def test_sweep_shards_in_parallel_processes(tmp_path: Path):
     assert res.output.count("| ok |") == 4
 
 
-def test_old_schema_upgraded_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_migration_chain_runs_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from sqlalchemy import inspect, text
 
-    from xnorbench.db import models
+    from xnorbench.db import SCHEMA_VERSION, models
     from xnorbench.db import store as store_mod
 
     path = str(tmp_path / "old.db")
     s = Store.open(path)
     rid = s.start_run("accuracy", {}, {})
     s.add_rows(rid, [Row("m", 1.0)])
+    nxt = SCHEMA_VERSION + 1
 
-    def v1_to_v2(conn):
+    def add_note(conn):
         conn.execute(text("ALTER TABLE runs ADD COLUMN note VARCHAR(64)"))
 
-    monkeypatch.setattr(models, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_mod.MIGRATIONS, 1, v1_to_v2)
+    monkeypatch.setattr(models, "SCHEMA_VERSION", nxt)
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", nxt)
+    monkeypatch.setitem(store_mod.MIGRATIONS, SCHEMA_VERSION, add_note)
     s2 = Store.open(path)
     with s2.engine.connect() as conn:
         cols = {c["name"] for c in inspect(conn).get_columns("runs")}
         version = conn.execute(text(
             "SELECT value FROM xnorbench_meta WHERE key='schema_version'")).scalar_one()
-    assert "note" in cols and version == "2"
+    assert "note" in cols and version == str(nxt)
     assert [r.value for r in s2.results([rid])] == [1.0]  # nothing lost
 
 
+def make_v1_db(url: str) -> tuple[int, int]:
+    """A database as schema version 1 left it: no seed/recipe_key columns, no run_tags.
+
+    Returns (run id, id of a training row) of one v1 accuracy run.
+    """
+    from sqlalchemy import text
+
+    store = Store.open(url)
+    params = {"epochs": 2, "batch_size": 16, "lr": 0.1, "optimizer": "sgd",
+              "weight_decay": 5e-4, "grad_rule": "corrected", "seed": 3, "amp": False,
+              "channels_last": False, "train_size": 96, "test_size": 48, "device": "cpu"}
+    rid = store.start_run("accuracy", {"dataset": "mnist"}, {})
+    store.add_rows(rid, [Row("dataset_size", 96.0, dataset="mnist")])
+    store.add_rows(rid, [Row("final_test_accuracy", 91.5, "%", dataset="mnist",
+                             model="lenet5", variant="xnor", epoch=2, params=params)])
+    row_id = store.results([rid], metric="final_test_accuracy")[0].id
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE run_tags"))
+        conn.execute(text("DROP INDEX ix_results_recipe_key"))
+        conn.execute(text("ALTER TABLE results DROP COLUMN recipe_key"))
+        conn.execute(text("ALTER TABLE results DROP COLUMN seed"))
+        conn.execute(text("UPDATE xnorbench_meta SET value='1' WHERE key='schema_version'"))
+    store.engine.dispose()
+    return rid, row_id
+
+
+def check_v1_upgraded(url: str) -> None:
+    """A v1 file opened by this version: schema 2, rows intact, keys and seeds filled in."""
+    from sqlalchemy import inspect, text
+
+    from xnorbench.harness.recipes import Recipe, recipe_key
+
+    rid, row_id = make_v1_db(url)
+    store = Store.open(url)
+    with store.engine.connect() as conn:
+        cols = {c["name"] for c in inspect(conn).get_columns("results")}
+        version = conn.execute(text(
+            "SELECT value FROM xnorbench_meta WHERE key='schema_version'")).scalar_one()
+    assert {"seed", "recipe_key"} <= cols and version == "2"
+    (row,) = [r for r in store.results([rid]) if r.id == row_id]
+    assert row.value == 91.5 and row.seed == 3
+    # what v1 trained: sgd, momentum 0.9 + nesterov, decay on weights, cosine schedule
+    want = recipe_key(Recipe(epochs=2, batch_size=16, lr=0.1, weight_decay=5e-4),
+                      dataset="mnist", model="lenet5", train_size=96, test_size=48)
+    assert row.recipe_key == want
+    assert [r.recipe_key for r in store.results([rid], metric="dataset_size")] == [None]
+    assert store.tag(rid, "old") and store.tags([rid]) == {rid: ["old"]}
+
+
+def test_schema_v1_file_upgraded_with_recipe_keys(tmp_path: Path):
+    check_v1_upgraded(str(tmp_path / "v1.db"))
+
+
 def test_db_without_migration_path_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from xnorbench.db import DBError
+    from xnorbench.db import SCHEMA_VERSION, DBError
     from xnorbench.db import store as store_mod
 
     path = str(tmp_path / "old2.db")
     Store.open(path)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 3)
-    with pytest.raises(DBError, match="no migration from schema version 1"):
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(DBError, match=f"no migration from schema version {SCHEMA_VERSION}"):
         Store.open(path)
 
 
@@ -258,5 +315,5 @@ def test_same_seed_same_rows_and_command_recorded(tmp_path: Path, mnist_dir: Pat
         assert va == vb, metric
     res = runner.invoke(app, ["--db", db, "runs", "show", str(a.id)])
     shown = json.loads(res.output)
-    assert shown["params"]["seed"] == 3 and shown["threads"] == 1
+    assert shown["params"]["seeds"] == [3] and shown["seed"] == 3 and shown["threads"] == 1
     assert shown["command"].startswith("xnorbench")

@@ -508,25 +508,55 @@ class TableFormat(str, Enum):
     json = "json"
 
 
+RunSelOpt = Annotated[str | None, typer.Option(
+    "--run", help="Show exactly these runs (comma-separated ids), even subset or "
+                  "differently-recipe'd ones; a pair of different recipes is labelled.")]
+TagSelOpt = Annotated[str | None, typer.Option(
+    "--tag", help="Show exactly the runs with this tag (see `runs tag`).")]
+
+
+def selection_from(store: Store, run: str | None, tag: str | None) -> Any:
+    """The ``--run`` / ``--tag`` selection; an id or tag that matches nothing is an error."""
+    from .report.selection import Selection
+
+    ids = tuple(parse_int_list(run, "--run")) if run is not None else None
+    if ids is not None:
+        missing = [i for i in ids if store.run(i) is None]
+        if missing:
+            fail(f"--run: no run with id {', '.join(map(str, missing))}")
+    if tag is not None and not store.runs(tag=tag):
+        fail(f"--tag {tag!r}: no run has this tag (`xnorbench runs` lists the tags)")
+    return Selection(ids, tag)
+
+
 @app.command("table")
 def table(
     suite: Annotated[str, typer.Option(
-        help="accuracy (the mission's table), sweep, memory, timing or compare.")
+        help="accuracy (the mission's table), seeds (its per-seed values), sweep, memory, "
+             "timing or compare.")
     ] = "accuracy",
     format: Annotated[TableFormat, typer.Option("--format", help="Output format.")
                       ] = TableFormat.markdown,
     output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")
                       ] = None,
+    run: RunSelOpt = None,
+    tag: TagSelOpt = None,
 ) -> None:
-    """Render a results table from the latest finished runs."""
+    """Render a results table from finished runs.
+
+    The accuracy table shows, per dataset and network, one recipe's float and XNOR cells
+    (mean ± std over seeds): full-data recipes before subsets, then the most training;
+    --run / --tag choose exactly what is shown.
+    """
     from .report import tables
 
-    renderers = {"accuracy": tables.accuracy_table, "sweep": tables.sweep_table,
-                 "memory": tables.memory_table, "timing": tables.timing_table,
-                 "compare": tables.compare_table}
+    renderers = {"accuracy": tables.accuracy_table, "seeds": tables.per_seed_table,
+                 "sweep": tables.sweep_table, "memory": tables.memory_table,
+                 "timing": tables.timing_table, "compare": tables.compare_table}
     _choose(suite, list(renderers), "table suite")
     store = open_store()
-    text = tables.render(renderers[suite](store), format.value)
+    selection = selection_from(store, run, tag)
+    text = tables.render(renderers[suite](store, selection), format.value)
     if output:
         try:
             output.write_text(text)
@@ -542,13 +572,21 @@ def table(
 def report(
     output: Annotated[Path, typer.Option(help="Markdown file; PNG plots go beside it.")
                       ] = Path("REPORT.md"),
+    run: RunSelOpt = None,
+    tag: TagSelOpt = None,
+    notes: Annotated[Path | None, typer.Option(
+        help="A markdown file of findings written by hand (citing run ids); appended as "
+             "section 3.4, labelled as hand-written.")] = None,
 ) -> None:
     """Write the report (3.1 results, 3.2 sweeps, 3.3 discussion) from the db alone."""
     from .report.report import write_report
 
+    if notes is not None and not notes.is_file():
+        fail(f"--notes {notes}: no such file")
     store = open_store()
+    selection = selection_from(store, run, tag)
     try:
-        paths = write_report(store, output)
+        paths = write_report(store, output, selection, notes)
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror}")
     for p in paths:
@@ -572,14 +610,17 @@ def runs_list(
 
     store = open_store()
     t = Table("id", "suite", "status", "started", "ended", "rows", "device", "threads",
-              "commit")
-    for r in store.runs(suite=suite, limit=limit):
+              "commit", "tags")
+    runs = store.runs(suite=suite, limit=limit)
+    tags = store.tags([r.id for r in runs])
+    for r in runs:
         stale = is_stale(r, timedelta(minutes=stale_minutes))
         status = r.status + (" (stale)" if stale else "")
         t.add_row(str(r.id), r.suite, status, f"{r.started_at:%Y-%m-%d %H:%M:%S}",
                   f"{r.ended_at:%H:%M:%S}" if r.ended_at else "",
                   str(len(store.results([r.id]))), r.device or "", str(r.threads or ""),
-                  (r.git_commit or "")[:8] + ("+" if r.git_dirty else ""))
+                  (r.git_commit or "")[:8] + ("+" if r.git_dirty else ""),
+                  ",".join(tags.get(r.id, [])))
     Console(width=160).print(t)
 
 
@@ -595,7 +636,25 @@ def runs_show(run_id: Annotated[int, typer.Argument(help="Run id.")]) -> None:
         info[k] = str(info[k]) if info[k] else None
     info["stale"] = is_stale(run, STALE_AFTER)
     info["rows"] = len(store.results([run_id]))
+    info["tags"] = store.tags([run_id]).get(run_id, [])
     typer.echo(json.dumps(info, indent=2, default=str))
+
+
+@runs_app.command("tag")
+def runs_tag(
+    run_id: Annotated[int, typer.Argument(help="Run id.")],
+    name: Annotated[str, typer.Argument(help="The tag (1-64 characters, no commas).")],
+    remove: Annotated[bool, typer.Option(help="Take the tag away instead.")] = False,
+) -> None:
+    """Tag a run (or --remove a tag); `table --tag NAME` then shows exactly such runs."""
+    (name,) = _tags([name])
+    store = open_store()
+    if store.run(run_id) is None:
+        fail(f"no run with id {run_id}")
+    changed = store.tag(run_id, name, remove=remove)
+    what = ("removed" if changed else "did not have") if remove else \
+        ("tagged" if changed else "already tagged")
+    typer.echo(f"run {run_id}: {what} {name!r}")
 
 
 @runs_app.command("mark-stale")

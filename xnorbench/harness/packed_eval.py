@@ -58,8 +58,9 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
     loader = BatchLoader(bundle.test, 256, mean=bundle.mean, std=bundle.std, device="cpu")
     preds = predict(packed, loader, progress)
     labels = bundle.test.labels.cpu()
-    acc = 100.0 * float((preds == labels).float().mean()) if len(labels) else 0.0
-    agree = 100.0 * float((preds == simulated.cpu()).float().mean()) if len(labels) else 0.0
+    n = max(len(labels), 1)
+    acc = 100.0 * int((preds == labels).sum()) / n
+    agree = 100.0 * int((preds == simulated.cpu()).sum()) / n
     base = dict(row)
     params = {**base.pop("params"), "kernel_isa": kernel_isa(), "packed_file": str(path),
               "threads": torch.get_num_threads()}

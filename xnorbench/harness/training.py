@@ -208,8 +208,11 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
             "seed": recipe.seed, "recipe_key": recipe_key}
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    full = (bundle.provenance.get("train_full", len(bundle.train)),
+            bundle.provenance.get("test_full", len(bundle.test)))
     params = {**recipe.as_params(), "augment": recipe.augmentation(bundle.name),
               "train_size": len(bundle.train), "test_size": len(bundle.test),
+              "subset": (len(bundle.train), len(bundle.test)) != full,
               "device": device, **(extra or {})}
     images = len(bundle.train)
     name = f"{label or variant} seed {recipe.seed}"

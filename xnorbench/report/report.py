@@ -1,7 +1,10 @@
 """The written report: results (3.1), sweeps (3.2) and a discussion (3.3), all from the db.
 
 No number in the report is typed by hand: every figure is read from stored rows, and
-each table carries the recipe and machine it came from in its footnotes.
+each table carries the recipe and machine it came from in its footnotes. The header
+names the database by its file name and lists the commits the numbers come from
+(marking those run from a tree with uncommitted changes). An optional notes file, a
+person's findings that cite run ids, is appended as section 3.4 and labelled as such.
 """
 
 from __future__ import annotations
@@ -9,72 +12,115 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..db import Store
+from ..db import Run, Store
 from .plots import plot_sweeps
+from .selection import Cell, Selection, accuracy_pairs, shown_cells
 from .tables import (
     DATASET_NAMES,
     MODEL_NAMES,
     Table,
-    accuracy_table,
+    commit_label,
     compare_table,
-    latest_finished,
     memory_table,
+    per_seed_table,
+    rule_gaps,
     sweep_points,
     sweep_table,
     timing_table,
     to_markdown,
     training_time_table,
 )
+from .tables import accuracy_table as mission_table
 
 
 def _section(t: Table, empty: str) -> str:
     return to_markdown(t) if t.rows else f"*{empty}*\n"
 
 
-def _accuracy_discussion(store: Store) -> list[str]:
-    found = latest_finished(store, "accuracy", "final_test_accuracy")
-    out = []
-    for (ds, model) in sorted({(k[0], k[1]) for k in found}):
-        f, x = found.get((ds, model, "float")), found.get((ds, model, "xnor"))
-        if f and x:
-            out.append(f"- {DATASET_NAMES.get(ds, ds)} / {MODEL_NAMES.get(model, model)}: "
-                       f"XNOR {x[0].value:.2f} % vs float {f[0].value:.2f} %, a gap of "
-                       f"{f[0].value - x[0].value:.2f} points (runs {x[1].id} and {f[1].id}, "
-                       f"{(x[0].params or {}).get('epochs')} epoch(s) on "
-                       f"{(x[0].params or {}).get('train_size')} training images, "
-                       f"{x[1].device}).")
-    return out or ["- No model has finished both a float and an XNOR accuracy run yet."]
+def _name(ds: str, model: str) -> str:
+    return f"{DATASET_NAMES.get(ds, ds)} / {MODEL_NAMES.get(model, model)}"
 
 
-def _memory_discussion(store: Store) -> list[str]:
-    recs = {r["model"]: r for r in memory_table(store).records}
-    r18 = recs.get("resnet18")
+def _pm(c: Cell, metric: str = "final_test_accuracy") -> str:
+    mean, std = c.mean(metric), c.std(metric)
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" % (n={c.n})"
+
+
+def _recipe_words(c: Cell) -> str:
+    p = c.params
+    seeds = ",".join(str(s) for s in sorted(x for x in c.seeds if x is not None))
+    data = f"{p.get('train_size')} training images" + ("" if c.full_data else " (a subset)")
+    name = f"recipe `{p['recipe']}`: " if p.get("recipe") else ""
+    return f"{name}{c.recipe.describe()}, {data}, seed(s) {seeds}"
+
+
+def _accuracy_discussion(store: Store, sel: Selection) -> list[str]:
     out = []
-    if r18 and r18["compression"]:
-        out.append(
-            f"- ResNet-18 (CIFAR) packs to {r18['packed_mib']:.2f} MiB from "
-            f"{r18['float32_mib']:.2f} MiB in float32: {r18['compression']:.1f}x, against a "
-            "limit of 32x for 1-bit vs 32-bit weights (the float first conv, the classifier, "
-            "BatchNorm and one alpha per filter stay at 32 bits). The file written by "
-            f"`save_packed` is {r18['packed_file_bytes'] / 2**20:.2f} MiB vs "
-            f"{r18['float32_file_bytes'] / 2**20:.2f} MiB for the float32 `state_dict` "
-            f"({r18['float32_file_bytes'] / r18['packed_file_bytes']:.1f}x).")
-        rows = store.results(metric="paper_fig4a_float_mb")
-        rowsb = store.results(metric="paper_fig4a_binary_mb")
-        if rows and rowsb:
-            out.append(f"- The paper's Fig. 4(a) quotes {rows[-1].value:.0f} MB (double "
-                       f"precision, ImageNet ResNet-18) -> {rowsb[-1].value:.1f} MB binary "
-                       f"({rows[-1].value / rowsb[-1].value:.0f}x, whose 64x limit comes from "
-                       "64-bit doubles); against float32 the limit is 32x.")
-        if r18.get("binary_mac_share") is not None:
-            out.append(f"- {r18['binary_mac_share']:.2f} % of ResNet-18's multiply-accumulates "
-                       "are binary.")
+    for r in accuracy_pairs(store, sel):
+        x, f = r.xnor, r.float
+        if x is None or f is None:
+            have = x or f
+            if have is not None:
+                out.append(f"- {_name(r.dataset, r.model)}: only "
+                           f"{'float' if f else 'XNOR'} was trained under this recipe "
+                           f"({_pm(have)}; {_recipe_words(have)}); no pair to compare.")
+            continue
+        gap = f.mean("final_test_accuracy") - x.mean("final_test_accuracy")
+        runs = sorted({run.id for c in (x, f) for run in c.runs})
+        text = (f"- {_name(r.dataset, r.model)}: XNOR ({x.rule} rule) {_pm(x)} vs float "
+                f"{_pm(f)}, a gap of {gap:.2f} points in final accuracy (best over epochs: "
+                f"{x.mean('best_test_accuracy'):.2f} vs {f.mean('best_test_accuracy'):.2f}); "
+                f"runs {', '.join(map(str, runs))}.")
+        if r.mismatched:
+            text += (f" These two cells come from different recipes, so the gap is not a "
+                     f"like-for-like figure: XNOR {_recipe_words(x)}; float "
+                     f"{_recipe_words(f)}.")
+        else:
+            text += f" Both under {_recipe_words(x)}."
+        out.append(text)
+        packed = x.mean("packed_test_accuracy")
+        if packed is not None:
+            agree = x.mean("packed_agreement")
+            sizes = x.values("packed_file_bytes")
+            out.append("  - Packed to 1 bit per binary weight "
+                       + (f"({sizes[0] / 2**20:.2f} MiB file) " if sizes else "")
+                       + f"and run through the C++ XNOR-popcount kernel on the CPU, the "
+                       f"same XNOR network scores {packed:.2f} % (simulated: "
+                       f"{x.mean('final_test_accuracy'):.2f} %) and predicts the simulated "
+                       f"network's class on {agree:.2f} % of the test images.")
+    return out or ["- No network has a finished accuracy run yet."]
+
+
+def _memory_discussion(store: Store, sel: Selection) -> list[str]:
+    out = []
+    for rec in memory_table(store, sel).records:
+        if not rec.get("compression"):
+            continue
+        name = MODEL_NAMES.get(rec["model"], rec["model"])
+        line = (f"- {name} packs to {rec['packed_mib']:.3f} MiB from "
+                f"{rec['float32_mib']:.3f} MiB in float32: {rec['compression']:.1f}x, against "
+                "a limit of 32x for 1-bit vs 32-bit weights (float first and last layers, "
+                "BatchNorm and one alpha per filter stay at 32 bits)")
+        if rec.get("binary_mac_share") is not None:
+            line += f"; {rec['binary_mac_share']:.2f} % of its multiply-accumulates are binary"
+        if rec.get("packed_file_bytes") and rec.get("float32_file_bytes"):
+            line += (f". The file written by `save_packed` is "
+                     f"{rec['packed_file_bytes'] / 2**20:.3f} MiB vs "
+                     f"{rec['float32_file_bytes'] / 2**20:.3f} MiB for the float32 state_dict")
+        out.append(line + ".")
+    rows = store.results(metric="paper_fig4a_float_mb")
+    rowsb = store.results(metric="paper_fig4a_binary_mb")
+    if out and rows and rowsb:
+        out.append(f"- The paper's Fig. 4(a) quotes {rows[-1].value:.0f} MB (double "
+                   f"precision, ImageNet ResNet-18) -> {rowsb[-1].value:.1f} MB binary "
+                   f"({rows[-1].value / rowsb[-1].value:.0f}x, whose 64x limit comes from "
+                   "64-bit doubles); against float32 the limit is 32x.")
     return out or ["- No memory run yet."]
 
 
-def _speed_discussion(store: Store) -> list[str]:
+def _speed_discussion(store: Store, sel: Selection) -> list[str]:
     out = []
-    for p in sweep_points(store):
+    for p in sweep_points(store, sel):
         if p["sweep"] == "channels" and p["kernel"] == 3 and p["channels"] in (256, 1024) \
                 and p.get("speedup") is not None:
             out.append(f"- c={p['channels']}, 3x3, {p.get('input_size')}x{p.get('input_size')},"
@@ -83,63 +129,94 @@ def _speed_discussion(store: Store) -> list[str]:
                        f"input) vs the theoretical {p['theoretical_speedup']:.1f}x "
                        f"(run {p['run_id']}, {p.get('cpu')}, kernel path "
                        f"{p.get('kernel_isa')}).")
-    for r18 in timing_table(store).records:
-        if r18["model"] != "resnet18" or r18.get("batch") != 1 or not r18.get("speedup"):
+    for rec in timing_table(store, sel).records:
+        if rec.get("batch") != 1 or not rec.get("speedup"):
             continue
-        simulated = r18.get("xnor_simulated_ms")
-        out.append(f"- End to end, XNOR ResNet-18 at batch 1, {r18['threads']} thread(s), "
-                   f"runs in {r18['xnor_packed_ms']:.2f} ms with packed kernels vs "
-                   f"{r18['float_ms']:.2f} ms in float ({r18['speedup']:.2f}x)"
+        simulated = rec.get("xnor_simulated_ms")
+        out.append(f"- End to end, XNOR {MODEL_NAMES.get(rec['model'], rec['model'])} at "
+                   f"batch 1, {rec['threads']} thread(s), runs in {rec['xnor_packed_ms']:.2f} "
+                   f"ms with packed kernels vs {rec['float_ms']:.2f} ms in float "
+                   f"({rec['speedup']:.2f}x)"
                    + ("." if simulated is None else "; the float-simulated XNOR model (what "
                       f"a training port runs) takes {simulated:.2f} ms."))
     return out or ["- No sweep or timing run yet."]
 
 
-def _rule_discussion(store: Store) -> list[str]:
+def _rule_discussion(store: Store, sel: Selection) -> list[str]:
     out = []
-    by_run: dict[int, list[dict]] = {}
-    for rec in compare_table(store).records:
-        by_run.setdefault(rec["run_id"], []).append(rec)
-    for run_id, recs in sorted(by_run.items()):
-        xs = [r for r in recs if r["variant"].startswith("xnor-")]
-        if not xs:
-            continue
-        best = max(xs, key=lambda r: r["final"])
-        listing = ", ".join(f"{r['variant'][5:]} {r['final']:.2f} %" for r in xs)
-        out.append(f"- Run {run_id} ({DATASET_NAMES.get(recs[0]['dataset'])} / "
-                   f"{MODEL_NAMES.get(recs[0]['model'])}): {listing}; the "
-                   f"`{best['variant'][5:]}` rule trained best under this recipe.")
-    return out or ["- No `compare` run yet."]
+    for g in rule_gaps(store, sel):
+        out.append(f"- Run {g['run_id']} ({_name(g['dataset'], g['model'])}): `{g['a']}` "
+                   f"{g['mean_a']:.2f} % (n={g['n_a']}) vs `{g['b']}` {g['mean_b']:.2f} % "
+                   f"(n={g['n_b']}): a gap of {g['gap']:.2f} points, which {g['verdict']}.")
+    return out or ["- No `compare` run with two or more gradient rules yet."]
 
 
-def write_report(store: Store, output: Path) -> list[Path]:
+def _runs_shown(store: Store, sel: Selection) -> list[Run]:
+    ids = {run.id for c in shown_cells(accuracy_pairs(store, sel)) for run in c.runs}
+    ids |= {rec["run_id"] for rec in compare_table(store, sel).records}
+    ids |= {p["run_id"] for p in sweep_points(store, sel)}
+    for t in (memory_table(store, sel), timing_table(store, sel)):
+        for note in t.footnotes:
+            if note.startswith("run "):
+                ids.add(int(note.split()[1].rstrip(":")))
+    return [r for r in (store.run(i) for i in sorted(ids)) if r is not None]
+
+
+def provenance(store: Store, sel: Selection) -> list[str]:
+    """Lines naming the commits behind the report's numbers; dirty trees marked."""
+    by_commit: dict[str, list[int]] = {}
+    for run in _runs_shown(store, sel):
+        by_commit.setdefault(commit_label(run), []).append(run.id)
+    lines = [f"- `{c}`: runs {', '.join(map(str, ids))}" for c, ids in sorted(by_commit.items())]
+    if any("+dirty" in c for c in by_commit):
+        lines.append("- `+dirty`: run from a tree with uncommitted changes; the commit alone "
+                     "does not reproduce it.")
+    return lines or ["- (no runs)"]
+
+
+def database_name(store: Store) -> str:
+    url = store.engine.url
+    if url.get_backend_name() == "sqlite" and url.database:
+        return Path(url.database).name
+    return url.render_as_string(hide_password=True)
+
+
+def write_report(store: Store, output: Path, selection: Selection = Selection(),
+                 notes: Path | None = None) -> list[Path]:
     """Write the markdown report and its PNG plots (beside it); return the paths written."""
     output.parent.mkdir(parents=True, exist_ok=True)
+    sel = selection
     written: list[Path] = []
-    pts = sweep_points(store)
+    pts = sweep_points(store, sel)
     plots = plot_sweeps(pts, output.parent) if pts else []
     written += plots
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    chosen = "" if not sel.forced else f" It shows {sel.describe()} only."
     parts = [
         "# XNOR-Net, measured: results report", "",
-        f"Generated by `xnorbench report` on {now} from `{store.engine.url}`. Every number "
-        "below is read from that database; each table's footnotes give its recipe and "
-        "machine.", "",
+        f"Generated by `xnorbench report` on {now} from the database "
+        f"`{database_name(store)}`. Every number below is read from that database; each "
+        f"table's footnotes give its recipe, machine and runs.{chosen}", "",
+        "The numbers come from these commits:", *provenance(store, sel), "",
         "## 3.1 Results", "",
-        _section(accuracy_table(store), "no accuracy run yet"), "",
-        _section(training_time_table(store), "no accuracy run yet"), "",
-        _section(memory_table(store), "no memory run yet"), "",
-        _section(timing_table(store), "no timing run yet"), "",
-        _section(compare_table(store), "no compare run yet"), "",
+        _section(mission_table(store, sel), "no accuracy run yet"), "",
+        _section(per_seed_table(store, sel), "no accuracy run yet"), "",
+        _section(training_time_table(store, sel), "no accuracy run yet"), "",
+        _section(memory_table(store, sel), "no memory run yet"), "",
+        _section(timing_table(store, sel), "no timing run yet"), "",
+        _section(compare_table(store, sel), "no compare run yet"), "",
         "## 3.2 Channels and filter size vs speedup (paper Fig. 4 b-c)", "",
     ]
     for p in plots:
         parts += [f"![{p.stem}]({p.name})", ""]
-    parts += [_section(sweep_table(store), "no sweep run yet"), "",
-              "## 3.3 Discussion", "", "**Accuracy.**", *_accuracy_discussion(store), "",
-              "**Memory.**", *_memory_discussion(store), "",
-              "**Speed.**", *_speed_discussion(store), "",
-              "**Gradient rules.**", *_rule_discussion(store), ""]
+    parts += [_section(sweep_table(store, sel), "no sweep run yet"), "",
+              "## 3.3 Discussion", "", "**Accuracy.**", *_accuracy_discussion(store, sel), "",
+              "**Memory.**", *_memory_discussion(store, sel), "",
+              "**Speed.**", *_speed_discussion(store, sel), "",
+              "**Gradient rules.**", *_rule_discussion(store, sel), ""]
+    if notes is not None:
+        parts += ["## 3.4 Findings (written by hand; every number cites its run)", "",
+                  notes.read_text().strip(), ""]
     output.write_text("\n".join(parts))
     written.insert(0, output)
     return written

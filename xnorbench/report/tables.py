@@ -1,8 +1,9 @@
-"""Tables read from stored rows only: the mission's accuracy table and the sweep tables.
+"""Tables read from stored rows only: the mission's accuracy table, sweeps, memory, time.
 
 A table is a :class:`Table` (title, columns, rows, footnotes) rendered as markdown, CSV
-or JSON. Cells come from the latest finished run that has them; a cell with no
-finished result reads ``n/a (not run)``.
+or JSON. Training cells are chosen and paired by :mod:`.selection` (one recipe per line,
+seeds pooled); measurement tables come from the latest finished run that has them. A
+cell with no finished result reads ``n/a (not run)``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..db import Result, Run, Store
+from .selection import (
+    Cell,
+    PairRow,
+    Selection,
+    accuracy_pairs,
+    collect_cells,
+    pooled_difference,
+    shown_cells,
+)
 
 NOT_RUN = "n/a (not run)"
-DATASET_NAMES = {"mnist": "MNIST", "cifar10": "Cifar10"}
-MODEL_NAMES = {"resnet18": "ResNet18", "lenet5": "LeNet-5", "nin": "NIN"}
+NOT_UNDER = "n/a (not run under this recipe)"
+DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+MODEL_NAMES = {"resnet18": "ResNet-18", "lenet5": "LeNet-5", "nin": "NIN"}
 MISSION_ROWS = [("mnist", "resnet18"), ("cifar10", "resnet18")]
+MISMATCH = "different recipes"
 
 
 @dataclass
@@ -39,59 +51,174 @@ def latest_finished(store: Store, suite: str, metric: str) -> dict[tuple, tuple[
     return out
 
 
-def _recipe(r: Result, run: Run) -> str:
-    p = r.params or {}
-    parts = [f"run {run.id}", f"{p.get('epochs', '?')} epoch(s)",
-             f"train {p.get('train_size', '?')} / test {p.get('test_size', '?')} images",
-             f"{p.get('optimizer', '?')} lr {p.get('lr', '?')}",
-             f"batch {p.get('batch_size', '?')}", f"grad rule {p.get('grad_rule', '?')}",
-             f"device {run.device}" + (f" ({run.gpu_name})" if run.gpu_name else
-                                       f" ({run.cpu_model}, {run.threads} threads)")]
-    return ", ".join(parts)
+def commit_label(run: Run) -> str:
+    """Short commit of a run, ``+dirty`` when its tree had uncommitted changes."""
+    if not run.git_commit:
+        return "unknown commit"
+    return run.git_commit[:7] + ("+dirty" if run.git_dirty else "")
 
 
-def accuracy_table(store: Store) -> Table:
-    """The mission's table: Dataset | Network | Accuracy | Accuracy of floating-point."""
-    found = latest_finished(store, "accuracy", "final_test_accuracy")
-    pairs = list(MISSION_ROWS)
-    for ds, model, _ in found:
-        if (ds, model) not in pairs:
-            pairs.append((ds, model))
-    rows, notes, records = [], [], []
+def _machine(run: Run) -> str:
+    if run.gpu_name:
+        return f"{run.gpu_name} (host {run.cpu_model})"
+    return f"{run.cpu_model}, {run.threads} thread(s)"
+
+
+def _seeds(cell: Cell) -> str:
+    return ",".join("?" if s is None else str(s) for s in sorted(
+        cell.seeds, key=lambda v: (v is None, v or 0)))
+
+
+def recipe_note(cells: list[Cell]) -> str:
+    """A footnote naming the recipe of ``cells`` (one recipe key) once, with its runs."""
+    c = cells[0]
+    p = c.params
+    runs = sorted({r.id: r for x in cells for r in x.runs}.values(), key=lambda r: r.id)
+    name = p.get("recipe")
+    head = f"recipe {name}" if name else "recipe (no preset)"
+    data = (f"train {p.get('train_size', '?')} / test {p.get('test_size', '?')} images"
+            + (" (full data)" if c.full_data else " (SUBSET)"))
+    seeds = "; ".join(f"seeds {_seeds(x)} ({_variant_name(x)})" for x in cells)
+    machines = sorted({f"{r.device} ({_machine(r)})" for r in runs})
+    commits = sorted({commit_label(r) for r in runs})
+    return (f"{head}, key {c.key or '?'}: {c.recipe.describe()}, augmentation "
+            f"{p.get('augment', c.recipe.augmentation(c.dataset))}; {data}; {seeds}; "
+            f"runs {', '.join(str(r.id) for r in runs)}; device {'; '.join(machines)}; "
+            f"commit {', '.join(commits)}")
+
+
+def _variant_name(c: Cell) -> str:
+    return "float" if c.variant == "float" else f"XNOR, {c.rule} rule"
+
+
+def cell_text(c: Cell, note: int, metric: str = "final_test_accuracy",
+              mismatched: bool = False) -> str:
+    """'mean +- std % (n=k) [note]', with subset / mismatch labels."""
+    mean, std = c.mean(metric), c.std(metric)
+    if mean is None:
+        return NOT_RUN
+    text = f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" % (n={c.n})"
+    labels = ([] if c.full_data else ["subset"]) + ([MISMATCH] if mismatched else [])
+    return text + (f", {', '.join(labels)}" if labels else "") + f" [{note}]"
+
+
+def _packed_text(c: Cell | None) -> str:
+    if c is None or c.mean("packed_test_accuracy") is None:
+        return NOT_RUN
+    agree = c.mean("packed_agreement")
+    return (f"{c.mean('packed_test_accuracy'):.2f} %"
+            + (f" (agrees on {agree:.2f} %)" if agree is not None else ""))
+
+
+def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
+    """The mission's table: Dataset | Network | Accuracy | Accuracy of floating-point.
+
+    Cells are final test accuracy, mean ± sample std over seeds (n), under one recipe
+    per line; the packed column is the same XNOR network stored at 1 bit per weight and
+    run through the C++ kernel, with the share of test images on which it predicts the
+    class the simulated network predicts.
+    """
+    pairs = accuracy_pairs(store, selection)
+    order = {k: i for i, k in enumerate(MISSION_ROWS)}
+    lines: list[tuple[tuple, PairRow | tuple[str, str]]] = [
+        ((order.get((r.dataset, r.model), 99), r.dataset, r.model), r) for r in pairs]
+    have = {(r.dataset, r.model) for r in pairs}
+    if not selection.forced:  # the mission's rows are always there, run or not
+        lines += [((order[k], *k), k) for k in MISSION_ROWS if k not in have]
+    lines.sort(key=lambda kv: kv[0])  # stable: rules stay in their pair order
+    rows, records, notes = [], [], []
     note_index: dict[tuple, int] = {}
-    for ds, model in pairs:
-        cells = []
-        for variant in ("xnor", "float"):
-            hit = found.get((ds, model, variant))
-            if hit is None:
-                cells.append(NOT_RUN)
-                records.append({"dataset": ds, "network": model, "variant": variant,
-                                "accuracy": None})
-                continue
-            r, run = hit
-            recipe = _recipe(r, run)
-            if recipe not in note_index:
-                notes.append(recipe)
-                note_index[recipe] = len(notes)
-            cells.append(f"{r.value:.2f} % [{note_index[recipe]}]")
-            records.append({"dataset": ds, "network": model, "variant": variant,
-                            "accuracy": r.value, "run_id": run.id, "recipe": recipe,
-                            **{k: (r.params or {}).get(k) for k in
-                               ("epochs", "train_size", "test_size", "device")}})
-        rows.append([DATASET_NAMES.get(ds, ds), MODEL_NAMES.get(model, model), *cells])
-    return Table("Accuracy: XNOR-Net vs the same network in float",
-                 ["Dataset", "Network", "Accuracy", "Accuracy of floating-point"], rows,
-                 [f"[{i + 1}] {n}" for i, n in enumerate(notes)], records)
+
+    def note_for(cells: list[Cell]) -> int:
+        ident = tuple(sorted((c.key or "", c.variant, c.rule or "") for c in cells))
+        if ident not in note_index:
+            notes.append(recipe_note(cells))
+            note_index[ident] = len(notes)
+        return note_index[ident]
+
+    lines_per_net: dict[tuple[str, str], int] = {}
+    for r in pairs:
+        lines_per_net[(r.dataset, r.model)] = lines_per_net.get((r.dataset, r.model), 0) + 1
+    skipped: dict[tuple[str, str], list[Cell]] = {}
+    for _, r in lines:
+        if isinstance(r, tuple):
+            ds, model = r
+            rows.append([DATASET_NAMES[ds], MODEL_NAMES[model], NOT_RUN, NOT_RUN, NOT_RUN])
+            records += [{"dataset": ds, "network": model, "variant": v, "accuracy": None}
+                        for v in ("xnor", "float")]
+            continue
+        net = MODEL_NAMES.get(r.model, r.model)
+        if r.xnor is not None and lines_per_net[(r.dataset, r.model)] > 1:
+            net += f" ({r.xnor.rule} rule)"
+        group = [c for c in (r.xnor, r.float) if c is not None]
+        if r.mismatched:
+            cells = [cell_text(c, note_for([c]), mismatched=True) if c else NOT_RUN
+                     for c in (r.xnor, r.float)]
+        else:
+            n = note_for(group)
+            cells = [cell_text(c, n) if c else NOT_UNDER for c in (r.xnor, r.float)]
+        rows.append([DATASET_NAMES.get(r.dataset, r.dataset), net, *cells,
+                     _packed_text(r.xnor)])
+        records += [_record(c, r.mismatched) for c in group]
+        skipped.setdefault((r.dataset, r.model), r.others)
+    numbered = [f"[{i + 1}] {n}" for i, n in enumerate(notes)]
+    for (ds, model), others in skipped.items():
+        if others:
+            runs = sorted({run.id for c in others for run in c.runs})
+            numbered.append(f"Not shown for {DATASET_NAMES.get(ds, ds)} / "
+                            f"{MODEL_NAMES.get(model, model)}: {len(others)} cell(s) of other "
+                            f"recipes (runs {', '.join(map(str, runs))}); show them with "
+                            "`--run ID,...` or `--tag NAME`.")
+    if any(r.mismatched for r in pairs):
+        numbered.append(f"'{MISMATCH}': the two cells of this line were trained under "
+                        "different recipes (see their notes); not a like-for-like pair.")
+    if selection.forced:
+        numbered.append(f"Selection: {selection.describe()}.")
+    return Table("Accuracy: XNOR-Net vs the same network in float (final test accuracy)",
+                 ["Dataset", "Network", "Accuracy", "Accuracy of floating-point",
+                  "XNOR packed 1-bit, C++ kernel"], rows, numbered, records)
+
+
+def _record(c: Cell, mismatched: bool) -> dict[str, Any]:
+    return {"dataset": c.dataset, "network": c.model, "variant": c.variant,
+            "grad_rule": c.rule, "accuracy": c.mean("final_test_accuracy"),
+            "std": c.std("final_test_accuracy"), "n": c.n,
+            "per_seed": c.values("final_test_accuracy"),
+            "best": c.mean("best_test_accuracy"),
+            "packed_accuracy": c.mean("packed_test_accuracy"),
+            "packed_agreement": c.mean("packed_agreement"),
+            "recipe": c.params.get("recipe"), "recipe_key": c.key,
+            "full_data": c.full_data, "mismatched_pair": mismatched,
+            "run_ids": [r.id for r in c.runs],
+            **{k: c.params.get(k) for k in ("epochs", "train_size", "test_size", "device")}}
+
+
+def per_seed_table(store: Store, selection: Selection = Selection()) -> Table:
+    """Every seed behind the accuracy table: final, best, packed accuracy and agreement."""
+    rows, records = [], []
+    for c in shown_cells(accuracy_pairs(store, selection)):
+        for seed, sv in sorted(c.seeds.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
+            v = sv.values
+            records.append({"dataset": c.dataset, "network": c.model, "variant": c.variant,
+                            "grad_rule": c.rule, "seed": seed, "run_id": sv.run.id, **v})
+            rows.append([DATASET_NAMES.get(c.dataset, c.dataset),
+                         MODEL_NAMES.get(c.model, c.model), _variant_name(c),
+                         "?" if seed is None else str(seed), str(sv.run.id),
+                         _fmt(v.get("final_test_accuracy")), _fmt(v.get("best_test_accuracy")),
+                         _fmt(v.get("packed_test_accuracy")), _fmt(v.get("packed_agreement"))])
+    return Table("Per seed: final and best-over-epochs test accuracy, packed accuracy",
+                 ["Dataset", "Network", "Variant", "Seed", "Run", "Final %", "Best %",
+                  "Packed %", "Packed agrees %"], rows, [], records)
 
 
 SWEEP_METRICS = ("float_ms", "binary_ms", "binary_nopack_ms", "speedup", "speedup_nopack",
                  "theoretical_speedup")
 
 
-def sweep_points(store: Store) -> list[dict[str, Any]]:
+def sweep_points(store: Store, selection: Selection = Selection()) -> list[dict[str, Any]]:
     """One dict per (threads, sweep, channels, kernel) from the newest finished runs."""
     points: dict[tuple, dict[str, Any]] = {}
-    for run in store.runs(suite="sweep", status="finished"):  # newest first
+    for run in selection.runs(store, "sweep"):  # newest first
         for r in store.results([run.id]):
             p = r.params or {}
             if "sweep" not in p:
@@ -112,23 +239,30 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return NOT_RUN if v is None else f"{v:.{digits}f}"
 
 
-def sweep_table(store: Store) -> Table:
-    """Both sweeps, per thread count, measured next to the paper's theoretical speedup."""
-    pts = sweep_points(store)
+def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
+    """Both sweeps, per thread count, measured next to the paper's theoretical speedup.
+
+    The newest run of a point is the one shown; the Run column says which run each
+    row comes from, and a footnote per run names its machine.
+    """
+    pts = sweep_points(store, selection)
     rows, notes = [], []
     for p in pts:
         status = "failed" if p.get("point_failed") else "ok"
-        rows.append([p["sweep"], str(p["channels"]), str(p["kernel"]), str(p["threads"]),
+        rows.append([str(p["run_id"]), p["sweep"], str(p["channels"]), str(p["kernel"]),
+                     str(p["threads"]),
                      _fmt(p.get("float_ms"), 3), _fmt(p.get("binary_ms"), 3),
                      _fmt(p.get("binary_nopack_ms"), 3), _fmt(p.get("speedup")),
                      _fmt(p.get("speedup_nopack")), _fmt(p.get("theoretical_speedup")), status])
     machines = sorted({(p["run_id"], p.get("cpu"), p.get("kernel_isa"), p.get("input_size"))
                        for p in pts})
     for run_id, cpu, isa, size in machines:
-        notes.append(f"run {run_id}: {cpu}, kernel path {isa}, input {size}x{size}, batch 1; "
-                     "medians of interleaved torch.utils.benchmark blocks")
+        n = sum(1 for p in pts if p["run_id"] == run_id)
+        notes.append(f"run {run_id} ({n} row(s)): {cpu}, kernel path {isa}, input "
+                     f"{size}x{size}, batch 1; medians of interleaved torch.utils.benchmark "
+                     "blocks")
     return Table("Speedup of binary over float convolution (paper Fig. 4 b-c)",
-                 ["Sweep", "Channels", "Filter", "Threads", "Float ms", "Binary ms",
+                 ["Run", "Sweep", "Channels", "Filter", "Threads", "Float ms", "Binary ms",
                   "Binary ms (packed input)", "Speedup", "Speedup (packed input)",
                   "Theoretical", "Check"], rows, notes, pts)
 
@@ -159,8 +293,8 @@ def render(t: Table, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def _latest_rows(store: Store, suite: str,
-                 by_threads: bool = False) -> dict[tuple, tuple[Result, Run]]:
+def _latest_rows(store: Store, suite: str, by_threads: bool = False,
+                 selection: Selection = Selection()) -> dict[tuple, tuple[Result, Run]]:
     """{(dataset, model, variant, metric, batch, mode, threads): (row, run)}, newest runs.
 
     A model's rows all come from the newest finished run that measured it. With
@@ -169,7 +303,7 @@ def _latest_rows(store: Store, suite: str,
     """
     out: dict[tuple, tuple[Result, Run]] = {}
     seen: dict[tuple, int] = {}
-    for run in store.runs(suite=suite, status="finished"):
+    for run in selection.runs(store, suite):
         threads = run.threads if by_threads else None
         for r in store.results([run.id]):
             p = r.params or {}
@@ -182,14 +316,9 @@ def _latest_rows(store: Store, suite: str,
     return out
 
 
-def _machine(run: Run) -> str:
-    if run.gpu_name:
-        return f"{run.gpu_name} (host {run.cpu_model})"
-    return f"{run.cpu_model}, {run.threads} thread(s)"
-
-
-def memory_table(store: Store) -> Table:
-    rows_by = _latest_rows(store, "memory")
+def memory_table(store: Store, selection: Selection = Selection()) -> Table:
+    """Packed vs float32 sizes and runtime memory peaks, per network (newest run)."""
+    rows_by = _latest_rows(store, "memory", selection=selection)
     models_ = sorted({k[1] for k in rows_by if k[1]})
     rows, records, runs = [], [], {}
 
@@ -247,9 +376,9 @@ def memory_table(store: Store) -> Table:
                  rows, notes, records)
 
 
-def timing_table(store: Store) -> Table:
+def timing_table(store: Store, selection: Selection = Selection()) -> Table:
     """Inference latency and training step, float vs XNOR, one row per thread count."""
-    rows_by = _latest_rows(store, "timing", by_threads=True)
+    rows_by = _latest_rows(store, "timing", by_threads=True, selection=selection)
     keys = sorted({(k[1], k[4], k[6]) for k in rows_by if k[3] == "inference_latency_ms"},
                   key=lambda t: (t[0] or "", t[2] or 0, t[1] or 0))
     rows, records, runs = [], [], {}
@@ -294,47 +423,81 @@ def timing_table(store: Store) -> Table:
                   "XNOR simulated ms", "Speedup"], rows, notes, records)
 
 
-def training_time_table(store: Store) -> Table:
-    """Seconds per epoch and images/s of the accuracy runs behind the results table."""
-    rows, records, notes = [], [], []
-    found = latest_finished(store, "accuracy", "final_test_accuracy")
-    for (ds, model, variant), (_r, run) in sorted(found.items(), key=lambda kv: str(kv[0])):
-        secs = [x.value for x in store.results([run.id], metric="epoch_seconds",
-                                                 variant=variant, model=model)]
-        ips = [x.value for x in store.results([run.id], metric="train_images_per_second",
-                                                variant=variant, model=model)]
+def training_time_table(store: Store, selection: Selection = Selection()) -> Table:
+    """Seconds per epoch and images/s of the training runs behind the results table."""
+    rows, records = [], []
+    for c in shown_cells(accuracy_pairs(store, selection)):
+        secs, ips = [], []
+        for sv in c.seeds.values():
+            kw = {"variant": c.variant, "model": c.model, "seed": sv.seed}
+            secs += [x.value for x in store.results([sv.run.id], metric="epoch_seconds", **kw)]
+            ips += [x.value for x in store.results([sv.run.id],
+                                                   metric="train_images_per_second", **kw)]
         if not secs:
             continue
-        rec = {"dataset": ds, "model": model, "variant": variant, "run_id": run.id,
+        rec = {"dataset": c.dataset, "model": c.model, "variant": c.variant,
+               "grad_rule": c.rule, "run_ids": [r.id for r in c.runs],
                "mean_epoch_s": sum(secs) / len(secs), "mean_images_per_s": sum(ips) / len(ips),
-               "device": _machine(run)}
+               "device": "; ".join(sorted({_machine(r) for r in c.runs}))}
         records.append(rec)
-        rows.append([DATASET_NAMES.get(ds, ds), MODEL_NAMES.get(model, model), variant,
-                     f"{rec['mean_epoch_s']:.1f}", f"{rec['mean_images_per_s']:.0f}",
-                     f"run {run.id}: {rec['device']}"])
-    return Table("Training time per epoch (accuracy runs)",
+        rows.append([DATASET_NAMES.get(c.dataset, c.dataset), MODEL_NAMES.get(c.model, c.model),
+                     _variant_name(c), f"{rec['mean_epoch_s']:.1f}",
+                     f"{rec['mean_images_per_s']:.0f}",
+                     f"run(s) {', '.join(map(str, rec['run_ids']))}: {rec['device']}"])
+    return Table("Training time per epoch (the runs behind the accuracy table)",
                  ["Dataset", "Network", "Variant", "s / epoch", "images / s", "Machine"],
-                 rows, notes, records)
+                 rows, [], records)
 
 
-def compare_table(store: Store) -> Table:
+def compare_groups(store: Store, selection: Selection = Selection()
+                   ) -> list[tuple[Run, list[Cell]]]:
+    """Per finished compare run (newest first): its cells (one per variant, seeds pooled)."""
+    out = []
+    for run in selection.runs(store, "compare"):
+        cells = collect_cells(store, [run])
+        if cells:
+            out.append((run, cells))
+    return out
+
+
+def compare_table(store: Store, selection: Selection = Selection()) -> Table:
+    """Float vs XNOR under each gradient rule, per compare run; mean ± std over seeds."""
     rows, records, notes = [], [], []
-    for run in store.runs(suite="compare", status="finished"):
-        finals = store.results([run.id], metric="final_test_accuracy")
-        for r in finals:
-            best = store.results([run.id], metric="best_test_accuracy", variant=r.variant)
+    for run, cells in compare_groups(store, selection):
+        notes.append(f"run {run.id}: {recipe_note(cells)}")
+        for c in cells:
             secs = [x.value for x in store.results([run.id], metric="epoch_seconds",
-                                                     variant=r.variant)]
-            rec = {"run_id": run.id, "dataset": r.dataset, "model": r.model,
-                   "variant": r.variant, "final": r.value,
-                   "best": best[0].value if best else None,
+                                                     variant=c.variant)]
+            rec = {"run_id": run.id, "dataset": c.dataset, "model": c.model,
+                   "variant": c.variant, "n": c.n, "final": c.mean("final_test_accuracy"),
+                   "final_std": c.std("final_test_accuracy"),
+                   "best": c.mean("best_test_accuracy"),
+                   "packed": c.mean("packed_test_accuracy"),
                    "mean_epoch_s": sum(secs) / len(secs) if secs else None}
             records.append(rec)
-            rows.append([str(run.id), DATASET_NAMES.get(r.dataset, r.dataset),
-                         MODEL_NAMES.get(r.model, r.model), r.variant, _fmt(rec["final"]),
-                         _fmt(rec["best"]), _fmt(rec["mean_epoch_s"], 1)])
-        if finals:
-            notes.append(_recipe(finals[0], run))
+            std = rec["final_std"]
+            rows.append([str(run.id), DATASET_NAMES.get(c.dataset, c.dataset),
+                         MODEL_NAMES.get(c.model, c.model), c.variant,
+                         _fmt(rec["final"]) + (f" ± {std:.2f}" if std is not None else ""),
+                         str(c.n), _fmt(rec["best"]), _fmt(rec["packed"]),
+                         _fmt(rec["mean_epoch_s"], 1)])
     return Table("Vanilla vs binary training, and the three gradient rules",
-                 ["Run", "Dataset", "Network", "Variant", "Final acc %", "Best acc %",
-                  "s / epoch"], rows, notes, records)
+                 ["Run", "Dataset", "Network", "Variant", "Final acc %", "Seeds",
+                  "Best acc %", "Packed acc %", "s / epoch"], rows, notes, records)
+
+
+def rule_gaps(store: Store, selection: Selection = Selection()) -> list[dict[str, Any]]:
+    """Every pair of XNOR rules within a compare run: gap, pooled std, verdict."""
+    out = []
+    for run, cells in compare_groups(store, selection):
+        xs = sorted((c for c in cells if c.variant.startswith("xnor-")),
+                    key=lambda c: -(c.mean("final_test_accuracy") or 0))
+        for i, a in enumerate(xs):
+            for b in xs[i + 1:]:
+                diff, pooled, verdict = pooled_difference(a, b)
+                out.append({"run_id": run.id, "dataset": a.dataset, "model": a.model,
+                            "a": a.rule, "b": b.rule, "n_a": a.n, "n_b": b.n,
+                            "mean_a": a.mean("final_test_accuracy"),
+                            "mean_b": b.mean("final_test_accuracy"), "gap": diff,
+                            "pooled_std": pooled, "verdict": verdict})
+    return out
