@@ -104,6 +104,9 @@ def test_cli_recipe_with_override_stores_resolved_values(tmp_path: Path, mnist_d
     assert final.params["decay_scope"] == "all" and final.params["recipe"] == "port-lenet5"
     res = runner.invoke(app, ["--db", db, "runs", "show", str(run.id)])
     assert json.loads(res.output)["params"]["milestones"] == [15, 30, 45, 60]
+    res = runner.invoke(app, ["--db", db, "table", "--suite", "cells"])
+    line = next(x for x in res.output.splitlines() if "LeNet-5" in x)
+    assert "| port-lenet5 with batch_size=32, epochs=1 |" in line and "| float |" in line
 
 
 @pytest.mark.parametrize("args,message", [

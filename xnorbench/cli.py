@@ -410,12 +410,14 @@ def run_memory(
     runtime: Annotated[bool, typer.Option(help="Also measure runtime peaks (subprocesses).")
                        ] = True,
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, progress: ProgressOpt = True,
+    tag: TagOpt = None,
 ) -> None:
     """Packed vs float32 size (counted per layer, and as files) and runtime memory peaks."""
     params = {"models": parse_models(model), "batch": batch, "runtime": runtime}
     _positive(batch, "--batch")
     execute_suite("memory", params, device=device, threads=None, seed=seed,
-                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None)
+                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None,
+                  tags=_tags(tag))
 
 
 def parse_models(text: str) -> list[str]:
@@ -432,7 +434,7 @@ def parse_models(text: str) -> list[str]:
 # --------------------------------------------------------------------------- sweep
 def _sweep(channels: str, kernel: str, input_size: int, threads: int, fixed_channels: int,
            fixed_kernel: int, batch: int, rounds: int, shard: str | None, seed: int,
-           progress: bool) -> None:
+           progress: bool, tags: list[str]) -> None:
     ch = parse_int_list(channels, "--channels")
     ks = parse_int_list(kernel, "--kernel")
     _positive(input_size, "--input-size")
@@ -448,7 +450,8 @@ def _sweep(channels: str, kernel: str, input_size: int, threads: int, fixed_chan
               "fixed_channels": fixed_channels, "fixed_kernel": fixed_kernel, "batch": batch,
               "rounds": rounds, "shard": parse_shard(shard), "seed": seed}
     execute_suite("sweep", params, device=Device.cpu, threads=threads, seed=seed,
-                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None)
+                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None,
+                  tags=tags)
 
 
 SWEEP_HELP = "Speedup of the XNOR conv over float conv vs channels and filter size (Fig. 4 b-c)."
@@ -472,9 +475,10 @@ def sweep(
                      ] = None,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
+    tag: TagOpt = None,
 ) -> None:
     _sweep(channels, kernel, input_size, threads, fixed_channels, fixed_kernel, batch, rounds,
-           shard, seed, progress)
+           shard, seed, progress, _tags(tag))
 
 
 # --------------------------------------------------------------------------- timing
@@ -489,6 +493,7 @@ def run_timing(
     threads: Annotated[int, typer.Option(help="torch and kernel threads.")] = 1,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
+    tag: TagOpt = None,
 ) -> None:
     """Inference latency (per layer, end to end) and training step, float vs XNOR."""
     names = parse_models(model)
@@ -498,7 +503,8 @@ def run_timing(
               "train_batch": train_batch, "per_layer": per_layer, "rounds": rounds,
               "threads": threads, "seed": seed}
     execute_suite("timing", params, device=Device.cpu, threads=threads, seed=seed,
-                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None)
+                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None,
+                  tags=_tags(tag))
 
 
 # ---------------------------------------------------------------------------- table
@@ -532,8 +538,8 @@ def selection_from(store: Store, run: str | None, tag: str | None) -> Any:
 @app.command("table")
 def table(
     suite: Annotated[str, typer.Option(
-        help="accuracy (the mission's table), seeds (its per-seed values), sweep, memory, "
-             "timing or compare.")
+        help="accuracy (the mission's table), seeds (its per-seed values), cells (every "
+             "trained recipe and variant), sweep, memory, timing or compare.")
     ] = "accuracy",
     format: Annotated[TableFormat, typer.Option("--format", help="Output format.")
                       ] = TableFormat.markdown,
@@ -551,6 +557,7 @@ def table(
     from .report import tables
 
     renderers = {"accuracy": tables.accuracy_table, "seeds": tables.per_seed_table,
+                 "cells": tables.cells_table,
                  "sweep": tables.sweep_table, "memory": tables.memory_table,
                  "timing": tables.timing_table, "compare": tables.compare_table}
     _choose(suite, list(renderers), "table suite")

@@ -423,6 +423,53 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
                   "XNOR simulated ms", "Speedup"], rows, notes, records)
 
 
+def _preset_and_changes(c: Cell) -> str:
+    """'port-lenet5 with lr=0.01, nesterov=True' from the runs' stored overrides."""
+    name = c.params.get("recipe")
+    if not name:
+        return "(no preset)"
+    changed: dict[str, Any] = {}
+    for run in c.runs:
+        for k in (run.params or {}).get("overridden", []):
+            changed[k] = (run.params or {}).get(k)
+    shown = ", ".join(f"{k}={_show(v)}" for k, v in sorted(changed.items()) if k != "seeds")
+    return name + (f" with {shown}" if shown else "")
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v))
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def cells_table(store: Store, selection: Selection = Selection()) -> Table:
+    """Every trained cell (recipe x variant) of the accuracy runs, not only the chosen ones.
+
+    The accuracy table shows one recipe per network; this one lists all of them, with
+    what each run changed from its preset, so that ablations can be read side by side.
+    """
+    rows, records = [], []
+    cells = collect_cells(store, selection.runs(store, "accuracy"))
+    cells.sort(key=lambda c: (c.dataset, c.model, min(r.id for r in c.runs), c.variant))
+    for c in cells:
+        std = c.std("final_test_accuracy")
+        rec = {"dataset": c.dataset, "network": c.model, "variant": c.variant,
+               "grad_rule": c.rule, "recipe": _preset_and_changes(c), "recipe_key": c.key,
+               "epochs": c.params.get("epochs"), "train_size": c.params.get("train_size"),
+               "n": c.n, "final": c.mean("final_test_accuracy"), "final_std": std,
+               "best": c.mean("best_test_accuracy"),
+               "packed": c.mean("packed_test_accuracy"), "run_ids": [r.id for r in c.runs]}
+        records.append(rec)
+        rows.append([", ".join(map(str, rec["run_ids"])), DATASET_NAMES.get(c.dataset, c.dataset),
+                     MODEL_NAMES.get(c.model, c.model), _variant_name(c), rec["recipe"],
+                     f"{c.key or '?'}", str(rec["epochs"]),
+                     _fmt(rec["final"]) + (f" ± {std:.2f}" if std is not None else "")
+                     + f" (n={c.n})", _fmt(rec["best"]), _fmt(rec["packed"])])
+    return Table("Every trained cell: recipe, what the run changed, final and best accuracy",
+                 ["Run", "Dataset", "Network", "Variant", "Recipe", "Key", "Epochs",
+                  "Final %", "Best %", "Packed %"], rows, [], records)
+
+
 def training_time_table(store: Store, selection: Selection = Selection()) -> Table:
     """Seconds per epoch and images/s of the training runs behind the results table."""
     rows, records = [], []
