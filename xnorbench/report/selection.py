@@ -218,18 +218,19 @@ def pooled_difference(a: Cell, b: Cell, metric: str = "final_test_accuracy"
     diff = statistics.fmean(va) - statistics.fmean(vb)
     na, nb = len(va), len(vb)
     if na < 2 or nb < 2:
-        return diff, None, (f"n={na} and n={nb}: one seed gives no spread, so the gap cannot "
-                            "be told from seed noise")
+        return diff, None, (f"cannot be told from seed noise (n={na} and n={nb}: one seed "
+                            "gives no spread)")
     ss = sum((x - statistics.fmean(va)) ** 2 for x in va) + \
         sum((x - statistics.fmean(vb)) ** 2 for x in vb)
     pooled = (ss / (na + nb - 2)) ** 0.5
     se = pooled * (1 / na + 1 / nb) ** 0.5
     if pooled == 0:
-        verdict = "exceeds the seed spread (the seeds agree exactly)" if diff else "no gap"
+        verdict = ("exceeds the seed spread (the seeds agree exactly)" if diff
+                   else "is no gap at all")
     elif abs(diff) > 2 * se:
         verdict = (f"exceeds the seed spread (|gap| {abs(diff):.2f} > 2 x standard error "
                    f"{se:.2f}; {abs(diff) / pooled:.1f} pooled std)")
     else:
-        verdict = (f"within the seed spread (|gap| {abs(diff):.2f} <= 2 x standard error "
+        verdict = (f"is within the seed spread (|gap| {abs(diff):.2f} <= 2 x standard error "
                    f"{se:.2f}; {abs(diff) / pooled:.1f} pooled std)")
     return diff, pooled, verdict

@@ -205,7 +205,8 @@ def per_seed_table(store: Store, selection: Selection = Selection()) -> Table:
                          MODEL_NAMES.get(c.model, c.model), _variant_name(c),
                          "?" if seed is None else str(seed), str(sv.run.id),
                          _fmt(v.get("final_test_accuracy")), _fmt(v.get("best_test_accuracy")),
-                         _fmt(v.get("packed_test_accuracy")), _fmt(v.get("packed_agreement"))])
+                         *_packed_cols(c, v.get("packed_test_accuracy"),
+                                       v.get("packed_agreement"))])
     return Table("Per seed: final and best-over-epochs test accuracy, packed accuracy",
                  ["Dataset", "Network", "Variant", "Seed", "Run", "Final %", "Best %",
                   "Packed %", "Packed agrees %"], rows, [], records)
@@ -423,6 +424,11 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
                   "XNOR simulated ms", "Speedup"], rows, notes, records)
 
 
+def _packed_cols(c: Cell, *values: float | None) -> list[str]:
+    """Packed-network columns: '-' for float (nothing to pack), else the values."""
+    return ["-" if c.variant == "float" else _fmt(v) for v in values]
+
+
 def _preset_and_changes(c: Cell) -> str:
     """'port-lenet5 with lr=0.01, nesterov=True' from the runs' stored overrides."""
     name = c.params.get("recipe")
@@ -464,7 +470,7 @@ def cells_table(store: Store, selection: Selection = Selection()) -> Table:
                      MODEL_NAMES.get(c.model, c.model), _variant_name(c), rec["recipe"],
                      f"{c.key or '?'}", str(rec["epochs"]),
                      _fmt(rec["final"]) + (f" ± {std:.2f}" if std is not None else "")
-                     + f" (n={c.n})", _fmt(rec["best"]), _fmt(rec["packed"])])
+                     + f" (n={c.n})", _fmt(rec["best"]), *_packed_cols(c, rec["packed"])])
     return Table("Every trained cell: recipe, what the run changed, final and best accuracy",
                  ["Run", "Dataset", "Network", "Variant", "Recipe", "Key", "Epochs",
                   "Final %", "Best %", "Packed %"], rows, [], records)
