@@ -65,7 +65,7 @@ def test_run_accuracy_then_table_markdown(tmp_path: Path, mnist_dir: Path):
     assert res.exit_code == 0
     shown = json.loads(res.output)
     assert shown["status"] == "finished" and shown["rows"] == len(store.results([run.id]))
-    assert shown["params"]["seeds"] == [0] and shown["params"]["lr"] is None
+    assert shown["params"]["seeds"] == [0] and shown["params"]["lr"] == 1e-3  # adam's default
 
 
 def test_run_accuracy_cifar_image_folder(tmp_path: Path, cifar_dir: Path):

@@ -36,6 +36,7 @@ def test_flags_override_a_preset_and_are_recorded():
     assert p["overridden"] == ["lr", "seeds"] and p["recipe"] == "port-lenet5"
     base = resolve(None, {})
     assert base["recipe"] is None and base["overridden"] == [] and base["epochs"] == 1
+    assert base["lr"] == 0.1 and resolve(None, {"optimizer": "adam"})["lr"] == 1e-3
     with pytest.raises(ValueError, match="unknown recipe 'nope'"):
         resolve("nope", {})
 

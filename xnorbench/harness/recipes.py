@@ -227,6 +227,8 @@ def resolve(preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
     out.update(given)
     out["milestones"] = tuple(out["milestones"])
     out["seeds"] = tuple(out["seeds"])
+    if out["lr"] is None:  # stored resolved: the optimizer's default
+        out["lr"] = Recipe(optimizer=out["optimizer"]).learning_rate
     out["recipe"] = preset
     out["overridden"] = sorted(k for k, v in given.items() if preset and values.get(k) != v)
     return out
