@@ -126,3 +126,12 @@ def test_bad_recipe_input_is_one_line(tmp_path: Path, args, message):
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     assert not (tmp_path / "b.db").exists() or Store.open(str(tmp_path / "b.db")).runs() == []
+
+
+def test_help_names_the_defaults_and_the_recipe():
+    res = runner.invoke(app, ["run", "accuracy", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    out = " ".join(res.output.split())
+    assert "Training epochs. [default: 1, or the recipe's]" in out
+    assert "[default: 0.1 for sgd, 1e-3 for adam, or the recipe's]" in out
+    assert "[default: $XNORBENCH_DATA, else ./data]" in out

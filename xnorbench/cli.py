@@ -54,7 +54,7 @@ def main_callback(
     db: Annotated[str | None, typer.Option(
         "--db", envvar="XNORBENCH_DB",
         help="Results database: a SQLite file path or a SQLAlchemy URL "
-             "[default: ./xnorbench.db].")] = None,
+             "\\[default: ./xnorbench.db].")] = None,
 ) -> None:
     State.db = db
 
@@ -170,7 +170,7 @@ def _d(name: str) -> str:
 
 def _opt(help_: str, name: str | None = None, *decls: str) -> Any:
     """A training option: its help names the default and that a recipe may set it."""
-    suffix = f" [default: {_d(name)}, or the recipe's]" if name else ""
+    suffix = f" \\[default: {_d(name)}, or the recipe's]" if name else ""  # \\[: not markup
     return typer.Option(*decls, help=help_ + suffix, show_default=False,
                         rich_help_panel="Recipe (each option overrides --recipe)")
 
@@ -184,7 +184,7 @@ ModelOpt = Annotated[str | None, _opt("resnet18, lenet5 or nin.", "model")]
 EpochsOpt = Annotated[int | None, _opt("Training epochs.", "epochs")]
 BatchOpt = Annotated[int | None, _opt("Training batch size.", "batch_size")]
 LrOpt = Annotated[float | None, _opt(
-    "Learning rate [default: 0.1 for sgd, 1e-3 for adam, or the recipe's].")]
+    "Learning rate \\[default: 0.1 for sgd, 1e-3 for adam, or the recipe's].")]
 OptimOpt = Annotated[str | None, _opt("sgd or adam.", "optimizer")]
 MomentumOpt = Annotated[float | None, _opt("SGD momentum.", "momentum")]
 NesterovOpt = Annotated[bool | None, _opt("Nesterov momentum (sgd).", "nesterov",
@@ -220,7 +220,7 @@ ChannelsLastOpt = Annotated[bool | None, _opt(
     "channels_last memory format.", "channels_last", "--channels-last/--no-channels-last")]
 DataDirOpt = Annotated[Path | None, typer.Option(
     help="Folder holding MNIST/raw, or cifar10-jpeg / cifar-10-batches-py "
-         "[default: $XNORBENCH_DATA, else ./data].")]
+         "\\[default: $XNORBENCH_DATA, else ./data].")]
 DownloadOpt = Annotated[bool, typer.Option(help="Download the dataset if missing.")]
 TagOpt = Annotated[list[str] | None, typer.Option(
     "--tag", help="Name this run (repeatable); `table --tag NAME` shows exactly such runs.")]
