@@ -172,6 +172,9 @@ def provenance(store: Store, sel: Selection) -> list[str]:
     if any("+dirty" in c for c in by_commit):
         lines.append("- `+dirty`: run from a tree with uncommitted changes; the commit alone "
                      "does not reproduce it.")
+    if "unknown" in by_commit:
+        lines.append("- `unknown`: run from a copy without .git whose copier did not set "
+                     "XNORBENCH_GIT_COMMIT (see scripts/stamp_commit.sh).")
     return lines or ["- (no runs)"]
 
 

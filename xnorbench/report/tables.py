@@ -54,7 +54,7 @@ def latest_finished(store: Store, suite: str, metric: str) -> dict[tuple, tuple[
 def commit_label(run: Run) -> str:
     """Short commit of a run, ``+dirty`` when its tree had uncommitted changes."""
     if not run.git_commit:
-        return "unknown commit"
+        return "unknown"
     return run.git_commit[:7] + ("+dirty" if run.git_dirty else "")
 
 
