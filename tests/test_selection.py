@@ -72,7 +72,8 @@ def test_a_later_subset_run_never_replaces_the_headline(store: Store):
                      epochs=1, train_size=128)
     after = accuracy_table(store)
     assert lenet_lines(after) == before
-    assert any(f"(runs {quick})" in n and "Not shown" in n for n in after.footnotes)
+    assert after.footnotes == accuracy_table(store, Selection(run_ids=(1,))).footnotes[:1]
+    assert any(f"(runs {quick})" in n and "not shown" in n for n in after.remarks)
     # named, it is shown, labelled as a subset
     forced = accuracy_table(store, Selection(run_ids=(quick,)))
     (line,) = lenet_lines(forced)
@@ -160,9 +161,13 @@ def test_smoke_recipe_two_seeds_then_quick_run_leaves_the_table(tmp_path: Path,
     res = runner.invoke(app, [*base, "--limit-train", "32", "--limit-test", "16", "--tag",
                               "quick"])
     assert res.exit_code == 0, res.output
-    again = runner.invoke(app, ["--db", db, "table"]).output
+    again = runner.invoke(app, ["--db", db, "table"]).stdout
     assert next(x for x in again.splitlines() if "LeNet-5" in x) == line
     assert [x for x in again.splitlines() if x.startswith("[")] == notes
+    out = tmp_path / "again.md"
+    res = runner.invoke(app, ["--db", db, "table", "--output", str(out)])
+    assert out.read_text() == table  # the very same table, byte for byte
+    assert "note: not shown for MNIST / LeNet-5" in res.stderr  # and the user is told
     quick = runner.invoke(app, ["--db", db, "table", "--tag", "quick"]).output
     assert "subset" in next(x for x in quick.splitlines() if "LeNet-5" in x)
     res = runner.invoke(app, ["--db", db, "table", "--tag", "nope"])

@@ -563,7 +563,10 @@ def table(
     _choose(suite, list(renderers), "table suite")
     store = open_store()
     selection = selection_from(store, run, tag)
-    text = tables.render(renderers[suite](store, selection), format.value)
+    rendered = renderers[suite](store, selection)
+    text = tables.render(rendered, format.value)
+    for remark in rendered.remarks:  # on stderr: the table itself stays as chosen
+        typer.echo(f"note: {remark}", err=True)
     if output:
         try:
             output.write_text(text)

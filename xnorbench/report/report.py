@@ -35,7 +35,11 @@ from .tables import accuracy_table as mission_table
 
 
 def _section(t: Table, empty: str) -> str:
-    return to_markdown(t) if t.rows else f"*{empty}*\n"
+    """The table, and in the report (unlike `table`) what it chose not to show."""
+    if not t.rows:
+        return f"*{empty}*\n"
+    remarks = [f"*{r[0].upper()}{r[1:]}.*" for r in t.remarks]
+    return to_markdown(t) + "".join(f"\n{r}\n" for r in remarks)
 
 
 def _name(ds: str, model: str) -> str:

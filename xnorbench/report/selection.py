@@ -8,7 +8,7 @@ of different recipes are never pooled and never paired silently.
 Without a selection, each (dataset, network) shows the recipe that ranks first:
 full-data before subset, then one that has both variants, then the larger training set,
 the larger test set, more epochs, more seeds, the newest run. A quick subset run
-therefore never replaces a headline, and the table's notes name what it does not show.
+therefore never replaces a headline (``table`` says on stderr what it does not show).
 ``--run`` / ``--tag`` restrict the candidates to exactly the runs named; within such a
 selection a float and an XNOR cell of different recipes may be paired, and the table
 labels that pair as such.

@@ -40,6 +40,7 @@ class Table:
     rows: list[list[str]]
     footnotes: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)  # machine-readable
+    remarks: list[str] = field(default_factory=list)  # told to the user, not rendered
 
 
 def latest_finished(store: Store, suite: str, metric: str) -> dict[tuple, tuple[Result, Run]]:
@@ -162,13 +163,14 @@ def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
         records += [_record(c, r.mismatched) for c in group]
         skipped.setdefault((r.dataset, r.model), r.others)
     numbered = [f"[{i + 1}] {n}" for i, n in enumerate(notes)]
+    remarks = []
     for (ds, model), others in skipped.items():
         if others:
             runs = sorted({run.id for c in others for run in c.runs})
-            numbered.append(f"Not shown for {DATASET_NAMES.get(ds, ds)} / "
-                            f"{MODEL_NAMES.get(model, model)}: {len(others)} cell(s) of other "
-                            f"recipes (runs {', '.join(map(str, runs))}); show them with "
-                            "`--run ID,...` or `--tag NAME`.")
+            remarks.append(f"not shown for {DATASET_NAMES.get(ds, ds)} / "
+                           f"{MODEL_NAMES.get(model, model)}: {len(others)} cell(s) of other "
+                           f"recipes (runs {', '.join(map(str, runs))}); `table --suite "
+                           "cells` lists them, `--run ID,...` or `--tag NAME` shows them")
     if any(r.mismatched for r in pairs):
         numbered.append(f"'{MISMATCH}': the two cells of this line were trained under "
                         "different recipes (see their notes); not a like-for-like pair.")
@@ -176,7 +178,7 @@ def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
         numbered.append(f"Selection: {selection.describe()}.")
     return Table("Accuracy: XNOR-Net vs the same network in float (final test accuracy)",
                  ["Dataset", "Network", "Accuracy", "Accuracy of floating-point",
-                  "XNOR packed 1-bit, C++ kernel"], rows, numbered, records)
+                  "XNOR packed 1-bit, C++ kernel"], rows, numbered, records, remarks)
 
 
 def _record(c: Cell, mismatched: bool) -> dict[str, Any]:
