@@ -274,8 +274,8 @@ def to_markdown(t: Table) -> str:
     out = [f"**{t.title}**", "", "| " + " | ".join(t.columns) + " |",
            "|" + "|".join([":---"] * len(t.columns)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in t.rows]
-    if t.footnotes:
-        out += [""] + t.footnotes
+    for note in t.footnotes:  # one paragraph each, so markdown keeps them apart
+        out += ["", note]
     return "\n".join(out) + "\n"
 
 
