@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -59,15 +60,17 @@ def test_compare_one_run_all_rules_then_report(tmp_path: Path, mnist_dir: Path):
     db = str(tmp_path / "cmp.db")
     res = runner.invoke(app, ["--db", db, "run", "compare", "--data-dir", str(mnist_dir),
                               "--epochs", "1", "--batch-size", "32", "--device", "cpu",
-                              "--optimizer", "adam", "--no-progress"])
+                              "--optimizer", "adam", "--no-progress", "--seeds", "0,1"])
     assert res.exit_code == 0, res.output
     store = Store.open(db)
     (run,) = store.runs(suite="compare")
     finals = store.results([run.id], metric="final_test_accuracy")
-    assert sorted(r.variant for r in finals) == ["float", "xnor-corrected", "xnor-paper",
-                                                 "xnor-reference"]
+    assert sorted({(r.variant, r.seed) for r in finals}) == [
+        (v, s) for v in ("float", "xnor-corrected", "xnor-paper", "xnor-reference")
+        for s in (0, 1)]
+    assert len({r.recipe_key for r in finals}) == 1  # one recipe: the rule is the variant
     for metric in ("test_accuracy", "epoch_seconds", "train_images_per_second"):
-        assert len(store.results([run.id], metric=metric)) == 4
+        assert len(store.results([run.id], metric=metric)) == 8
 
     res = runner.invoke(app, ["--db", db, "run", "accuracy", "--data-dir", str(mnist_dir),
                               "--epochs", "1", "--batch-size", "32", "--device", "cpu",
@@ -80,18 +83,36 @@ def test_compare_one_run_all_rules_then_report(tmp_path: Path, mnist_dir: Path):
                               "--rounds", "1", "--no-progress"])
     assert res.exit_code == 0, res.output
 
+    notes = tmp_path / "notes.md"
+    notes.write_text("A finding, citing run 1.")
     out = tmp_path / "rep" / "REPORT.md"
-    res = runner.invoke(app, ["--db", db, "report", "--output", str(out)])
+    res = runner.invoke(app, ["--db", db, "report", "--output", str(out), "--notes",
+                              str(notes)])
     assert res.exit_code == 0, res.output
     text = out.read_text()
-    for section in ("## 3.1 Results", "## 3.2", "## 3.3 Discussion"):
+    for section in ("## 3.1 Results", "## 3.2", "## 3.3 Discussion", "## 3.4 Findings"):
         assert section in text
+    assert "A finding, citing run 1." in text
+    assert "from the database `cmp.db`" in text and str(tmp_path) not in text
+    assert re.search(r"- `[0-9a-f]{7}(\+dirty)?`: runs 1, 2, 3, 4", text)  # every run's commit
     # numbers in the report are the numbers in the db
     acc_run = store.runs(suite="accuracy")[0]
     for r in store.results([acc_run.id], metric="final_test_accuracy"):
-        assert f"{r.value:.2f} %" in text
-    for r in finals:
-        assert re.search(rf"\| {re.escape(r.variant)} \| {r.value:.2f} \|", text)
+        assert f"{r.value:.2f} % (n=1)" in text
+    for variant in ("float", "xnor-corrected", "xnor-paper", "xnor-reference"):
+        values = [r.value for r in finals if r.variant == variant]
+        mean, std = sum(values) / 2, statistics.stdev(values)
+        assert re.search(rf"\| {re.escape(variant)} \| {mean:.2f} ± {std:.2f} \| 2 \|", text)
+    assert text.count("seed spread") + text.count("seed noise") >= 3  # one per rule pair
+    assert "LeNet-5 packs to" in text  # the memory discussion covers what its table shows
+    assert "No memory run yet" not in text
+    res = runner.invoke(app, ["--db", db, "report", "--output", str(out), "--run",
+                              str(acc_run.id)])
+    assert res.exit_code == 0, res.output
+    assert f"It shows runs {acc_run.id} only." in out.read_text()
+    assert "no compare run yet" in out.read_text()
+    res = runner.invoke(app, ["--db", db, "report", "--notes", str(tmp_path / "nope.md")])
+    assert res.exit_code == 2 and "no such file" in res.output
     packed = store.results(metric="packed_model_mib", model="lenet5")[0].value
     assert f"{packed:.3f}" in text
     sp = store.results(metric="speedup")
