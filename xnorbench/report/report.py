@@ -51,12 +51,16 @@ def _pm(c: Cell, metric: str = "final_test_accuracy") -> str:
     return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" % (n={c.n})"
 
 
-def _recipe_words(c: Cell) -> str:
+def _seeds(c: Cell) -> str:
+    return ",".join(str(s) for s in sorted(x for x in c.seeds if x is not None)) or "?"
+
+
+def _recipe_words(c: Cell, seeds: bool = True) -> str:
     p = c.params
-    seeds = ",".join(str(s) for s in sorted(x for x in c.seeds if x is not None))
     data = f"{p.get('train_size')} training images" + ("" if c.full_data else " (a subset)")
-    name = f"recipe `{p['recipe']}`: " if p.get("recipe") else ""
-    return f"{name}{c.recipe.describe()}, {data}, seed(s) {seeds}"
+    name = f"recipe `{p['recipe']}`" if p.get("recipe") else "a recipe without a preset"
+    return f"{name}: {c.recipe.describe()}, {data}" + (f", seed(s) {_seeds(c)}" if seeds
+                                                      else "")
 
 
 def _accuracy_discussion(store: Store, sel: Selection) -> list[str]:
@@ -81,7 +85,8 @@ def _accuracy_discussion(store: Store, sel: Selection) -> list[str]:
                      f"like-for-like figure: XNOR {_recipe_words(x)}; float "
                      f"{_recipe_words(f)}.")
         else:
-            text += f" Both under {_recipe_words(x)}."
+            text += (f" Both under {_recipe_words(x, seeds=False)}; seed(s) {_seeds(x)} "
+                     f"(XNOR) and {_seeds(f)} (float).")
         out.append(text)
         packed = x.mean("packed_test_accuracy")
         if packed is not None:
@@ -158,6 +163,7 @@ def _rule_discussion(store: Store, sel: Selection) -> list[str]:
 
 def _runs_shown(store: Store, sel: Selection) -> list[Run]:
     ids = {run.id for c in shown_cells(accuracy_pairs(store, sel)) for run in c.runs}
+    ids |= {i for rec in cells_table(store, sel).records for i in rec["run_ids"]}
     ids |= {rec["run_id"] for rec in compare_table(store, sel).records}
     ids |= {p["run_id"] for p in sweep_points(store, sel)}
     for t in (memory_table(store, sel), timing_table(store, sel)):

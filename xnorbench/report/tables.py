@@ -111,6 +111,13 @@ def _packed_text(c: Cell | None) -> str:
             + (f" (agrees on {agree:.2f} %)" if agree is not None else ""))
 
 
+def sorted_pairs(store: Store, selection: Selection = Selection()) -> list[PairRow]:
+    """The accuracy table's lines in its order: the mission's rows first."""
+    order = {k: i for i, k in enumerate(MISSION_ROWS)}
+    return sorted(accuracy_pairs(store, selection),
+                  key=lambda r: (order.get((r.dataset, r.model), 99), r.dataset, r.model))
+
+
 def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
     """The mission's table: Dataset | Network | Accuracy | Accuracy of floating-point.
 
@@ -119,7 +126,7 @@ def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
     run through the C++ kernel, with the share of test images on which it predicts the
     class the simulated network predicts.
     """
-    pairs = accuracy_pairs(store, selection)
+    pairs = sorted_pairs(store, selection)
     order = {k: i for i, k in enumerate(MISSION_ROWS)}
     lines: list[tuple[tuple, PairRow | tuple[str, str]]] = [
         ((order.get((r.dataset, r.model), 99), r.dataset, r.model), r) for r in pairs]
@@ -198,7 +205,7 @@ def _record(c: Cell, mismatched: bool) -> dict[str, Any]:
 def per_seed_table(store: Store, selection: Selection = Selection()) -> Table:
     """Every seed behind the accuracy table: final, best, packed accuracy and agreement."""
     rows, records = [], []
-    for c in shown_cells(accuracy_pairs(store, selection)):
+    for c in shown_cells(sorted_pairs(store, selection)):
         for seed, sv in sorted(c.seeds.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
             v = sv.values
             records.append({"dataset": c.dataset, "network": c.model, "variant": c.variant,
@@ -481,7 +488,7 @@ def cells_table(store: Store, selection: Selection = Selection()) -> Table:
 def training_time_table(store: Store, selection: Selection = Selection()) -> Table:
     """Seconds per epoch and images/s of the training runs behind the results table."""
     rows, records = [], []
-    for c in shown_cells(accuracy_pairs(store, selection)):
+    for c in shown_cells(sorted_pairs(store, selection)):
         secs, ips = [], []
         for sv in c.seeds.values():
             kw = {"variant": c.variant, "model": c.model, "seed": sv.seed}
@@ -534,7 +541,7 @@ def compare_table(store: Store, selection: Selection = Selection()) -> Table:
             rows.append([str(run.id), DATASET_NAMES.get(c.dataset, c.dataset),
                          MODEL_NAMES.get(c.model, c.model), c.variant,
                          _fmt(rec["final"]) + (f" ± {std:.2f}" if std is not None else ""),
-                         str(c.n), _fmt(rec["best"]), _fmt(rec["packed"]),
+                         str(c.n), _fmt(rec["best"]), *_packed_cols(c, rec["packed"]),
                          _fmt(rec["mean_epoch_s"], 1)])
     return Table("Vanilla vs binary training, and the three gradient rules",
                  ["Run", "Dataset", "Network", "Variant", "Final acc %", "Seeds",
