@@ -43,15 +43,6 @@ class Table:
     remarks: list[str] = field(default_factory=list)  # told to the user, not rendered
 
 
-def latest_finished(store: Store, suite: str, metric: str) -> dict[tuple, tuple[Result, Run]]:
-    """{(dataset, model, variant): (result, run)} from the newest finished run having it."""
-    out: dict[tuple, tuple[Result, Run]] = {}
-    for run in store.runs(suite=suite, status="finished"):  # newest first
-        for r in store.results([run.id], metric=metric):
-            out.setdefault((r.dataset, r.model, r.variant), (r, run))
-    return out
-
-
 def commit_label(run: Run) -> str:
     """Short commit of a run, ``+dirty`` when its tree had uncommitted changes."""
     if not run.git_commit:
