@@ -236,6 +236,20 @@ def _tags(tags: list[str] | None) -> list[str]:
     return out
 
 
+RECIPE_FLAGS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum",
+                "nesterov", "weight_decay", "decay_scope", "schedule", "milestones",
+                "lr_gamma", "augment", "bn_clamp", "grad_rule", "limit_train", "limit_test",
+                "amp", "channels_last")
+"""The command-line options that override a recipe (None: not given)."""
+
+
+def recipe_flags(given: dict[str, Any]) -> dict[str, Any]:
+    """The recipe options a training command was given (from its arguments), and seeds."""
+    out = {k: given.get(k) for k in RECIPE_FLAGS}
+    out["seeds"] = parse_seeds(given.get("seeds"), given.get("seed"))
+    return out
+
+
 def parse_seeds(seeds: str | None, seed: int | None) -> tuple[int, ...] | None:
     if seeds is not None and seed is not None:
         fail("give --seeds or --seed, not both")
@@ -311,13 +325,7 @@ def run_accuracy(
     The XNOR network is then packed to 1 bit per weight, reloaded, and evaluated with the
     C++ XNOR-popcount kernel on the CPU (packed accuracy beside simulated accuracy).
     """
-    over = dict(dataset=dataset, model=model, epochs=epochs, batch_size=batch_size,
-                      optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
-                      weight_decay=weight_decay, decay_scope=decay_scope, schedule=schedule,
-                      milestones=milestones, lr_gamma=lr_gamma, augment=augment,
-                      bn_clamp=bn_clamp, grad_rule=grad_rule, limit_train=limit_train,
-                      limit_test=limit_test, seeds=parse_seeds(seeds, seed), amp=amp,
-                      channels_last=channels_last)
+    over = recipe_flags(locals())
     params = training_params(recipe, over, data_dir, download)
     params["variant"] = _choose(variant, ("float", "xnor", "both"), "variant")
     execute_suite("accuracy", params, device=device, threads=threads,
@@ -348,15 +356,9 @@ def run_compare(
     With several --seeds the report says whether the gap between two rules exceeds their
     seed-to-seed spread.
     """
+    over = recipe_flags(locals())  # first: locals() are the options, nothing else
     from .xnor import GRAD_RULES
 
-    over = dict(dataset=dataset, model=model, epochs=epochs, batch_size=batch_size,
-                      optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
-                      weight_decay=weight_decay, decay_scope=decay_scope, schedule=schedule,
-                      milestones=milestones, lr_gamma=lr_gamma, augment=augment,
-                      bn_clamp=bn_clamp, grad_rule=None, limit_train=limit_train,
-                      limit_test=limit_test, seeds=parse_seeds(seeds, seed), amp=amp,
-                      channels_last=channels_last)
     params = training_params(recipe, over, data_dir, download)
     chosen = [r.strip() for r in rules.split(",") if r.strip()]
     if not chosen:
