@@ -135,3 +135,13 @@ def test_help_names_the_defaults_and_the_recipe():
     assert "Training epochs. [default: 1, or the recipe's]" in out
     assert "[default: 0.1 for sgd, 1e-3 for adam, or the recipe's]" in out
     assert "[default: $XNORBENCH_DATA, else ./data]" in out
+
+
+def test_a_run_stored_with_one_seed_keeps_it_on_resume():
+    """Runs stored before --seeds had `seed` only; resuming them must not switch to 0."""
+    from xnorbench.suites.accuracy import DEFAULTS
+    from xnorbench.suites.common import training_params
+
+    assert training_params(DEFAULTS, {"seed": 3})["seeds"] == [3]
+    assert training_params(DEFAULTS, {"seeds": [0, 1], "seed": 3})["seeds"] == [0, 1]
+    assert training_params(DEFAULTS, {})["seeds"] == DEFAULTS["seeds"]

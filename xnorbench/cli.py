@@ -158,14 +158,9 @@ ResumeOpt = Annotated[int | None, typer.Option(
 # A training option left out takes the --recipe's value, else the base default below;
 # what a run stores is the resolved value of every option.
 def _d(name: str) -> str:
-    from .harness.recipes import BASE
+    from .harness.recipes import BASE, show_value
 
-    v = BASE[name]
-    if isinstance(v, bool):
-        return "on" if v else "off"
-    if isinstance(v, (tuple, list)):
-        return ",".join(map(str, v)) or "none"
-    return "none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+    return show_value(BASE[name])
 
 
 def _opt(help_: str, name: str | None = None, *decls: str) -> Any:
@@ -382,7 +377,7 @@ def recipes_cmd(
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    from .harness.recipes import PRESETS
+    from .harness.recipes import PRESETS, show_value
 
     if name is not None and name not in PRESETS:
         fail(f"unknown recipe {name!r}; choose one of {', '.join(PRESETS)}")
@@ -390,17 +385,11 @@ def recipes_cmd(
     for preset in PRESETS.values():
         if name is not None and preset.name != name:
             continue
-        values = "\n".join(f"{k} = {_show(v)}" for k, v in preset.values.items())
+        values = "\n".join(f"{k} = {show_value(v)}" for k, v in preset.values.items())
         t.add_row(preset.name, preset.summary, values, preset.source)
     Console(width=160).print(t)
     typer.echo("Options given beside --recipe override it; runs store the resolved values "
                "(`xnorbench runs show ID`).")
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, (tuple, list)):
-        return ",".join(map(str, v))
-    return "none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
 # -------------------------------------------------------------------------- run memory

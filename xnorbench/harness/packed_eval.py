@@ -61,16 +61,16 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
     n = max(len(labels), 1)
     acc = 100.0 * int((preds == labels).sum()) / n
     agree = 100.0 * int((preds == simulated.cpu()).sum()) / n
+    threads = torch.get_num_threads()
     base = dict(row)
     params = {**base.pop("params"), "kernel_isa": kernel_isa(), "packed_file": str(path),
-              "threads": torch.get_num_threads()}
+              "threads": threads}
     yield Row("packed_test_accuracy", acc, "%", params=params, **base)
     yield Row("packed_agreement", agree, "%", params=params, **base)
     yield Row("packed_file_bytes", float(file_bytes), "bytes", params=params, **base)
     x1 = bundle.test.images[:1].float().cpu()
     fmodel = models.build(model_name, binary=False, in_channels=bundle.in_channels,
                           num_classes=bundle.num_classes).eval()
-    threads = torch.get_num_threads()
     with torch.no_grad():
         t = compare({"float": lambda: fmodel(x1), "xnor_packed": lambda: packed(x1)},
                     threads=threads, rounds=LATENCY_ROUNDS)

@@ -211,6 +211,15 @@ BASE: dict[str, Any] = {
 """What an option is when neither a flag nor a preset sets it."""
 
 
+def show_value(v: Any) -> str:
+    """An option's value as help texts and tables print it: 0.1, on/off, 15,30, none."""
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, (tuple, list)):
+        return ",".join(map(str, v)) or "none"
+    return "none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def resolve(preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """BASE, then the preset's values, then every override that is not None.
 

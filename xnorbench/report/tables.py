@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..db import Result, Run, Store
+from ..harness.recipes import show_value
 from .selection import (
     Cell,
     PairRow,
@@ -438,14 +439,8 @@ def _preset_and_changes(c: Cell) -> str:
     for run in c.runs:
         for k in (run.params or {}).get("overridden", []):
             changed[k] = (run.params or {}).get(k)
-    shown = ", ".join(f"{k}={_show(v)}" for k, v in sorted(changed.items()) if k != "seeds")
+    shown = ", ".join(f"{k}={show_value(v)}" for k, v in sorted(changed.items()) if k != "seeds")
     return name + (f" with {shown}" if shown else "")
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, (list, tuple)):
-        return ",".join(map(str, v))
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def cells_table(store: Store, selection: Selection = Selection()) -> Table:

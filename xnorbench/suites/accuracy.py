@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {**TRAINING_DEFAULTS, "variant": "both"}
 
 @register("accuracy", "Train + test a model as float and XNOR under one recipe.", DEFAULTS)
 def run_accuracy(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
-    p = training_params({**DEFAULTS, **params})
+    p = training_params(DEFAULTS, params)
     bundle, done, first = begin(ctx, p)
     yield from first
     extra = {"recipe": p["recipe"], "seeds": list(p["seeds"])}

@@ -20,9 +20,9 @@ SUMMARY_METRICS = ("final_test_accuracy", "best_test_accuracy", "train_cuda_max_
 """Rows a training yields once, after its last epoch (``best_test_accuracy`` last)."""
 
 
-def training_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The suite defaults under ``params``; a run stored with one ``seed`` keeps it."""
-    p = {**TRAINING_DEFAULTS, **params}
+def training_params(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """A suite's ``defaults`` under ``params``; a run stored with one ``seed`` keeps it."""
+    p = {**defaults, **params}
     if "seeds" not in params and "seed" in params:
         p["seeds"] = [params["seed"]]
     return p

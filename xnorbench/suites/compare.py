@@ -25,7 +25,7 @@ DEFAULTS: dict[str, Any] = {**TRAINING_DEFAULTS, "rules": list(GRAD_RULES)}
 
 @register("compare", "Float vs XNOR under each gradient rule, one recipe, one run.", DEFAULTS)
 def run_compare(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
-    p = training_params({**DEFAULTS, **params})
+    p = training_params(DEFAULTS, params)
     bundle, done, first = begin(ctx, p)
     yield from first
     extra = {"recipe": p["recipe"], "seeds": list(p["seeds"])}
