@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from xnorbench.xnor import XNORConv2d, XNORLinear, models
-from xnorbench.xnor.kernels import kernel_isa, load_kernels
+from xnorbench.xnor.kernels import cpu_has_avx2, kernel_isa, load_kernels
 from xnorbench.xnor.packed import (
     PackedXNORConv2d,
     PackedXNORLinear,
@@ -147,18 +147,30 @@ def test_pack_model_layers_equal_simulated_layers(name, shape):
             torch.testing.assert_close(pmods[n](inp), out, rtol=1e-4, atol=1e-4)
 
 
-def test_portable_build_agrees_with_native():
-    """The portable (scalar popcount) path gives the same integers as the native one."""
-    portable = load_kernels(portable=True)
-    native = load_kernels(portable=False)
-    assert kernel_isa(portable=True) == "scalar-popcnt"
+@pytest.mark.parametrize("build,isa", [("portable", "scalar-popcnt"),
+                                       ("avx2", "avx2-pshufb")])
+def test_every_build_agrees_with_native(build, isa):
+    """The portable (scalar popcount) and AVX2 (VPSHUFB) builds give the native integers."""
+    if build == "avx2" and not cpu_has_avx2():
+        pytest.skip("this CPU cannot run the avx2 build")
+    other = load_kernels(build=build)
+    native = load_kernels(build="native")
+    assert kernel_isa(build=build) == isa
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 100, 9, 9, generator=g)
-    w = torch.randn(11, 100, 3, 3, generator=g)
-    outs = [k.xnor_conv2d(x, k.pack_weight(w), torch.ones(11), None, None, 11, 3, 3, 1, 1, 1,
-                          1, True) for k in (portable, native)]
-    assert torch.equal(outs[0], outs[1])
-    assert torch.equal(outs[0].double(), _reference(x, w, 1, 1).double())
+    for c, oc in ((100, 11), (64, 40), (200, 33)):
+        x = torch.randn(2, c, 9, 9, generator=g)
+        w = torch.randn(oc, c, 3, 3, generator=g)
+        outs = [k.xnor_conv2d(x, k.pack_weight(w), torch.ones(oc), None, None, oc, 3, 3, 1, 1,
+                              1, 1, True) for k in (other, native)]
+        assert torch.equal(outs[0], outs[1])
+        assert torch.equal(outs[0].double(), _reference(x, w, 1, 1).double())
+
+
+def test_portable_build_is_the_old_spelling():
+    assert load_kernels(portable=True) is load_kernels(build="portable")
+    assert load_kernels(portable=False) is load_kernels(build="native")
+    with pytest.raises(ValueError, match="unknown kernel build"):
+        load_kernels(build="avx9")
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs")

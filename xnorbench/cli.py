@@ -213,6 +213,10 @@ OneSeedOpt = Annotated[int | None, _opt("One seed (the same as --seeds N).")]
 AmpOpt = Annotated[bool | None, _opt("bf16 autocast.", "amp", "--amp/--no-amp")]
 ChannelsLastOpt = Annotated[bool | None, _opt(
     "channels_last memory format.", "channels_last", "--channels-last/--no-channels-last")]
+XnorPathOpt = Annotated[str | None, _opt(
+    "How XNOR trains: fused (layers binarize inside forward/backward, bits kept for "
+    "backward) or binop (the original port's BinOp workflow). Both give identical "
+    "results; fused is faster and uses less memory.", "xnor_path")]
 DataDirOpt = Annotated[Path | None, typer.Option(
     help="Folder holding MNIST/raw, or cifar10-jpeg / cifar-10-batches-py "
          "\\[default: $XNORBENCH_DATA, else ./data].")]
@@ -234,7 +238,7 @@ def _tags(tags: list[str] | None) -> list[str]:
 RECIPE_FLAGS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum",
                 "nesterov", "weight_decay", "decay_scope", "schedule", "milestones",
                 "lr_gamma", "augment", "bn_clamp", "grad_rule", "limit_train", "limit_test",
-                "amp", "channels_last")
+                "amp", "channels_last", "xnor_path")
 """The command-line options that override a recipe (None: not given)."""
 
 
@@ -263,7 +267,7 @@ def training_params(recipe: str | None, overrides: dict[str, Any],
     """Resolve ``--recipe`` + flags into the options a training suite stores; validate."""
     from .harness.datasets import DATASETS
     from .harness.recipes import AUGMENTATIONS, DECAY_SCOPES, OPTIMIZERS, SCHEDULES, resolve
-    from .xnor import GRAD_RULES
+    from .xnor import GRAD_RULES, XNOR_PATHS
     from .xnor.models import MODELS
 
     if overrides.get("milestones") is not None:
@@ -282,6 +286,7 @@ def training_params(recipe: str | None, overrides: dict[str, Any],
     _choose(p["model"], list(MODELS), "model")
     _choose(p["optimizer"], OPTIMIZERS, "optimizer")
     _choose(p["grad_rule"], GRAD_RULES, "grad rule")
+    _choose(p["xnor_path"], XNOR_PATHS, "XNOR training path")
     _choose(p["decay_scope"], DECAY_SCOPES, "decay scope")
     _choose(p["schedule"], SCHEDULES, "schedule")
     _choose(p["augment"], AUGMENTATIONS, "augmentation")
@@ -310,7 +315,7 @@ def run_accuracy(
     augment: AugmentOpt = None, bn_clamp: BnClampOpt = None, grad_rule: RuleOpt = None,
     limit_train: LimitTrainOpt = None, limit_test: LimitTestOpt = None,
     seeds: SeedsOpt = None, seed: OneSeedOpt = None, amp: AmpOpt = None,
-    channels_last: ChannelsLastOpt = None,
+    channels_last: ChannelsLastOpt = None, xnor_path: XnorPathOpt = None,
     data_dir: DataDirOpt = None, download: DownloadOpt = False, tag: TagOpt = None,
     device: DeviceOpt = Device.auto, threads: ThreadsOpt = None, progress: ProgressOpt = True,
     checkpoint_dir: CkptOpt = Path("checkpoints"), resume: ResumeOpt = None,
@@ -341,7 +346,7 @@ def run_compare(
     augment: AugmentOpt = None, bn_clamp: BnClampOpt = None,
     limit_train: LimitTrainOpt = None, limit_test: LimitTestOpt = None,
     seeds: SeedsOpt = None, seed: OneSeedOpt = None, amp: AmpOpt = None,
-    channels_last: ChannelsLastOpt = None,
+    channels_last: ChannelsLastOpt = None, xnor_path: XnorPathOpt = None,
     data_dir: DataDirOpt = None, download: DownloadOpt = False, tag: TagOpt = None,
     device: DeviceOpt = Device.auto, threads: ThreadsOpt = None, progress: ProgressOpt = True,
     checkpoint_dir: CkptOpt = Path("checkpoints"), resume: ResumeOpt = None,
@@ -498,6 +503,45 @@ def run_timing(
                   tags=_tags(tag))
 
 
+@run_app.command("ceilings")
+def run_ceilings(
+    builds: Annotated[str, typer.Option(
+        help="Kernel builds to measure: native (this CPU's best path), avx2 (the VPSHUFB "
+             "path, on any AVX2 CPU), portable (scalar).")] = "native,avx2",
+    channels: Annotated[int, typer.Option(help="Channels of the conv point.")] = 256,
+    kernel: Annotated[int, typer.Option(help="Filter size of the conv point.")] = 3,
+    input_size: Annotated[int, typer.Option(help="Input height = width.")] = 14,
+    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds.")] = 5,
+    progress: ProgressOpt = True,
+    tag: TagOpt = None,
+) -> None:
+    """This core's fp32 FMA and binary XOR+popcount peaks, and the convs as % of them.
+
+    One thread. The ratio of the two peaks is the most a binary conv can gain over a
+    perfect float conv on this CPU.
+    """
+    from .xnor.kernels import BUILDS
+
+    chosen = [b.strip() for b in builds.split(",") if b.strip()]
+    if not chosen:
+        fail("--builds needs at least one build")
+    for b in chosen:
+        _choose(b, list(BUILDS), "kernel build")
+    for value, flag in ((channels, "--channels"), (kernel, "--kernel"),
+                        (input_size, "--input-size"), (rounds, "--rounds")):
+        _positive(value, flag)
+    if channels > 4096 or kernel > 15 or input_size > 256:
+        fail("--channels <= 4096, --kernel <= 15, --input-size <= 256 (a point must fit "
+             "in memory and finish)")
+    if kernel > input_size + 2 * ((kernel - 1) // 2):
+        fail("--kernel is larger than the padded input")
+    params = {"builds": chosen, "channels": channels, "kernel": kernel,
+              "input_size": input_size, "rounds": rounds}
+    execute_suite("ceilings", params, device=Device.cpu, threads=1, seed=0,
+                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None,
+                  tags=_tags(tag))
+
+
 # ---------------------------------------------------------------------------- table
 class TableFormat(str, Enum):
     markdown = "markdown"
@@ -530,7 +574,9 @@ def selection_from(store: Store, run: str | None, tag: str | None) -> Any:
 def table(
     suite: Annotated[str, typer.Option(
         help="accuracy (the mission's table), seeds (its per-seed values), cells (every "
-             "trained recipe and variant), sweep, memory, timing or compare.")
+             "trained recipe and variant), sweep, memory, timing, train-step (step time and "
+             "operators, float vs XNOR fused vs BinOp), train-memory (bytes kept for "
+             "backward, peak RSS), saved-by-layer, ceilings (per-core peaks) or compare.")
     ] = "accuracy",
     format: Annotated[TableFormat, typer.Option("--format", help="Output format.")
                       ] = TableFormat.markdown,
@@ -550,7 +596,11 @@ def table(
     renderers = {"accuracy": tables.accuracy_table, "seeds": tables.per_seed_table,
                  "cells": tables.cells_table,
                  "sweep": tables.sweep_table, "memory": tables.memory_table,
-                 "timing": tables.timing_table, "compare": tables.compare_table}
+                 "timing": tables.timing_table, "train-step": tables.train_step_table,
+                 "train-memory": tables.train_memory_table,
+                 "saved-by-layer": tables.saved_by_layer_table,
+                 "ceilings": tables.ceilings_table,
+                 "compare": tables.compare_table}
     _choose(suite, list(renderers), "table suite")
     store = open_store()
     selection = selection_from(store, run, tag)

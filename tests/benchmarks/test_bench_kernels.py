@@ -27,14 +27,6 @@ from xnorbench.xnor.packed import pack_model
 POINTS = {"c256_k3": (256, 3), "c1024_k3": (1024, 3), "c64_k3": (64, 3)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def _operands(c: int, k: int):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, c, 14, 14, generator=g)

@@ -45,6 +45,7 @@ class Recipe:
     seed: int = 0
     amp: bool = False                  # bf16 autocast
     channels_last: bool = False
+    xnor_path: str = "fused"           # fused layers, or the port's BinOp workflow
 
     @property
     def learning_rate(self) -> float:
@@ -90,10 +91,11 @@ class Recipe:
 
 RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
 
-KEY_EXCLUDES = ("seed", "channels_last", "grad_rule")
+KEY_EXCLUDES = ("seed", "channels_last", "grad_rule", "xnor_path")
 """Not part of the recipe key: the seed (seeds are pooled within a recipe), the memory
-layout (it changes speed, not what is computed) and the XNOR gradient rule (float does
-not use it; it belongs to the XNOR variant, and tables keep rules apart)."""
+layout and the XNOR training path (they change speed, not what is computed: the fused
+path and BinOp train identically, tested), and the XNOR gradient rule (float does not
+use it; it belongs to the XNOR variant, and tables keep rules apart)."""
 
 
 def recipe_key(recipe: Recipe, *, dataset: str, model: str, train_size: int,

@@ -7,8 +7,12 @@ load hits both alike.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -52,3 +56,42 @@ def compare(fns: dict[str, Callable[[], object]], threads: int, rounds: int = 5,
         q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
         out[k] = Timing(statistics.median(xs), q[2] - q[0], len(xs))
     return out
+
+
+def dispatched_ops(fn: Callable[[], object]) -> int:
+    """How many operators one call of ``fn`` dispatches (torch.profiler, nested included).
+
+    What a GPU pays a launch for: a step that dispatches twice the operators of another
+    is launch-bound sooner, whatever their CPU time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()  # warm (first calls allocate and pick algorithms)
+    with _quiet_profiler(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages())
+
+
+_PROFILER_CHATTER = ("profiler_start", "profiler_stop", "gpuGetDeviceCount")
+
+
+@contextlib.contextmanager
+def _quiet_profiler() -> Iterator[None]:
+    """Drop the profiler library's start/stop chatter from stderr, keep anything else.
+
+    Kineto writes it from C++ straight to file descriptor 2, so the descriptor itself is
+    redirected for the profiled call and the other lines are written back afterwards.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode(errors="replace").splitlines():
+                if not any(c in line for c in _PROFILER_CHATTER):
+                    print(line, file=sys.stderr)

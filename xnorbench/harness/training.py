@@ -1,9 +1,12 @@
 """One training recipe for float and XNOR alike, with per-epoch rows and checkpoints.
 
-XNOR models train through :class:`~xnorbench.xnor.BinOp` (the reference port's workflow:
-center, clamp, binarize, backward, restore, corrected gradient), float models through
-plain autograd; everything else (data, optimizer, schedule, epochs) is shared, so the
-two variants differ only in their binarized layers. Every row carries the recipe key
+XNOR models train through the fused layers (:class:`~xnorbench.xnor.FusedXNOR`: weights
+binarized in forward, the gradient rule applied in backward, bits kept for backward) or,
+with ``xnor_path="binop"``, through :class:`~xnorbench.xnor.BinOp` (the reference port's
+workflow: center, clamp, binarize, backward, restore, corrected gradient); the two train
+identically. Float models train through plain autograd; everything else (data,
+optimizer, schedule, epochs) is shared, so the two variants differ only in their
+binarized layers. Every row carries the recipe key
 and the seed, so tables pair and pool only like with like. A trained XNOR network is
 then packed to bits, reloaded and run through the C++ kernel (:mod:`.packed_eval`).
 """
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 
 from ..db import Row
-from ..xnor import BinOp, models
+from ..xnor import BinOp, FusedXNOR, models
 from .datasets import DataBundle
 from .loader import BatchLoader
 from .progress import Progress
@@ -38,6 +41,21 @@ class NonFiniteLoss(FloatingPointError):
 def build_model(model_name: str, variant: str, bundle: DataBundle, grad_rule: str) -> nn.Module:
     return models.build(model_name, binary=(variant == "xnor"), in_channels=bundle.in_channels,
                         num_classes=bundle.num_classes, grad_rule=grad_rule)
+
+
+XNORStep = BinOp | FusedXNOR
+"""What a training step calls around forward/backward for an XNOR model (same API)."""
+
+
+def make_xnor_step(model: nn.Module, variant: str, recipe: Recipe) -> XNORStep | None:
+    """The recipe's XNOR training path for ``model`` (None for float)."""
+    if variant != "xnor":
+        return None
+    if recipe.xnor_path == "binop":
+        return BinOp(model, recipe.grad_rule)
+    if recipe.xnor_path == "fused":
+        return FusedXNOR(model, recipe.grad_rule)
+    raise ValueError(f"unknown XNOR training path {recipe.xnor_path!r}; choose fused or binop")
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -88,7 +106,7 @@ def clamp_bn_scales(model: nn.Module, minimum: float | None) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: BinOp | None = None,
+def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: XNORStep | None = None,
              predictions: list[torch.Tensor] | None = None) -> tuple[float, float]:
     """(accuracy %, mean loss) on ``loader``; XNOR weights binarized for the pass.
 
@@ -115,12 +133,13 @@ def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: BinOp | N
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               opt: torch.optim.Optimizer, bin_op: BinOp | None = None, amp: bool = False,
+               opt: torch.optim.Optimizer, bin_op: XNORStep | None = None, amp: bool = False,
                bn_gamma_min: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step; XNOR models go through the BinOp workflow. Returns (out, loss).
+    """One optimizer step; XNOR models go through ``bin_op``. Returns (out, loss).
 
     BinOp: binarize the latent weights in place, forward/backward on the binarized
     weights, restore the latent weights, turn dC/dWt into dC/dW, then step.
+    FusedXNOR: center and clamp the latent weights; the layers do the rest.
     """
     clamp_bn_scales(model, bn_gamma_min)
     if bin_op is not None:
@@ -189,7 +208,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
     opt = make_optimizer(model, recipe)
     train_loader, test_loader = make_loaders(bundle, recipe, device)
     sched = make_scheduler(opt, recipe, len(train_loader))
-    bin_op = BinOp(model, recipe.grad_rule) if variant == "xnor" else None
+    bin_op = make_xnor_step(model, variant, recipe)
     start_epoch = 0
     best = test_acc = 0.0
     simulated: list[torch.Tensor] = []  # the last evaluation's predicted classes
@@ -200,7 +219,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         sched.load_state_dict(state["scheduler"])
         train_loader.load_state(state["loader"])
         start_epoch, best = state["epoch"], state["best"]
-        if bin_op is not None:
+        if isinstance(bin_op, BinOp):
             bin_op.save_params()
     if resume and on_resume is not None:
         on_resume(start_epoch)
@@ -285,7 +304,7 @@ def measure_step_seconds(bundle: DataBundle, model_name: str, variant: str, reci
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, recipe)
     loader, _ = make_loaders(bundle, recipe, device)
-    bin_op = BinOp(model, recipe.grad_rule) if variant == "xnor" else None
+    bin_op = make_xnor_step(model, variant, recipe)
     it = iter(loader)
     t0 = 0.0
     for i in range(warmup + steps):

@@ -19,16 +19,20 @@ from .tables import (
     DATASET_NAMES,
     MODEL_NAMES,
     Table,
+    ceilings_table,
     cells_table,
     commit_label,
     compare_table,
     memory_table,
     per_seed_table,
     rule_gaps,
+    saved_by_layer_table,
     sweep_points,
     sweep_table,
     timing_table,
     to_markdown,
+    train_memory_table,
+    train_step_table,
     training_time_table,
 )
 from .tables import accuracy_table as mission_table
@@ -166,7 +170,9 @@ def _runs_shown(store: Store, sel: Selection) -> list[Run]:
     ids |= {i for rec in cells_table(store, sel).records for i in rec["run_ids"]}
     ids |= {rec["run_id"] for rec in compare_table(store, sel).records}
     ids |= {p["run_id"] for p in sweep_points(store, sel)}
-    for t in (memory_table(store, sel), timing_table(store, sel)):
+    ids |= {rec["run_id"] for rec in ceilings_table(store, sel).records}
+    for t in (memory_table(store, sel), timing_table(store, sel), train_step_table(store, sel),
+              train_memory_table(store, sel)):
         for note in t.footnotes:
             if note.startswith("run "):
                 ids.add(int(note.split()[1].rstrip(":")))
@@ -219,7 +225,11 @@ def write_report(store: Store, output: Path, selection: Selection = Selection(),
         _section(training_time_table(store, sel), "no accuracy run yet"), "",
         _section(memory_table(store, sel), "no memory run yet"), "",
         _section(timing_table(store, sel), "no timing run yet"), "",
+        _section(train_step_table(store, sel), "no timing run yet"), "",
+        _section(train_memory_table(store, sel), "no memory run yet"), "",
+        _section(saved_by_layer_table(store, sel), "no memory run yet"), "",
         _section(compare_table(store, sel), "no compare run yet"), "",
+        _section(ceilings_table(store, sel), "no ceilings run yet"), "",
         "## 3.2 Channels and filter size vs speedup (paper Fig. 4 b-c)", "",
     ]
     for p in plots:

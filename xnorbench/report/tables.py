@@ -255,7 +255,9 @@ def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
                      str(p["threads"]),
                      _fmt(p.get("float_ms"), 3), _fmt(p.get("binary_ms"), 3),
                      _fmt(p.get("binary_nopack_ms"), 3), _fmt(p.get("speedup")),
-                     _fmt(p.get("speedup_nopack")), _fmt(p.get("theoretical_speedup")), status])
+                     _fmt(p.get("speedup_nopack")), _fmt(p.get("theoretical_speedup")),
+                     _fmt(p.get("ceiling_speedup"), 1), _pct(p.get("binary_pct_of_peak")),
+                     _pct(p.get("float_pct_of_peak")), status])
     machines = sorted({(p["run_id"], p.get("cpu"), p.get("kernel_isa"), p.get("input_size"))
                        for p in pts})
     for run_id, cpu, isa, size in machines:
@@ -263,10 +265,64 @@ def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
         notes.append(f"run {run_id} ({n} row(s)): {cpu}, kernel path {isa}, input "
                      f"{size}x{size}, batch 1; medians of interleaved torch.utils.benchmark "
                      "blocks")
+    if any(p.get("ceiling_speedup") for p in pts):
+        notes.append("Ceiling: binary MACs per float MAC at this core's two register-only "
+                     "peaks (`xnorbench run ceilings`), the most a binary conv can gain over "
+                     "a perfect float conv; Theoretical is the paper's operation count. "
+                     "% of peak: the binary conv on a packed input vs the XOR+popcount peak, "
+                     "the float conv vs the fp32 FMA peak (both times the threads).")
     return Table("Speedup of binary over float convolution (paper Fig. 4 b-c)",
                  ["Run", "Sweep", "Channels", "Filter", "Threads", "Float ms", "Binary ms",
                   "Binary ms (packed input)", "Speedup", "Speedup (packed input)",
-                  "Theoretical", "Check"], rows, notes, pts)
+                  "Theoretical", "Ceiling", "Binary % of peak", "Float % of peak", "Check"],
+                 rows, notes, pts)
+
+
+def ceilings_table(store: Store, selection: Selection = Selection()) -> Table:
+    """Per-core peaks per kernel build and the conv point as a share of them (newest run)."""
+    records: list[dict[str, Any]] = []
+    runs: dict[int, Run] = {}
+    seen: set[str] = set()
+    for run in selection.runs(store, "ceilings"):  # newest first
+        by_build: dict[str, dict[str, Any]] = {}
+        for r in store.results([run.id]):
+            if r.variant in seen:
+                continue
+            rec = by_build.setdefault(r.variant or "", {"build": r.variant, "run_id": run.id})
+            rec[r.metric] = r.value
+            p = r.params or {}
+            for k in ("binary_isa", "fma_isa", "channels", "kernel", "input_size"):
+                if p.get(k) is not None:
+                    rec.setdefault(k, p[k])
+        for build, rec in by_build.items():
+            seen.add(build)
+            records.append(rec)
+            runs[run.id] = run
+    rows = [[str(r["run_id"]), r["build"], str(r.get("binary_isa")),
+             _fmt(r.get("fp32_peak_gflops"), 1), _fmt(r.get("binary_peak_gmacs"), 0),
+             _fmt(r.get("peak_ratio"), 1) + "x", _pct(r.get("binary_nopack_conv_pct_of_peak")),
+             _pct(r.get("binary_conv_pct_of_peak")), _pct(r.get("float_conv_pct_of_peak")),
+             "-" if r.get("measured_speedup") is None else f"{r['measured_speedup']:.1f}x"]
+            for r in records]
+    notes = [f"run {rid}: {_machine(run)}; one thread; conv point: c={recs[0].get('channels')}"
+             f", {recs[0].get('kernel')}x{recs[0].get('kernel')}, "
+             f"{recs[0].get('input_size')}x{recs[0].get('input_size')}, batch 1"
+             for rid, run in sorted(runs.items())
+             for recs in [[r for r in records if r["run_id"] == rid]]]
+    notes.append("Peaks: register-only loops (fp32: 12 independent FMA chains at the build's "
+                 "widest vectors; binary: the build's popcount instruction mix). Ratio = "
+                 "binary MACs per float MAC at peak, the most a binary conv can gain over a "
+                 "perfect float conv on this core. Binary conv on a packed input / with "
+                 "packing vs the build's binary peak; float F.conv2d (torch, mkldnn) vs the "
+                 "native fp32 peak; speedup = float conv / binary conv on a packed input.")
+    return Table("Ceilings: per-core peaks and the conv as a share of them",
+                 ["Run", "Build", "Popcount path", "fp32 GFLOP/s", "Binary GMAC/s",
+                  "Ratio", "Binary conv % (packed input)", "Binary conv % (with packing)",
+                  "Float conv %", "Speedup"], rows, notes, records)
+
+
+def _pct(v: float | None) -> str:
+    return NOT_RUN if v is None else f"{v:.0f} %"
 
 
 def to_markdown(t: Table) -> str:
@@ -357,12 +413,10 @@ def memory_table(store: Store, selection: Selection = Selection()) -> Table:
                      NOT_RUN if fb is None else f"{fb / 2**20:.3f}",
                      NOT_RUN if ff is None else f"{ff / 2**20:.3f}",
                      _fmt(rec["binary_mac_share"], 2) + " %",
-                     _fmt(rec["infer_rss_float"], 1), _fmt(rec["infer_rss_xnor_packed"], 1),
-                     _fmt(rec["train_rss_float"], 1), _fmt(rec["train_rss_xnor"], 1)])
+                     _fmt(rec["infer_rss_float"], 1), _fmt(rec["infer_rss_xnor_packed"], 1)])
     notes = [f"run {rid}: {_machine(run)}; RSS columns: peak RSS of a fresh process minus "
-             f"its RSS after imports (MiB), batch {(run.params or {}).get('batch')}; XNOR "
-             "training keeps latent float weights (and optimizer state) beside binary ones"
-             for rid, run in sorted(runs.items())]
+             f"its RSS after imports (MiB), batch {(run.params or {}).get('batch')}; training "
+             "memory has its own table" for rid, run in sorted(runs.items())]
     for rec in records:
         if rec["train_cuda_float"] is not None:
             notes.append(f"{MODEL_NAMES.get(rec['model'], rec['model'])} on CUDA "
@@ -374,7 +428,75 @@ def memory_table(store: Store, selection: Selection = Selection()) -> Table:
     return Table("Memory footprint: packed 1-bit vs float32",
                  ["Network", "Packed MiB", "Float32 MiB", "Compression", "Packed file MiB",
                   "Float32 file MiB", "Binary MACs", "Infer +RSS float",
-                  "Infer +RSS XNOR packed", "Train +RSS float", "Train +RSS XNOR"],
+                  "Infer +RSS XNOR packed"],
+                 rows, notes, records)
+
+
+def train_memory_table(store: Store, selection: Selection = Selection()) -> Table:
+    """Training memory per network: bytes kept for backward and peak RSS, float vs XNOR.
+
+    Runs from before the fused path measured XNOR training through BinOp only, under the
+    variant name ``xnor``; such a run (no ``xnor_binop`` rows) shows it as BinOp.
+    """
+    rows_by = _latest_rows(store, "memory", selection=selection)
+    wanted = {"train_saved_activation_mib": "saved", "train_rss_increase_mib": "rss",
+              "train_cuda_max_allocated_mib": "cuda"}
+    cells: dict[str, dict[str, Any]] = {}
+    runs: dict[int, Run] = {}
+    for (_d, model, variant, metric, _b, _m, _t), (r, run) in rows_by.items():
+        if metric not in wanted:
+            continue
+        rec = cells.setdefault(model, {"model": model, "run_id": run.id,
+                                       "batch": (r.params or {}).get("batch")})
+        rec[f"{wanted[metric]}_{variant}"] = r.value
+        runs[run.id] = run
+    rows, records = [], []
+    for model, rec in sorted(cells.items()):
+        if not any(k.endswith("_xnor_binop") for k in rec):  # a run from before fused
+            for what in ("saved", "rss", "cuda"):
+                if f"{what}_xnor" in rec:
+                    rec[f"{what}_xnor_binop"] = rec.pop(f"{what}_xnor")
+        records.append(rec)
+        cols = [rec.get(f"{w}_{v}") for w in ("saved", "rss", "cuda")
+                for v in ("float", "xnor", "xnor_binop")]
+        rows.append([MODEL_NAMES.get(model, model), str(rec["batch"]),
+                     *[_fmt(v, 1) for v in cols]])
+    notes = [f"run {rid}: {_machine(run)}; saved for backward: every tensor autograd keeps, "
+             "each storage once, parameters excluded (exact); +RSS: peak RSS of a fresh "
+             "process minus its RSS after imports, glibc mmap threshold fixed at 64 KiB so "
+             "freed tensors leave RSS; CUDA: max_memory_allocated (MiB)"
+             for rid, run in sorted(runs.items())]
+    notes.append("XNOR fused keeps 2 bits per binarized input (sign, |x| < 1) where float "
+                 "keeps the BN output's activation; BinOp also holds a saved copy of every "
+                 "latent weight.")
+    return Table("Training memory (one SGD step): float vs XNOR fused vs XNOR BinOp",
+                 ["Network", "Batch", "Saved float MiB", "Saved XNOR fused MiB",
+                  "Saved XNOR BinOp MiB", "+RSS float", "+RSS XNOR fused", "+RSS XNOR BinOp",
+                  "CUDA float", "CUDA XNOR fused", "CUDA XNOR BinOp"], rows, notes, records)
+
+
+def saved_by_layer_table(store: Store, selection: Selection = Selection()) -> Table:
+    """Bytes kept for backward per XNOR unit (and its float counterpart), per network."""
+    rows_by = _latest_rows(store, "memory", selection=selection)
+    layers: dict[tuple[str, str], dict[str, Any]] = {}
+    runs: dict[int, Run] = {}
+    for run in {id(run): run for _r, run in rows_by.values()}.values():
+        for r in store.results([run.id], metric="layer_saved_activation_kib"):
+            layer = (r.params or {}).get("layer")
+            rec = layers.setdefault((r.model or "", layer), {"model": r.model, "layer": layer,
+                                                             "run_id": run.id})
+            rec[f"{r.variant}_kib"] = r.value
+            runs[run.id] = run
+    rows, records = [], []
+    for (model, _layer), rec in layers.items():
+        f, x = rec.get("float_kib"), rec.get("xnor_kib")
+        rec["ratio"] = x / f if f and x is not None else None
+        records.append(rec)
+        rows.append([MODEL_NAMES.get(model, model), rec["layer"], _fmt(f, 1), _fmt(x, 1),
+                     _ratio(rec["ratio"])])
+    notes = [f"run {rid}: {_machine(run)}" for rid, run in sorted(runs.items())]
+    return Table("Saved for backward, per layer (KiB): float unit vs XNOR unit",
+                 ["Network", "Layer", "Float KiB", "XNOR fused KiB", "XNOR / float"],
                  rows, notes, records)
 
 
@@ -405,24 +527,59 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
         rows.append([MODEL_NAMES.get(model, model), f"inference, batch {batch}", str(threads),
                      _fmt(rec["float_ms"], 3), _fmt(rec["xnor_packed_ms"], 3),
                      _fmt(rec["xnor_simulated_ms"], 3), _fmt(rec["speedup"]) + "x"])
-    for model, threads in sorted({(k[0], k[2]) for k in keys},
-                                 key=lambda t: (t[0] or "", t[1] or 0)):
-        f = get(model, "float", "train_step_ms", None, threads)
-        x = get(model, "xnor", "train_step_ms", None, threads)
-        if f is None and x is None:
-            continue
-        records.append({"model": model, "threads": threads, "train_step_float_ms": f,
-                        "train_step_xnor_ms": x})
-        rows.append([MODEL_NAMES.get(model, model), "training step", str(threads), _fmt(f, 1),
-                     _fmt(x, 1), "-", "-" if not (f and x) else f"{f / x:.2f}x"])
     isa = {run.id: (r.params or {}).get("kernel_isa") for r, run in rows_by.values()}
     notes = [f"run {rid}: {_machine(run)}, kernel path {isa.get(rid)}; medians of "
-             "interleaved torch.utils.benchmark blocks; the training step of XNOR runs "
-             "float-simulated binarization (as every training port does)"
-             for rid, run in sorted(runs.items())]
+             "interleaved torch.utils.benchmark blocks" for rid, run in sorted(runs.items())]
     return Table("Running time: float vs XNOR (packed XNOR-popcount kernels)",
                  ["Network", "What", "Threads", "Float ms", "XNOR packed ms",
                   "XNOR simulated ms", "Speedup"], rows, notes, records)
+
+
+def train_step_table(store: Store, selection: Selection = Selection()) -> Table:
+    """Training step time and dispatched operators: float vs XNOR fused vs XNOR BinOp.
+
+    Runs from before the fused path timed only BinOp, under the variant name ``xnor``;
+    such a run (no ``xnor_binop`` rows) is shown in the BinOp column, where it belongs.
+    """
+    rows_by = _latest_rows(store, "timing", by_threads=True, selection=selection)
+    cells: dict[tuple, dict[str, Any]] = {}
+    runs: dict[int, Run] = {}
+    for (_d, model, variant, metric, batch, _m, threads), (r, run) in rows_by.items():
+        if metric not in ("train_step_ms", "train_step_ops"):
+            continue
+        rec = cells.setdefault((model, batch, threads), {"model": model, "batch": batch,
+                                                         "threads": threads, "run_id": run.id})
+        rec[f"{variant}_{metric}"] = r.value
+        runs[run.id] = run
+    rows, records = [], []
+    for (model, batch, threads), rec in sorted(cells.items(), key=lambda kv: (
+            kv[0][0] or "", kv[0][1] or 0, kv[0][2] or 0)):
+        if "xnor_binop_train_step_ms" not in rec and "xnor_train_step_ops" not in rec:
+            rec["xnor_binop_train_step_ms"] = rec.pop("xnor_train_step_ms", None)
+        f, x, b = (rec.get(f"{v}_train_step_ms") for v in ("float", "xnor", "xnor_binop"))
+        of, ox, ob = (rec.get(f"{v}_train_step_ops") for v in ("float", "xnor", "xnor_binop"))
+        rec.update(fused_ratio=x / f if f and x else None, binop_ratio=b / f if f and b else None,
+                   fused_ops_ratio=ox / of if of and ox else None)
+        records.append(rec)
+        rows.append([MODEL_NAMES.get(model, model), str(batch), str(threads), _fmt(f, 1),
+                     _fmt(x, 1), _fmt(b, 1), _ratio(rec["fused_ratio"]),
+                     _ratio(rec["binop_ratio"]), _fmt(of, 0), _fmt(ox, 0), _fmt(ob, 0),
+                     _ratio(rec["fused_ops_ratio"])])
+    notes = [f"run {rid}: {_machine(run)}; medians of interleaved torch.utils.benchmark "
+             "blocks; one SGD step on random data; operators counted with torch.profiler "
+             "(nested included)" for rid, run in sorted(runs.items())]
+    notes.append("XNOR fused: layers binarize weights in forward, apply the gradient rule in "
+                 "backward and keep bits for backward; XNOR BinOp: the original port's "
+                 "workflow (binarize in place, restore, rule after backward). Both train "
+                 "identically (tested).")
+    return Table("Training step: float vs XNOR (fused layers, and the port's BinOp)",
+                 ["Network", "Batch", "Threads", "Float ms", "XNOR fused ms", "XNOR BinOp ms",
+                  "Fused / float", "BinOp / float", "Ops float", "Ops fused", "Ops BinOp",
+                  "Ops fused / float"], rows, notes, records)
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
 
 
 def _packed_cols(c: Cell, *values: float | None) -> list[str]:

@@ -1,3 +1,3 @@
 """Declared suites; importing this package registers them all."""
 
-from . import accuracy, compare, memory, sweep, timing  # noqa: F401
+from . import accuracy, ceilings, compare, memory, sweep, timing  # noqa: F401

@@ -3,8 +3,9 @@
 For each model: the per-layer summary (parameters by bit width, memory, MACs by
 precision) and its totals; the bytes of the packed file written by ``save_packed`` next
 to the float32 ``state_dict`` file; peak runtime memory of inference and of a training
-step, each in a fresh subprocess; and the paper's Fig. 4(a) figure for ResNet-18 stored
-beside ours.
+step, each in a fresh subprocess; the bytes a training step keeps for backward, per
+layer (float vs XNOR: where training memory goes); and the paper's Fig. 4(a) figure for
+ResNet-18 stored beside ours.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from ..db import Row
 from ..harness.memprobe import measure
 from ..harness.registry import SuiteContext, register
+from ..harness.saved import training_step_saved
 from ..harness.summary import summarize
 from ..xnor import models, save_packed
 from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
@@ -75,18 +77,22 @@ def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                               "(ImageNet) in double precision"}, **tag)
             yield Row("paper_fig4a_binary_mb", 1.5, "MB", variant="xnor",
                       params={"source": "Rastegari et al. 2016, Fig. 4(a)"}, **tag)
+        yield from _saved_rows(name, p["batch"], ctx.device, tag)
         if not p["runtime"]:
             continue
         device = ctx.device
         cases = [("float", "inference"), ("xnor", "inference"), ("float", "train"),
-                 ("xnor", "train")]
+                 ("xnor", "train"), ("xnor_binop", "train")]
         if device == "cpu":
             cases.insert(2, ("xnor_packed", "inference"))
         for variant, mode in ctx.progress.track(cases, f"{name} runtime memory"):
             m = measure(name, variant, mode, p["batch"], device)
-            note = ("training keeps the latent float weights (and their optimizer state) "
-                    "beside the binarized ones" if variant == "xnor" and mode == "train"
-                    else "")
+            note = ""
+            if variant == "xnor" and mode == "train":
+                note = "fused path: bits kept for backward, weights binarized on the fly"
+            elif variant == "xnor_binop":
+                note = ("the port's BinOp workflow: a saved copy of every latent weight "
+                        "beside the binarized one")
             prm = {"mode": mode, "batch": p["batch"], "device": device, "note": note,
                    "base_rss_mib": m["base_rss_bytes"] / MIB}
             yield Row(f"{mode}_peak_rss_mib", m["peak_rss_bytes"] / MIB, "MiB",
@@ -99,3 +105,18 @@ def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                           "MiB", variant=variant, params=prm, **tag)
                 yield Row(f"{mode}_cuda_max_reserved_mib", m["cuda_max_reserved_bytes"] / MIB,
                           "MiB", variant=variant, params=prm, **tag)
+
+
+def _saved_rows(name: str, batch: int, device: str, tag: dict[str, str]) -> Iterator[Row]:
+    """Bytes one training step keeps for backward: in total and per layer, per variant."""
+    prm = {"batch": batch, "device": device}
+    for variant in ("float", "xnor", "xnor_binop"):
+        per_unit = training_step_saved(name, variant, batch, device)
+        yield Row("train_saved_activation_mib", sum(per_unit.values()) / MIB, "MiB",
+                  variant=variant, params={**prm, "note": "tensors saved for backward, "
+                                           "each storage once, parameters excluded"}, **tag)
+        if variant == "xnor_binop":
+            continue
+        for unit, nbytes in per_unit.items():
+            yield Row("layer_saved_activation_kib", nbytes / 1024, "KiB", variant=variant,
+                      params={**prm, "layer": unit}, **tag)

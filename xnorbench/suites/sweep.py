@@ -6,7 +6,9 @@ first checks the binary output against a float reference (a point that fails is 
 as failed and never timed), then times float ``F.conv2d`` and the packed XNOR op side
 by side (interleaved, same thread count), with the input's sign-packing included and
 excluded. The paper's theoretical speedup ``64 c N_W / (c N_W + 64)`` is stored beside
-the measured one.
+the measured one, and so is this core's ceiling (:mod:`..harness.ceilings`): each point
+says what share of the binary peak its binary conv reaches and of the fp32 peak the float
+conv reaches (peaks per core times the thread count).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from ..db import Row
+from ..harness.ceilings import conv_macs
+from ..harness.ceilings import measure as measure_ceilings
 from ..harness.environment import cpu_info
 from ..harness.registry import SuiteContext, register
 from ..harness.timing import compare
-from ..xnor.kernels import kernel_isa, load_kernels
+from ..xnor.kernels import default_build, kernel_isa, load_kernels
 
 DEFAULTS: dict[str, Any] = {
     "channels": [16, 32, 64, 128, 256, 512, 1024], "kernels": [1, 2, 3, 4, 5, 6, 7, 9, 11],
@@ -72,6 +76,8 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     kern = load_kernels()
     isa = kernel_isa()
     cpu, _ = cpu_info()
+    torch.set_num_threads(1)
+    ceil = measure_ceilings(default_build())
     for sweep, c, k in ctx.progress.track(sweep_points(p), "sweep points"):
         pad = (k - 1) // 2
         base = {"sweep": sweep, "channels": c, "kernel": k, "input_size": size,
@@ -107,3 +113,14 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         yield Row("speedup_nopack", t["float"].median_s / t["binary_nopack"].median_s, "x",
                   **common)
         yield Row("theoretical_speedup", theoretical_speedup(c, k), "x", **common)
+        macs = conv_macs(batch, c, c, k, k, size + 2 * pad - k + 1, size + 2 * pad - k + 1)
+        cprm = {**base, **ceil.as_params(), "peaks_scaled_by_threads": threads}
+        yield Row("binary_pct_of_peak", 100 * macs / t["binary_nopack"].median_s
+                  / (ceil.binary_macs * threads), "%", model="conv", variant="xnor",
+                  params=cprm)
+        yield Row("float_pct_of_peak", 100 * 2 * macs / t["float"].median_s
+                  / (ceil.fp32_flops * threads), "%", model="conv", variant="float",
+                  params=cprm)
+        yield Row("ceiling_speedup", ceil.ratio, "x", model="conv", variant="xnor",
+                  params={**cprm, "note": "binary MACs per float MAC at the two peaks: the "
+                          "most a binary conv can gain over a perfect float conv here"})

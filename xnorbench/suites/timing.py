@@ -3,6 +3,9 @@
 Float vs XNOR with the packed kernels (and the float-simulated XNOR model, which is
 what a training port without bit operations runs), measured side by side in one
 process at a stated thread count. Weights are random: latency does not depend on them.
+Training steps: float, XNOR through the fused layers, and XNOR through the port's BinOp
+workflow, interleaved; with the operators each step dispatches (what a GPU pays a
+launch for).
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from torch import nn
 
 from ..db import Row
 from ..harness.registry import SuiteContext, register
-from ..harness.timing import compare
+from ..harness.timing import compare, dispatched_ops
 from ..harness.training import train_step
-from ..xnor import BinOp, binary_layers, models
+from ..xnor import BinOp, FusedXNOR, binary_layers, models
 from ..xnor.kernels import kernel_isa
 from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
 from ..xnor.packed import pack_model
@@ -87,20 +90,32 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                               params={**prm, "iqr_ms": tm.iqr_s * 1e3}, **tag)
                 yield Row("layer_speedup", t["float"].median_s / t["xnor"].median_s, "x",
                           variant="xnor", params=prm, **tag)
-        # training step: float autograd vs XNOR through BinOp (float-simulated binarization)
-        xb = torch.randn(p["train_batch"], *INPUT_SHAPE[name])
-        yb = torch.randint(0, 10, (p["train_batch"],))
-        ftrain = models.build(name, binary=False).train()
-        xtrain = models.build(name, binary=True).train()
-        fopt = torch.optim.SGD(ftrain.parameters(), lr=1e-3)
-        xopt = torch.optim.SGD(xtrain.parameters(), lr=1e-3)
-        xbin = BinOp(xtrain)
-        t = compare({"float": partial(train_step, ftrain, xb, yb, fopt, None),
-                     "xnor": partial(train_step, xtrain, xb, yb, xopt, xbin)},
-                    threads=threads, rounds=p["rounds"], min_run_time=p["min_run_time"])
-        prm = {**base, "batch": p["train_batch"]}
-        for variant, tm in t.items():
-            yield Row("train_step_ms", tm.median_ms, "ms", variant=variant,
-                      params={**prm, "iqr_ms": tm.iqr_s * 1e3}, **tag)
-        yield Row("train_step_ratio", t["xnor"].median_s / t["float"].median_s, "x",
-                  variant="xnor", params=prm, **tag)
+        yield from _train_step_rows(name, p, {**base, "batch": p["train_batch"]}, tag)
+
+
+def _train_step_rows(name: str, p: dict[str, Any], prm: dict[str, Any],
+                     tag: dict[str, str]) -> Iterator[Row]:
+    """Training step: float autograd vs XNOR fused vs XNOR through BinOp, interleaved."""
+    torch.manual_seed(p["seed"])
+    xb = torch.randn(p["train_batch"], *INPUT_SHAPE[name])
+    yb = torch.randint(0, 10, (p["train_batch"],))
+    steps = {}
+    for variant, binary, xnor_step in (("float", False, None), ("xnor", True, FusedXNOR),
+                                       ("xnor_binop", True, BinOp)):
+        model = models.build(name, binary=binary).train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        steps[variant] = partial(train_step, model, xb, yb, opt,
+                                 xnor_step(model) if xnor_step else None)
+    t = compare(steps, threads=p["threads"], rounds=p["rounds"], min_run_time=p["min_run_time"])
+    ops = {variant: dispatched_ops(fn) for variant, fn in steps.items()}
+    for variant, tm in t.items():
+        yield Row("train_step_ms", tm.median_ms, "ms", variant=variant,
+                  params={**prm, "iqr_ms": tm.iqr_s * 1e3, "runs": tm.runs}, **tag)
+        yield Row("train_step_ops", ops[variant], "ops", variant=variant,
+                  params={**prm, "counted": "torch.profiler, nested operators included"},
+                  **tag)
+    for variant in ("xnor", "xnor_binop"):
+        yield Row("train_step_ratio", t[variant].median_s / t["float"].median_s, "x",
+                  variant=variant, params=prm, **tag)
+        yield Row("train_step_ops_ratio", ops[variant] / ops["float"], "x", variant=variant,
+                  params=prm, **tag)

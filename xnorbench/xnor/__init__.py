@@ -2,18 +2,19 @@
 
 Public API::
 
-    from xnorbench.xnor import BinOp, XNORConv2d, XNORLinear, scaled_sign, models
+    from xnorbench.xnor import BinOp, FusedXNOR, XNORConv2d, XNORLinear, scaled_sign, models
     from xnorbench.xnor import save_packed, load_packed
 """
 
-from . import models
+from . import bitops, models
 from .binarize import GRAD_RULES, BinActive, bin_active, scaled_sign, scaled_sign_grad, sign
 from .binop import BinOp
+from .fused import XNOR_PATHS, FusedXNOR
 from .layers import XNORConv2d, XNORLinear, binary_layers
 from .packing import load_packed, pack_signs, packed_sizes, save_packed, unpack_signs
 
 __all__ = [
-    "GRAD_RULES", "BinActive", "BinOp", "XNORConv2d", "XNORLinear", "bin_active",
-    "binary_layers", "load_packed", "models", "pack_signs", "packed_sizes", "save_packed",
-    "scaled_sign", "scaled_sign_grad", "sign", "unpack_signs",
+    "GRAD_RULES", "XNOR_PATHS", "BinActive", "BinOp", "FusedXNOR", "XNORConv2d", "XNORLinear",
+    "bin_active", "binary_layers", "load_packed", "models", "pack_signs", "packed_sizes",
+    "save_packed", "scaled_sign", "bitops", "scaled_sign_grad", "sign", "unpack_signs",
 ]

@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .binarize import check_grad_rule, filter_alpha, scaled_sign_grad, sign
+from . import bitops
+from .binarize import check_grad_rule
 from .layers import binary_layers
 
 
@@ -42,9 +43,12 @@ class BinOp:
         return len(self.target_modules)
 
     def binarization(self) -> None:
-        """Center, clamp and save the latent weights, then binarize them in place."""
-        self.meancenterConvParams()
-        self.clampConvParams()
+        """Center, clamp and save the latent weights, then binarize them in place.
+
+        Centering and clamping run as one operator over every layer (the same one the
+        fused path runs), which equals ``meancenterConvParams(); clampConvParams()``.
+        """
+        bitops.center_clamp_([p.data for p in self.target_modules])
         self.save_params()
         self.binarizeConvParams()
 
@@ -64,7 +68,7 @@ class BinOp:
     def binarizeConvParams(self) -> None:
         """W <- alpha * sign(W), alpha = mean |W| per output filter."""
         for p in self.target_modules:
-            p.data.copy_(filter_alpha(p.data) * sign(p.data))
+            p.data.copy_(bitops.binarize_weight(p.data))
         self._mark(True)
 
     def restore(self) -> None:
@@ -82,7 +86,7 @@ class BinOp:
         """Replace dC/dWt by dC/dW (``grad_rule``) on the restored latent weights."""
         for p in self.target_modules:
             if p.grad is not None:
-                p.grad.copy_(scaled_sign_grad(p.data, p.grad, self.grad_rule))
+                bitops.weight_grad_(p.grad, p.data, self.grad_rule)
 
     def release(self) -> None:
         """Stop managing the model (restores the latent weights if they are binarized)."""

@@ -1,12 +1,19 @@
 """Build (once, cached) and load the C++ XNOR + popcount kernels.
 
-The extension is compiled on first use with ``torch.utils.cpp_extension.load`` and
-``-O3 -march=native``, so AVX-512 VPOPCNTDQ is used where the CPU has it, AVX2 table
-lookups (VPSHUFB of a per-nibble ``popcount(a XOR b)`` table) where it has AVX2 only, and
-scalar POPCNT elsewhere. ``-fopenmp`` is required for threads: without it
-``at::parallel_for`` inside an extension compiles to a serial loop. Set
-``XNORBENCH_PORTABLE=1`` to build the portable path on any CPU (tests use it to check
-that both paths agree).
+The extension is compiled on first use with ``torch.utils.cpp_extension.load``. Three
+builds of the same sources, chosen by flags, so that every path runs on any machine
+whose CPU can execute it:
+
+* ``native`` (default): ``-march=native``: AVX-512 VPOPCNTDQ where the CPU has it, AVX2
+  table lookups (VPSHUFB of a per-nibble ``popcount(a XOR b)`` table) where it has AVX2
+  only, scalar POPCNT elsewhere;
+* ``avx2``: ``-march=x86-64-v3``: the AVX2 path, also on an AVX-512 CPU;
+* ``portable``: ``-march=x86-64``: the scalar path on any x86-64 CPU.
+
+``XNORBENCH_KERNEL_BUILD=native|avx2|portable`` picks the build the whole program uses
+(``XNORBENCH_PORTABLE=1`` is the older spelling of ``portable``); tests load all three
+to check that they agree. ``-fopenmp`` is required for threads: without it
+``at::parallel_for`` inside an extension compiles to a serial loop.
 """
 
 from __future__ import annotations
@@ -16,39 +23,89 @@ import os
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-_SRC = Path(__file__).parent / "csrc" / "xnor_kernels.cpp"
+_CSRC = Path(__file__).parent / "csrc"
+_SOURCES = (_CSRC / "xnor_kernels.cpp", _CSRC / "train_ops.cpp", _CSRC / "ceilings.cpp")
+
+BUILDS: dict[str, list[str]] = {
+    "native": ["-march=native"],
+    "avx2": ["-march=x86-64-v3", "-mtune=generic"],
+    "portable": ["-march=x86-64", "-mtune=generic"],
+}
+"""Compiler flags per build; the module of build B is named ``xnorbench_kernels_B``."""
 
 
-def _build_dir(portable: bool) -> Path:
+def _build_dir(build: str) -> Path:
     base = os.environ.get("XNORBENCH_BUILD_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "xnorbench", "extensions")
-    path = Path(base) / ("portable" if portable else "native")
+    path = Path(base) / build
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-@functools.lru_cache(maxsize=2)
-def load_kernels(portable: bool | None = None) -> ModuleType:
-    """Compile (first call only) and import the kernel extension."""
-    if portable is None:
-        portable = os.environ.get("XNORBENCH_PORTABLE", "") not in ("", "0")
+def _choose_build(portable: bool | None, build: str | None) -> str:
+    if build is not None:
+        if build not in BUILDS:
+            raise ValueError(f"unknown kernel build {build!r}; choose {', '.join(BUILDS)}")
+        return build
+    if portable is not None:
+        return "portable" if portable else "native"
+    env = os.environ.get("XNORBENCH_KERNEL_BUILD", "")
+    if env:
+        return _choose_build(None, env)
+    return "portable" if os.environ.get("XNORBENCH_PORTABLE", "") not in ("", "0") else "native"
+
+
+def default_build() -> str:
+    """The build this program uses unless told otherwise (see the module docstring)."""
+    return _choose_build(None, None)
+
+
+def cpu_has_avx2() -> bool:
+    """Whether this CPU can run the ``avx2`` build (Linux /proc/cpuinfo flags)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx2" in flags and " fma" in flags and " bmi2" in flags
+
+
+def load_kernels(portable: bool | None = None, build: str | None = None) -> ModuleType:
+    """Compile (first call only) and import a build of the kernel extension."""
+    return _load(_choose_build(portable, build))
+
+
+@functools.lru_cache(maxsize=3)
+def _load(build: str) -> ModuleType:
     from torch.utils import cpp_extension
 
-    flags = ["-O3"]
-    flags += ["-march=x86-64", "-mtune=generic"] if portable else ["-march=native"]
+    name = "xnorbench_kernels" if build == "native" else f"xnorbench_kernels_{build}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return cpp_extension.load(
-            name="xnorbench_kernels_portable" if portable else "xnorbench_kernels",
-            sources=[str(_SRC)],
-            extra_cflags=flags + ["-fopenmp"],
+            name=name,
+            sources=[str(p) for p in _SOURCES],
+            extra_cflags=["-O3", *BUILDS[build], "-fopenmp"],
             extra_ldflags=["-fopenmp"],
-            build_directory=str(_build_dir(portable)),
+            build_directory=str(_build_dir(build)),
             verbose=False,
         )
 
 
-def kernel_isa(portable: bool | None = None) -> str:
+def train_ops(portable: bool | None = None, build: str | None = None) -> Any:
+    """The dispatcher namespace of the training operators (``csrc/train_ops.cpp``) and the
+    ceilings (``csrc/ceilings.cpp``).
+
+    Registered under the extension's own name, so every build can be loaded in one
+    process.
+    """
+    import torch
+
+    module = load_kernels(portable, build)
+    return getattr(torch.ops, module.__name__)
+
+
+def kernel_isa(portable: bool | None = None, build: str | None = None) -> str:
     """The popcount path of the loaded kernels: avx512-vpopcntdq, avx2-pshufb or scalar."""
-    return str(load_kernels(portable).isa())
+    return str(load_kernels(portable, build).isa())

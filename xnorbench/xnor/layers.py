@@ -1,5 +1,9 @@
 """XNOR layers in the paper's block order: BatchNorm -> BinActive -> binary conv/linear.
 
+``forward`` runs the fused path of :mod:`.functional` (one autograd node, bits kept for
+backward); ``simulated`` is the same layer composed of plain autograd ops, kept as the
+reference the fused path is tested against (and used for the paper's input scaling K).
+
 Padding convention (shared with the packed kernels): a binarized convolution pads its
 *binarized* input with +1, i.e. the value ``sign(0) = +1`` that a zero-padded input
 binarizes to. Every operand of the binary convolution is then exactly +-1, which is
@@ -14,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .binarize import bin_active, check_grad_rule, scaled_sign
+from .functional import binary_conv2d, binary_linear
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -41,6 +46,15 @@ class _XNORBase(nn.Module):
         if self.weight_is_binarized:
             return self.weight
         return scaled_sign(self.weight, self.grad_rule)
+
+    @property
+    def weight_rule(self) -> str | None:
+        """The rule the fused forward applies to the weight; None: use it as it is."""
+        return None if self.weight_is_binarized else self.grad_rule
+
+    @property
+    def dropout_p(self) -> float:
+        return float(getattr(self.dropout, "p", 0.0)) if self.training else 0.0
 
 
 class XNORConv2d(_XNORBase):
@@ -84,6 +98,14 @@ class XNORConv2d(_XNORBase):
                             count_include_pad=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The fused path (:mod:`.functional`); with the paper's K, :meth:`simulated`."""
+        if self.scale_input:
+            return self.simulated(x)
+        return binary_conv2d(self.bn(x), self.weight, self.bias, self.stride, self.padding,
+                             self.weight_rule, self.dropout_p, owns_input=True)
+
+    def simulated(self, x: Tensor) -> Tensor:
+        """The layer as plain autograd composes it: BinActive, pad +1, conv (reference)."""
         x = self.bn(x)
         xb = self.dropout(bin_active(x))
         ph, pw = self.padding
@@ -125,6 +147,12 @@ class XNORLinear(_XNORBase):
         nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The fused path (:mod:`.functional`)."""
+        return binary_linear(self.bn(torch.flatten(x, 1)), self.weight, self.bias,
+                             self.weight_rule, self.dropout_p)
+
+    def simulated(self, x: Tensor) -> Tensor:
+        """The layer as plain autograd composes it (reference for tests)."""
         x = torch.flatten(x, 1)
         xb = self.dropout(bin_active(self.bn(x)))
         return F.linear(xb, self.binary_weight(), self.bias)

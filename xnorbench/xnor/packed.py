@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .binarize import filter_alpha, sign
+from .bitops import alphas, binarize_weight
 from .kernels import load_kernels
 from .layers import XNORConv2d, XNORLinear
 
@@ -23,15 +23,13 @@ from .layers import XNORConv2d, XNORLinear
 def _alpha_and_weight(layer: XNORConv2d | XNORLinear) -> tuple[Tensor, Tensor]:
     """(alpha per filter, alpha * sign(W)) exactly as the layer uses them in eval mode.
 
-    Taken from what the layer's forward uses (``binary_weight()``), then binarized once
-    more: alpha * sign is a fixed point of binarization, so the result is the same
-    whether a BinOp left the latent or the binarized weights in place.
+    The same operator the layer's forward runs; alpha * sign is a fixed point of it, so
+    the result is the same whether a BinOp left the latent or the binarized weights in
+    place.
     """
     with torch.no_grad():
-        wb = layer.binary_weight().detach().float().cpu()
-        alpha = filter_alpha(wb)
-        wbin = alpha * sign(wb)
-    return alpha.reshape(-1).contiguous(), wbin
+        wbin = binarize_weight(layer.weight.detach().float().cpu())
+    return alphas(wbin).contiguous(), wbin
 
 
 class PackedXNORConv2d(nn.Module):

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .binarize import filter_alpha
+from .bitops import alphas
 from .layers import binary_layers
 from .models import build
 
@@ -97,7 +97,7 @@ def save_packed(model: nn.Module, path: str | os.PathLike) -> int:
     for name, t in model.state_dict().items():
         t = t.detach().cpu()
         if name in bin_names:
-            binary[name] = {"bits": pack_signs(t), "alpha": filter_alpha(t).flatten().clone(),
+            binary[name] = {"bits": pack_signs(t), "alpha": alphas(t.float()).clone(),
                             "shape": tuple(t.shape)}
         else:
             floats[name] = t.clone()

@@ -1,0 +1,55 @@
+"""Ceilings: register-only peaks per kernel build, and the suite that rates convs by them."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xnorbench.cli import app
+from xnorbench.harness.ceilings import conv_macs, measure
+from xnorbench.xnor.kernels import cpu_has_avx2
+
+
+@pytest.mark.parametrize("build,isa", [("native", None), ("avx2", "avx2-pshufb"),
+                                       ("portable", "scalar-popcnt")])
+def test_peaks_are_measured_per_build(build, isa):
+    if build == "avx2" and not cpu_has_avx2():
+        pytest.skip("this CPU cannot run the avx2 build")
+    c = measure(build, repeats=3, iters=200_000)
+    assert c.fp32_flops > 1e8 and c.binary_macs > 1e8
+    assert c.ratio == pytest.approx(c.binary_macs / (c.fp32_flops / 2))
+    if isa is not None:
+        assert c.binary_isa.startswith(isa)
+
+
+def test_conv_macs_counts_a_dense_conv():
+    assert conv_macs(2, 8, 4, 3, 3, 5, 5) == 2 * 8 * 4 * 9 * 25
+
+
+def test_ceilings_suite_stores_peaks_and_shares(tmp_path: Path):
+    db = tmp_path / "c.db"
+    res = CliRunner().invoke(app, ["--db", str(db), "run", "ceilings", "--builds", "native",
+                                   "--channels", "64", "--input-size", "8", "--rounds", "1",
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    rows = dict(sqlite3.connect(db).execute(
+        "select metric, value from results where variant = 'native'").fetchall())
+    for metric in ("fp32_peak_gflops", "binary_peak_gmacs", "peak_ratio",
+                   "binary_nopack_conv_pct_of_peak", "float_conv_pct_of_peak"):
+        assert rows[metric] > 0, metric
+    # a kernel cannot beat its own ceiling by much (timer noise aside)
+    assert rows["binary_nopack_conv_pct_of_peak"] < 120
+    assert rows["float_conv_pct_of_peak"] < 120
+
+
+@pytest.mark.parametrize("args,needle", [(["--builds", "avx9"], "kernel build"),
+                                         (["--channels", "0"], "--channels"),
+                                         (["--channels", "100000"], "--channels")])
+def test_ceilings_rejects_bad_input(tmp_path: Path, args, needle):
+    res = CliRunner().invoke(app, ["--db", str(tmp_path / "c.db"), "run", "ceilings", *args])
+    assert res.exit_code == 2
+    assert needle in res.output
+    assert "Traceback" not in res.output

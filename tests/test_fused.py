@@ -1,0 +1,242 @@
+"""The fused XNOR training path: same math as plain autograd, identical to BinOp, lighter.
+
+* the fused layers' outputs and gradients equal the plain-autograd composition
+  (``simulated``) to float rounding, for every gradient rule, stride, padding, dropout;
+* the fused path and the port's BinOp workflow give bit-identical gradients and
+  bit-identical training rows for a fixed seed;
+* the C++ operators equal their torch fallbacks, on the native and the portable build;
+* a training step keeps bits, not floats, for backward, and dispatches at most 1.3x the
+  operators of the float step.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+
+from xnorbench.harness.datasets import load_dataset
+from xnorbench.harness.recipes import Recipe
+from xnorbench.harness.saved import saved_bytes_by_unit
+from xnorbench.harness.timing import dispatched_ops
+from xnorbench.harness.training import train, train_step
+from xnorbench.xnor import GRAD_RULES, BinOp, FusedXNOR, binary_layers, bitops, models
+from xnorbench.xnor.binarize import filter_alpha, scaled_sign_grad, sign
+from xnorbench.xnor.kernels import cpu_has_avx2, train_ops
+from xnorbench.xnor.layers import XNORConv2d, XNORLinear
+
+
+def _grads(layer: torch.nn.Module, x: torch.Tensor, forward, g: torch.Tensor | None, seed: int):
+    x = x.detach().clone().requires_grad_()
+    layer.zero_grad()
+    torch.manual_seed(seed)
+    out = forward(x)
+    g = torch.randn_like(out, generator=torch.Generator().manual_seed(1)) if g is None else g
+    out.backward(g)
+    return out.detach(), x.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}, g
+
+
+def _close_grads(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    """Equal to float rounding, relative to each gradient's scale (the reference rule
+    multiplies by ~n, and sums of signed terms cancel)."""
+    for name, w in want.items():
+        torch.testing.assert_close(got[name], w, rtol=1e-4,
+                                   atol=1e-5 * max(1.0, float(w.abs().max())), msg=name)
+
+
+@pytest.mark.parametrize("rule", GRAD_RULES)
+@pytest.mark.parametrize("k,stride,pad,dropout", [(3, 1, 1, 0.0), (3, 2, 1, 0.0),
+                                                  (1, 1, 0, 0.0), (5, 2, 2, 0.0),
+                                                  (3, 1, 1, 0.5)])
+def test_fused_conv_equals_plain_autograd(rule, k, stride, pad, dropout):
+    torch.manual_seed(0)
+    layer = XNORConv2d(6, 5, k, stride=stride, padding=pad, bias=True, dropout=dropout,
+                       grad_rule=rule).train()
+    x = torch.randn(3, 6, 9, 9)
+    out_f, gx_f, gp_f, g = _grads(layer, x, layer, None, seed=5)
+    out_s, gx_s, gp_s, _ = _grads(layer, x, layer.simulated, g, seed=5)
+    torch.testing.assert_close(out_f, out_s, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx_f, gx_s, rtol=1e-5, atol=1e-5)
+    _close_grads(gp_f, gp_s)
+
+
+@pytest.mark.parametrize("rule", GRAD_RULES)
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_linear_equals_plain_autograd(rule, dropout):
+    torch.manual_seed(1)
+    layer = XNORLinear(20, 7, dropout=dropout, grad_rule=rule).train()
+    x = torch.randn(5, 20)
+    out_f, gx_f, gp_f, g = _grads(layer, x, layer, None, seed=2)
+    out_s, gx_s, gp_s, _ = _grads(layer, x, layer.simulated, g, seed=2)
+    torch.testing.assert_close(out_f, out_s, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx_f, gx_s, rtol=1e-5, atol=1e-5)
+    _close_grads(gp_f, gp_s)
+
+
+def test_fused_conv_channels_last_equals_contiguous():
+    torch.manual_seed(2)
+    layer = XNORConv2d(8, 6, 3, padding=1).train()
+    x = torch.randn(2, 8, 7, 7)
+    out_a, gx_a, gp_a, g = _grads(layer, x, layer, None, seed=0)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    out_b, gx_b, gp_b, _ = _grads(layer, xc, layer, g, seed=0)
+    torch.testing.assert_close(out_b, out_a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx_b, gx_a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gp_b["weight"], gp_a["weight"], rtol=1e-4, atol=1e-5)
+
+
+def test_fused_conv_under_bf16_autocast_trains():
+    torch.manual_seed(3)
+    layer = XNORConv2d(8, 6, 3, padding=1, bias=True).train()
+    x = torch.randn(2, 8, 7, 7, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16
+    assert layer.weight.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+    ref = XNORConv2d(8, 6, 3, padding=1, bias=True).train()
+    ref.load_state_dict(layer.state_dict())
+    ref(x.detach()).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, ref.weight.grad, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("name,batch", [("lenet5", 8), ("nin", 4), ("resnet18", 4)])
+def test_fused_and_binop_paths_give_identical_gradients(name, batch):
+    """Same seed, same data: every gradient and every weight equal, bit for bit."""
+    torch.manual_seed(0)
+    a = models.build(name, binary=True).train()
+    b = copy.deepcopy(a)
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.05, momentum=0.9)
+    opt_b = torch.optim.SGD(b.parameters(), lr=0.05, momentum=0.9)
+    step_a, step_b = BinOp(a), FusedXNOR(b)
+    g = torch.Generator().manual_seed(1)
+    for step in range(2):
+        x = torch.randn(batch, *models.INPUT_SHAPE[name], generator=g)
+        y = torch.randint(0, 10, (batch,), generator=g)
+        torch.manual_seed(step)  # dropout draws alike
+        _, loss_a = train_step(a, x, y, opt_a, step_a)
+        torch.manual_seed(step)
+        _, loss_b = train_step(b, x, y, opt_b, step_b)
+        assert torch.equal(loss_a, loss_b)
+        for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+            assert torch.equal(pa.grad, pb.grad), n
+            assert torch.equal(pa, pb), n
+
+
+def test_fused_and_binop_paths_give_identical_training_rows(mnist_dir: Path, tmp_path: Path):
+    bundle = load_dataset("mnist", mnist_dir)
+    recipe = Recipe(epochs=2, batch_size=16, optimizer="sgd", lr=0.05, seed=3)
+    rows = {}
+    for path in ("binop", "fused"):
+        rows[path] = [r for r in train(bundle, "lenet5", "xnor", replace(recipe, xnor_path=path),
+                                       recipe_key="k", packed_path=tmp_path / f"{path}.xnb")
+                      if r.metric not in ("epoch_seconds", "train_images_per_second")
+                      and not r.metric.endswith("latency_ms")]
+    assert [(r.metric, r.epoch) for r in rows["binop"]] == \
+        [(r.metric, r.epoch) for r in rows["fused"]]
+    for a, b in zip(rows["binop"], rows["fused"]):
+        assert a.value == b.value, (a.metric, a.epoch, a.value, b.value)
+    assert (tmp_path / "binop.xnb").read_bytes() != b""
+    assert any(r.metric == "train_loss" for r in rows["fused"])
+
+
+# ----------------------------------------------------------------- operators vs torch
+@pytest.mark.parametrize("build", ["native", "avx2", "portable"])
+def test_cpp_operators_equal_torch_fallbacks(build):
+    if build == "avx2" and not cpu_has_avx2():
+        pytest.skip("this CPU cannot run the avx2 build")
+    ops = train_ops(build=build)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 5, 7, 11, generator=g) * 1.5
+    x[0, 0, 0, :3] = torch.tensor([0.0, -0.0, 1.0])
+    s, neg, ste = ops.sign_bits(x)
+    assert torch.equal(s, sign(x))
+    assert torch.equal(neg, bitops.pack_bool(x < 0))
+    assert torch.equal(ste, bitops.pack_bool(x.abs() < 1))
+    lay = bitops.layout(x)
+    assert torch.equal(ops.signs_from_bits(neg, x.numel(), None, 1.0).view_as(x), sign(x))
+    keep = bitops.pack_bool(torch.rand(x.shape, generator=g) < 0.6)
+    kept = bitops.unpack_bool(keep, lay).float()
+    assert torch.equal(ops.signs_from_bits(neg, x.numel(), keep, 2.5).view_as(x),
+                       sign(x) * kept * 2.5)
+    grad = torch.randn(x.shape, generator=g)
+    mask = (x.abs() < 1).float()
+    assert torch.equal(ops.grad_through_bits(grad, ste, None, 1.0), grad * mask)
+    assert torch.equal(ops.grad_through_bits(grad, ste, keep, 2.5), grad * mask * kept * 2.5)
+    drop = torch.randn(x.shape, generator=g) * (torch.rand(x.shape, generator=g) < 0.5)
+    assert torch.equal(ops.nonzero_bits(drop), bitops.pack_bool(drop != 0))
+
+    w = torch.randn(6, 5, 3, 3, generator=g) * 0.8
+    torch.testing.assert_close(ops.binarize_weight(w), filter_alpha(w) * sign(w))
+    gw = torch.randn(w.shape, generator=g)
+    for i, rule in enumerate(GRAD_RULES):
+        torch.testing.assert_close(ops.scaled_sign_grad(w, gw, i),
+                                   scaled_sign_grad(w, gw, rule), rtol=1e-5, atol=1e-6)
+    a, b = w.clone(), w.clone()
+    ops.center_clamp_([a])
+    b.sub_(b.mean(1, keepdim=True)).clamp_(-1, 1)
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("hw,k,stride,pad", [((9, 9), 3, 1, 1), ((8, 10), 3, 2, 1),
+                                             ((7, 7), 5, 1, 2), ((6, 6), 5, 2, 2)])
+def test_border_term_equals_plus_one_padding(hw, k, stride, pad):
+    """conv(zero pad) + border term == conv(+1 pad), and its weight gradient likewise."""
+    g = torch.Generator().manual_seed(5)
+    s = torch.where(torch.randn(2, 4, *hw, generator=g) < 0, -1.0, 1.0)
+    w = torch.randn(3, 4, k, k, generator=g, requires_grad=True)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(s, (pad,) * 4, value=1.0), w,
+                                     None, stride)
+    grad = torch.randn(ref.shape, generator=g)
+    (gw_ref,) = torch.autograd.grad(ref, w, grad)
+    with torch.no_grad():
+        out = torch.nn.functional.conv2d(s, w, None, stride, pad)
+        bitops.border_add_(out, w, hw, (stride, stride), (pad, pad))
+        gw = torch.ops.aten.convolution_backward(
+            grad, s, w, None, (stride, stride), (pad, pad), (1, 1), False, (0, 0), 1,
+            (False, True, False))[1]
+        bitops.border_grad_add_(gw, grad, hw, (stride, stride), (pad, pad))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw, gw_ref, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------- memory, operators
+def _unit_saved(name: str, variant: str, batch: int = 8) -> dict[str, int]:
+    torch.manual_seed(0)
+    model = models.build(name, binary=variant != "float").train()
+    units = [n for n, _ in binary_layers(models.build(name, binary=True))]
+    xnor_step = {"xnor": FusedXNOR, "xnor_binop": BinOp}.get(variant)
+    step = xnor_step(model) if xnor_step else None
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(batch, *models.INPUT_SHAPE[name])
+    y = torch.randint(0, 10, (batch,))
+    return saved_bytes_by_unit(model, lambda: train_step(model, x, y, opt, step), units)
+
+
+def test_fused_xnor_keeps_bits_not_floats_for_backward():
+    """A binary unit keeps its BN input (float) and 2 bits per element, nothing else big."""
+    fl, xn = _unit_saved("resnet18", "float"), _unit_saved("resnet18", "xnor")
+    unit = "layers.0.unit1"  # BN -> act -> conv on 64 x 32 x 32 per image
+    elems = 8 * 64 * 32 * 32
+    assert fl[unit] >= 2 * 4 * elems  # float: BN input + ReLU output, 4 bytes each
+    assert xn[unit] <= 4 * elems + 2 * elems // 8 + 4096  # BN input + 2 bit planes (+ BN stats)
+    assert sum(xn.values()) < 0.6 * sum(fl.values())
+    assert xn["other"] == fl["other"]  # stem and classifier are float in both
+
+
+@pytest.mark.parametrize("name", ["lenet5", "nin", "resnet18"])
+def test_fused_step_dispatches_at_most_1_3x_float_operators(name):
+    counts = {}
+    for variant in ("float", "xnor"):
+        torch.manual_seed(0)
+        model = models.build(name, binary=variant == "xnor").train()
+        step = FusedXNOR(model) if variant == "xnor" else None
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        x = torch.randn(2, *models.INPUT_SHAPE[name])
+        y = torch.randint(0, 10, (2,))
+        counts[variant] = dispatched_ops(partial(train_step, model, x, y, opt, step))
+    assert counts["xnor"] <= 1.3 * counts["float"], counts

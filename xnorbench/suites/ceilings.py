@@ -1,0 +1,85 @@
+"""Suite ``ceilings``: this core's fp32 and binary peaks, and how close the convs come.
+
+Per kernel build (``native``: the CPU's best path, AVX-512 VPOPCNTDQ where it has it;
+``avx2``: the VPSHUFB table path, on any AVX2 CPU): the register-only peaks of
+:mod:`..harness.ceilings`, their ratio (the most a binary conv can gain over a perfect
+float conv on this core), and one conv point (default c=256, 3x3, 14x14, batch 1, the
+paper's Fig. 4 setting) timed as binary on a packed input, binary with packing, and
+float ``F.conv2d``, each stated as a share of its ceiling. One thread: per core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..db import Row
+from ..harness.ceilings import conv_macs, measure
+from ..harness.registry import SuiteContext, register
+from ..harness.timing import compare
+from ..xnor.kernels import cpu_has_avx2, kernel_isa, load_kernels
+
+DEFAULTS: dict[str, Any] = {"builds": ["native", "avx2"], "channels": 256, "kernel": 3,
+                            "input_size": 14, "batch": 1, "rounds": 5, "min_run_time": 0.05,
+                            "seed": 0}
+
+
+@register("ceilings", "fp32 FMA and binary popcount peaks per core; convs as % of them.",
+          DEFAULTS)
+def run_ceilings(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
+    p = {**DEFAULTS, **params}
+    torch.set_num_threads(1)
+    c, k, size, batch = p["channels"], p["kernel"], p["input_size"], p["batch"]
+    pad = (k - 1) // 2
+    g = torch.Generator().manual_seed(p["seed"])
+    x = torch.randn(batch, c, size, size, generator=g)
+    w = torch.randn(c, c, k, k, generator=g)
+    alpha = w.abs().mean(dim=(1, 2, 3))
+    macs = conv_macs(batch, c, c, k, k, size, size)
+    point = {"channels": c, "kernel": k, "input_size": size, "batch": batch, "threads": 1,
+             "macs": macs}
+    native_fp32 = None
+    for build in ctx.progress.track(p["builds"], "kernel builds"):
+        if build == "avx2" and not cpu_has_avx2():
+            ctx.progress.log("skipping the avx2 build: this CPU has no AVX2")
+            continue
+        ceil = measure(build)
+        isa = kernel_isa(build=build)
+        prm = {**ceil.as_params(), "kernel_isa": isa, "threads": 1}
+        tag = {"model": "conv", "variant": build}
+        yield Row("fp32_peak_gflops", ceil.fp32_flops / 1e9, "GFLOP/s", params=prm, **tag)
+        yield Row("binary_peak_gmacs", ceil.binary_macs / 1e9, "GMAC/s", params=prm, **tag)
+        yield Row("peak_ratio", ceil.ratio, "x", params=prm, **tag)
+        if build == "native":
+            native_fp32 = ceil.fp32_flops
+        kern = load_kernels(build=build)
+        wp = kern.pack_weight(w)
+        packed_x = kern.pack_input(x, pad, pad)
+        fns = {
+            "binary_nopack": lambda kern=kern, wp=wp, px=packed_x: kern.xnor_conv2d_packed(
+                px, c, wp, alpha, None, None, c, k, k, 1, 1, False),
+            "binary": lambda kern=kern, wp=wp: kern.xnor_conv2d(
+                x, wp, alpha, None, None, c, k, k, 1, 1, pad, pad, False),
+        }
+        if build == "native":
+            fns["float"] = lambda: F.conv2d(x, w, None, 1, pad)
+        t = compare(fns, threads=1, rounds=p["rounds"], min_run_time=p["min_run_time"])
+        cprm = {**prm, **point}
+        for name in ("binary_nopack", "binary"):
+            rate = macs / t[name].median_s
+            yield Row(f"{name}_conv_gmacs", rate / 1e9, "GMAC/s",
+                      params={**cprm, "ms": t[name].median_ms}, **tag)
+            yield Row(f"{name}_conv_pct_of_peak", 100 * rate / ceil.binary_macs, "%",
+                      params=cprm, **tag)
+        if "float" in t and native_fp32:
+            flops = 2 * macs / t["float"].median_s
+            yield Row("float_conv_gflops", flops / 1e9, "GFLOP/s",
+                      params={**cprm, "ms": t["float"].median_ms}, **tag)
+            yield Row("float_conv_pct_of_peak", 100 * flops / native_fp32, "%", params=cprm,
+                      **tag)
+            yield Row("measured_speedup", t["float"].median_s / t["binary_nopack"].median_s,
+                      "x", params={**cprm, "note": "float conv vs binary conv on a packed "
+                                   "input"}, **tag)

@@ -1,0 +1,50 @@
+"""``FusedXNOR``: the fast training path, called the way ``BinOp`` is called.
+
+With the fused layers (:mod:`.functional`) the weights are binarized inside forward and
+their gradient rule applied inside backward, so of ``BinOp``'s per-step workflow only
+the port's preparation of the latent weights is left: center each filter over its
+input channels and clamp to [-1, 1], one operator for every layer at once. The other two
+calls exist so that a training loop can hold either object::
+
+    step = FusedXNOR(model) if fused else BinOp(model)
+    step.binarization(); loss.backward(); step.restore(); step.updateBinaryGradWeight()
+
+Both paths run the same operators on the same values, so they train identically
+(tested); ``FusedXNOR`` just does less: no copy of every weight in, out and back.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from . import bitops
+from .binarize import check_grad_rule
+from .layers import binary_layers
+
+XNOR_PATHS = ("fused", "binop")
+
+
+class FusedXNOR:
+    """Per-step latent-weight preparation for a model whose XNOR layers binarize themselves."""
+
+    def __init__(self, model: nn.Module, grad_rule: str = "corrected") -> None:
+        self.grad_rule = check_grad_rule(grad_rule)
+        self.target_layers = [m for _, m in binary_layers(model)]
+        if not self.target_layers:
+            raise ValueError("FusedXNOR: the model has no XNORConv2d/XNORLinear layer")
+        for layer in self.target_layers:
+            layer.grad_rule = self.grad_rule
+            layer.weight_is_binarized = False
+
+    def binarization(self) -> None:
+        """Center and clamp the latent weights in place (the layers binarize in forward)."""
+        bitops.center_clamp_([m.weight.data for m in self.target_layers])
+
+    def restore(self) -> None:
+        """Nothing to restore: the latent weights never left their parameters."""
+
+    def updateBinaryGradWeight(self) -> None:
+        """Nothing to do: backward already delivered dC/dW by the layers' rule."""
+
+    def release(self) -> None:
+        """Nothing held."""
