@@ -2,7 +2,9 @@
 
 Run as ``python -m xnorbench.harness.memprobe MODEL VARIANT MODE BATCH DEVICE``; prints one
 JSON line. A fresh process per measurement keeps peaks clean: nothing else this
-program did before inflates them. CPU: peak RSS (``ru_maxrss``) and RSS after imports
+program did before inflates them. CPU: peak RSS (``VmHWM`` of the child's own address
+space; ``ru_maxrss`` would also count the parent's RSS at fork time, which Linux keeps
+across exec) and RSS after imports
 (psutil), so the increment is visible. The child runs with a fixed glibc mmap threshold
 (``MALLOC_MMAP_THRESHOLD_``): every allocation above 64 KiB is its own mapping and goes
 back to the system when freed, so peak RSS follows the bytes really alive at once
@@ -22,6 +24,18 @@ import resource
 import subprocess
 import sys
 from typing import Any
+
+
+def peak_rss_bytes() -> int:
+    """This address space's RSS high-water mark (``VmHWM``), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def probe(model_name: str, variant: str, mode: str, batch: int, device: str) -> dict[str, Any]:
@@ -54,9 +68,7 @@ def probe(model_name: str, variant: str, mode: str, batch: int, device: str) -> 
         y = torch.randint(0, 10, (batch,), device=device)
         for _ in range(2):  # the second step has optimizer state too
             train_step(model, x, y, opt, bin_op)
-    out: dict[str, Any] = {"base_rss_bytes": base_rss,
-                           "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                           * 1024}
+    out: dict[str, Any] = {"base_rss_bytes": base_rss, "peak_rss_bytes": peak_rss_bytes()}
     if device == "cuda":
         torch.cuda.synchronize()
         out["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
