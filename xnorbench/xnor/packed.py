@@ -1,10 +1,15 @@
 """Packed XNOR layers for inference: float NCHW in, float NCHW out, bits in between.
 
 ``PackedXNORConv2d.from_layer(layer)`` freezes an :class:`XNORConv2d` (eval-mode BN,
-alpha * sign(W) packed to bits); its forward runs BN, then the C++ op that sign-packs
-the input, XNOR-popcounts against the packed filters and scales by alpha (and K). The
-output equals the simulated layer in eval mode: exactly before the float scaling, to
-float tolerance after it. ``pack_model(model)`` swaps every XNOR layer of a model.
+alpha * sign(W) packed to bits). Its forward is one C++ call: the eval BatchNorm followed
+by sign is folded into the packing as a per-channel threshold (sign(BN(x)) = -1 exactly
+when x < t_c, or x > t_c where the BN scale is negative), then XNOR-popcount against the
+packed filters, alpha [+ bias] and, in a ResNet block, the residual added in the same
+pass: no BN output, no packed-input or im2col allocation, no separate add. The output
+equals the simulated layer in eval mode: exactly before the float scaling, to float
+tolerance after it. With the paper's K (``scale_input``) BN runs in float first, since K
+needs its magnitudes. ``pack_model(model)`` swaps every XNOR layer of a model, and every
+pre-activation block for one that hands its shortcut to the second conv.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class PackedXNORConv2d(nn.Module):
         self.register_buffer("wpacked", load_kernels().pack_weight(wbin))
         self.register_buffer("alpha", alpha.float().contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        thresh, flip = bn_thresholds(self.bn)
+        self.register_buffer("thresh", thresh)
+        self.register_buffer("flip", flip)
 
     @classmethod
     def from_layer(cls, layer: XNORConv2d) -> PackedXNORConv2d:
@@ -54,7 +62,44 @@ class PackedXNORConv2d(nn.Module):
         return cls(layer.bn, wb, alpha, layer.bias, layer.stride, layer.padding,
                    layer.scale_input)
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def fused(self) -> bool:
+        """Whether BN folds into the packing (not with the paper's K, which needs BN)."""
+        return not self.scale_input
+
+    def forward(self, x: Tensor, residual: Tensor | None = None, inplace: bool = False
+                ) -> Tensor:
+        """The layer's output, plus ``residual`` (added in the kernel's epilogue).
+
+        ``inplace``: write the output over ``residual`` (a float32 channels-last tensor the
+        caller owns and no longer needs), so no new activation is allocated.
+        """
+        if self.fused:
+            return self._fused(x, 0, residual, inplace)
+        return self._simulated_bn(x, residual)
+
+    def to_bits(self, x: Tensor, nxt: PackedXNORConv2d) -> Tensor:
+        """This layer's output as ``nxt``'s packed input: sign(nxt.bn(out)) as bits, padded
+        for ``nxt`` (int64 [N, H + 2 ph, W + 2 pw, ceil(C / 64)]); no float output at all."""
+        return self._fused(x, 0, None, False, nxt)
+
+    def on_bits(self, bits: Tensor, residual: Tensor | None = None, inplace: bool = False
+                ) -> Tensor:
+        """``forward`` on an input that :meth:`to_bits` of the previous layer packed."""
+        return self._fused(bits, self.in_channels, residual, inplace)
+
+    def _fused(self, x: Tensor, c: int, residual: Tensor | None, inplace: bool,
+               nxt: PackedXNORConv2d | None = None) -> Tensor:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        nth, nfl, nph, npw = (None, None, 0, 0) if nxt is None else (
+            nxt.thresh, nxt.flip, *nxt.padding)
+        return load_kernels().xnor_conv2d_fused(
+            x, c, self.thresh, self.flip, self.wpacked, self.alpha, self.bias, residual,
+            inplace, nth, nfl, nph, npw, self.out_channels, kh, kw, sh, sw, ph, pw)
+
+    def _simulated_bn(self, x: Tensor, residual: Tensor | None) -> Tensor:
+        """BN in float, then pack (the path with the paper's K)."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         x = self.bn(x)
         k = None
         if self.scale_input:
@@ -62,9 +107,9 @@ class PackedXNORConv2d(nn.Module):
             k = F.avg_pool2d(a, self.kernel_size, self.stride, self.padding,
                              count_include_pad=True)
             k = k.reshape(-1)  # [N*OH*OW], the kernel's row order
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return load_kernels().xnor_conv2d(x, self.wpacked, self.alpha, self.bias, k,
-                                          self.out_channels, kh, kw, sh, sw, ph, pw, False)
+        out = load_kernels().xnor_conv2d(x, self.wpacked, self.alpha, self.bias, k,
+                                         self.out_channels, kh, kw, sh, sw, ph, pw, False)
+        return out if residual is None else out + residual
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -97,8 +142,66 @@ class PackedXNORLinear(nn.Module):
         return out.reshape(x.shape[0], self.out_features)
 
 
+def bn_thresholds(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Per channel: the input t at which eval BN crosses 0, and whether its scale is < 0.
+
+    sign(BN(x)) is -1 exactly when x < t (x > t where flipped); a channel whose scale
+    is 0 outputs its bias everywhere: t = +inf (always -1) or -inf (never) by its sign.
+    Computed in float64, then rounded once.
+    """
+    with torch.no_grad():
+        mean = bn.running_mean.double()
+        std = torch.sqrt(bn.running_var.double() + bn.eps)
+        w = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
+        b = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
+        t = mean - b * std / torch.where(w == 0, torch.ones_like(w), w)
+        t = torch.where(w == 0, torch.where(b < 0, torch.inf, -torch.inf), t)
+    return t.float().contiguous().cpu(), (w < 0).to(torch.uint8).contiguous().cpu()
+
+
+class PackedPreActBlock(nn.Module):
+    """A pre-activation block run as two fused binary convs.
+
+    Same children, same names as :class:`~xnorbench.xnor.models.PreActBlock`, and the
+    same output, ``unit2(unit1(x)) + shortcut(x)``; but unit1 writes its output straight
+    as unit2's packed input (bits), and unit2 adds the shortcut in its epilogue, over the
+    shortcut conv's own output (which nothing else reads) or, with ``inplace``, over ``x``.
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.unit1, self.unit2, self.shortcut = block.unit1, block.unit2, block.shortcut
+
+    def forward(self, x: Tensor, inplace: bool = False) -> Tensor:
+        """``inplace``: the caller will not read ``x`` again (see PackedBlocks)."""
+        u1, u2 = self.unit1, self.unit2
+        if not (isinstance(u1, PackedXNORConv2d) and u1.fused and u2.fused):
+            return u2(u1(x), residual=self.shortcut(x))
+        bits = u1.to_bits(x, u2)
+        residual = self.shortcut(x)
+        own = residual is not x or inplace
+        return u2.on_bits(bits, residual=residual, inplace=own and _float_cl(residual))
+
+
+def _float_cl(t: Tensor) -> bool:
+    return t.dtype == torch.float32 and t.dim() == 4 and \
+        t.is_contiguous(memory_format=torch.channels_last)
+
+
+class PackedBlocks(nn.Sequential):
+    """A ResNet's chain of packed blocks: every block after the first overwrites its
+    input, which only this chain produced and holds (no new activation per block)."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        for i, block in enumerate(self):
+            x = block(x, inplace=i > 0) if isinstance(block, PackedPreActBlock) else block(x)
+        return x
+
+
 def pack_model(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (eval mode) whose XNOR layers run on the packed kernels."""
+    from .models import PreActBlock
+
     packed = copy.deepcopy(model).eval()
     for module in list(packed.modules()):
         for child_name, child in list(module.named_children()):
@@ -106,6 +209,15 @@ def pack_model(model: nn.Module) -> nn.Module:
                 setattr(module, child_name, PackedXNORConv2d.from_layer(child))
             elif isinstance(child, XNORLinear):
                 setattr(module, child_name, PackedXNORLinear.from_layer(child))
+    for module in list(packed.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, PreActBlock) and isinstance(child.unit2, PackedXNORConv2d):
+                setattr(module, child_name, PackedPreActBlock(child))
+    for module in list(packed.modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.Sequential and len(child) and all(
+                    isinstance(b, PackedPreActBlock) for b in child):
+                setattr(module, child_name, PackedBlocks(*child))
     return packed
 
 

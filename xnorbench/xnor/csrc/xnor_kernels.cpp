@@ -69,9 +69,21 @@ constexpr int NVMAX = 4;  // 8-filter vectors per micro-tile
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ---------------------------------------------------------------- input packing
+// BatchNorm folded into packing: sign(BN(x)) of channel c is -1 exactly when x < t_c, or
+// x > t_c for a channel whose BN scale is negative (flip_c), t_c = the x at which BN(x)
+// crosses 0. Without thresholds (th == nullptr) the bit is x < 0.
+struct Threshold {
+  const float* th = nullptr;    // [C]
+  const uint8_t* flip = nullptr;  // [C]
+  inline bool neg(float v, int64_t c) const {
+    if (!th) return v < 0.0f;
+    return flip[c] ? v > th[c] : v < th[c];
+  }
+};
+
 // NCHW float -> P[N][Hp][Wp][Cw] with padding already in place (zeros = +1).
 void pack_nchw(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int64_t W,
-               int64_t ph, int64_t pw, int64_t Cw) {
+               int64_t ph, int64_t pw, int64_t Cw, const Threshold& T) {
   const int64_t HW = H * W, Wp = W + 2 * pw, Hp = H + 2 * ph;
   const int64_t nblk = ceil_div(HW, 16);
   at::parallel_for(0, N * Cw * nblk, 1, [&](int64_t b0, int64_t b1) {
@@ -87,7 +99,13 @@ void pack_nchw(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int
       for (int64_t c = 0; c < nc; ++c) {
         const float* src = x + (n * C + c0 + c) * HW + p0;
         __m512 v = _mm512_maskz_loadu_ps(lm, src);
-        m16[c] = _mm512_mask_cmp_ps_mask(lm, v, zero, _CMP_LT_OQ);
+        if (!T.th) {
+          m16[c] = _mm512_mask_cmp_ps_mask(lm, v, zero, _CMP_LT_OQ);
+        } else {
+          const __m512 t = _mm512_set1_ps(T.th[c0 + c]);
+          m16[c] = T.flip[c0 + c] ? _mm512_mask_cmp_ps_mask(lm, v, t, _CMP_GT_OQ)
+                                  : _mm512_mask_cmp_ps_mask(lm, v, t, _CMP_LT_OQ);
+        }
       }
       const __m512i z0 = _mm512_load_si512(m16), z1 = _mm512_load_si512(m16 + 32);
       for (int64_t p = 0; p < np; ++p) {
@@ -102,13 +120,20 @@ void pack_nchw(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int
         // 8-pixel sign masks per channel (VMOVMSKPS), then a bit transpose: shifting
         // 16-bit lanes puts bit p of every byte on top, VPMOVMSKB gathers 32 of them.
         alignas(32) uint8_t lo8[64] = {0}, hi8[64] = {0};
-        const __m256 zero = _mm256_setzero_ps();
         for (int64_t c = 0; c < nc; ++c) {
           const float* src = x + (n * C + c0 + c) * HW + p0;
-          lo8[c] = (uint8_t)_mm256_movemask_ps(
-              _mm256_cmp_ps(_mm256_loadu_ps(src), zero, _CMP_LT_OQ));
-          hi8[c] = (uint8_t)_mm256_movemask_ps(
-              _mm256_cmp_ps(_mm256_loadu_ps(src + 8), zero, _CMP_LT_OQ));
+          const __m256 t = _mm256_set1_ps(T.th ? T.th[c0 + c] : 0.0f);
+          if (T.th && T.flip[c0 + c]) {
+            lo8[c] = (uint8_t)_mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_loadu_ps(src), t, _CMP_GT_OQ));
+            hi8[c] = (uint8_t)_mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_loadu_ps(src + 8), t, _CMP_GT_OQ));
+          } else {
+            lo8[c] = (uint8_t)_mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_loadu_ps(src), t, _CMP_LT_OQ));
+            hi8[c] = (uint8_t)_mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_loadu_ps(src + 8), t, _CMP_LT_OQ));
+          }
         }
         const __m256i l0 = _mm256_load_si256((const __m256i*)lo8);
         const __m256i l1 = _mm256_load_si256((const __m256i*)(lo8 + 32));
@@ -127,7 +152,7 @@ void pack_nchw(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int
       for (int64_t c = 0; c < nc; ++c) {
         const float* src = x + (n * C + c0 + c) * HW + p0;
         for (int64_t p = 0; p < np; ++p)
-          words[p] |= (uint64_t)(src[p] < 0.0f) << c;
+          words[p] |= (uint64_t)T.neg(src[p], c0 + c) << c;
       }
 #endif
       for (int64_t p = 0; p < np; ++p) {
@@ -140,7 +165,7 @@ void pack_nchw(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int
 
 // NHWC (channels_last) float -> P, same layout.
 void pack_nhwc(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int64_t W,
-               int64_t ph, int64_t pw, int64_t Cw) {
+               int64_t ph, int64_t pw, int64_t Cw, const Threshold& T) {
   const int64_t Wp = W + 2 * pw, Hp = H + 2 * ph;
   at::parallel_for(0, N * H, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -157,17 +182,37 @@ void pack_nhwc(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int
             const int64_t left = nc - j * 16;
             const __mmask16 lm = (__mmask16)(left >= 16 ? 0xFFFF : ((1u << left) - 1));
             __m512 v = _mm512_maskz_loadu_ps(lm, src + c0 + j * 16);
-            word |= (uint64_t)_mm512_mask_cmp_ps_mask(lm, v, zero, _CMP_LT_OQ) << (16 * j);
+            __mmask16 m;
+            if (!T.th) {
+              m = _mm512_mask_cmp_ps_mask(lm, v, zero, _CMP_LT_OQ);
+            } else {  // per lane: x < t, or x > t where the channel's BN scale is negative
+              const __m512 t = _mm512_maskz_loadu_ps(lm, T.th + c0 + j * 16);
+              const __mmask16 fl = (__mmask16)_mm_movepi8_mask(
+                  _mm_sub_epi8(_mm_setzero_si128(),
+                               _mm_maskz_loadu_epi8(lm, T.flip + c0 + j * 16)));
+              m = (_mm512_mask_cmp_ps_mask(lm, v, t, _CMP_LT_OQ) & (__mmask16)~fl) |
+                  (_mm512_mask_cmp_ps_mask(lm, v, t, _CMP_GT_OQ) & fl);
+            }
+            word |= (uint64_t)m << (16 * j);
           }
 #else
           int64_t c = 0;
 #if XNOR_AVX2
           const __m256 zero = _mm256_setzero_ps();
-          for (; c + 8 <= nc; c += 8)
+          for (; !T.th && c + 8 <= nc; c += 8)
             word |= (uint64_t)_mm256_movemask_ps(
                         _mm256_cmp_ps(_mm256_loadu_ps(src + c0 + c), zero, _CMP_LT_OQ)) << c;
+          for (; T.th && c + 8 <= nc; c += 8) {
+            const __m256 v = _mm256_loadu_ps(src + c0 + c);
+            const __m256 t = _mm256_loadu_ps(T.th + c0 + c);
+            const uint32_t lt = _mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_LT_OQ));
+            const uint32_t gt = _mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_GT_OQ));
+            uint32_t fl = 0;
+            for (int j = 0; j < 8; ++j) fl |= (uint32_t)(T.flip[c0 + c + j] != 0) << j;
+            word |= (uint64_t)((lt & ~fl) | (gt & fl)) << c;
+          }
 #endif
-          for (; c < nc; ++c) word |= (uint64_t)(src[c0 + c] < 0.0f) << c;
+          for (; c < nc; ++c) word |= (uint64_t)T.neg(src[c0 + c], c0 + c) << c;
 #endif
           dst[cw] = word;
         }
@@ -183,8 +228,21 @@ struct Epilogue {
   const float* alpha;    // [OC]
   const float* bias;     // [OC] or nullptr
   const float* kscale;   // [M] or nullptr
+  const float* residual; // [M][OC] added last (a fused residual connection) or nullptr
   int64_t OC;
   int64_t nbits;
+  // Bits out instead of floats: the sign of the next layer's BN of each output value
+  // (thresholds nth, flips nflip), written into that layer's packed, padded input
+  // out_bits[N][OH + 2 ph2][OW + 2 pw2][bpp bytes]; filter o is bit o % 8 of byte o / 8.
+  uint8_t* out_bits;
+  const float* nth;
+  const uint8_t* nflip;
+  int64_t OH, OW, ph2, pw2, bpp;
+  inline uint8_t* bits_row(int64_t m) const {
+    const int64_t n = m / (OH * OW), q = m % (OH * OW), oh = q / OW, ow = q % OW;
+    return out_bits + ((n * (OH + 2 * ph2) + oh + ph2) * (OW + 2 * pw2) + ow + pw2) * bpp;
+  }
+  inline bool neg(float v, int64_t o) const { return nflip[o] ? v > nth[o] : v < nth[o]; }
 };
 
 template <typename T>
@@ -196,11 +254,21 @@ inline void store_row(const Epilogue& e, int64_t m, int64_t ob, const T* cnt8) {
     return;
   }
   const float k = e.kscale ? e.kscale[m] : 1.0f;
+  uint8_t byte = 0;
   for (int64_t l = 0; l < no; ++l) {
     float v = (float)(e.nbits - 2 * cnt8[l]) * e.alpha[o0 + l];
     if (e.kscale) v *= k;
     if (e.bias) v += e.bias[o0 + l];
-    e.out[m * e.OC + o0 + l] = v;
+    if (e.residual) v += e.residual[m * e.OC + o0 + l];
+    if (!e.out_bits) {
+      e.out[m * e.OC + o0 + l] = v;
+      continue;
+    }
+    byte |= (uint8_t)e.neg(v, o0 + l) << ((o0 + l) % 8);
+    if ((o0 + l) % 8 == 7 || l == no - 1) {
+      e.bits_row(m)[(o0 + l) / 8] = byte;
+      byte = 0;
+    }
   }
 }
 
@@ -234,11 +302,26 @@ inline void micro_avx512(const uint64_t* A, int64_t K, const uint64_t* B, int64_
       const __mmask8 om = (__mmask8)((no >= 8) ? 0xFF : ((1u << no) - 1));
       const __m256 al = _mm256_maskz_loadu_ps(om, e.alpha + o0);
       const __m256 bi = e.bias ? _mm256_maskz_loadu_ps(om, e.bias + o0) : _mm256_setzero_ps();
+      __m256 nt = _mm256_setzero_ps();
+      __mmask8 fl = 0;
+      if (e.out_bits) {
+        nt = _mm256_maskz_loadu_ps(om, e.nth + o0);
+        fl = (__mmask8)_mm_movepi8_mask(
+            _mm_sub_epi8(_mm_setzero_si128(), _mm_maskz_loadu_epi8(om, e.nflip + o0)));
+      }
       for (int r = 0; r < rows; ++r) {
         const __m512i dot = _mm512_sub_epi64(nb, _mm512_slli_epi64(acc[r][v], 1));
         __m256 f = _mm256_mul_ps(_mm512_cvtepi64_ps(dot), al);
         if (e.kscale) f = _mm256_mul_ps(f, _mm256_set1_ps(e.kscale[m0 + r]));
         f = _mm256_add_ps(f, bi);
+        if (e.residual)
+          f = _mm256_add_ps(f, _mm256_maskz_loadu_ps(om, e.residual + (m0 + r) * e.OC + o0));
+        if (e.out_bits) {
+          const __mmask8 lt = _mm256_mask_cmp_ps_mask(om, f, nt, _CMP_LT_OQ);
+          const __mmask8 gt = _mm256_mask_cmp_ps_mask(om, f, nt, _CMP_GT_OQ);
+          e.bits_row(m0 + r)[ob0 + v] = (uint8_t)((lt & ~fl) | (gt & fl));
+          continue;
+        }
         _mm256_mask_storeu_ps(e.out + (m0 + r) * e.OC + o0, om, f);
       }
     }
@@ -382,6 +465,17 @@ inline void micro_avx2(const uint8_t* A, int64_t KN, const uint8_t* B, int64_t n
         f = _mm256_mul_ps(f, _mm256_loadu_ps(e.alpha + o0 + 8 * q));
         if (e.kscale) f = _mm256_mul_ps(f, k);
         if (e.bias) f = _mm256_add_ps(f, _mm256_loadu_ps(e.bias + o0 + 8 * q));
+        if (e.residual)
+          f = _mm256_add_ps(f, _mm256_loadu_ps(e.residual + (m0 + r) * e.OC + o0 + 8 * q));
+        if (e.out_bits) {
+          const __m256 nt = _mm256_loadu_ps(e.nth + o0 + 8 * q);
+          const uint32_t lt = _mm256_movemask_ps(_mm256_cmp_ps(f, nt, _CMP_LT_OQ));
+          const uint32_t gt = _mm256_movemask_ps(_mm256_cmp_ps(f, nt, _CMP_GT_OQ));
+          uint32_t fl = 0;
+          for (int j = 0; j < 8; ++j) fl |= (uint32_t)(e.nflip[o0 + 8 * q + j] != 0) << j;
+          e.bits_row(m0 + r)[(o0 + 8 * q) / 8] = (uint8_t)((lt & ~fl) | (gt & fl));
+          continue;
+        }
         _mm256_storeu_ps(dst + 8 * q, f);
       }
     }
@@ -504,34 +598,48 @@ torch::Tensor pack_weight(torch::Tensor w) {
   return S;
 }
 
-// Sign-pack a float NCHW input (either memory format) with spatial padding in place.
-torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw) {
-  TORCH_CHECK(x.dim() == 4, "pack_input: input must be [N, C, H, W]");
-  TORCH_CHECK(x.device().is_cpu(), "pack_input: CPU tensors only");
-  x = x.to(torch::kFloat);
+namespace {
+
+// Sign-pack x (either memory format) into P (zeroed, padded layout), thresholds optional.
+void pack_into(torch::Tensor x, uint64_t* p, int64_t ph, int64_t pw, const Threshold& T) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cw = ceil_div(C, 64);
-  auto P = torch::zeros({N, H + 2 * ph, W + 2 * pw, Cw}, torch::kLong);
-  auto* p = reinterpret_cast<uint64_t*>(P.data_ptr<int64_t>());
   if (x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()) {
-    pack_nhwc(x.data_ptr<float>(), p, N, C, H, W, ph, pw, Cw);
+    pack_nhwc(x.data_ptr<float>(), p, N, C, H, W, ph, pw, Cw, T);
   } else {
     x = x.contiguous();
-    pack_nchw(x.data_ptr<float>(), p, N, C, H, W, ph, pw, Cw);
+    pack_nchw(x.data_ptr<float>(), p, N, C, H, W, ph, pw, Cw, T);
   }
-  return P;
 }
 
-// The binary convolution on an already packed (and padded) input P[N][Hp][Wp][Cw] of C
-// channels: im2col, XNOR-popcount GEMM, scale by alpha [* K] [+ bias].
-torch::Tensor xnor_conv2d_packed(torch::Tensor P, int64_t C, torch::Tensor wpacked,
-                                 torch::Tensor alpha, c10::optional<torch::Tensor> bias,
-                                 c10::optional<torch::Tensor> kscale, int64_t OC, int64_t KH,
-                                 int64_t KW, int64_t sh, int64_t sw, bool integer) {
-  TORCH_CHECK(P.dim() == 4 && P.scalar_type() == torch::kLong && P.is_contiguous(),
-              "xnor_conv2d_packed: P must be a contiguous int64 [N, Hp, Wp, Cw] tensor");
-  const int64_t N = P.size(0), Hp = P.size(1), Wp = P.size(2), Cw = P.size(3);
-  TORCH_CHECK(Cw == ceil_div(C, 64), "xnor_conv2d_packed: C does not match P");
+// Scratch memory reused across calls (per calling thread): the packed input and the
+// im2col rows are temporaries, and fresh multi-megabyte allocations cost a page fault
+// per 4 KiB on every call, which at batch 64 took as long as the binary GEMM itself.
+struct Workspace {
+  std::vector<uint64_t> P, A;
+};
+Workspace& workspace() {
+  thread_local Workspace ws;
+  return ws;
+}
+
+// im2col, XNOR-popcount GEMM, epilogue, on a packed input p[N][Hp][Wp][Cw] of C channels.
+// What a fused layer writes: floats (a fresh tensor, or over its residual), or the
+// packed input of the next binary layer (sign of that layer's BN, see Epilogue).
+struct OutMode {
+  bool inplace = false;            // write over the residual's storage
+  const Threshold* next = nullptr; // bits out: the next layer's thresholds
+  int64_t ph2 = 0, pw2 = 0;        // and its padding
+};
+
+torch::Tensor conv_on_packed(const uint64_t* p, int64_t N, int64_t Hp, int64_t Wp,
+                             int64_t C, torch::Tensor wpacked, torch::Tensor alpha,
+                             c10::optional<torch::Tensor> bias,
+                             c10::optional<torch::Tensor> kscale,
+                             c10::optional<torch::Tensor> residual, int64_t OC, int64_t KH,
+                             int64_t KW, int64_t sh, int64_t sw, bool integer,
+                             const OutMode& mode = OutMode{}) {
+  const int64_t Cw = ceil_div(C, 64);
   const int64_t K = KH * KW * Cw, OCB = ceil_div(OC, FB);
   TORCH_CHECK(wpacked.dim() == 3 && wpacked.scalar_type() == torch::kLong &&
                   wpacked.is_contiguous() && wpacked.size(0) == OCB &&
@@ -542,14 +650,13 @@ torch::Tensor xnor_conv2d_packed(torch::Tensor P, int64_t C, torch::Tensor wpack
   const int64_t M = N * OH * OW, Mpad = ceil_div(M, MR) * MR;
 
   // im2col writes every word of rows < M; only the padding rows need zeros
-  auto A = torch::empty({Mpad, K * NSPLIT}, torch::kLong);
-  if (Mpad > M) A.narrow(0, M, Mpad - M).zero_();
-  im2col(reinterpret_cast<const uint64_t*>(P.data_ptr<int64_t>()),
-         reinterpret_cast<uint64_t*>(A.data_ptr<int64_t>()), N, Hp, Wp, Cw, KH, KW, sh, sw,
-         OH, OW);
+  std::vector<uint64_t>& A = workspace().A;
+  if ((int64_t)A.size() < Mpad * K * NSPLIT) A.resize(Mpad * K * NSPLIT);
+  if (Mpad > M) std::fill(A.begin() + M * K * NSPLIT, A.begin() + Mpad * K * NSPLIT, 0);
+  im2col(p, A.data(), N, Hp, Wp, Cw, KH, KW, sh, sw, OH, OW);
 
   alpha = alpha.to(torch::kFloat).contiguous();
-  torch::Tensor b, k;
+  torch::Tensor b, k, res;
   Epilogue e{};
   e.alpha = alpha.data_ptr<float>();
   e.OC = OC;
@@ -563,21 +670,86 @@ torch::Tensor xnor_conv2d_packed(torch::Tensor P, int64_t C, torch::Tensor wpack
     TORCH_CHECK(k.numel() == M, "xnor_conv2d: K scale must have N*OH*OW values");
     e.kscale = k.data_ptr<float>();
   }
+  if (residual.has_value() && residual->defined()) {
+    TORCH_CHECK(!integer, "xnor_conv2d: a residual needs float output");
+    TORCH_CHECK(residual->dim() == 4 && residual->size(0) == N && residual->size(1) == OC &&
+                    residual->size(2) == OH && residual->size(3) == OW,
+                "xnor_conv2d: the residual must have the output's shape");
+    res = residual->to(torch::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
+    e.residual = res.data_ptr<float>();
+  }
   torch::Tensor out;
-  if (integer) {
+  if (mode.next != nullptr) {
+    const int64_t cw2 = ceil_div(OC, 64);
+    out = torch::zeros({N, OH + 2 * mode.ph2, OW + 2 * mode.pw2, cw2}, torch::kLong);
+    e.out_bits = reinterpret_cast<uint8_t*>(out.data_ptr<int64_t>());
+    e.nth = mode.next->th;
+    e.nflip = mode.next->flip;
+    e.OH = OH;
+    e.OW = OW;
+    e.ph2 = mode.ph2;
+    e.pw2 = mode.pw2;
+    e.bpp = cw2 * 8;
+  } else if (integer) {
     out = torch::empty({N, OC, OH, OW},
                        torch::TensorOptions().dtype(torch::kInt)
                            .memory_format(at::MemoryFormat::ChannelsLast));
     e.out_int = out.data_ptr<int32_t>();
+  } else if (mode.inplace) {
+    TORCH_CHECK(e.residual != nullptr && res.is_same(*residual),
+                "xnor_conv2d: in place needs a float32 channels_last residual");
+    out = res;
+    e.out = out.data_ptr<float>();
   } else {
     out = torch::empty({N, OC, OH, OW},
                        torch::TensorOptions().dtype(torch::kFloat)
                            .memory_format(at::MemoryFormat::ChannelsLast));
     e.out = out.data_ptr<float>();
   }
-  binary_gemm(reinterpret_cast<const uint64_t*>(A.data_ptr<int64_t>()), M, K,
-              reinterpret_cast<const uint64_t*>(wpacked.data_ptr<int64_t>()), OCB, e);
+  binary_gemm(A.data(), M, K, reinterpret_cast<const uint64_t*>(wpacked.data_ptr<int64_t>()),
+              OCB, e);
   return out;
+}
+
+Threshold thresholds(const c10::optional<torch::Tensor>& th,
+                     const c10::optional<torch::Tensor>& flip, int64_t C) {
+  Threshold T;
+  if (!th.has_value() || !th->defined()) return T;
+  TORCH_CHECK(flip.has_value() && flip->defined(), "xnor_conv2d: thresholds need flips");
+  TORCH_CHECK(th->scalar_type() == torch::kFloat && th->is_contiguous() && th->numel() == C &&
+                  flip->scalar_type() == torch::kUInt8 && flip->is_contiguous() &&
+                  flip->numel() == C,
+              "xnor_conv2d: thresholds must be contiguous float32 [C], flips uint8 [C]");
+  T.th = th->data_ptr<float>();
+  T.flip = flip->data_ptr<uint8_t>();
+  return T;
+}
+
+}  // namespace
+
+// Sign-pack a float NCHW input (either memory format) with spatial padding in place.
+torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw) {
+  TORCH_CHECK(x.dim() == 4, "pack_input: input must be [N, C, H, W]");
+  TORCH_CHECK(x.device().is_cpu(), "pack_input: CPU tensors only");
+  x = x.to(torch::kFloat);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  auto P = torch::zeros({N, H + 2 * ph, W + 2 * pw, ceil_div(C, 64)}, torch::kLong);
+  pack_into(x, reinterpret_cast<uint64_t*>(P.data_ptr<int64_t>()), ph, pw, Threshold{});
+  return P;
+}
+
+// The binary convolution on an already packed (and padded) input P[N][Hp][Wp][Cw] of C
+// channels: im2col, XNOR-popcount GEMM, scale by alpha [* K] [+ bias].
+torch::Tensor xnor_conv2d_packed(torch::Tensor P, int64_t C, torch::Tensor wpacked,
+                                 torch::Tensor alpha, c10::optional<torch::Tensor> bias,
+                                 c10::optional<torch::Tensor> kscale, int64_t OC, int64_t KH,
+                                 int64_t KW, int64_t sh, int64_t sw, bool integer) {
+  TORCH_CHECK(P.dim() == 4 && P.scalar_type() == torch::kLong && P.is_contiguous(),
+              "xnor_conv2d_packed: P must be a contiguous int64 [N, Hp, Wp, Cw] tensor");
+  TORCH_CHECK(P.size(3) == ceil_div(C, 64), "xnor_conv2d_packed: C does not match P");
+  return conv_on_packed(reinterpret_cast<const uint64_t*>(P.data_ptr<int64_t>()), P.size(0),
+                        P.size(1), P.size(2), C, wpacked, alpha, bias, kscale, c10::nullopt,
+                        OC, KH, KW, sh, sw, integer);
 }
 
 // The whole binary convolution: sign-pack the float input (padding with +1), then
@@ -592,6 +764,52 @@ torch::Tensor xnor_conv2d(torch::Tensor x, torch::Tensor wpacked, torch::Tensor 
               "xnor_conv2d: kernel larger than the padded input");
   return xnor_conv2d_packed(pack_input(x, ph, pw), x.size(1), wpacked, alpha, bias, kscale,
                             OC, KH, KW, sh, sw, integer);
+}
+
+// The fused inference layer: BatchNorm + sign folded into the packing (per-channel
+// thresholds and flips, see Threshold), the binary conv, alpha [+ bias], a residual added
+// in the epilogue, optionally written over the residual (`inplace`), or, given the next
+// binary layer's thresholds, written straight as that layer's packed input (bits, with
+// its padding). Packed input and im2col rows live in a reused workspace. `x` is a float
+// NCHW tensor, or (`C` > 0) an already packed input P[N][Hp][Wp][Cw] of C channels.
+torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch::Tensor> thresh,
+                                c10::optional<torch::Tensor> flip, torch::Tensor wpacked,
+                                torch::Tensor alpha, c10::optional<torch::Tensor> bias,
+                                c10::optional<torch::Tensor> residual, bool inplace,
+                                c10::optional<torch::Tensor> next_thresh,
+                                c10::optional<torch::Tensor> next_flip, int64_t next_ph,
+                                int64_t next_pw, int64_t OC, int64_t KH, int64_t KW,
+                                int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  OutMode mode;
+  mode.inplace = inplace;
+  const Threshold next = thresholds(next_thresh, next_flip, OC);
+  if (next.th != nullptr) {
+    mode.next = &next;
+    mode.ph2 = next_ph;
+    mode.pw2 = next_pw;
+  }
+  if (C > 0) {  // already packed
+    TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kLong && x.is_contiguous() &&
+                    x.size(3) == ceil_div(C, 64),
+                "xnor_conv2d: a packed input must be contiguous int64 [N, Hp, Wp, Cw]");
+    return conv_on_packed(reinterpret_cast<const uint64_t*>(x.data_ptr<int64_t>()), x.size(0),
+                          x.size(1), x.size(2), C, wpacked, alpha, bias, c10::nullopt,
+                          residual, OC, KH, KW, sh, sw, false, mode);
+  }
+  TORCH_CHECK(x.dim() == 4 && x.device().is_cpu(), "xnor_conv2d: input must be CPU [N, C, H, W]");
+  TORCH_CHECK(x.size(2) + 2 * ph >= KH && x.size(3) + 2 * pw >= KW,
+              "xnor_conv2d: kernel larger than the padded input");
+  x = x.to(torch::kFloat);
+  const int64_t N = x.size(0), Hp = x.size(2) + 2 * ph, Wp = x.size(3) + 2 * pw;
+  C = x.size(1);
+  const Threshold T = thresholds(thresh, flip, C);
+  std::vector<uint64_t>& P = workspace().P;
+  const int64_t words = N * Hp * Wp * ceil_div(C, 64);
+  if ((int64_t)P.size() < words) P.resize(words);
+  std::fill(P.begin(), P.begin() + words, 0);
+  pack_into(x, P.data(), ph, pw, T);
+  return conv_on_packed(P.data(), N, Hp, Wp, C, wpacked, alpha, bias, c10::nullopt, residual,
+                        OC, KH, KW, sh, sw, false, mode);
 }
 
 // How many threads at::parallel_for really runs inside this extension (a build without
@@ -614,6 +832,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_input", &pack_input, "sign-pack a float NCHW input with +1 padding");
   m.def("xnor_conv2d", &xnor_conv2d, "binary convolution: pack the float input, then XNOR");
   m.def("xnor_conv2d_packed", &xnor_conv2d_packed, "binary convolution on a packed input");
+  m.def("xnor_conv2d_fused", &xnor_conv2d_fused,
+        "BN thresholds folded into packing, binary conv, alpha, bias, residual");
   m.def("isa", &isa, "which popcount path this build uses");
   m.def("threads_used", &threads_used, "threads at::parallel_for uses in this extension");
 }

@@ -1,0 +1,146 @@
+"""Each fusion of the packed inference path equals the unfused packed path, bit for bit.
+
+* BatchNorm + sign folded into the packing as thresholds (negative and zero BN scales
+  included) == BatchNorm in float, then packing;
+* the residual added in the epilogue == the conv's output + the residual;
+* the output written over the residual == a fresh output;
+* a layer writing its output as the next layer's packed input (bits) == the next layer
+  packing that float output itself;
+* the packed ResNet blocks chained in place == the unfused composition, and match the
+  simulated model layer by layer.
+Every build (native, avx2, portable) is checked where the CPU can run it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xnorbench.xnor import XNORConv2d, models
+from xnorbench.xnor.kernels import cpu_has_avx2, load_kernels
+from xnorbench.xnor.packed import (
+    PackedBlocks,
+    PackedPreActBlock,
+    PackedXNORConv2d,
+    bn_thresholds,
+    pack_model,
+)
+
+BUILDS = ["native", "avx2", "portable"]
+
+
+def _kernels(build: str):
+    if build == "avx2" and not cpu_has_avx2():
+        pytest.skip("this CPU cannot run the avx2 build")
+    return load_kernels(build=build)
+
+
+def _layer(c: int, oc: int, k: int, stride: int, seed: int) -> XNORConv2d:
+    torch.manual_seed(seed)
+    layer = XNORConv2d(c, oc, k, stride=stride, padding=k // 2, bias=True)
+    bn = layer.bn
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.normal_()
+    bn.weight.data[:3] = torch.tensor([0.0, -0.7, 0.0])  # zero and negative scales
+    bn.bias.data.normal_()
+    bn.bias.data[0], bn.bias.data[2] = -0.5, 0.5
+    layer.bias.data.normal_()
+    return layer.eval()
+
+
+def _args(layer: XNORConv2d, kern):
+    from xnorbench.xnor.packed import _alpha_and_weight
+
+    alpha, wb = _alpha_and_weight(layer)
+    th, fl = bn_thresholds(layer.bn)
+    return th, fl, kern.pack_weight(wb), alpha, layer.bias.detach()
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("c,oc,k,stride", [(70, 40, 3, 1), (64, 64, 3, 2), (130, 17, 1, 1)])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_bn_threshold_packing_equals_bn_then_pack(build, c, oc, k, stride, layout):
+    kern = _kernels(build)
+    layer = _layer(c, oc, k, stride, seed=c + oc)
+    th, fl, wp, alpha, bias = _args(layer, kern)
+    x = torch.randn(3, c, 9, 9)
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+    p = k // 2
+    with torch.no_grad():
+        ref = kern.xnor_conv2d(layer.bn(x), wp, alpha, bias, None, oc, k, k, stride, stride,
+                               p, p, False)
+    got = kern.xnor_conv2d_fused(x, 0, th, fl, wp, alpha, bias, None, False, None, None, 0,
+                                 0, oc, k, k, stride, stride, p, p)
+    assert torch.equal(got, ref)
+
+
+def test_thresholds_follow_the_bn_sign_on_every_channel():
+    layer = _layer(8, 4, 3, 1, seed=1)
+    th, fl = bn_thresholds(layer.bn)
+    x = torch.linspace(-6, 6, 2001).repeat(8, 1).T.reshape(2001, 8, 1, 1)
+    with torch.no_grad():
+        want = layer.bn(x) < 0
+    got = torch.where(fl.bool().view(1, -1, 1, 1), x > th.view(1, -1, 1, 1),
+                      x < th.view(1, -1, 1, 1))
+    assert torch.equal(got, want)
+    assert fl[1] == 1 and th[0] == float("inf") and th[2] == float("-inf")
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_residual_in_place_and_bits_out_equal_the_unfused_path(build):
+    kern = _kernels(build)
+    first, second = _layer(64, 48, 3, 1, seed=3), _layer(48, 48, 3, 1, seed=4)
+    th1, fl1, wp1, a1, b1 = _args(first, kern)
+    th2, fl2, wp2, a2, b2 = _args(second, kern)
+    x = torch.randn(2, 64, 8, 8)
+    res = torch.randn(2, 48, 8, 8).contiguous(memory_format=torch.channels_last)
+
+    def fused(inp, c, th, fl, wp, a, b, residual=None, inplace=False, nxt=None):
+        nth, nfl = (None, None) if nxt is None else nxt
+        return kern.xnor_conv2d_fused(inp, c, th, fl, wp, a, b, residual, inplace, nth, nfl,
+                                      1, 1, 48, 3, 3, 1, 1, 1, 1)
+
+    mid = fused(x, 0, th1, fl1, wp1, a1, b1)                # float out of layer 1
+    plain = fused(mid, 0, th2, fl2, wp2, a2, b2)
+    with_res = fused(mid, 0, th2, fl2, wp2, a2, b2, residual=res)
+    assert torch.equal(with_res, plain + res)                # residual in the epilogue
+    bits = fused(x, 0, th1, fl1, wp1, a1, b1, nxt=(th2, fl2))  # layer 1 writes layer 2's bits
+    assert bits.dtype == torch.int64 and bits.shape == (2, 10, 10, 1)
+    assert torch.equal(fused(bits, 48, th2, fl2, wp2, a2, b2, residual=res), with_res)
+    target = res.clone()
+    out = fused(bits, 48, th2, fl2, wp2, a2, b2, residual=target, inplace=True)
+    assert out.data_ptr() == target.data_ptr()               # written over the residual
+    assert torch.equal(out, with_res)
+
+
+def test_in_place_needs_a_float_channels_last_residual():
+    kern = load_kernels()
+    layer = _layer(16, 8, 3, 1, seed=5)
+    th, fl, wp, a, b = _args(layer, kern)
+    with pytest.raises(RuntimeError, match="in place"):
+        kern.xnor_conv2d_fused(torch.randn(1, 16, 5, 5), 0, th, fl, wp, a, b,
+                               torch.randn(1, 8, 5, 5), True, None, None, 0, 0, 8, 3, 3, 1,
+                               1, 1, 1)
+
+
+def test_packed_resnet_blocks_equal_the_unfused_composition():
+    torch.manual_seed(7)
+    model = models.build("resnet18", binary=True).train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 32, 32))  # BN statistics away from their defaults
+    packed = pack_model(model.eval())
+    assert isinstance(packed.layers, PackedBlocks)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        h = packed.conv1(x)
+        fused = packed.layers(h.clone())
+        ref = h
+        for block in packed.layers:
+            assert isinstance(block, PackedPreActBlock)
+            u1 = block.unit1
+            mid = PackedXNORConv2d.forward(u1, ref)              # float, fresh
+            ref = block.unit2(mid) + block.shortcut(ref)
+        assert torch.equal(fused, ref)
+        torch.testing.assert_close(packed(x), model(x), rtol=1e-3, atol=1e-3)
