@@ -53,3 +53,25 @@ def test_ceilings_rejects_bad_input(tmp_path: Path, args, needle):
     assert res.exit_code == 2
     assert needle in res.output
     assert "Traceback" not in res.output
+
+
+def test_report_explains_speed_by_the_ceilings(tmp_path: Path):
+    db = str(tmp_path / "r.db")
+    runner = CliRunner()
+    for args in (["run", "ceilings", "--builds", "native", "--channels", "64",
+                  "--input-size", "8", "--rounds", "1", "--no-progress"],
+                 ["run", "timing", "--model", "lenet5", "--batches", "1", "--rounds", "1",
+                  "--no-progress"]):
+        res = runner.invoke(app, ["--db", db, *args])
+        assert res.exit_code == 0, res.output
+    out = tmp_path / "REPORT.md"
+    res = runner.invoke(app, ["--db", db, "report", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "Ceilings: per-core peaks" in text and "can gain at most" in text
+    assert "Training step: float vs XNOR" in text
+    assert "XNOR (fused layers) takes" in text
+    rows = dict(sqlite3.connect(db).execute(
+        "select metric, count(*) from results group by metric").fetchall())
+    assert rows["layer_binary_pct_of_peak"] == rows["layer_float_pct_of_peak"] == 2
+    assert rows["train_step_ops"] == 3

@@ -153,7 +153,46 @@ def _speed_discussion(store: Store, sel: Selection) -> list[str]:
                    f"({rec['speedup']:.2f}x)"
                    + ("." if simulated is None else "; the float-simulated XNOR model (what "
                       f"a training port runs) takes {simulated:.2f} ms."))
+    out += _ceiling_discussion(store, sel)
+    for rec in train_step_table(store, sel).records:
+        if rec.get("fused_ratio") is None:
+            continue
+        out.append(f"- Training step, {MODEL_NAMES.get(rec['model'], rec['model'])} at batch "
+                   f"{rec['batch']}, {rec['threads']} thread(s): XNOR (fused layers) takes "
+                   f"{rec['fused_ratio']:.2f}x the float step and dispatches "
+                   f"{_x(rec.get('fused_ops_ratio'))} its operators; through the port's "
+                   f"BinOp workflow {_x(rec.get('binop_ratio'))} (run {rec['run_id']}).")
     return out or ["- No sweep or timing run yet."]
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _ceiling_discussion(store: Store, sel: Selection) -> list[str]:
+    """Measured vs theoretical speedup, explained by this core's two peaks."""
+    out = []
+    for rec in ceilings_table(store, sel).records:
+        ratio, binary = rec.get("peak_ratio"), rec.get("binary_nopack_conv_pct_of_peak")
+        if ratio is None:
+            continue
+        line = (f"- Ceilings, `{rec['build']}` build ({rec.get('binary_isa')}), run "
+                f"{rec['run_id']}: {rec['fp32_peak_gflops']:.1f} GFLOP/s fp32 and "
+                f"{rec['binary_peak_gmacs']:.0f} G binary MAC/s per core, so a binary conv "
+                f"can gain at most {ratio:.1f}x over a perfect float conv on this CPU; the "
+                "paper's 64x counts operations (64 bit pairs per XNOR-popcount against one "
+                "multiply-add), not the cycles each takes here.")
+        if binary is not None:
+            line += (f" At c={rec.get('channels')}, {rec.get('kernel')}x{rec.get('kernel')}, "
+                     f"{rec.get('input_size')}x{rec.get('input_size')} the binary conv "
+                     f"reaches {binary:.0f} % of its peak on a packed input")
+            if rec.get("float_conv_pct_of_peak") is not None:
+                line += (f" and the float conv {rec['float_conv_pct_of_peak']:.0f} % of "
+                         f"the fp32 peak, hence the measured {rec['measured_speedup']:.1f}x "
+                         f"against a {ratio:.1f}x ceiling")
+            line += "."
+        out.append(line)
+    return out
 
 
 def _rule_discussion(store: Store, sel: Selection) -> list[str]:

@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from ..db import Row
+from ..harness.ceilings import Ceilings
+from ..harness.ceilings import measure as measure_ceilings
 from ..harness.registry import SuiteContext, register
 from ..harness.timing import compare, dispatched_ops
 from ..harness.training import train_step
 from ..xnor import BinOp, FusedXNOR, binary_layers, models
-from ..xnor.kernels import kernel_isa
+from ..xnor.kernels import default_build, kernel_isa
 from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
 from ..xnor.packed import pack_model
 
@@ -45,6 +47,16 @@ def _layer_inputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[s
     return seen
 
 
+def _layer_macs(layer: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of a binary conv/linear layer on input ``x``."""
+    with torch.no_grad():
+        out = layer(x)
+    if x.dim() == 4:
+        kh, kw = layer.kernel_size
+        return out.numel() * x.shape[1] * kh * kw
+    return out.numel() * x.flatten(1).shape[1]
+
+
 @register("timing", "Latency per layer and end to end, float vs packed XNOR; train steps.",
           DEFAULTS)
 def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
@@ -52,6 +64,7 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     threads = p["threads"]
     torch.set_num_threads(threads)
     isa = kernel_isa()
+    ceil: Ceilings | None = None  # this core's peaks, measured once if layers are timed
     for name in ctx.progress.track(p["models"], "models"):
         torch.manual_seed(p["seed"])
         fmodel = models.build(name, binary=False).eval()
@@ -73,6 +86,10 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
             yield Row("inference_speedup", t["float"].median_s / t["xnor"].median_s, "x",
                       variant="xnor", params=prm, **tag)
         if p["per_layer"]:
+            if ceil is None:
+                torch.set_num_threads(1)
+                ceil = measure_ceilings(default_build())
+                torch.set_num_threads(threads)
             names = [n for n, _ in binary_layers(xmodel)]
             x1 = torch.randn(1, *INPUT_SHAPE[name])
             inputs = _layer_inputs(xmodel, x1, names)
@@ -88,6 +105,16 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                 for variant, tm in t.items():
                     yield Row("layer_latency_ms", tm.median_ms, "ms", variant=variant,
                               params={**prm, "iqr_ms": tm.iqr_s * 1e3}, **tag)
+                macs = _layer_macs(pmods[lname], xin)
+                cprm = {**prm, **ceil.as_params(), "macs": macs, "peaks_scaled_by_threads":
+                        threads, "note": "the whole unit (BN, sign or ReLU, conv) against "
+                        "the conv's peak"}
+                yield Row("layer_binary_pct_of_peak", 100 * macs / t["xnor"].median_s
+                          / (ceil.binary_macs * threads), "%", variant="xnor", params=cprm,
+                          **tag)
+                yield Row("layer_float_pct_of_peak", 100 * 2 * macs / t["float"].median_s
+                          / (ceil.fp32_flops * threads), "%", variant="float", params=cprm,
+                          **tag)
                 yield Row("layer_speedup", t["float"].median_s / t["xnor"].median_s, "x",
                           variant="xnor", params=prm, **tag)
         yield from _train_step_rows(name, p, {**base, "batch": p["train_batch"]}, tag)

@@ -222,6 +222,45 @@ void pack_nhwc(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int
 }
 
 // ---------------------------------------------------------------- micro-kernels
+// Where the GEMM's rows of A come from. Row m of A is output pixel m's receptive field:
+// KH segments of KW * Cw consecutive words of the packed input P (one per filter row),
+// so the AVX-512 and scalar kernels read them from P directly (`nseg` = KH segments);
+// the AVX2 kernel needs nibble-split rows and reads an im2col copy (one segment of K).
+struct ARows {
+  const uint64_t* base;  // P, or the im2col copy
+  int64_t nseg, seg_len; // segments per row and their length (words); K = nseg * seg_len
+  int64_t M, OH, OW, Hp, Wp, Cw, sh, sw;
+  bool direct;
+  // Row m's first segment; segment s starts seg_stride() words further.
+  inline const uint64_t* row(int64_t m) const {
+    m = std::min(m, M - 1);  // rows past M (a tile's padding) are computed and discarded
+    if (!direct) return base + m * seg_len;
+    const int64_t n = m / (OH * OW), q = m % (OH * OW), oh = q / OW, ow = q % OW;
+    return base + ((n * Hp + oh * sh) * Wp + ow * sw) * Cw;
+  }
+  inline int64_t seg_stride() const { return direct ? Wp * Cw : seg_len; }
+  // The MR rows from m0: one division, then steps along the output row.
+  inline void rows(int64_t m0, const uint64_t** out) const {
+    if (!direct) {
+      for (int r = 0; r < MR; ++r) out[r] = row(m0 + r);
+      return;
+    }
+    int64_t m = std::min(m0, M - 1);
+    int64_t n = m / (OH * OW), q = m % (OH * OW), oh = q / OW, ow = q % OW;
+    for (int r = 0; r < MR; ++r) {
+      out[r] = base + ((n * Hp + oh * sh) * Wp + ow * sw) * Cw;
+      if (m0 + r + 1 >= M) continue;  // the rest repeat the last row (discarded)
+      if (++ow == OW) {
+        ow = 0;
+        if (++oh == OH) {
+          oh = 0;
+          ++n;
+        }
+      }
+    }
+  }
+};
+
 struct Epilogue {
   float* out;            // [M][OC] (channels_last NCHW storage)
   int32_t* out_int;      // or integer dot products [M][OC]
@@ -274,55 +313,82 @@ inline void store_row(const Epilogue& e, int64_t m, int64_t ob, const T* cnt8) {
 
 #if XNOR_AVX512
 template <int NV>
-inline void micro_avx512(const uint64_t* A, int64_t K, const uint64_t* B, int64_t ob0,
-                         int64_t m0, int64_t M, const Epilogue& e) {
+inline void micro_avx512(const ARows& R, const uint64_t* B, int64_t ob0, int64_t m0,
+                         const Epilogue& e) {
+  const int64_t M = R.M, K = R.nseg * R.seg_len;
   __m512i acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
   const uint64_t* arow[MR];
-  for (int r = 0; r < MR; ++r) arow[r] = A + (m0 + r) * K;
-  const uint64_t* bcol[NV];
-  for (int v = 0; v < NV; ++v) bcol[v] = B + (ob0 + v) * K * 8;
-  for (int64_t k = 0; k < K; ++k) {
-    __m512i b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(bcol[v] + k * 8);
-    for (int r = 0; r < MR; ++r) {
-      const __m512i a = _mm512_set1_epi64((long long)arow[r][k]);
-      for (int v = 0; v < NV; ++v)
-        acc[r][v] = _mm512_add_epi64(acc[r][v],
-                                     _mm512_popcnt_epi64(_mm512_xor_si512(a, b[v])));
+  R.rows(m0, arow);
+  const int64_t stride = R.seg_stride();
+  for (int64_t sg = 0; sg < R.nseg; ++sg) {
+    if (sg > 0)
+      for (int r = 0; r < MR; ++r) arow[r] += stride;
+    const uint64_t* bcol[NV];
+    for (int v = 0; v < NV; ++v) bcol[v] = B + ((ob0 + v) * K + sg * R.seg_len) * 8;
+    for (int64_t k = 0; k < R.seg_len; ++k) {
+      __m512i b[NV];
+      for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(bcol[v] + k * 8);
+      for (int r = 0; r < MR; ++r) {
+        const __m512i a = _mm512_set1_epi64((long long)arow[r][k]);
+        for (int v = 0; v < NV; ++v)
+          acc[r][v] = _mm512_add_epi64(acc[r][v],
+                                       _mm512_popcnt_epi64(_mm512_xor_si512(a, b[v])));
+      }
     }
   }
   const int rows = (int)std::min<int64_t>(MR, M - m0);
   if (!e.out_int && rows > 0) {
-    // vectorised epilogue: counts -> float, * alpha [* K] [+ bias], masked store
-    const __m512i nb = _mm512_set1_epi64(e.nbits);
-    for (int v = 0; v < NV; ++v) {
-      const int64_t o0 = (ob0 + v) * 8, no = std::min<int64_t>(8, e.OC - o0);
-      const __mmask8 om = (__mmask8)((no >= 8) ? 0xFF : ((1u << no) - 1));
-      const __m256 al = _mm256_maskz_loadu_ps(om, e.alpha + o0);
-      const __m256 bi = e.bias ? _mm256_maskz_loadu_ps(om, e.bias + o0) : _mm256_setzero_ps();
-      __m256 nt = _mm256_setzero_ps();
-      __mmask8 fl = 0;
+    // Vectorised epilogue, 16 filters (two accumulators) at a time: the low 32 bits of
+    // each count (< 2^31) gathered into one register, one conversion, then
+    //   out = count * (-2 alpha) + (nbits alpha + bias)       one FMA, or with K:
+    //   out = (nbits - 2 count) * alpha * K + bias             (exact integers first)
+    // [+ residual], stored as floats or as the next layer's sign bits.
+    const __m512i lo32 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                                           26, 28, 30);
+    const __m512 nbf = _mm512_set1_ps((float)e.nbits);
+    uint8_t* brow[MR] = {};
+    if (e.out_bits)
+      for (int r = 0; r < rows; ++r) brow[r] = e.bits_row(m0 + r);
+    for (int v = 0; v < NV; v += 2) {
+      const bool pair = v + 1 < NV;
+      const int64_t o0 = (ob0 + v) * 8;
+      const int64_t no = std::min<int64_t>(pair ? 16 : 8, e.OC - o0);
+      const __mmask16 om = (__mmask16)(no >= 16 ? 0xFFFF : ((1u << no) - 1));
+      const __m512 al = _mm512_maskz_loadu_ps(om, e.alpha + o0);
+      const __m512 bi = e.bias ? _mm512_maskz_loadu_ps(om, e.bias + o0) : _mm512_setzero_ps();
+      const __m512 m2al = _mm512_mul_ps(al, _mm512_set1_ps(-2.0f));
+      const __m512 offs = _mm512_fmadd_ps(nbf, al, bi);
+      __m512 nt = _mm512_setzero_ps();
+      __mmask16 fl = 0;
       if (e.out_bits) {
-        nt = _mm256_maskz_loadu_ps(om, e.nth + o0);
-        fl = (__mmask8)_mm_movepi8_mask(
+        nt = _mm512_maskz_loadu_ps(om, e.nth + o0);
+        fl = (__mmask16)_mm_movepi8_mask(
             _mm_sub_epi8(_mm_setzero_si128(), _mm_maskz_loadu_epi8(om, e.nflip + o0)));
       }
       for (int r = 0; r < rows; ++r) {
-        const __m512i dot = _mm512_sub_epi64(nb, _mm512_slli_epi64(acc[r][v], 1));
-        __m256 f = _mm256_mul_ps(_mm512_cvtepi64_ps(dot), al);
-        if (e.kscale) f = _mm256_mul_ps(f, _mm256_set1_ps(e.kscale[m0 + r]));
-        f = _mm256_add_ps(f, bi);
+        const __m512i c32 = pair ? _mm512_permutex2var_epi32(acc[r][v], lo32, acc[r][v + 1])
+                                 : _mm512_permutexvar_epi32(lo32, acc[r][v]);
+        const __m512 cnt = _mm512_cvtepi32_ps(c32);
+        __m512 f;
+        if (!e.kscale) {
+          f = _mm512_fmadd_ps(cnt, m2al, offs);
+        } else {
+          f = _mm512_mul_ps(_mm512_fnmadd_ps(cnt, _mm512_set1_ps(2.0f), nbf), al);
+          f = _mm512_add_ps(_mm512_mul_ps(f, _mm512_set1_ps(e.kscale[m0 + r])), bi);
+        }
         if (e.residual)
-          f = _mm256_add_ps(f, _mm256_maskz_loadu_ps(om, e.residual + (m0 + r) * e.OC + o0));
+          f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(om, e.residual + (m0 + r) * e.OC + o0));
         if (e.out_bits) {
-          const __mmask8 lt = _mm256_mask_cmp_ps_mask(om, f, nt, _CMP_LT_OQ);
-          const __mmask8 gt = _mm256_mask_cmp_ps_mask(om, f, nt, _CMP_GT_OQ);
-          e.bits_row(m0 + r)[ob0 + v] = (uint8_t)((lt & ~fl) | (gt & fl));
+          const __mmask16 lt = _mm512_mask_cmp_ps_mask(om, f, nt, _CMP_LT_OQ);
+          const __mmask16 gt = _mm512_mask_cmp_ps_mask(om, f, nt, _CMP_GT_OQ);
+          const uint16_t bits = (uint16_t)((lt & ~fl) | (gt & fl));
+          brow[r][ob0 + v] = (uint8_t)bits;
+          if (pair) brow[r][ob0 + v + 1] = (uint8_t)(bits >> 8);
           continue;
         }
-        _mm256_mask_storeu_ps(e.out + (m0 + r) * e.OC + o0, om, f);
+        _mm512_mask_storeu_ps(e.out + (m0 + r) * e.OC + o0, om, f);
       }
     }
     return;
@@ -485,36 +551,39 @@ inline void micro_avx2(const uint8_t* A, int64_t KN, const uint8_t* B, int64_t n
 #endif
 
 template <int NV>
-inline void micro_portable(const uint64_t* A, int64_t K, const uint64_t* B, int64_t ob0,
-                           int64_t m0, int64_t M, const Epilogue& e) {
-  const int rows = (int)std::min<int64_t>(MR, M - m0);
+inline void micro_portable(const ARows& R, const uint64_t* B, int64_t ob0, int64_t m0,
+                           const Epilogue& e) {
+  const int64_t K = R.nseg * R.seg_len;
+  const int rows = (int)std::min<int64_t>(MR, R.M - m0);
   for (int r = 0; r < rows; ++r) {
-    const uint64_t* a = A + (m0 + r) * K;
     for (int v = 0; v < NV; ++v) {
-      const uint64_t* b = B + (ob0 + v) * K * 8;
       int64_t cnt[8] = {0};
-      for (int64_t k = 0; k < K; ++k)
-        for (int l = 0; l < 8; ++l) cnt[l] += __builtin_popcountll(a[k] ^ b[k * 8 + l]);
+      for (int64_t sg = 0; sg < R.nseg; ++sg) {
+        const uint64_t* a = R.row(m0 + r) + sg * R.seg_stride();
+        const uint64_t* b = B + ((ob0 + v) * K + sg * R.seg_len) * 8;
+        for (int64_t k = 0; k < R.seg_len; ++k)
+          for (int l = 0; l < 8; ++l) cnt[l] += __builtin_popcountll(a[k] ^ b[k * 8 + l]);
+      }
       store_row(e, m0 + r, ob0 + v, cnt);
     }
   }
 }
 
 template <int NV>
-inline void micro(const uint64_t* A, int64_t K, const uint64_t* B, int64_t ob0, int64_t m0,
-                  int64_t M, const Epilogue& e) {
+inline void micro(const ARows& R, const uint64_t* B, int64_t ob0, int64_t m0,
+                  const Epilogue& e) {
 #if XNOR_AVX512
-  micro_avx512<NV>(A, K, B, ob0, m0, M, e);
+  micro_avx512<NV>(R, B, ob0, m0, e);
 #elif XNOR_AVX2
-  micro_avx2<NV>(reinterpret_cast<const uint8_t*>(A), K * 16,
-                 reinterpret_cast<const uint8_t*>(B), ob0, m0, M, e);
+  micro_avx2<NV>(reinterpret_cast<const uint8_t*>(R.base), R.seg_len * 16,
+                 reinterpret_cast<const uint8_t*>(B), ob0, m0, R.M, e);
 #else
-  micro_portable<NV>(A, K, B, ob0, m0, M, e);
+  micro_portable<NV>(R, B, ob0, m0, e);
 #endif
 }
 
-void binary_gemm(const uint64_t* A, int64_t M, int64_t K, const uint64_t* B, int64_t OCB,
-                 const Epilogue& e) {
+void binary_gemm(const ARows& R, const uint64_t* B, int64_t OCB, const Epilogue& e) {
+  const int64_t M = R.M;
   const int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(OCB, NVMAX);
   at::parallel_for(0, ntiles * mtiles, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
@@ -523,18 +592,19 @@ void binary_gemm(const uint64_t* A, int64_t M, int64_t K, const uint64_t* B, int
       const int64_t m0 = mt * MR;
       switch (nv) {
 #if XNOR_AVX2
-        case 2: micro<2>(A, K, B, ob0, m0, M, e); break;
+        case 2: micro<2>(R, B, ob0, m0, e); break;
 #else
-        case 4: micro<4>(A, K, B, ob0, m0, M, e); break;
-        case 3: micro<3>(A, K, B, ob0, m0, M, e); break;
-        case 2: micro<2>(A, K, B, ob0, m0, M, e); break;
+        case 4: micro<4>(R, B, ob0, m0, e); break;
+        case 3: micro<3>(R, B, ob0, m0, e); break;
+        case 2: micro<2>(R, B, ob0, m0, e); break;
 #endif
-        default: micro<1>(A, K, B, ob0, m0, M, e); break;
+        default: micro<1>(R, B, ob0, m0, e); break;
       }
     }
   });
 }
 
+#if XNOR_AVX2
 // P[N][Hp][Wp][Cw] -> A[Mpad][K], tap-major rows; rows past M stay zero.
 void im2col(const uint64_t* P, uint64_t* A, int64_t N, int64_t Hp, int64_t Wp, int64_t Cw,
             int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t OH, int64_t OW) {
@@ -560,6 +630,7 @@ void im2col(const uint64_t* P, uint64_t* A, int64_t N, int64_t Hp, int64_t Wp, i
     }
   });
 }
+#endif
 
 }  // namespace
 
@@ -649,11 +720,18 @@ torch::Tensor conv_on_packed(const uint64_t* p, int64_t N, int64_t Hp, int64_t W
   const int64_t OH = (Hp - KH) / sh + 1, OW = (Wp - KW) / sw + 1;
   const int64_t M = N * OH * OW, Mpad = ceil_div(M, MR) * MR;
 
-  // im2col writes every word of rows < M; only the padding rows need zeros
+  ARows R{p, KH, KW * Cw, M, OH, OW, Hp, Wp, Cw, sh, sw, true};
+#if XNOR_AVX2
+  // the AVX2 kernel reads nibble-split im2col rows; im2col writes every word of rows < M,
+  // only the padding rows need zeros
   std::vector<uint64_t>& A = workspace().A;
   if ((int64_t)A.size() < Mpad * K * NSPLIT) A.resize(Mpad * K * NSPLIT);
   if (Mpad > M) std::fill(A.begin() + M * K * NSPLIT, A.begin() + Mpad * K * NSPLIT, 0);
   im2col(p, A.data(), N, Hp, Wp, Cw, KH, KW, sh, sw, OH, OW);
+  R = ARows{A.data(), 1, K, M, OH, OW, Hp, Wp, Cw, sh, sw, false};
+#else
+  (void)Mpad;
+#endif
 
   alpha = alpha.to(torch::kFloat).contiguous();
   torch::Tensor b, k, res;
@@ -706,8 +784,7 @@ torch::Tensor conv_on_packed(const uint64_t* p, int64_t N, int64_t Hp, int64_t W
                            .memory_format(at::MemoryFormat::ChannelsLast));
     e.out = out.data_ptr<float>();
   }
-  binary_gemm(A.data(), M, K, reinterpret_cast<const uint64_t*>(wpacked.data_ptr<int64_t>()),
-              OCB, e);
+  binary_gemm(R, reinterpret_cast<const uint64_t*>(wpacked.data_ptr<int64_t>()), OCB, e);
   return out;
 }
 
