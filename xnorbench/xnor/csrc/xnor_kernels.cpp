@@ -466,6 +466,21 @@ inline void store_block32(const Epilogue& e, int64_t m, int64_t nb, const int32_
   }
 }
 
+// A tile's 16-bit partial sums into its int32 totals, and its totals out (R rows of
+// which the first min(R, M - m0) are real, V blocks of 32 filters; arrays sized S >= V).
+template <int R, int V, int S>
+inline void fold_tile(uint16_t (*t16)[S][32], int32_t (*tot)[S][32]) {
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) fold16(t16[r][v], tot[r][v]);
+}
+template <int R, int V, int S>
+inline void store_tile(const Epilogue& e, int64_t m0, int64_t M, int64_t nb0,
+                       int32_t (*tot)[S][32]) {
+  const int rows = (int)std::min<int64_t>(R, M - m0);
+  for (int r = 0; r < rows; ++r)
+    for (int v = 0; v < V; ++v) store_block32(e, m0 + r, nb0 + v, tot[r][v]);
+}
+
 // One step for one row: load its table, VPSHUFB it by the B nibbles of NB filter blocks
 // and add to that row's byte counters. Written in asm because GCC spills the twelve
 // accumulators of the 6 x 2 tile (12 + 2 B + 2 temporaries = all 16 ymm registers).
@@ -539,13 +554,9 @@ inline void micro_avx2(const uint8_t* A, int64_t KN, const uint8_t* B, int64_t n
       flush_bytes(col0[r], t16[r][0]);
       if constexpr (NB == 2) flush_bytes(col1[r], t16[r][1]);
     }
-    if (chunk % 256 == 0 || k1 == KN)
-      for (int r = 0; r < MR; ++r)
-        for (int v = 0; v < NB; ++v) fold16(t16[r][v], tot[r][v]);
+    if (chunk % 256 == 0 || k1 == KN) fold_tile<MR, NB, 2>(t16, tot);
   }
-  const int rows = (int)std::min<int64_t>(MR, M - m0);
-  for (int r = 0; r < rows; ++r)
-    for (int v = 0; v < NB; ++v) store_block32(e, m0 + r, nb0 + v, tot[r][v]);
+  store_tile<MR, NB, 2>(e, m0, M, nb0, tot);
 }
 
 // The wide tile: 3 rows x 4 blocks of 32 filters. Per row and step one table load feeds
@@ -602,13 +613,9 @@ inline void micro_avx2_wide(const uint8_t* A, int64_t KN, const uint8_t* B, int6
                                    {c20, c21, c22, c23}};
     for (int r = 0; r < WMR; ++r)
       for (int v = 0; v < WNB; ++v) flush_bytes(acc[r][v], t16[r][v]);
-    if (chunk % 256 == 0 || k1 == KN)
-      for (int r = 0; r < WMR; ++r)
-        for (int v = 0; v < WNB; ++v) fold16(t16[r][v], tot[r][v]);
+    if (chunk % 256 == 0 || k1 == KN) fold_tile<WMR, WNB, WNB>(t16, tot);
   }
-  const int rows = (int)std::min<int64_t>(WMR, M - m0);
-  for (int r = 0; r < rows; ++r)
-    for (int v = 0; v < WNB; ++v) store_block32(e, m0 + r, nb0 + v, tot[r][v]);
+  store_tile<WMR, WNB, WNB>(e, m0, M, nb0, tot);
 }
 #undef XNOR_ROW4
 #undef XNOR_ROW2
