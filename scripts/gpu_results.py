@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The device recipe: full-data ResNet-18 accuracy (float and XNOR, MNIST and CIFAR-10),
-the memory suite on CUDA, the sweep on the host CPU, then the db and report under OUT.
+the memory suite and the timing suite on CUDA (inference float vs simulated XNOR, the
+training steps float / XNOR fused / XNOR BinOp), the sweep and the ceilings on the host
+CPU, then the db and report under OUT.
 
 One run per dataset trains float and XNOR under one named recipe (``resnet18-mnist``,
 ``resnet18-cifar10``) and the recipe's seeds; the XNOR networks are then packed and run
@@ -63,6 +65,7 @@ def main() -> None:
                     help="budget shares per job, comma-separated, in PLAN order")
     ap.add_argument("--seeds", default=None, help="override the recipes' seeds, e.g. 0")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory suite")
+    ap.add_argument("--no-timing", action="store_true", help="skip the timing suite")
     ap.add_argument("--db", default=None, help="append to this db (copied into OUT)")
     args = ap.parse_args()
     stamp_commit()
@@ -80,8 +83,9 @@ def main() -> None:
     sweep_proc = None
     if args.sweep:  # host-CPU sweep in the background, its own process and thread count
         env = dict(os.environ, XNORBENCH_DB=db)
-        sweep = f"{sys.executable} -m xnorbench.cli sweep --rounds 3 --no-progress --threads"
-        cmd = f"{sweep} 1 && {sweep} 2"
+        cli = f"{sys.executable} -m xnorbench.cli"
+        sweep = f"{cli} sweep --rounds 3 --no-progress --threads"
+        cmd = f"{sweep} 1 && {cli} run ceilings --builds native --no-progress && {sweep} 2"
         with (out / "sweep.log").open("w") as sweep_log:  # the child keeps its own handle
             sweep_proc = subprocess.Popen(cmd, shell=True, env=env, stdout=sweep_log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
@@ -142,6 +146,17 @@ def main() -> None:
         except RunFailed as exc:
             log(f"memory FAILED: {exc}")
         log(f"memory suite in {time.time() - t0:.0f}s")
+
+    if not args.no_timing:
+        t0 = time.time()
+        try:  # on CUDA: float vs simulated XNOR inference, and the three training steps
+            execute(store, "timing", {"models": ["resnet18"], "batches": [1, 64],
+                                      "train_batch": 32 if args.tiny else 128,
+                                      "per_layer": False, "rounds": 1 if args.tiny else 3,
+                                      "threads": 1}, device=device, progress=False)
+        except RunFailed as exc:
+            log(f"timing FAILED: {exc}")
+        log(f"timing suite in {time.time() - t0:.0f}s")
 
     if sweep_proc is not None:
         try:

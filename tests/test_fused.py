@@ -240,3 +240,58 @@ def test_fused_step_dispatches_at_most_1_3x_float_operators(name):
         y = torch.randint(0, 10, (2,))
         counts[variant] = dispatched_ops(partial(train_step, model, x, y, opt, step))
     assert counts["xnor"] <= 1.3 * counts["float"], counts
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_torch_fallback_path_equals_plain_autograd(dropout):
+    """Tensors the C++ operators do not take (here float64; on a GPU, CUDA tensors) go
+    through the torch expressions of ``bitops``: same values, same bit layout."""
+    torch.manual_seed(6)
+    layer = XNORConv2d(6, 5, 3, padding=1, bias=True, dropout=dropout).double().train()
+    x = torch.randn(3, 6, 7, 7, dtype=torch.float64)
+    out_f, gx_f, gp_f, g = _grads(layer, x, layer, None, seed=4)
+    out_s, gx_s, gp_s, _ = _grads(layer, x, layer.simulated, g, seed=4)
+    torch.testing.assert_close(out_f, out_s)
+    torch.testing.assert_close(gx_f, gx_s)
+    _close_grads(gp_f, gp_s)
+    lin = XNORLinear(12, 4, dropout=dropout).double().train()
+    xl = torch.randn(5, 12, dtype=torch.float64)
+    out_f, gx_f, gp_f, g = _grads(lin, xl, lin, None, seed=2)
+    out_s, gx_s, gp_s, _ = _grads(lin, xl, lin.simulated, g, seed=2)
+    torch.testing.assert_close(out_f, out_s)
+    torch.testing.assert_close(gx_f, gx_s)
+    _close_grads(gp_f, gp_s)
+
+
+def test_fallback_bits_match_the_cpp_bits():
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 3, 5, 7, generator=g)
+    s, neg, ste = bitops.sign_bits(x)                  # C++ (float32, CPU)
+    s64, neg64, ste64 = bitops.sign_bits(x.double())  # torch expressions
+    assert torch.equal(neg, neg64) and torch.equal(ste, ste64)
+    assert torch.equal(s.double(), s64)
+    lay = bitops.layout(x)
+    assert torch.equal(bitops.signs_from_bits(neg, lay, torch.float64), s64)
+    grad = torch.randn(x.shape, generator=g)
+    assert torch.equal(bitops.grad_through_bits(grad.double(), ste),
+                       bitops.grad_through_bits(grad, ste).double())
+
+
+def test_torch_fallback_path_keeps_channels_last_bits_in_order():
+    torch.manual_seed(9)
+    layer = XNORConv2d(8, 6, 3, padding=1).double().train()
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    out_a, gx_a, gp_a, g = _grads(layer, x, layer, None, seed=3)
+    out_b, gx_b, gp_b, _ = _grads(layer, xc, layer, g, seed=3)
+    torch.testing.assert_close(out_b, out_a)
+    torch.testing.assert_close(gx_b, gx_a)
+    _close_grads(gp_b, gp_a)
+    # with dropout (its mask is drawn in memory order): fused == plain autograd, both
+    # channels-last
+    drop = XNORConv2d(8, 6, 3, padding=1, dropout=0.5).double().train()
+    out_f, gx_f, gp_f, g = _grads(drop, xc, drop, None, seed=5)
+    out_s, gx_s, gp_s, _ = _grads(drop, xc, drop.simulated, g, seed=5)
+    torch.testing.assert_close(out_f, out_s)
+    torch.testing.assert_close(gx_f, gx_s)
+    _close_grads(gp_f, gp_s)

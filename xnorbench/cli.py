@@ -487,6 +487,10 @@ def run_timing(
     per_layer: Annotated[bool, typer.Option(help="Also time every binary layer.")] = True,
     rounds: Annotated[int, typer.Option(help="Interleaved timing rounds.")] = 3,
     threads: Annotated[int, typer.Option(help="torch and kernel threads.")] = 1,
+    device: Annotated[Device, typer.Option(
+        help="cpu: float vs the packed kernels (and per layer); cuda: float vs the "
+             "simulated XNOR model (no GPU bit kernel) and the training steps on the GPU.")
+    ] = Device.cpu,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     tag: TagOpt = None,
@@ -498,7 +502,7 @@ def run_timing(
     params = {"models": names, "batches": parse_int_list(batches, "--batches"),
               "train_batch": train_batch, "per_layer": per_layer, "rounds": rounds,
               "threads": threads, "seed": seed}
-    execute_suite("timing", params, device=Device.cpu, threads=threads, seed=seed,
+    execute_suite("timing", params, device=device, threads=threads, seed=seed,
                   progress=progress, checkpoint_dir=Path("checkpoints"), resume=None,
                   tags=_tags(tag))
 

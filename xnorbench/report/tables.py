@@ -352,7 +352,8 @@ def render(t: Table, fmt: str) -> str:
 
 
 def _latest_rows(store: Store, suite: str, by_threads: bool = False,
-                 selection: Selection = Selection()) -> dict[tuple, tuple[Result, Run]]:
+                 selection: Selection = Selection(), device: str | None = None
+                 ) -> dict[tuple, tuple[Result, Run]]:
     """{(dataset, model, variant, metric, batch, mode, threads): (row, run)}, newest runs.
 
     A model's rows all come from the newest finished run that measured it. With
@@ -362,6 +363,8 @@ def _latest_rows(store: Store, suite: str, by_threads: bool = False,
     out: dict[tuple, tuple[Result, Run]] = {}
     seen: dict[tuple, int] = {}
     for run in selection.runs(store, suite):
+        if device is not None and _device_kind(run) != device:
+            continue
         threads = run.threads if by_threads else None
         for r in store.results([run.id]):
             p = r.params or {}
@@ -372,6 +375,15 @@ def _latest_rows(store: Store, suite: str, by_threads: bool = False,
                    threads)
             out.setdefault(key, (r, run))
     return out
+
+
+def _device_kind(run: Run) -> str:
+    """'cuda' for a run on a GPU, else 'cpu' (runs stored before devices were: cpu)."""
+    return "cuda" if (run.device or "cpu").startswith("cuda") else "cpu"
+
+
+def _timing_devices(store: Store, selection: Selection) -> list[str]:
+    return sorted({_device_kind(r) for r in selection.runs(store, "timing")})
 
 
 def memory_table(store: Store, selection: Selection = Selection()) -> Table:
@@ -501,37 +513,48 @@ def saved_by_layer_table(store: Store, selection: Selection = Selection()) -> Ta
 
 
 def timing_table(store: Store, selection: Selection = Selection()) -> Table:
-    """Inference latency and training step, float vs XNOR, one row per thread count."""
-    rows_by = _latest_rows(store, "timing", by_threads=True, selection=selection)
-    keys = sorted({(k[1], k[4], k[6]) for k in rows_by if k[3] == "inference_latency_ms"},
-                  key=lambda t: (t[0] or "", t[2] or 0, t[1] or 0))
+    """Inference latency, float vs XNOR, one row per thread count (and device: on a GPU
+    the XNOR column is the simulated model, there being no GPU bit kernel)."""
     rows, records, runs = [], [], {}
+    for device in _timing_devices(store, selection):
+        rows_by = _latest_rows(store, "timing", by_threads=True, selection=selection,
+                               device=device)
+        keys = sorted({(k[1], k[4], k[6]) for k in rows_by if k[3] == "inference_latency_ms"},
+                      key=lambda t: (t[0] or "", t[2] or 0, t[1] or 0))
 
-    def get(model: str, variant: str, metric: str, batch: int | None,
-            threads: int | None) -> float | None:
-        for (_, m, v, met, b, _md, t), (r, run) in rows_by.items():
-            if m == model and v == variant and met == metric and t == threads \
-                    and (batch is None or b == batch):
-                runs[run.id] = run
-                return r.value
-        return None
+        def get(model: str, variant: str, metric: str, batch: int | None,
+                threads: int | None, rows_by: dict = rows_by) -> float | None:
+            for (_, m, v, met, b, _md, t), (r, run) in rows_by.items():
+                if m == model and v == variant and met == metric and t == threads \
+                        and (batch is None or b == batch):
+                    runs[run.id] = run
+                    return r.value
+            return None
 
-    for model, batch, threads in keys:
-        rec = {"model": model, "batch": batch, "threads": threads,
-               "float_ms": get(model, "float", "inference_latency_ms", batch, threads),
-               "xnor_packed_ms": get(model, "xnor", "inference_latency_ms", batch, threads),
-               "xnor_simulated_ms": get(model, "xnor_simulated", "inference_latency_ms", batch,
-                                        threads),
-               "speedup": get(model, "xnor", "inference_speedup", batch, threads)}
-        records.append(rec)
-        rows.append([MODEL_NAMES.get(model, model), f"inference, batch {batch}", str(threads),
-                     _fmt(rec["float_ms"], 3), _fmt(rec["xnor_packed_ms"], 3),
-                     _fmt(rec["xnor_simulated_ms"], 3), _fmt(rec["speedup"]) + "x"])
-    isa = {run.id: (r.params or {}).get("kernel_isa") for r, run in rows_by.values()}
+        for model, batch, threads in keys:
+            packed = get(model, "xnor", "inference_latency_ms", batch, threads)
+            rec = {"model": model, "batch": batch, "threads": threads, "device": device,
+                   "float_ms": get(model, "float", "inference_latency_ms", batch, threads),
+                   "xnor_packed_ms": packed,
+                   "xnor_simulated_ms": get(model, "xnor_simulated", "inference_latency_ms",
+                                            batch, threads),
+                   "speedup": get(model, "xnor" if packed is not None else "xnor_simulated",
+                                  "inference_speedup", batch, threads)}
+            records.append(rec)
+            rows.append([MODEL_NAMES.get(model, model), f"inference, batch {batch}", device,
+                         str(threads), _fmt(rec["float_ms"], 3), _fmt(rec["xnor_packed_ms"], 3),
+                         _fmt(rec["xnor_simulated_ms"], 3), _fmt(rec["speedup"]) + "x"])
+    isa = {}
+    for run in runs.values():
+        for r in store.results([run.id], metric="inference_latency_ms")[:1]:
+            isa[run.id] = (r.params or {}).get("kernel_isa")
     notes = [f"run {rid}: {_machine(run)}, kernel path {isa.get(rid)}; medians of "
              "interleaved torch.utils.benchmark blocks" for rid, run in sorted(runs.items())]
+    if any(rec["device"] == "cuda" for rec in records):
+        notes.append("On cuda the speedup is float vs the simulated XNOR model: there is no "
+                     "GPU bit kernel, the packed kernels run on the CPU.")
     return Table("Running time: float vs XNOR (packed XNOR-popcount kernels)",
-                 ["Network", "What", "Threads", "Float ms", "XNOR packed ms",
+                 ["Network", "What", "Device", "Threads", "Float ms", "XNOR packed ms",
                   "XNOR simulated ms", "Speedup"], rows, notes, records)
 
 
@@ -541,19 +564,22 @@ def train_step_table(store: Store, selection: Selection = Selection()) -> Table:
     Runs from before the fused path timed only BinOp, under the variant name ``xnor``;
     such a run (no ``xnor_binop`` rows) is shown in the BinOp column, where it belongs.
     """
-    rows_by = _latest_rows(store, "timing", by_threads=True, selection=selection)
     cells: dict[tuple, dict[str, Any]] = {}
     runs: dict[int, Run] = {}
-    for (_d, model, variant, metric, batch, _m, threads), (r, run) in rows_by.items():
-        if metric not in ("train_step_ms", "train_step_ops"):
-            continue
-        rec = cells.setdefault((model, batch, threads), {"model": model, "batch": batch,
-                                                         "threads": threads, "run_id": run.id})
-        rec[f"{variant}_{metric}"] = r.value
-        runs[run.id] = run
+    for device in _timing_devices(store, selection):
+        rows_by = _latest_rows(store, "timing", by_threads=True, selection=selection,
+                               device=device)
+        for (_d, model, variant, metric, batch, _m, threads), (r, run) in rows_by.items():
+            if metric not in ("train_step_ms", "train_step_ops"):
+                continue
+            rec = cells.setdefault((device, model, batch, threads), {
+                "model": model, "batch": batch, "threads": threads, "device": device,
+                "run_id": run.id})
+            rec[f"{variant}_{metric}"] = r.value
+            runs[run.id] = run
     rows, records = [], []
-    for (model, batch, threads), rec in sorted(cells.items(), key=lambda kv: (
-            kv[0][0] or "", kv[0][1] or 0, kv[0][2] or 0)):
+    for (device, model, batch, threads), rec in sorted(cells.items(), key=lambda kv: (
+            kv[0][0], kv[0][1] or "", kv[0][2] or 0, kv[0][3] or 0)):
         if "xnor_binop_train_step_ms" not in rec and "xnor_train_step_ops" not in rec:
             rec["xnor_binop_train_step_ms"] = rec.pop("xnor_train_step_ms", None)
         f, x, b = (rec.get(f"{v}_train_step_ms") for v in ("float", "xnor", "xnor_binop"))
@@ -561,8 +587,8 @@ def train_step_table(store: Store, selection: Selection = Selection()) -> Table:
         rec.update(fused_ratio=x / f if f and x else None, binop_ratio=b / f if f and b else None,
                    fused_ops_ratio=ox / of if of and ox else None)
         records.append(rec)
-        rows.append([MODEL_NAMES.get(model, model), str(batch), str(threads), _fmt(f, 1),
-                     _fmt(x, 1), _fmt(b, 1), _ratio(rec["fused_ratio"]),
+        rows.append([MODEL_NAMES.get(model, model), str(batch), device, str(threads),
+                     _fmt(f, 1), _fmt(x, 1), _fmt(b, 1), _ratio(rec["fused_ratio"]),
                      _ratio(rec["binop_ratio"]), _fmt(of, 0), _fmt(ox, 0), _fmt(ob, 0),
                      _ratio(rec["fused_ops_ratio"])])
     notes = [f"run {rid}: {_machine(run)}; medians of interleaved torch.utils.benchmark "
@@ -573,7 +599,8 @@ def train_step_table(store: Store, selection: Selection = Selection()) -> Table:
                  "workflow (binarize in place, restore, rule after backward). Both train "
                  "identically (tested).")
     return Table("Training step: float vs XNOR (fused layers, and the port's BinOp)",
-                 ["Network", "Batch", "Threads", "Float ms", "XNOR fused ms", "XNOR BinOp ms",
+                 ["Network", "Batch", "Device", "Threads", "Float ms", "XNOR fused ms",
+                  "XNOR BinOp ms",
                   "Fused / float", "BinOp / float", "Ops float", "Ops fused", "Ops BinOp",
                   "Ops fused / float"], rows, notes, records)
 

@@ -5,7 +5,9 @@ what a training port without bit operations runs), measured side by side in one
 process at a stated thread count. Weights are random: latency does not depend on them.
 Training steps: float, XNOR through the fused layers, and XNOR through the port's BinOp
 workflow, interleaved; with the operators each step dispatches (what a GPU pays a
-launch for).
+launch for). On a CUDA device the inference rows compare float with the simulated XNOR
+model (there is no GPU bit kernel; packed timings belong to the CPU) and the training
+steps run on the GPU; every row says its device.
 """
 
 from __future__ import annotations
@@ -63,29 +65,36 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = {**DEFAULTS, **params}
     threads = p["threads"]
     torch.set_num_threads(threads)
+    device = ctx.device
+    cuda = device.startswith("cuda")
     isa = kernel_isa()
     ceil: Ceilings | None = None  # this core's peaks, measured once if layers are timed
     for name in ctx.progress.track(p["models"], "models"):
         torch.manual_seed(p["seed"])
         fmodel = models.build(name, binary=False).eval()
         xmodel = models.build(name, binary=True).eval()
-        packed = pack_model(xmodel)
-        base = {"threads": threads, "kernel_isa": isa, "input": list(INPUT_SHAPE[name])}
+        packed = None if cuda else pack_model(xmodel)
+        fmodel, xmodel = fmodel.to(device), xmodel.to(device)
+        base = {"threads": threads, "kernel_isa": isa, "input": list(INPUT_SHAPE[name]),
+                "device": device}
         tag = {"dataset": NATIVE_DATASET[name], "model": name}
         for batch in p["batches"]:
-            x = torch.randn(batch, *INPUT_SHAPE[name])
+            x = torch.randn(batch, *INPUT_SHAPE[name], device=device)
+            fns = {"float": lambda m=fmodel, x=x: m(x),
+                   "xnor_simulated": lambda m=xmodel, x=x: m(x)}
+            if packed is not None:
+                fns["xnor"] = lambda m=packed, x=x: m(x)
             with torch.no_grad():
-                t = compare({"float": lambda m=fmodel, x=x: m(x),
-                             "xnor": lambda m=packed, x=x: m(x),
-                             "xnor_simulated": lambda m=xmodel, x=x: m(x)},
-                            threads=threads, rounds=p["rounds"], min_run_time=p["min_run_time"])
+                t = compare(fns, threads=threads, rounds=p["rounds"],
+                            min_run_time=p["min_run_time"])
             prm = {**base, "batch": batch}
             for variant, tm in t.items():
                 yield Row("inference_latency_ms", tm.median_ms, "ms", variant=variant,
                           params={**prm, "iqr_ms": tm.iqr_s * 1e3, "runs": tm.runs}, **tag)
-            yield Row("inference_speedup", t["float"].median_s / t["xnor"].median_s, "x",
-                      variant="xnor", params=prm, **tag)
-        if p["per_layer"]:
+            fast = "xnor" if packed is not None else "xnor_simulated"
+            yield Row("inference_speedup", t["float"].median_s / t[fast].median_s, "x",
+                      variant=fast, params=prm, **tag)
+        if p["per_layer"] and packed is not None:
             if ceil is None:
                 torch.set_num_threads(1)
                 ceil = measure_ceilings(default_build())
@@ -117,19 +126,20 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                           **tag)
                 yield Row("layer_speedup", t["float"].median_s / t["xnor"].median_s, "x",
                           variant="xnor", params=prm, **tag)
-        yield from _train_step_rows(name, p, {**base, "batch": p["train_batch"]}, tag)
+        yield from _train_step_rows(name, p, {**base, "batch": p["train_batch"]}, tag,
+                                    device)
 
 
 def _train_step_rows(name: str, p: dict[str, Any], prm: dict[str, Any],
-                     tag: dict[str, str]) -> Iterator[Row]:
+                     tag: dict[str, str], device: str = "cpu") -> Iterator[Row]:
     """Training step: float autograd vs XNOR fused vs XNOR through BinOp, interleaved."""
     torch.manual_seed(p["seed"])
-    xb = torch.randn(p["train_batch"], *INPUT_SHAPE[name])
-    yb = torch.randint(0, 10, (p["train_batch"],))
+    xb = torch.randn(p["train_batch"], *INPUT_SHAPE[name], device=device)
+    yb = torch.randint(0, 10, (p["train_batch"],), device=device)
     steps = {}
     for variant, binary, xnor_step in (("float", False, None), ("xnor", True, FusedXNOR),
                                        ("xnor_binop", True, BinOp)):
-        model = models.build(name, binary=binary).train()
+        model = models.build(name, binary=binary).to(device).train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         steps[variant] = partial(train_step, model, xb, yb, opt,
                                  xnor_step(model) if xnor_step else None)

@@ -46,8 +46,14 @@ def _shifts(device: torch.device) -> Tensor:
     return _SHIFTS[device]
 
 
-def pack_bool(mask: Tensor) -> Tensor:
-    """A dense bool tensor as bits (``ceil(n / 8)`` uint8), in memory order."""
+def pack_bool(mask: Tensor, like: Tensor | None = None) -> Tensor:
+    """A dense bool tensor as bits (``ceil(n / 8)`` uint8), in memory order.
+
+    With ``like``, in ``like``'s memory order (the order the bits are unpacked in), even
+    if an operator handed ``mask`` back in another layout.
+    """
+    if like is not None and mask.stride() != like.stride():
+        mask = torch.empty_like(like, dtype=torch.bool).copy_(mask)
     flat = _flat(mask).to(torch.uint8)
     pad = (-flat.numel()) % 8
     if pad:
@@ -80,7 +86,7 @@ def sign_bits(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     x = dense(x)
     if _native(x):
         return train_ops().sign_bits(x)
-    return sign(x), pack_bool(x < 0), pack_bool(x.abs() < 1)
+    return sign(x), pack_bool(x < 0, x), pack_bool(x.abs() < 1, x)
 
 
 def sign_bits_(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -97,7 +103,7 @@ def kept_bits(s: Tensor) -> Tensor:
     s = dense(s)
     if _native(s):
         return train_ops().nonzero_bits(s)
-    return pack_bool(s != 0)
+    return pack_bool(s != 0, s)
 
 
 def signs_from_bits(bits: Tensor, like: Layout, dtype: torch.dtype, keep: Tensor | None = None,
