@@ -70,3 +70,13 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XNORBENCH_DB", raising=False)
     monkeypatch.delenv("XNORBENCH_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+def kernels_of(build: str):
+    """The kernel extension of ``build`` (native, avx2, portable); skips the test where
+    this CPU cannot run that build."""
+    from xnorbench.xnor.kernels import cpu_has_avx2, load_kernels
+
+    if build == "avx2" and not cpu_has_avx2():
+        pytest.skip("this CPU cannot run the avx2 build")
+    return load_kernels(build=build)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import kernels_of
 from xnorbench.harness.datasets import load_dataset
 from xnorbench.harness.recipes import Recipe
 from xnorbench.harness.saved import saved_bytes_by_unit
@@ -26,7 +27,7 @@ from xnorbench.harness.timing import dispatched_ops
 from xnorbench.harness.training import train, train_step
 from xnorbench.xnor import GRAD_RULES, BinOp, FusedXNOR, binary_layers, bitops, models
 from xnorbench.xnor.binarize import filter_alpha, scaled_sign_grad, sign
-from xnorbench.xnor.kernels import cpu_has_avx2, train_ops
+from xnorbench.xnor.kernels import train_ops
 from xnorbench.xnor.layers import XNORConv2d, XNORLinear
 
 
@@ -147,8 +148,7 @@ def test_fused_and_binop_paths_give_identical_training_rows(mnist_dir: Path, tmp
 # ----------------------------------------------------------------- operators vs torch
 @pytest.mark.parametrize("build", ["native", "avx2", "portable"])
 def test_cpp_operators_equal_torch_fallbacks(build):
-    if build == "avx2" and not cpu_has_avx2():
-        pytest.skip("this CPU cannot run the avx2 build")
+    kernels_of(build)
     ops = train_ops(build=build)
     g = torch.Generator().manual_seed(4)
     x = torch.randn(3, 5, 7, 11, generator=g) * 1.5

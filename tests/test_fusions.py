@@ -16,8 +16,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import kernels_of
 from xnorbench.xnor import XNORConv2d, models
-from xnorbench.xnor.kernels import cpu_has_avx2, load_kernels
+from xnorbench.xnor.kernels import load_kernels
 from xnorbench.xnor.packed import (
     PackedBlocks,
     PackedPreActBlock,
@@ -30,9 +31,7 @@ BUILDS = ["native", "avx2", "portable"]
 
 
 def _kernels(build: str):
-    if build == "avx2" and not cpu_has_avx2():
-        pytest.skip("this CPU cannot run the avx2 build")
-    return load_kernels(build=build)
+    return kernels_of(build)
 
 
 def _layer(c: int, oc: int, k: int, stride: int, seed: int) -> XNORConv2d:

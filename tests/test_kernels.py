@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import kernels_of
 from xnorbench.xnor import XNORConv2d, XNORLinear, models
-from xnorbench.xnor.kernels import cpu_has_avx2, kernel_isa, load_kernels
+from xnorbench.xnor.kernels import kernel_isa, load_kernels
 from xnorbench.xnor.packed import (
     PackedXNORConv2d,
     PackedXNORLinear,
@@ -151,9 +152,7 @@ def test_pack_model_layers_equal_simulated_layers(name, shape):
                                        ("avx2", "avx2-pshufb")])
 def test_every_build_agrees_with_native(build, isa):
     """The portable (scalar popcount) and AVX2 (VPSHUFB) builds give the native integers."""
-    if build == "avx2" and not cpu_has_avx2():
-        pytest.skip("this CPU cannot run the avx2 build")
-    other = load_kernels(build=build)
+    other = kernels_of(build)
     native = load_kernels(build="native")
     assert kernel_isa(build=build) == isa
     g = torch.Generator().manual_seed(3)

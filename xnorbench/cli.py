@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from .db import DBError, Store, is_stale
+from .db import DBError, Store, is_in_memory, is_stale, redact
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -42,7 +42,12 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def open_store() -> Store:
+def open_store(write: bool = False) -> Store:
+    """The ``--db`` store; ``write``: for a command that stores something, so an in-memory
+    database (which would keep nothing) is refused."""
+    if write and is_in_memory(State.db):
+        fail(f"--db {State.db}: an in-memory database keeps nothing once the command ends; "
+             "give a file or a server URL")
     try:
         return Store.open(State.db)
     except DBError as exc:
@@ -118,7 +123,7 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
     except ValueError as exc:
         fail(str(exc))
     _positive(threads, "--threads")
-    store = open_store()
+    store = open_store(write=True)
     command = shlex.join(["xnorbench", *sys.argv[1:]]) if sys.argv else None
     try:
         run_id = execute(store, suite, params, device=dev, seed=seed, command=command,
@@ -141,7 +146,8 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
     except ValueError as exc:
         fail(str(exc))
     n = len(store.results([run_id]))
-    typer.echo(f"run {run_id} finished: {n} rows in {store.engine.url.render_as_string()}")
+    typer.echo(f"run {run_id} finished: {n} rows in "
+               f"{store.engine.url.render_as_string(hide_password=True)}")
     return run_id
 
 
@@ -687,6 +693,8 @@ def runs_show(run_id: Annotated[int, typer.Argument(help="Run id.")]) -> None:
     if run is None:
         fail(f"no run with id {run_id}")
     info = {c.key: getattr(run, c.key) for c in run.__table__.columns}
+    if info.get("command"):  # runs stored before commands were redacted
+        info["command"] = redact(info["command"])
     for k in ("started_at", "ended_at", "heartbeat_at"):
         info[k] = str(info[k]) if info[k] else None
     info["stale"] = is_stale(run, STALE_AFTER)
@@ -703,7 +711,7 @@ def runs_tag(
 ) -> None:
     """Tag a run (or --remove a tag); `table --tag NAME` then shows exactly such runs."""
     (name,) = _tags([name])
-    store = open_store()
+    store = open_store(write=True)
     if store.run(run_id) is None:
         fail(f"no run with id {run_id}")
     changed = store.tag(run_id, name, remove=remove)
@@ -732,15 +740,26 @@ def runs_import(
     if "://" not in source and not Path(source).is_file():
         fail(f"no database file {source}")
     try:
-        src = Store.open(source)
+        src = Store.open_source(source)  # read-only: the source is never changed
     except DBError as exc:
         fail(str(exc))
-    store = open_store()
-    if src.engine.url == store.engine.url:
+    store = open_store(write=True)
+    if _same_database(src, store):
         fail("the source is this database")
     mapping = store.import_runs(src, suite=suite)
     pairs = ", ".join(f"{old} -> {new}" for old, new in mapping.items())
     typer.echo(f"imported {len(mapping)} run(s)" + (f": {pairs}" if pairs else " (none new)"))
+
+
+def _same_database(a: Store, b: Store) -> bool:
+    """Whether two stores are one database (a read-only SQLite URL names its file)."""
+    ua, ub = a.engine.url, b.engine.url
+    if ua.get_backend_name() == ub.get_backend_name() == "sqlite":
+        def path(u: Any) -> Path:
+            name = (u.database or "").removeprefix("file:")
+            return Path(name).resolve()
+        return path(ua) == path(ub)
+    return ua.render_as_string(hide_password=False) == ub.render_as_string(hide_password=False)
 
 
 # ----------------------------------------------------------------------------- plot

@@ -1,7 +1,18 @@
 """The results database: SQLAlchemy models, engine setup and the run store."""
 
 from .models import RUN_STATUSES, SCHEMA_VERSION, Result, Run, RunTag
-from .store import DEFAULT_DB, DBError, Row, Store, database_url, is_stale, open_engine
+from .store import (
+    DEFAULT_DB,
+    DBError,
+    Row,
+    Store,
+    database_url,
+    is_in_memory,
+    is_stale,
+    open_engine,
+    redact,
+)
 
 __all__ = ["DEFAULT_DB", "DBError", "RUN_STATUSES", "SCHEMA_VERSION", "Result", "Row", "Run",
-           "RunTag", "Store", "database_url", "is_stale", "open_engine"]
+           "RunTag", "Store", "database_url", "is_in_memory", "is_stale", "open_engine",
+           "redact"]

@@ -8,9 +8,11 @@ several writer processes: WAL journal, a long busy timeout, and short transactio
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -168,8 +170,26 @@ def open_engine(db: str | None = None) -> Engine:
         raise DBError(f"cannot use database {parsed.render_as_string(hide_password=True)}: "
                       f"{msg}") from exc
     except Exception as exc:  # missing driver, unknown dialect, ...
-        raise DBError(f"cannot open database {db!r}: {exc}") from exc
+        shown = parsed.render_as_string(hide_password=True)
+        raise DBError(f"cannot open database {shown}: {redact(str(exc))}") from exc
     return engine
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)([^@\s]+)(@)")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` URL hidden."""
+    return _URL_PASSWORD.sub(r"\1***\3", text)
+
+
+def is_in_memory(db: str | None) -> bool:
+    """Whether ``db`` names an in-memory SQLite database (which keeps nothing)."""
+    try:
+        parsed = make_url(database_url(db))
+    except ArgumentError:
+        return False
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 class Store:
@@ -182,13 +202,49 @@ class Store:
     def open(cls, db: str | None = None) -> Store:
         return cls(open_engine(db))
 
+    @classmethod
+    def open_source(cls, db: str) -> Store:
+        """Another database to read from (``runs import``), opened so that nothing in it
+        changes: a SQLite file read-only, no tables created, no journal mode switched.
+        ``DBError`` if it is not an xnorbench database of this schema version."""
+        try:
+            parsed = make_url(database_url(db))
+        except ArgumentError as exc:
+            raise DBError(f"{db!r} is not a valid database URL or path") from exc
+        shown = parsed.render_as_string(hide_password=True)
+        try:
+            if parsed.get_backend_name() == "sqlite":
+                path = Path(parsed.database or "")
+                if not parsed.database or not path.is_file():
+                    raise DBError(f"no database file {shown}")
+                engine = create_engine(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true",
+                                       connect_args={"timeout": 60})
+            else:
+                engine = create_engine(parsed, pool_pre_ping=True)
+            with engine.connect() as conn:
+                if not inspect(conn).has_table(Meta.__tablename__):
+                    raise DBError(f"{shown} is not an xnorbench database")
+                version = conn.execute(select(Meta.value).where(
+                    Meta.key == "schema_version")).scalar()
+        except DBError:
+            raise
+        except Exception as exc:  # not a database at all, damaged, missing driver, ...
+            msg = redact(str(getattr(exc, "orig", exc)).splitlines()[0])
+            raise DBError(f"cannot read {shown}: {msg}") from exc
+        if str(version) != str(SCHEMA_VERSION):
+            raise DBError(f"{shown} has schema version {version}, this xnorbench reads "
+                          f"{SCHEMA_VERSION}: open it once with `xnorbench --db ... runs` "
+                          "to upgrade it, then import")
+        return cls(engine)
+
     # -- writes -------------------------------------------------------------------
     def start_run(self, suite: str, params: dict[str, Any], context: dict[str, Any],
                   command: str | None = None) -> int:
         columns = {c.key for c in Run.__table__.columns}
         fields = {k: v for k, v in context.items() if k in columns}
         with Session(self.engine) as s, s.begin():
-            run = Run(suite=suite, params=params, status="running", command=command,
+            run = Run(suite=suite, params=params, status="running",
+                      command=None if command is None else redact(command),
                       started_at=utcnow(), heartbeat_at=utcnow(), context=context, **fields)
             s.add(run)
             s.flush()
@@ -250,6 +306,15 @@ class Store:
         with Session(self.engine) as s, s.begin():
             s.execute(Run.__table__.update().where(Run.id == run_id)
                       .values(status=status, error=error, ended_at=utcnow()))
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Fold SQLite's write-ahead log into the file, so that copying the ``.db`` alone
+        copies every committed row (best effort: a reader may hold the log)."""
+        if self.engine.url.get_backend_name() != "sqlite":
+            return
+        with suppress(Exception), self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def tag(self, run_id: int, tag: str, remove: bool = False) -> bool:
         """Give run ``run_id`` the name ``tag`` (or take it away); False if nothing changed."""
@@ -295,17 +360,20 @@ class Store:
         project's. A run already here (same suite, start time, host and command) is
         skipped, so importing the same file twice adds nothing.
         """
-        have = {(r.suite, r.started_at, r.hostname, r.command) for r in self.runs()}
+        have = {(r.suite, r.started_at, r.hostname, r.command and redact(r.command))
+                for r in self.runs()}
         run_cols = [c.key for c in Run.__table__.columns if c.key != "id"]
         row_cols = [c.key for c in Result.__table__.columns if c.key not in ("id", "run_id")]
         mapping: dict[int, int] = {}
         for run in reversed(source.runs(suite=suite, status="finished")):  # oldest first
-            if (run.suite, run.started_at, run.hostname, run.command) in have:
+            command = run.command and redact(run.command)  # no password travels
+            if (run.suite, run.started_at, run.hostname, command) in have:
                 continue
             rows = source.results([run.id])
             tags = source.tags([run.id]).get(run.id, [])
             with Session(self.engine) as s, s.begin():
-                new = Run(**{k: getattr(run, k) for k in run_cols})
+                new = Run(**{k: getattr(run, k) for k in run_cols if k != "command"},
+                          command=command)
                 s.add(new)
                 s.flush()
                 s.add_all(Result(run_id=new.id, **{k: getattr(r, k) for k in row_cols})

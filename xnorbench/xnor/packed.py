@@ -74,7 +74,7 @@ class PackedXNORConv2d(nn.Module):
         ``inplace``: write the output over ``residual`` (a float32 channels-last tensor the
         caller owns and no longer needs), so no new activation is allocated.
         """
-        if self.fused:
+        if self.fused and x.dtype == torch.float32:
             return self._fused(x, 0, residual, inplace)
         return self._simulated_bn(x, residual)
 
@@ -98,7 +98,8 @@ class PackedXNORConv2d(nn.Module):
             inplace, nth, nfl, nph, npw, self.out_channels, kh, kw, sh, sw, ph, pw)
 
     def _simulated_bn(self, x: Tensor, residual: Tensor | None) -> Tensor:
-        """BN in float, then pack (the path with the paper's K)."""
+        """BN in the input's dtype, then pack (the path with the paper's K, and for inputs
+        other than float32, whose signs are taken in their own precision)."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         x = self.bn(x)
         k = None
@@ -109,6 +110,7 @@ class PackedXNORConv2d(nn.Module):
             k = k.reshape(-1)  # [N*OH*OW], the kernel's row order
         out = load_kernels().xnor_conv2d(x, self.wpacked, self.alpha, self.bias, k,
                                          self.out_channels, kh, kw, sh, sw, ph, pw, False)
+        out = out.to(x.dtype)
         return out if residual is None else out + residual
 
     def extra_repr(self) -> str:
@@ -139,7 +141,7 @@ class PackedXNORLinear(nn.Module):
         out = load_kernels().xnor_conv2d(x[:, :, None, None], self.wpacked, self.alpha,
                                          self.bias, None, self.out_features, 1, 1, 1, 1, 0, 0,
                                          False)
-        return out.reshape(x.shape[0], self.out_features)
+        return out.reshape(x.shape[0], self.out_features).to(x.dtype)
 
 
 def bn_thresholds(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
@@ -175,7 +177,8 @@ class PackedPreActBlock(nn.Module):
     def forward(self, x: Tensor, inplace: bool = False) -> Tensor:
         """``inplace``: the caller will not read ``x`` again (see PackedBlocks)."""
         u1, u2 = self.unit1, self.unit2
-        if not (isinstance(u1, PackedXNORConv2d) and u1.fused and u2.fused):
+        if not (isinstance(u1, PackedXNORConv2d) and u1.fused and u2.fused
+                and x.dtype == torch.float32):
             return u2(u1(x), residual=self.shortcut(x))
         bits = u1.to_bits(x, u2)
         residual = self.shortcut(x)

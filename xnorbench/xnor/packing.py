@@ -7,6 +7,7 @@ little-endian within each byte, filter by filter (row-major over the flattened f
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from .layers import binary_layers
 from .models import build
 
 FORMAT = "xnorbench-packed-v1"
+MAGIC = b"XNORBENCH-PACKED"
+"""A packed file is ``MAGIC sha256=<hex of the rest>\\n`` then the torch payload (files
+without the line, from before it existed, still load, unverified)."""
 _BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
@@ -104,9 +108,28 @@ def save_packed(model: nn.Module, path: str | os.PathLike) -> int:
     payload = {"format": FORMAT, "spec": spec, "float": floats, "binary": binary}
     buf = io.BytesIO()
     torch.save(payload, buf)
-    data = buf.getvalue()
+    body = buf.getvalue()
+    data = MAGIC + f" sha256={hashlib.sha256(body).hexdigest()}\n".encode() + body
     Path(path).write_bytes(data)
     return len(data)
+
+
+def _read_verified(path: Path) -> bytes:
+    """The torch payload of a packed file, its checksum verified; one-line errors."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the packed model file ({exc.strerror})") from None
+    if not data:
+        raise ValueError(f"{path}: empty file, not a packed model")
+    if not data.startswith(MAGIC):  # written before files carried a checksum
+        return data
+    header, sep, body = data.partition(b"\n")
+    want = header[len(MAGIC):].strip().decode(errors="replace").removeprefix("sha256=")
+    if not sep or hashlib.sha256(body).hexdigest() != want:
+        raise ValueError(f"{path}: the packed model file is damaged or truncated (its "
+                         "checksum does not match)")
+    return body
 
 
 def load_packed(path: str | os.PathLike) -> nn.Module:
@@ -115,7 +138,12 @@ def load_packed(path: str | os.PathLike) -> nn.Module:
     The XNOR layers of the returned model are marked as already binarized, so they use
     the stored alpha and signs exactly (for inference; train a fresh model instead).
     """
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    body = _read_verified(Path(path))
+    try:
+        payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch's zip / unpickling errors carry no file name
+        raise ValueError(f"{path}: not a readable packed model file ({type(exc).__name__})"
+                         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not an xnorbench packed model file")
     spec = payload["spec"]

@@ -764,6 +764,15 @@ torch::Tensor pack_weight(torch::Tensor w) {
 
 namespace {
 
+// x as float32 with every sign kept: another floating dtype is turned into +-1 in its own
+// precision first (float64 -1e-300 would otherwise round to -0.0 and count as +1).
+torch::Tensor float_keeping_signs(const torch::Tensor& x) {
+  if (x.scalar_type() == torch::kFloat) return x;
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "xnor_conv2d: the input must be a "
+              "floating-point tensor, got ", x.scalar_type());
+  return torch::where(x < 0, -1.0, 1.0).to(torch::kFloat);
+}
+
 // Sign-pack x (either memory format) into P (zeroed, padded layout), thresholds optional.
 void pack_into(torch::Tensor x, uint64_t* p, int64_t ph, int64_t pw, const Threshold& T) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -805,6 +814,9 @@ torch::Tensor conv_on_packed(const uint64_t* p, int64_t N, int64_t Hp, int64_t W
                              const OutMode& mode = OutMode{}) {
   const int64_t Cw = ceil_div(C, 64);
   const int64_t K = KH * KW * Cw, OCB = ceil_div(OC, FB);
+  // the kernels load weight blocks with aligned instructions: any valid tensor (a view at
+  // an odd offset included) is copied to an aligned one first
+  if (reinterpret_cast<uintptr_t>(wpacked.data_ptr()) % 64 != 0) wpacked = wpacked.clone();
   TORCH_CHECK(wpacked.dim() == 3 && wpacked.scalar_type() == torch::kLong &&
                   wpacked.is_contiguous() && wpacked.size(0) == OCB &&
                   wpacked.size(1) == K && wpacked.size(2) == WB,
@@ -901,7 +913,7 @@ Threshold thresholds(const c10::optional<torch::Tensor>& th,
 torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw) {
   TORCH_CHECK(x.dim() == 4, "pack_input: input must be [N, C, H, W]");
   TORCH_CHECK(x.device().is_cpu(), "pack_input: CPU tensors only");
-  x = x.to(torch::kFloat);
+  x = float_keeping_signs(x);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   auto P = torch::zeros({N, H + 2 * ph, W + 2 * pw, ceil_div(C, 64)}, torch::kLong);
   pack_into(x, reinterpret_cast<uint64_t*>(P.data_ptr<int64_t>()), ph, pw, Threshold{});
@@ -969,7 +981,11 @@ torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch:
   TORCH_CHECK(x.dim() == 4 && x.device().is_cpu(), "xnor_conv2d: input must be CPU [N, C, H, W]");
   TORCH_CHECK(x.size(2) + 2 * ph >= KH && x.size(3) + 2 * pw >= KW,
               "xnor_conv2d: kernel larger than the padded input");
-  x = x.to(torch::kFloat);
+  const bool has_th = thresh.has_value() && thresh->defined();
+  TORCH_CHECK(!has_th || x.scalar_type() == torch::kFloat,
+              "xnor_conv2d: BatchNorm thresholds need a float32 input (got ", x.scalar_type(),
+              "); take BN and the sign in the input's dtype first");
+  x = float_keeping_signs(x);
   const int64_t N = x.size(0), Hp = x.size(2) + 2 * ph, Wp = x.size(3) + 2 * pw;
   C = x.size(1);
   const Threshold T = thresholds(thresh, flip, C);

@@ -1,0 +1,112 @@
+"""The store keeps secrets out, leaves import sources untouched, and keeps nothing silent.
+
+* passwords in database URLs are redacted in stored commands, in `runs show`, in what
+  `runs import` copies, and in the error for a missing driver;
+* `runs import` opens its source read-only (its bytes do not change) and refuses a file
+  that is not an xnorbench database with one line;
+* an in-memory database is refused for commands that write;
+* a finished run's rows are in the `.db` file itself (the WAL is checkpointed), so a copy
+  of the file alone holds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from xnorbench.cli import app
+from xnorbench.db import Store, redact
+from xnorbench.db.store import Row
+
+runner = CliRunner()
+SECRET_URL = "postgresql+psycopg://alice:s3cr3t-pw@db.example:5432/xb"
+
+
+def _store_with_run(path: Path, command: str) -> Store:
+    store = Store.open(str(path))
+    rid = store.start_run("sweep", {"threads": 1}, {"hostname": "h"}, command=command)
+    store.add_rows(rid, [Row("speedup", 10.0, "x")])
+    store.finish_run(rid, "finished")
+    return store
+
+
+def test_redact_hides_url_passwords_only():
+    assert redact(f"xnorbench --db {SECRET_URL} run sweep") == \
+        "xnorbench --db postgresql+psycopg://alice:***@db.example:5432/xb run sweep"
+    assert redact("sqlite:///results.db --lr 0.1") == "sqlite:///results.db --lr 0.1"
+
+
+def test_passwords_never_stored_shown_or_imported(tmp_path: Path):
+    src = _store_with_run(tmp_path / "src.db", f"xnorbench --db {SECRET_URL} run sweep")
+    (run,) = src.runs()
+    assert "s3cr3t" not in run.command and "alice:***@" in run.command
+    # a run stored by an older version, with the password in clear
+    with sqlite3.connect(tmp_path / "src.db") as conn:
+        conn.execute("update runs set command = ?", (f"xb --db {SECRET_URL}",))
+    shown = runner.invoke(app, ["--db", str(tmp_path / "src.db"), "runs", "show", "1"])
+    assert shown.exit_code == 0 and "s3cr3t" not in shown.output
+    res = runner.invoke(app, ["--db", str(tmp_path / "dst.db"), "runs", "import",
+                              str(tmp_path / "src.db")])
+    assert res.exit_code == 0, res.output
+    (copied,) = Store.open(str(tmp_path / "dst.db")).runs()
+    assert "s3cr3t" not in copied.command
+
+
+def test_missing_driver_error_hides_the_password(tmp_path: Path):
+    res = runner.invoke(app, ["--db", "mysql+nosuchdriver://bob:hunter22@h/db", "runs"])
+    assert res.exit_code == 2
+    assert "hunter22" not in res.output and res.output.startswith("error: ")
+
+
+def test_import_leaves_its_source_untouched(tmp_path: Path):
+    _store_with_run(tmp_path / "src.db", "xb sweep").engine.dispose()
+    before = hashlib.sha256((tmp_path / "src.db").read_bytes()).hexdigest()
+    res = runner.invoke(app, ["--db", str(tmp_path / "dst.db"), "runs", "import",
+                              str(tmp_path / "src.db")])
+    assert res.exit_code == 0 and "imported 1 run(s)" in res.output
+    assert hashlib.sha256((tmp_path / "src.db").read_bytes()).hexdigest() == before
+
+
+def test_import_refuses_what_is_not_an_xnorbench_database(tmp_path: Path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("create table things (x int)")
+    before = other.read_bytes()
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    for source in (other, empty, junk):
+        res = runner.invoke(app, ["--db", str(tmp_path / "dst.db"), "runs", "import",
+                                  str(source)])
+        assert res.exit_code == 2, (source, res.output)
+        assert res.output.startswith("error: ") and res.output.count("\n") == 1
+    assert other.read_bytes() == before
+    with sqlite3.connect(other) as conn:
+        assert [r[0] for r in conn.execute("select name from sqlite_master")] == ["things"]
+
+
+def test_in_memory_database_is_refused_for_writes(tmp_path: Path):
+    for db in ("sqlite:///:memory:", "sqlite://"):
+        res = runner.invoke(app, ["--db", db, "run", "ceilings", "--builds", "native",
+                                  "--channels", "64", "--input-size", "8", "--rounds", "1",
+                                  "--no-progress"])
+        assert res.exit_code == 2 and "in-memory" in res.output
+
+
+def test_finished_run_is_in_the_db_file_alone(tmp_path: Path):
+    db = tmp_path / "live.db"
+    store = _store_with_run(db, "xb sweep")
+    wal = Path(str(db) + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    shutil.copy(db, tmp_path / "copy.db")  # the .db only, the store still open
+    with sqlite3.connect(tmp_path / "copy.db") as conn:
+        assert conn.execute("select count(*) from results").fetchone()[0] == 1
+        assert json.loads(conn.execute("select params from runs").fetchone()[0]) == {
+            "threads": 1}
+    store.engine.dispose()
