@@ -8,6 +8,7 @@ one-line ``error:`` message and exit code 2, before anything is written.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
 from datetime import timedelta
@@ -104,11 +105,29 @@ def _choose(value: str, choices: tuple[str, ...] | list[str], what: str) -> str:
     return value
 
 
+MAX_THREADS = 1024
+MAX_SEED = 2**31 - 1
+"""Seeds are stored in an INTEGER column on every backend (PostgreSQL's is 32-bit)."""
+
+
 def _positive(value: int | float | None, what: str, allow_zero: bool = False) -> None:
     if value is None:
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        fail(f"{what} must be a finite number, got {value}")
     if value < 0 or (value == 0 and not allow_zero):
         fail(f"{what} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+
+
+def _threads(threads: int | None) -> None:
+    _positive(threads, "--threads")
+    if threads is not None and threads > MAX_THREADS:
+        fail(f"--threads {threads}: at most {MAX_THREADS}")
+
+
+def _seed(seed: int | None, what: str = "--seed") -> None:
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        fail(f"{what} {seed}: a seed is between 0 and {MAX_SEED}")
 
 
 def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads: int | None,
@@ -116,13 +135,15 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
                   resume: int | None, tags: list[str] | None = None) -> int:
     """Validate the device, open the db, run the suite, map outcomes to exit codes."""
     from .harness.environment import resolve_device
+    from .harness.registry import InputError
     from .harness.runner import RunFailed, RunInterrupted, RunRejected, execute
 
     try:
         dev = resolve_device(device.value)
     except ValueError as exc:
         fail(str(exc))
-    _positive(threads, "--threads")
+    _threads(threads)
+    _seed(seed)
     store = open_store(write=True)
     command = shlex.join(["xnorbench", *sys.argv[1:]]) if sys.argv else None
     try:
@@ -132,7 +153,7 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
     except RunInterrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(130) from None
-    except RunRejected as exc:
+    except (RunRejected, InputError) as exc:
         fail(str(exc))
     except RunFailed as exc:
         from .harness.datasets import DatasetError
@@ -259,10 +280,13 @@ def parse_seeds(seeds: str | None, seed: int | None) -> tuple[int, ...] | None:
     if seeds is not None and seed is not None:
         fail("give --seeds or --seed, not both")
     if seed is not None:
+        _seed(seed)
         return (seed,)
     if seeds is None:
         return None
     values = parse_int_list(seeds, "--seeds", minimum=0)
+    for v in values:
+        _seed(v, "--seeds")
     if len(set(values)) != len(values):
         fail(f"--seeds {seeds}: each seed once")
     return tuple(values)
@@ -444,16 +468,28 @@ def _sweep(channels: str, kernel: str, input_size: int, threads: int, fixed_chan
     _positive(fixed_kernel, "--fixed-kernel")
     _positive(batch, "--batch")
     _positive(rounds, "--rounds")
-    _positive(threads, "--threads")
+    _threads(threads)
     biggest = max([*ks, fixed_kernel])
     if biggest > input_size:
         fail(f"kernel {biggest} is larger than the {input_size}x{input_size} input")
+    # the largest point's float weight and input must fit: checked before a run exists
+    for c in [*ch, fixed_channels]:
+        k = max([*ks, fixed_kernel]) if c == fixed_channels else fixed_kernel
+        floats = c * c * k * k + batch * c * input_size * input_size
+        if c > MAX_SWEEP_CHANNELS or floats * 4 > MAX_SWEEP_BYTES:
+            fail(f"--channels {c} with a {k}x{k} filter and a {input_size}x{input_size} "
+                 f"input needs {floats * 4 / 2**30:.1f} GiB of float operands; at most "
+                 f"{MAX_SWEEP_CHANNELS} channels and {MAX_SWEEP_BYTES // 2**30} GiB")
     params = {"channels": ch, "kernels": ks, "input_size": input_size, "threads": threads,
               "fixed_channels": fixed_channels, "fixed_kernel": fixed_kernel, "batch": batch,
               "rounds": rounds, "shard": parse_shard(shard), "seed": seed}
     execute_suite("sweep", params, device=Device.cpu, threads=threads, seed=seed,
                   progress=progress, checkpoint_dir=Path("checkpoints"), resume=None,
                   tags=tags)
+
+
+MAX_SWEEP_CHANNELS = 16384
+MAX_SWEEP_BYTES = 8 * 2**30
 
 
 SWEEP_HELP = "Speedup of the XNOR conv over float conv vs channels and filter size (Fig. 4 b-c)."
@@ -644,6 +680,11 @@ def report(
 
     if notes is not None and not notes.is_file():
         fail(f"--notes {notes}: no such file")
+    if output.is_dir() or output.suffix.lower() not in (".md", ".markdown"):
+        fail(f"--output {output}: give the report's markdown file, e.g. "
+             f"{output / 'REPORT.md'} (its plots go beside it)")
+    if output.parent.exists() and not output.parent.is_dir():
+        fail(f"--output {output}: {output.parent} is not a folder")
     store = open_store()
     selection = selection_from(store, run, tag)
     try:
@@ -666,6 +707,8 @@ def runs_list(
     """List runs, newest first; a running run without heartbeat shows as stale."""
     if ctx.invoked_subcommand is not None:
         return
+    _positive(stale_minutes, "--stale-minutes")
+    _positive(limit, "--limit")
     from rich.console import Console
     from rich.table import Table
 

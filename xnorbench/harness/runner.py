@@ -50,16 +50,26 @@ class RunInterrupted(Exception):
         self.run_id = run_id
 
 
-HEARTBEAT_SECONDS = float(os.environ.get("XNORBENCH_HEARTBEAT_S", "30"))
+def heartbeat_seconds() -> float:
+    """``XNORBENCH_HEARTBEAT_S`` (default 30): a positive, finite number of seconds."""
+    raw = os.environ.get("XNORBENCH_HEARTBEAT_S", "30")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise InputError(f"XNORBENCH_HEARTBEAT_S={raw!r}: give a positive number of seconds")
+    return value
 
 
 @contextmanager
-def heartbeat(store: Store, run_id: int, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+def heartbeat(store: Store, run_id: int, every: float | None = None) -> Iterator[None]:
     """Touch the run's heartbeat from a daemon thread while the suite works.
 
     A run whose process dies (SIGKILL, power loss) stops beating; ``xnorbench runs``
     then shows it as stale and ``runs mark-stale`` can close it.
     """
+    every = heartbeat_seconds() if every is None else every
     stop = threading.Event()
 
     def beat() -> None:
@@ -102,6 +112,7 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
     Raises :class:`RunFailed` or :class:`RunInterrupted` after recording the status.
     """
     suite = get_suite(suite_name)
+    beat = heartbeat_seconds()  # a bad XNORBENCH_HEARTBEAT_S is refused before a run exists
     if threads:
         torch.set_num_threads(threads)
     if resume_run is not None:
@@ -124,7 +135,7 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
                        checkpoint_dir=Path(checkpoint_dir), resume=resume_run is not None)
     written = 0
     try:
-        with sigterm_as_interrupt(), heartbeat(store, run_id), ctx.progress:
+        with sigterm_as_interrupt(), heartbeat(store, run_id, beat), ctx.progress:
             for row in suite.fn(ctx, params):
                 store.add_rows(run_id, [row])
                 written += 1
