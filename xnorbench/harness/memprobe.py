@@ -23,18 +23,18 @@ import os
 import resource
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 
 def peak_rss_bytes() -> int:
-    """This address space's RSS high-water mark (``VmHWM``), else ``ru_maxrss``."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    """This address space's RSS high-water mark (``VmHWM``), else ``ru_maxrss`` (no
+    /proc: not Linux)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
