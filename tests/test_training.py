@@ -37,3 +37,36 @@ def test_xnor_lenet_loss_falls(use_binop):
         losses.append(loss.item())
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.6 * first, (first, last)
+
+
+def test_full_disk_while_checkpointing_leaves_no_tmp_and_the_old_checkpoint(
+        tmp_path, mnist_dir, monkeypatch):
+    """A checkpoint write that fails midway (ENOSPC) removes its partial .tmp, keeps the
+    previous checkpoint, and says which file and why in one line."""
+    import errno
+
+    from xnorbench.harness import training
+    from xnorbench.harness.datasets import load_dataset
+    from xnorbench.harness.recipes import Recipe
+
+    bundle = load_dataset("mnist", mnist_dir)
+    ckpt = tmp_path / "xnor-seed0.pt"
+    recipe = Recipe(epochs=2, batch_size=32, optimizer="adam", lr=1e-3)
+    real_save = torch.save
+    calls = []
+
+    def failing_save(obj, f, *a, **k):
+        calls.append(f)
+        if len(calls) == 2:  # the second epoch's checkpoint: half written, then full
+            with open(f, "wb") as fh:
+                fh.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(training.torch, "save", failing_save)
+    with pytest.raises(training.CheckpointError) as err:
+        list(training.train(bundle, "lenet5", "xnor", recipe, checkpoint=ckpt))
+    assert str(ckpt) in str(err.value) and "No space left" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not ckpt.with_suffix(".tmp").exists()
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1  # the first one, intact

@@ -58,6 +58,24 @@ def make_xnor_step(model: nn.Module, variant: str, recipe: Recipe) -> XNORStep |
     raise ValueError(f"unknown XNOR training path {recipe.xnor_path!r}; choose fused or binop")
 
 
+class CheckpointError(OSError):
+    """A checkpoint could not be written; the message names the file and the reason."""
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a ``.tmp`` beside it, then a rename. On any
+    failure (a full disk, say) the partial ``.tmp`` is removed and the previous checkpoint
+    stays as it was."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
+
+
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """SGD or Adam; weight decay on conv/linear weights only, or on every parameter."""
     if recipe.decay_scope == "all":
@@ -272,11 +290,10 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
                 params=params, **base),
         )
         if checkpoint is not None:
-            tmp = checkpoint.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "loader": train_loader.state(),
-                        "epoch": ep, "best": best}, tmp)
-            tmp.replace(checkpoint)
+            save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "loader": train_loader.state(),
+                "epoch": ep, "best": best})
     if start_epoch >= recipe.epochs:  # resumed after the last epoch: evaluate once more
         simulated = []
         test_acc, _ = evaluate(model, test_loader, recipe.amp, bin_op, predictions=simulated)
