@@ -56,8 +56,7 @@ def test_signal_interrupts_then_resume_completes(tmp_path: Path, sig):
     assert run.status == "interrupted"
     kept = store.results([run.id], metric="test_accuracy")
     assert len(kept) >= 2
-    ckpt = tmp_path / "checkpoints" / f"run-{run.id}" / "float-seed0.pt"
-    assert ckpt.is_file()
+    (ckpt,) = (tmp_path / "checkpoints").glob(f"db-*/run-{run.id}/float-seed0.pt")
 
     res = runner.invoke(app, ["--db", db, "run", "accuracy", "--resume", str(run.id),
                               "--device", "cpu", "--no-progress"])
@@ -72,6 +71,8 @@ def test_signal_interrupts_then_resume_completes(tmp_path: Path, sig):
             assert len(store.results([run.id], metric=metric, variant=variant)) == 1
     assert len(store.results([run.id], metric="dataset_size")) == 1
     assert len(store.results([run.id], metric="packed_test_accuracy")) == 1
+    assert not list(ckpt.parent.glob("*.pt"))  # resume state removed once finished
+    assert list(ckpt.parent.glob("*.packed"))  # the trained packed network stays
 
 
 def test_sigkill_leaves_stale_run_that_can_be_closed(tmp_path: Path):
@@ -204,15 +205,18 @@ def make_v1_db(url: str) -> tuple[int, int]:
         conn.execute(text("DROP INDEX ix_results_recipe_key"))
         conn.execute(text("ALTER TABLE results DROP COLUMN recipe_key"))
         conn.execute(text("ALTER TABLE results DROP COLUMN seed"))
+        conn.execute(text("ALTER TABLE runs DROP COLUMN owner"))
         conn.execute(text("UPDATE xnorbench_meta SET value='1' WHERE key='schema_version'"))
     store.engine.dispose()
     return rid, row_id
 
 
 def check_v1_upgraded(url: str) -> None:
-    """A v1 file opened by this version: schema 2, rows intact, keys and seeds filled in."""
+    """A v1 file opened by this version: upgraded through every migration to the current
+    schema, rows intact, keys and seeds filled in."""
     from sqlalchemy import inspect, text
 
+    from xnorbench.db import SCHEMA_VERSION
     from xnorbench.harness.recipes import Recipe, recipe_key
 
     rid, row_id = make_v1_db(url)
@@ -221,7 +225,9 @@ def check_v1_upgraded(url: str) -> None:
         cols = {c["name"] for c in inspect(conn).get_columns("results")}
         version = conn.execute(text(
             "SELECT value FROM xnorbench_meta WHERE key='schema_version'")).scalar_one()
-    assert {"seed", "recipe_key"} <= cols and version == "2"
+        run_cols = {c["name"] for c in inspect(conn).get_columns("runs")}
+    assert {"seed", "recipe_key"} <= cols and "owner" in run_cols
+    assert version == str(SCHEMA_VERSION)
     (row,) = [r for r in store.results([rid]) if r.id == row_id]
     assert row.value == 91.5 and row.seed == 3
     # what v1 trained: sgd, momentum 0.9 + nesterov, decay on weights, cosine schedule

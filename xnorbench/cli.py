@@ -125,26 +125,100 @@ def _threads(threads: int | None) -> None:
         fail(f"--threads {threads}: at most {MAX_THREADS}")
 
 
+def _path(path: Path | None, what: str) -> None:
+    """A path option the file system cannot hold (a name over 255 bytes): one line."""
+    from .paths import path_problem
+
+    problem = path_problem(path) if path is not None else None
+    if problem:
+        fail(f"{what} {str(path)[:60]}...: {problem}")
+
+
 def _seed(seed: int | None, what: str = "--seed") -> None:
     if seed is not None and not 0 <= seed <= MAX_SEED:
         fail(f"{what} {seed}: a seed is between 0 and {MAX_SEED}")
 
 
+NOT_STORED = frozenset({"progress", "tag", "resume", "checkpoint_dir", "download"})
+"""Options that do not change what a run computes: free to differ on ``--resume``."""
+
+
+def given_options(ctx: typer.Context) -> set[str]:
+    """The options this command line (or the environment) set explicitly."""
+    def source(name: str) -> str:
+        src = ctx.get_parameter_source(name)  # click's ParameterSource (vendored by typer)
+        return getattr(src, "name", "")
+
+    return {name for name in ctx.params if source(name) in ("COMMANDLINE", "ENVIRONMENT")}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+def resume_settings(store: Store, resume: int, params: dict[str, Any], given: set[str],
+                    threads: int | None, device: str) -> tuple[int | None, str]:
+    """A resumed run keeps what it started with: refuse an option given beside
+    ``--resume`` that differs from the stored run, and return the threads and device it
+    ran on (used unless given, and then they must match)."""
+    run = store.run(resume)
+    if run is None:
+        fail(f"--resume {resume}: no such run")
+    stored = run.params or {}
+    for name in sorted(given - NOT_STORED - {"threads", "device"}):
+        key = name if name in params else f"{name}s"  # --seed -> seeds, --kernel -> kernels
+        if key not in params:
+            continue
+        new, old = params[key], stored.get(key)
+        if key == "data_dir" and new and old and Path(new).resolve() == Path(old).resolve():
+            continue
+        if not _same(new, old):
+            from .harness.recipes import show_value
+
+            fail(f"--resume {resume}: --{name.replace('_', '-')} {show_value(new)} differs "
+                 f"from the run's {show_value(old)}; a resumed run keeps the options it "
+                 "started with (start a new run to change them)")
+    if "threads" in given and run.threads and threads != run.threads:
+        fail(f"--resume {resume}: --threads {threads} differs from the run's {run.threads}; "
+             "leave it out to resume on the same thread count")
+    if "device" in given and device != "auto" and run.device and device != run.device:
+        fail(f"--resume {resume}: --device {device} differs from the run's {run.device}")
+    return (threads if "threads" in given else run.threads), (run.device or device)
+
+
 def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads: int | None,
-                  seed: int | None, progress: bool, checkpoint_dir: Path,
-                  resume: int | None, tags: list[str] | None = None) -> int:
-    """Validate the device, open the db, run the suite, map outcomes to exit codes."""
+                  seed: int | None, progress: bool, checkpoint_dir: Path | None,
+                  resume: int | None, tags: list[str] | None = None,
+                  given: set[str] | None = None) -> int:
+    """Validate the device, open the db, run the suite, map outcomes to exit codes.
+
+    ``given``: the options the command line set explicitly (checked against a resumed
+    run's, see :func:`resume_settings`)."""
+    from .db import RunLost
     from .harness.environment import resolve_device
     from .harness.registry import InputError
-    from .harness.runner import RunFailed, RunInterrupted, RunRejected, execute
+    from .harness.runner import (
+        RunFailed,
+        RunInterrupted,
+        RunRejected,
+        StatusNotSaved,
+        execute,
+    )
 
-    try:
-        dev = resolve_device(device.value)
-    except ValueError as exc:
-        fail(str(exc))
     _threads(threads)
     _seed(seed)
+    _path(checkpoint_dir, "--checkpoint-dir")
     store = open_store(write=True)
+    dev_name = device.value
+    if resume is not None:
+        threads, dev_name = resume_settings(store, resume, params, given or set(), threads,
+                                            device.value)
+    try:
+        dev = resolve_device(dev_name)
+    except ValueError as exc:
+        fail(str(exc))
     command = shlex.join(["xnorbench", *sys.argv[1:]]) if sys.argv else None
     try:
         run_id = execute(store, suite, params, device=dev, seed=seed, command=command,
@@ -157,11 +231,18 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
         fail(str(exc))
     except RunFailed as exc:
         from .harness.datasets import DatasetError
-        from .harness.training import NonFiniteLoss
+        from .harness.runner import IncompleteRun
+        from .harness.training import CheckpointError, NonFiniteLoss
 
-        if isinstance(exc.error, (DatasetError, NonFiniteLoss)):
+        if isinstance(exc.error, (DatasetError, NonFiniteLoss, CheckpointError)):
             typer.echo(f"error: {exc.error} (run {exc.run_id} marked failed)", err=True)
             raise typer.Exit(2) from None
+        if isinstance(exc.error, IncompleteRun):
+            typer.echo(f"error: {exc.error} (marked failed)", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except (RunLost, StatusNotSaved) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except ValueError as exc:
@@ -176,9 +257,14 @@ DeviceOpt = Annotated[Device, typer.Option(help="Where to compute: auto picks cu
 ThreadsOpt = Annotated[int | None, typer.Option(help="torch intra-op threads (recorded).")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed (recorded).")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
-CkptOpt = Annotated[Path, typer.Option(help="Folder for per-epoch checkpoints.")]
+CkptOpt = Annotated[Path | None, typer.Option(
+    help="Where per-epoch checkpoints go: FOLDER/db-<database id>/run-<id>/ (a resume "
+         "reads them there; removed once the run finishes; the packed XNOR network, "
+         "*.packed, stays) \\[default: ./checkpoints, or the resumed run's].",
+    show_default=False)]
 ResumeOpt = Annotated[int | None, typer.Option(
-    help="Continue the interrupted or failed run with this id from its checkpoints.")]
+    help="Continue the interrupted or failed run with this id from its checkpoints, with "
+         "the options it started with (an option given beside it must match).")]
 
 
 # ------------------------------------------------------------------- training options
@@ -300,6 +386,7 @@ def training_params(recipe: str | None, overrides: dict[str, Any],
     from .xnor import GRAD_RULES, XNOR_PATHS
     from .xnor.models import MODELS
 
+    _path(data_dir, "--data-dir")
     if overrides.get("milestones") is not None:
         overrides["milestones"] = tuple(parse_int_list(overrides["milestones"],
                                                        "--milestones"))
@@ -336,7 +423,8 @@ def training_params(recipe: str | None, overrides: dict[str, Any],
 # ------------------------------------------------------------------------ run accuracy
 @run_app.command("accuracy")
 def run_accuracy(
-    recipe: RecipeOpt = None, dataset: DatasetOpt = None, model: ModelOpt = None,
+    ctx: typer.Context, recipe: RecipeOpt = None, dataset: DatasetOpt = None,
+    model: ModelOpt = None,
     variant: Annotated[str, typer.Option(help="float, xnor or both.")] = "both",
     epochs: EpochsOpt = None, batch_size: BatchOpt = None, optimizer: OptimOpt = None,
     lr: LrOpt = None, momentum: MomentumOpt = None, nesterov: NesterovOpt = None,
@@ -348,7 +436,7 @@ def run_accuracy(
     channels_last: ChannelsLastOpt = None, xnor_path: XnorPathOpt = None,
     data_dir: DataDirOpt = None, download: DownloadOpt = False, tag: TagOpt = None,
     device: DeviceOpt = Device.auto, threads: ThreadsOpt = None, progress: ProgressOpt = True,
-    checkpoint_dir: CkptOpt = Path("checkpoints"), resume: ResumeOpt = None,
+    checkpoint_dir: CkptOpt = None, resume: ResumeOpt = None,
 ) -> None:
     """Train and test a model as float and as XNOR under one recipe (per seed).
 
@@ -360,13 +448,14 @@ def run_accuracy(
     params["variant"] = _choose(variant, ("float", "xnor", "both"), "variant")
     execute_suite("accuracy", params, device=device, threads=threads,
                   seed=params["seeds"][0], progress=progress, checkpoint_dir=checkpoint_dir,
-                  resume=resume, tags=_tags(tag))
+                  resume=resume, tags=_tags(tag), given=given_options(ctx))
 
 
 # ------------------------------------------------------------------------- run compare
 @run_app.command("compare")
 def run_compare(
-    recipe: RecipeOpt = None, dataset: DatasetOpt = None, model: ModelOpt = None,
+    ctx: typer.Context, recipe: RecipeOpt = None, dataset: DatasetOpt = None,
+    model: ModelOpt = None,
     rules: Annotated[str, typer.Option(help="Gradient rules to train XNOR with.")
                      ] = "corrected,paper,reference",
     epochs: EpochsOpt = None, batch_size: BatchOpt = None, optimizer: OptimOpt = None,
@@ -379,7 +468,7 @@ def run_compare(
     channels_last: ChannelsLastOpt = None, xnor_path: XnorPathOpt = None,
     data_dir: DataDirOpt = None, download: DownloadOpt = False, tag: TagOpt = None,
     device: DeviceOpt = Device.auto, threads: ThreadsOpt = None, progress: ProgressOpt = True,
-    checkpoint_dir: CkptOpt = Path("checkpoints"), resume: ResumeOpt = None,
+    checkpoint_dir: CkptOpt = None, resume: ResumeOpt = None,
 ) -> None:
     """Vanilla vs binary: float, then XNOR under each gradient rule, same recipe, per seed.
 
@@ -400,7 +489,7 @@ def run_compare(
     params["rules"] = chosen
     execute_suite("compare", params, device=device, threads=threads,
                   seed=params["seeds"][0], progress=progress, checkpoint_dir=checkpoint_dir,
-                  resume=resume, tags=_tags(tag))
+                  resume=resume, tags=_tags(tag), given=given_options(ctx))
 
 
 # ---------------------------------------------------------------------------- recipes
@@ -442,7 +531,7 @@ def run_memory(
     params = {"models": parse_models(model), "batch": batch, "runtime": runtime}
     _positive(batch, "--batch")
     execute_suite("memory", params, device=device, threads=None, seed=seed,
-                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None,
+                  progress=progress, checkpoint_dir=None, resume=None,
                   tags=_tags(tag))
 
 
@@ -460,7 +549,8 @@ def parse_models(text: str) -> list[str]:
 # --------------------------------------------------------------------------- sweep
 def _sweep(channels: str, kernel: str, input_size: int, threads: int, fixed_channels: int,
            fixed_kernel: int, batch: int, rounds: int, shard: str | None, seed: int,
-           progress: bool, tags: list[str]) -> None:
+           progress: bool, tags: list[str], resume: int | None = None,
+           given: set[str] | None = None) -> None:
     ch = parse_int_list(channels, "--channels")
     ks = parse_int_list(kernel, "--kernel")
     _positive(input_size, "--input-size")
@@ -484,8 +574,8 @@ def _sweep(channels: str, kernel: str, input_size: int, threads: int, fixed_chan
               "fixed_channels": fixed_channels, "fixed_kernel": fixed_kernel, "batch": batch,
               "rounds": rounds, "shard": parse_shard(shard), "seed": seed}
     execute_suite("sweep", params, device=Device.cpu, threads=threads, seed=seed,
-                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None,
-                  tags=tags)
+                  progress=progress, checkpoint_dir=None, resume=resume, tags=tags,
+                  given=given)
 
 
 MAX_SWEEP_CHANNELS = 16384
@@ -498,6 +588,7 @@ SWEEP_HELP = "Speedup of the XNOR conv over float conv vs channels and filter si
 @app.command("sweep", help=SWEEP_HELP)
 @run_app.command("sweep", help=SWEEP_HELP)
 def sweep(
+    ctx: typer.Context,
     channels: Annotated[str, typer.Option(help="Channel counts (3x3 filter sweep).")
                         ] = "16,32,64,128,256,512,1024",
     kernel: Annotated[str, typer.Option(help="Filter sizes (fixed-channel sweep).")
@@ -514,9 +605,12 @@ def sweep(
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     tag: TagOpt = None,
+    resume: Annotated[int | None, typer.Option(
+        help="Finish the interrupted or failed sweep with this id: points already "
+             "measured are kept, the rest are measured (same options).")] = None,
 ) -> None:
     _sweep(channels, kernel, input_size, threads, fixed_channels, fixed_kernel, batch, rounds,
-           shard, seed, progress, _tags(tag))
+           shard, seed, progress, _tags(tag), resume, given_options(ctx))
 
 
 # --------------------------------------------------------------------------- timing
@@ -545,7 +639,7 @@ def run_timing(
               "train_batch": train_batch, "per_layer": per_layer, "rounds": rounds,
               "threads": threads, "seed": seed}
     execute_suite("timing", params, device=device, threads=threads, seed=seed,
-                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None,
+                  progress=progress, checkpoint_dir=None, resume=None,
                   tags=_tags(tag))
 
 
@@ -584,7 +678,7 @@ def run_ceilings(
     params = {"builds": chosen, "channels": channels, "kernel": kernel,
               "input_size": input_size, "rounds": rounds}
     execute_suite("ceilings", params, device=Device.cpu, threads=1, seed=0,
-                  progress=progress, checkpoint_dir=Path("checkpoints"), resume=None,
+                  progress=progress, checkpoint_dir=None, resume=None,
                   tags=_tags(tag))
 
 
@@ -680,6 +774,7 @@ def report(
 
     if notes is not None and not notes.is_file():
         fail(f"--notes {notes}: no such file")
+    _path(output, "--output")
     if output.is_dir() or output.suffix.lower() not in (".md", ".markdown"):
         fail(f"--output {output}: give the report's markdown file, e.g. "
              f"{output / 'REPORT.md'} (its plots go beside it)")
@@ -814,6 +909,7 @@ def plot_sweep(
     from .report.plots import plot_sweeps
     from .report.tables import sweep_points
 
+    _path(output_dir, "--output-dir")
     store = open_store()
     points = sweep_points(store)
     if not points:

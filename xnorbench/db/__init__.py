@@ -5,6 +5,7 @@ from .store import (
     DEFAULT_DB,
     DBError,
     Row,
+    RunLost,
     Store,
     database_url,
     is_in_memory,
@@ -14,5 +15,5 @@ from .store import (
 )
 
 __all__ = ["DEFAULT_DB", "DBError", "RUN_STATUSES", "SCHEMA_VERSION", "Result", "Row", "Run",
-           "RunTag", "Store", "database_url", "is_in_memory", "is_stale", "open_engine",
+           "RunLost", "RunTag", "Store", "database_url", "is_in_memory", "is_stale", "open_engine",
            "redact"]

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 
 
@@ -55,6 +55,9 @@ class Run(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     command: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the process that may write this run's rows now (a token it drew when it started or
+    # resumed the run); a process whose token is no longer here writes nothing more
+    owner: Mapped[str | None] = mapped_column(String(36), nullable=True)
     # context
     git_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     git_dirty: Mapped[bool | None] = mapped_column(Boolean, nullable=True)

@@ -11,6 +11,7 @@ import os
 import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session
 
+from ..paths import path_problem
+from . import faults
 from .models import RUN_STATUSES, SCHEMA_VERSION, Base, Meta, Result, Run, RunTag, utcnow
 
 DEFAULT_DB = "xnorbench.db"
@@ -36,6 +39,16 @@ DEFAULT_DB = "xnorbench.db"
 
 class DBError(Exception):
     """A database problem a user can fix; the CLI prints it as one line."""
+
+
+class RunLost(Exception):
+    """This process no longer owns the run (another process resumed it, or it was marked
+    stale); it must write nothing more."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"run {run_id} is no longer this process's: another process "
+                         "resumed it or it was marked stale; stopped without writing more")
+        self.run_id = run_id
 
 
 @dataclass
@@ -61,6 +74,9 @@ def database_url(db: str | None) -> str:
     if "://" in db:
         return db
     path = Path(db).expanduser()
+    problem = path_problem(path)
+    if problem:
+        raise DBError(f"--db {db[:60]}...: {problem}")
     parent = path.resolve().parent
     if not parent.is_dir():
         raise DBError(f"--db {db}: folder {parent} does not exist")
@@ -87,8 +103,8 @@ def _v1_to_v2(conn: Any) -> None:
     """
     from ..harness.recipes import legacy_recipe_key
 
-    conn.execute(text("ALTER TABLE results ADD COLUMN seed INTEGER"))
-    conn.execute(text("ALTER TABLE results ADD COLUMN recipe_key VARCHAR(32)"))
+    _add_column(conn, "results", "seed", "INTEGER")
+    _add_column(conn, "results", "recipe_key", "VARCHAR(32)")
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_results_recipe_key "
                       "ON results (recipe_key)"))
     rows = conn.execute(select(Result.id, Result.dataset, Result.model, Result.params)
@@ -102,7 +118,19 @@ def _v1_to_v2(conn: Any) -> None:
                      .values(recipe_key=key, seed=(params or {}).get("seed")))
 
 
-MIGRATIONS: dict[int, Any] = {1: _v1_to_v2}
+def _v2_to_v3(conn: Any) -> None:
+    """Runs gain ``owner``: the token of the one process that may write their rows."""
+    _add_column(conn, "runs", "owner", "VARCHAR(36)")
+
+
+def _add_column(conn: Any, table: str, column: str, sql_type: str) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` unless the column is there: SQLite's driver commits
+    DDL on its own, so a migration cut short must be safe to run again."""
+    if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+
+
+MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3}
 """``MIGRATIONS[v](conn)`` upgrades a schema of version ``v`` to ``v + 1`` in place."""
 
 
@@ -133,6 +161,9 @@ def _init_schema_once(engine: Engine) -> None:
                           "not an xnorbench database")
         Base.metadata.create_all(conn)
         version = _schema_version(conn)
+        if conn.execute(select(Meta.value).where(Meta.key == "database_id")).first() is None:
+            conn.execute(Meta.__table__.insert().values(key="database_id",
+                                                        value=uuid.uuid4().hex))
         if version is None:
             conn.execute(Meta.__table__.insert().values(key="schema_version",
                                                         value=str(SCHEMA_VERSION)))
@@ -147,6 +178,44 @@ def _init_schema_once(engine: Engine) -> None:
             version += 1
             conn.execute(Meta.__table__.update().where(Meta.key == "schema_version")
                          .values(value=str(version)))
+        _check_columns(conn, engine)
+
+
+def _check_columns(conn: Any, engine: Engine) -> None:
+    """Every column the models use is there (a hand-edited file may have lost one)."""
+    insp = inspect(conn)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        missing = [c.name for c in table.columns if c.name not in have]
+        if missing:
+            raise DBError(f"{_shown(engine.url)}: table {table.name} lacks column(s) "
+                          f"{', '.join(missing)}; not a usable xnorbench database")
+
+
+def _shown(url: Any) -> str:
+    """How messages name a database: a SQLite file by its path, a server URL without
+    its password."""
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database.removeprefix("file:").split("?")[0]
+    return url.render_as_string(hide_password=True)
+
+
+def _check_sqlite_file(engine: Engine) -> None:
+    """Refuse a SQLite file with damaged pages (PRAGMA quick_check), naming the file."""
+    path = (engine.url.database or "").removeprefix("file:").split("?")[0]
+    if not path or path == ":memory:" or not Path(path).is_file():
+        return
+    try:
+        with engine.connect() as conn:
+            verdict = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check(3)")]
+    except (DatabaseError, OperationalError, sqlite3.DatabaseError) as exc:
+        msg = str(getattr(exc, "orig", exc)).splitlines()[0]
+        if "locked" in msg or "busy" in msg:
+            return  # a writer holds it; damage, if any, shows on the next open
+        verdict = [msg]
+    if verdict != ["ok"]:
+        raise DBError(f"{path}: the database file is damaged ({verdict[0]}); restore it from "
+                      "a copy, or salvage it with `sqlite3 FILE .recover`")
 
 
 def open_engine(db: str | None = None) -> Engine:
@@ -160,6 +229,7 @@ def open_engine(db: str | None = None) -> Engine:
         if parsed.get_backend_name() == "sqlite":
             engine = create_engine(parsed, connect_args={"timeout": 60})
             event.listen(engine, "connect", _sqlite_pragmas)
+            _check_sqlite_file(engine)
         else:
             engine = create_engine(parsed, pool_pre_ping=True)
         _init_schema(engine)
@@ -197,6 +267,14 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._owned: dict[int, str] = {}  # run id -> this process's owner token
+
+    def database_id(self) -> str:
+        """This database's identity (a random id drawn when it was created): checkpoints
+        carry it, so a run of another database never resumes from them."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(Meta.value).where(Meta.key == "database_id")).scalar()
+        return str(value or "")
 
     @classmethod
     def open(cls, db: str | None = None) -> Store:
@@ -219,6 +297,7 @@ class Store:
                     raise DBError(f"no database file {shown}")
                 engine = create_engine(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true",
                                        connect_args={"timeout": 60})
+                _check_sqlite_file(engine)
             else:
                 engine = create_engine(parsed, pool_pre_ping=True)
             with engine.connect() as conn:
@@ -226,6 +305,8 @@ class Store:
                     raise DBError(f"{shown} is not an xnorbench database")
                 version = conn.execute(select(Meta.value).where(
                     Meta.key == "schema_version")).scalar()
+                if str(version) == str(SCHEMA_VERSION):
+                    _check_columns(conn, engine)
         except DBError:
             raise
         except Exception as exc:  # not a database at all, damaged, missing driver, ...
@@ -239,34 +320,81 @@ class Store:
 
     # -- writes -------------------------------------------------------------------
     def start_run(self, suite: str, params: dict[str, Any], context: dict[str, Any],
-                  command: str | None = None) -> int:
+                  command: str | None = None, own: bool = True) -> int:
+        """A new ``running`` run; with ``own`` this store becomes its one writer."""
         columns = {c.key for c in Run.__table__.columns}
-        fields = {k: v for k, v in context.items() if k in columns}
+        fields = {k: v for k, v in context.items() if k in columns and k != "owner"}
+        token = uuid.uuid4().hex if own else None
         with Session(self.engine) as s, s.begin():
             run = Run(suite=suite, params=params, status="running",
                       command=None if command is None else redact(command),
-                      started_at=utcnow(), heartbeat_at=utcnow(), context=context, **fields)
+                      started_at=utcnow(), heartbeat_at=utcnow(), context=context,
+                      owner=token, **fields)
             s.add(run)
             s.flush()
-            return run.id
+            run_id = run.id
+        if token:
+            self._owned[run_id] = token
+        return run_id
+
+    def _still_mine(self, s: Session, run_id: int, **values: Any) -> None:
+        """Inside a write transaction: touch the heartbeat (and set ``values``) only if
+        this store still owns the run; ``RunLost`` (and the transaction rolls back) if not.
+        Runs this store never took ownership of (a tool's own writes) are not checked."""
+        token = self._owned.get(run_id)
+        q = Run.__table__.update().where(Run.id == run_id).values(heartbeat_at=utcnow(),
+                                                                     **values)
+        if token is None:
+            s.execute(q)
+            return
+        done = s.execute(q.where(Run.owner == token, Run.status == "running")).rowcount
+        if done != 1:
+            raise RunLost(run_id)
 
     def add_rows(self, run_id: int, rows: Iterable[Row]) -> None:
+        rows = list(rows)
+        metric = rows[-1].metric if rows else ""
+        faults.at_row("before", metric)
         with Session(self.engine) as s, s.begin():
+            self._still_mine(s, run_id)
             for r in rows:
                 s.add(Result(run_id=run_id, dataset=r.dataset, model=r.model,
                              variant=r.variant, metric=r.metric,
                              value=None if r.value is None else float(r.value), unit=r.unit,
                              epoch=r.epoch, step=r.step, params=r.params, seed=r.seed,
                              recipe_key=r.recipe_key))
-            s.execute(Run.__table__.update().where(Run.id == run_id)
-                      .values(heartbeat_at=utcnow()))
+            s.flush()
+            faults.at_row("commit", metric)
+        faults.at_row("after", metric)
+
+    def claim_run(self, run_id: int) -> None:
+        """Take an interrupted or failed run over (``--resume``) in one statement: it
+        becomes ``running`` with a new owner token, so a process that held it before can
+        write nothing more. ``DBError`` if it is running (another process may own it),
+        finished, or gone."""
+        token = uuid.uuid4().hex
+        with Session(self.engine) as s, s.begin():
+            done = s.execute(Run.__table__.update()
+                             .where(Run.id == run_id, Run.status.in_(("interrupted", "failed")))
+                             .values(status="running", error=None, ended_at=None, owner=token,
+                                     heartbeat_at=utcnow())).rowcount
+            if done != 1:
+                run = s.get(Run, run_id)
+                if run is None:
+                    raise DBError(f"no run with id {run_id}")
+                if run.status == "running":
+                    beat = run.heartbeat_at or run.started_at
+                    ago = (utcnow() - beat).total_seconds() if beat else float("nan")
+                    raise DBError(f"run {run_id} is running (last heartbeat {ago:.0f} s ago); "
+                                  "if its process is gone, close it with `xnorbench runs "
+                                  "mark-stale` first")
+                raise DBError(f"run {run_id} is {run.status}; only an interrupted or failed "
+                              "run can be resumed")
+        self._owned[run_id] = token
 
     def reopen_run(self, run_id: int) -> None:
-        """Set an interrupted or failed run back to ``running`` (``--resume``)."""
-        with Session(self.engine) as s, s.begin():
-            s.execute(Run.__table__.update().where(Run.id == run_id)
-                      .values(status="running", error=None, ended_at=None,
-                              heartbeat_at=utcnow()))
+        """Take over an interrupted or failed run (see :meth:`claim_run`)."""
+        self.claim_run(run_id)
 
     def delete_run(self, run_id: int) -> None:
         """Remove a run and its rows (a run that refused its input wrote nothing)."""
@@ -284,6 +412,7 @@ class Store:
         epoch cut short by the interrupt) must not stand beside the new ones.
         """
         with Session(self.engine) as s, s.begin():
+            self._still_mine(s, run_id)
             q = Result.__table__.delete().where(Result.run_id == run_id,
                                                 Result.variant == variant)
             if seed is not None:
@@ -296,16 +425,27 @@ class Store:
                 cond = cond | Result.metric.in_(metrics)
             return s.execute(q.where(cond)).rowcount
 
-    def heartbeat(self, run_id: int) -> None:
+    def delete_rows(self, run_id: int, row_ids: Iterable[int]) -> int:
+        """Drop these rows of run ``run_id`` (a resumed sweep's half-measured point)."""
+        ids = list(row_ids)
         with Session(self.engine) as s, s.begin():
-            s.execute(Run.__table__.update().where(Run.id == run_id)
-                      .values(heartbeat_at=utcnow()))
+            self._still_mine(s, run_id)
+            if not ids:
+                return 0
+            return s.execute(Result.__table__.delete().where(
+                Result.run_id == run_id, Result.id.in_(ids))).rowcount
+
+    def heartbeat(self, run_id: int) -> None:
+        """Touch the run's heartbeat; ``RunLost`` if this store no longer owns it."""
+        with Session(self.engine) as s, s.begin():
+            self._still_mine(s, run_id)
 
     def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
+        """Close the run with ``status``; ``RunLost`` if this store no longer owns it."""
         assert status in RUN_STATUSES
         with Session(self.engine) as s, s.begin():
-            s.execute(Run.__table__.update().where(Run.id == run_id)
-                      .values(status=status, error=error, ended_at=utcnow()))
+            self._still_mine(s, run_id, status=status, error=error, ended_at=utcnow())
+        self._owned.pop(run_id, None)
         self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -362,7 +502,7 @@ class Store:
         """
         have = {(r.suite, r.started_at, r.hostname, r.command and redact(r.command))
                 for r in self.runs()}
-        run_cols = [c.key for c in Run.__table__.columns if c.key != "id"]
+        run_cols = [c.key for c in Run.__table__.columns if c.key not in ("id", "owner")]
         row_cols = [c.key for c in Result.__table__.columns if c.key not in ("id", "run_id")]
         mapping: dict[int, int] = {}
         for run in reversed(source.runs(suite=suite, status="finished")):  # oldest first

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..paths import path_problem
 from .registry import InputError
 
 DATASETS = ("mnist", "cifar10")
@@ -212,6 +213,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     base = data_dir(root)
+    problem = path_problem(base)
+    if problem:
+        raise DatasetError(f"--data-dir {str(base)[:60]}...: {problem}")
     if name == "mnist":
         train, test, prov = _load_mnist(base, download)
     else:

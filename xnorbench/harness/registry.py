@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,36 @@ class SuiteContext:
     progress: Progress = field(default_factory=lambda: Progress(enabled=False))
     checkpoint_dir: Path = Path("checkpoints")
     resume: bool = False
+    binding: dict[str, Any] = field(default_factory=dict)
+    """What a checkpoint of this run must carry to be resumed from: the database's id
+    and the run id (a training adds its recipe key, variant and seed)."""
+
+    @property
+    def run_dir(self) -> Path:
+        """This run's checkpoint folder: ``checkpoint_dir/run-ID`` (the runner puts
+        ``checkpoint_dir`` under a folder named after the database)."""
+        return self.checkpoint_dir / f"run-{self.run_id}"
 
     def checkpoint_path(self, name: str) -> Path:
-        path = self.checkpoint_dir / f"run-{self.run_id}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path / f"{name}.pt"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return self.run_dir / f"{name}.pt"
+
+    def discard_checkpoints(self) -> None:
+        """Remove the run's resume checkpoints (``*.pt``) once it has finished; packed
+        networks (``*.packed``) stay. The folder goes too if nothing else is left."""
+        if not self.run_dir.is_dir():
+            return
+        for path in self.run_dir.glob("*.pt"):
+            path.unlink(missing_ok=True)
+        with suppress(OSError):
+            self.run_dir.rmdir()  # only if empty
 
 
 SuiteFn = Callable[[SuiteContext, dict[str, Any]], Iterator[Row]]
+
+
+CheckFn = Callable[[SuiteContext, dict[str, Any]], list[str]]
+"""What a finished run of a suite must hold: the rows it lacks, as short phrases."""
 
 
 @dataclass(frozen=True)
@@ -45,16 +68,21 @@ class Suite:
     help: str
     fn: SuiteFn
     defaults: dict[str, Any]
+    check: CheckFn | None = None
 
 
 REGISTRY: dict[str, Suite] = {}
 
 
-def register(name: str, help: str, defaults: dict[str, Any]) -> Callable[[SuiteFn], SuiteFn]:
-    """Decorator: ``@register("accuracy", "...", defaults={...})`` on a row generator."""
+def register(name: str, help: str, defaults: dict[str, Any], check: CheckFn | None = None
+             ) -> Callable[[SuiteFn], SuiteFn]:
+    """Decorator: ``@register("accuracy", "...", defaults={...})`` on a row generator.
+
+    ``check(ctx, params)``, if given, lists the rows a complete run lacks; the runner
+    calls it before it marks a run ``finished`` (a resumable suite needs one)."""
 
     def wrap(fn: SuiteFn) -> SuiteFn:
-        REGISTRY[name] = Suite(name, help, fn, dict(defaults))
+        REGISTRY[name] = Suite(name, help, fn, dict(defaults), check)
         return fn
 
     return wrap

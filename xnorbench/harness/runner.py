@@ -8,18 +8,20 @@ up from its checkpoints.
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..db import Store
+from ..db import DBError, RunLost, Store
 from .environment import capture
 from .progress import Progress
 from .registry import InputError, SuiteContext, get_suite
@@ -63,19 +65,29 @@ def heartbeat_seconds() -> float:
 
 
 @contextmanager
-def heartbeat(store: Store, run_id: int, every: float | None = None) -> Iterator[None]:
+def heartbeat(store: Store, run_id: int, every: float | None = None,
+              lost: threading.Event | None = None) -> Iterator[None]:
     """Touch the run's heartbeat from a daemon thread while the suite works.
 
     A run whose process dies (SIGKILL, power loss) stops beating; ``xnorbench runs``
-    then shows it as stale and ``runs mark-stale`` can close it.
+    then shows it as stale and ``runs mark-stale`` can close it. If the run is no longer
+    this process's (marked stale, resumed elsewhere), the beat sets ``lost`` and
+    interrupts the main thread, which then stops without writing.
     """
     every = heartbeat_seconds() if every is None else every
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(every):
-            with suppress(Exception):  # a busy db must not kill the run; next beat retries
+            try:
                 store.heartbeat(run_id)
+            except RunLost:
+                if lost is not None and not stop.is_set():
+                    lost.set()
+                    _thread.interrupt_main()
+                return
+            except Exception:  # a busy db must not kill the run; the next beat retries
+                continue
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
     thread.start()
@@ -103,13 +115,70 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while the final status is written (a second Ctrl-C during
+    cleanup must not leave the run ``running`` with a traceback); main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT,
+                                                                      signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class StatusNotSaved(Exception):
+    """The run's rows are stored but its final status could not be written."""
+
+    def __init__(self, run_id: int, status: str, reason: str) -> None:
+        super().__init__(
+            f"run {run_id} ended {status}, but its status could not be saved ({reason}); it "
+            f"shows as running and then stale: `xnorbench runs mark-stale` closes it, and "
+            f"`--resume {run_id}` completes it where its suite can resume")
+        self.run_id = run_id
+        self.status = status
+
+
+FINAL_WRITE_DELAYS = (0.5, 1.0, 2.0, 4.0)
+"""Seconds between the attempts at the final status write (after the busy timeout)."""
+
+
+def finish(store: Store, run_id: int, status: str, error: str | None = None) -> None:
+    """Write the run's final status, retried with backoff; signals are held meanwhile.
+
+    ``StatusNotSaved`` if every attempt failed; ``RunLost`` if the run is not ours.
+    """
+    reason = ""
+    with signals_deferred():
+        for delay in (*FINAL_WRITE_DELAYS, None):
+            try:
+                store.finish_run(run_id, status, error)
+                return
+            except RunLost:
+                raise
+            except Exception as exc:  # locked past the busy timeout, disk full, ...
+                reason = str(getattr(exc, "orig", exc)).splitlines()[0] or type(exc).__name__
+            if delay is not None:
+                time.sleep(delay)
+    raise StatusNotSaved(run_id, status, reason)
+
+
 def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: str = "cpu",
             seed: int | None = None, command: str | None = None, progress: bool = True,
-            checkpoint_dir: Path | str = "checkpoints", resume_run: int | None = None,
+            checkpoint_dir: Path | str | None = None, resume_run: int | None = None,
             threads: int | None = None, tags: list[str] | None = None) -> int:
     """Run one suite to completion and return its run id (``tags`` name the run).
 
-    Raises :class:`RunFailed` or :class:`RunInterrupted` after recording the status.
+    Raises :class:`RunFailed` or :class:`RunInterrupted` after recording the status,
+    ``RunLost`` if another process took the run over, :class:`StatusNotSaved` if the
+    final status could not be written. Checkpoints live under
+    ``checkpoint_dir/db-<database id>/run-<id>/`` (default ``./checkpoints``; a resume
+    uses the folder its run was started with unless given one) and are removed when the
+    run finishes.
     """
     suite = get_suite(suite_name)
     beat = heartbeat_seconds()  # a bad XNORBENCH_HEARTBEAT_S is refused before a run exists
@@ -123,34 +192,71 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
             raise ValueError(f"--resume {resume_run}: run is a {run.suite!r} run")
         if run.status == "finished":
             raise ValueError(f"--resume {resume_run}: run already finished")
+        if suite.check is None:
+            raise ValueError(f"--resume {resume_run}: {suite_name} runs cannot be resumed; "
+                             "start a new one")
         params = dict(run.params)
-        store.reopen_run(resume_run)
+        root = Path(checkpoint_dir or (run.context or {}).get("checkpoint_dir")
+                    or "checkpoints")
+        try:
+            store.claim_run(resume_run)
+        except DBError as exc:
+            raise ValueError(f"--resume {resume_run}: {exc}") from None
         run_id = resume_run
     else:
-        run_id = store.start_run(suite_name, params, capture(device, seed), command)
+        root = Path(checkpoint_dir or "checkpoints")
+        context = {**capture(device, seed), "checkpoint_dir": str(root.resolve())}
+        run_id = store.start_run(suite_name, params, context, command)
     for tag in tags or []:
         store.tag(run_id, tag)
+    database = store.database_id()
     ctx = SuiteContext(run_id=run_id, store=store, device=device,
                        progress=Progress(enabled=progress),
-                       checkpoint_dir=Path(checkpoint_dir), resume=resume_run is not None)
+                       checkpoint_dir=root / f"db-{database[:12]}",
+                       resume=resume_run is not None,
+                       binding={"database": database, "run": run_id})
     written = 0
+    lost = threading.Event()
     try:
-        with sigterm_as_interrupt(), heartbeat(store, run_id, beat), ctx.progress:
-            for row in suite.fn(ctx, params):
-                store.add_rows(run_id, [row])
-                written += 1
+        try:
+            with sigterm_as_interrupt(), heartbeat(store, run_id, beat, lost), ctx.progress:
+                for row in suite.fn(ctx, params):
+                    store.add_rows(run_id, [row])
+                    written += 1
+            missing = suite.check(ctx, params) if suite.check else []
+        except KeyboardInterrupt:
+            if lost.is_set():
+                raise RunLost(run_id) from None
+            raise
+    except RunLost:
+        raise
     except InputError as exc:
         if written == 0 and resume_run is None:
             store.delete_run(run_id)
             raise RunRejected(exc) from None
-        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        finish(store, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise RunFailed(run_id, exc) from exc
     except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted", "interrupted (Ctrl-C or SIGTERM)")
+        finish(store, run_id, "interrupted", "interrupted (Ctrl-C or SIGTERM)")
         raise RunInterrupted(run_id) from None
     except Exception as exc:
         text = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
-        store.finish_run(run_id, "failed", text)
+        finish(store, run_id, "failed", text)
         raise RunFailed(run_id, exc) from exc
-    store.finish_run(run_id, "finished")
+    if missing:
+        exc = IncompleteRun(run_id, missing)
+        finish(store, run_id, "failed", str(exc))
+        raise RunFailed(run_id, exc)
+    finish(store, run_id, "finished")
+    ctx.discard_checkpoints()
     return run_id
+
+
+class IncompleteRun(Exception):
+    """The suite ended but rows a complete run holds are missing; the run is ``failed``."""
+
+    def __init__(self, run_id: int, missing: list[str]) -> None:
+        shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more"
+                                          if len(missing) > 5 else "")
+        super().__init__(f"run {run_id} is incomplete: missing {shown}")
+        self.missing = missing

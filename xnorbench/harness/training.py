@@ -59,7 +59,29 @@ def make_xnor_step(model: nn.Module, variant: str, recipe: Recipe) -> XNORStep |
 
 
 class CheckpointError(OSError):
-    """A checkpoint could not be written; the message names the file and the reason."""
+    """A checkpoint could not be written or used; the message names the file and why."""
+
+
+def load_checkpoint(path: Path, device: str, binding: dict[str, Any]) -> dict[str, Any]:
+    """The state in ``path``, if it was written for exactly ``binding`` (this database,
+    run, recipe key, variant and seed); else ``CheckpointError`` naming the file and the
+    first field that differs. A checkpoint of another database's run with the same id, or
+    of other options, is never trained on."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # truncated, empty, not a checkpoint
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
+    have = state.get("binding") if isinstance(state, dict) else None
+    if not isinstance(have, dict):
+        raise CheckpointError(f"checkpoint {path} records no run it belongs to (written by an "
+                              "older xnorbench); remove it to train this run from scratch")
+    for key, want in binding.items():
+        if have.get(key) != want:
+            raise CheckpointError(
+                f"checkpoint {path} belongs to {key} {have.get(key)!r}, not this run's "
+                f"{want!r}; remove it (or give the right --checkpoint-dir) to resume")
+    return state
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -204,7 +226,8 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
           checkpoint: Path | None = None, resume: bool = False,
           extra: dict[str, Any] | None = None, label: str | None = None,
           on_resume: Callable[[int], None] | None = None, recipe_key: str | None = None,
-          packed_path: Path | None = None) -> Iterator[Row]:
+          packed_path: Path | None = None, binding: dict[str, Any] | None = None
+          ) -> Iterator[Row]:
     """Train one variant under one seed; yield rows per epoch and final summary rows.
 
     ``variant`` (float/xnor) picks the model; ``label`` (default: the variant) is what
@@ -215,6 +238,8 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
     of later, unfinished epochs before they are recomputed. With ``packed_path`` an XNOR
     model is packed there after training and evaluated through the C++ kernel.
     ``best_test_accuracy`` is the last row, so a resume can tell a finished training.
+    Checkpoints carry ``binding`` (database and run) plus the recipe key, the variant
+    label and the seed; a resume refuses one that does not match (:func:`load_checkpoint`).
     """
     from .packed_eval import packed_rows
 
@@ -230,8 +255,10 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
     start_epoch = 0
     best = test_acc = 0.0
     simulated: list[torch.Tensor] = []  # the last evaluation's predicted classes
+    bound = {**(binding or {}), "recipe_key": recipe_key, "variant": label or variant,
+             "seed": recipe.seed}
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = load_checkpoint(checkpoint, device, bound)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -293,7 +320,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
             save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "loader": train_loader.state(),
-                "epoch": ep, "best": best})
+                "epoch": ep, "best": best, "binding": bound})
     if start_epoch >= recipe.epochs:  # resumed after the last epoch: evaluate once more
         simulated = []
         test_acc, _ = evaluate(model, test_loader, recipe.amp, bin_op, predictions=simulated)

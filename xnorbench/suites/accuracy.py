@@ -14,12 +14,26 @@ from ..db import Row
 from ..harness.recipes import recipe_from
 from ..harness.registry import SuiteContext, register
 from ..harness.training import train
-from .common import TRAINING_DEFAULTS, begin, forget_after, key_for, training_params, variants
+from .common import (
+    TRAINING_DEFAULTS,
+    begin,
+    forget_after,
+    key_for,
+    training_check,
+    training_params,
+    variants,
+)
 
 DEFAULTS: dict[str, Any] = {**TRAINING_DEFAULTS, "variant": "both"}
 
 
-@register("accuracy", "Train + test a model as float and XNOR under one recipe.", DEFAULTS)
+def jobs(p: dict[str, Any]) -> list[tuple[str, str]]:
+    """(row label, variant) of each training per seed."""
+    return [(v, v) for v in variants(p.get("variant", "both"))]
+
+
+@register("accuracy", "Train + test a model as float and XNOR under one recipe.", DEFAULTS,
+          check=training_check(jobs))
 def run_accuracy(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = training_params(DEFAULTS, params)
     bundle, done, first = begin(ctx, p)
@@ -35,5 +49,5 @@ def run_accuracy(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
             yield from train(bundle, p["model"], variant, recipe, device=ctx.device,
                              progress=ctx.progress, checkpoint=ctx.checkpoint_path(name),
                              resume=ctx.resume, on_resume=forget_after(ctx, variant, seed),
-                             recipe_key=key, extra=extra,
+                             recipe_key=key, extra=extra, binding=ctx.binding,
                              packed_path=ctx.checkpoint_path(name).with_suffix(".packed"))

@@ -18,12 +18,26 @@ from ..harness.recipes import recipe_from
 from ..harness.registry import SuiteContext, register
 from ..harness.training import train
 from ..xnor import GRAD_RULES
-from .common import TRAINING_DEFAULTS, begin, forget_after, key_for, training_params
+from .common import (
+    TRAINING_DEFAULTS,
+    begin,
+    forget_after,
+    key_for,
+    training_check,
+    training_params,
+)
 
 DEFAULTS: dict[str, Any] = {**TRAINING_DEFAULTS, "rules": list(GRAD_RULES)}
 
 
-@register("compare", "Float vs XNOR under each gradient rule, one recipe, one run.", DEFAULTS)
+def jobs(p: dict[str, Any]) -> list[tuple[str, str]]:
+    """(row label, variant) of each training per seed: float, then XNOR per rule."""
+    return [("float", "float")] + [(f"xnor-{r}", "xnor")
+                                   for r in p.get("rules", GRAD_RULES)]
+
+
+@register("compare", "Float vs XNOR under each gradient rule, one recipe, one run.", DEFAULTS,
+          check=training_check(jobs))
 def run_compare(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = training_params(DEFAULTS, params)
     bundle, done, first = begin(ctx, p)
@@ -32,10 +46,9 @@ def run_compare(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     for seed in p["seeds"]:
         recipe = recipe_from(p, seed)
         key = key_for(recipe, p, bundle)
-        jobs = [("float", "float", recipe)]
-        jobs += [("xnor", f"xnor-{rule}", replace(recipe, grad_rule=rule))
-                 for rule in p["rules"]]
-        for variant, label, rec in jobs:
+        for label, variant in jobs(p):
+            rec = recipe if variant == "float" else replace(
+                recipe, grad_rule=label.removeprefix("xnor-"))
             if (label, seed) in done:
                 continue
             name = f"{label}-seed{seed}"
@@ -43,5 +56,5 @@ def run_compare(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                              progress=ctx.progress, checkpoint=ctx.checkpoint_path(name),
                              resume=ctx.resume, label=label,
                              on_resume=forget_after(ctx, label, seed), recipe_key=key,
-                             extra=extra,
+                             extra=extra, binding=ctx.binding,
                              packed_path=ctx.checkpoint_path(name).with_suffix(".packed"))

@@ -13,6 +13,7 @@ conv reaches (peaks per core times the thread count).
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,17 +69,68 @@ def check_point(c: int, k: int, size: int, batch: int, pad: int, seed: int) -> s
     return None if bad == 0 else f"{bad} of {ref.numel()} outputs differ"
 
 
+POINT_METRICS = ("correct", "float_ms", "binary_ms", "binary_nopack_ms", "speedup",
+                 "speedup_nopack", "theoretical_speedup", "binary_pct_of_peak",
+                 "float_pct_of_peak", "ceiling_speedup")
+"""The rows of a measured point (``ceiling_speedup`` last); a failed point has one
+``point_failed`` row instead."""
+
+
+def _point_of(row: Any) -> tuple[str, int, int]:
+    prm = row.params or {}
+    return prm.get("sweep"), prm.get("channels"), prm.get("kernel")
+
+
+def point_counts(ctx: SuiteContext) -> dict[tuple[str, int, int], Counter[str]]:
+    """{(sweep, channels, kernel): rows per metric} of this run's stored rows."""
+    out: dict[tuple[str, int, int], Counter[str]] = defaultdict(Counter)
+    for r in ctx.store.results([ctx.run_id]):
+        out[_point_of(r)][r.metric] += 1
+    return out
+
+
+def check_sweep(ctx: SuiteContext, params: dict[str, Any]) -> list[str]:
+    """Each point of the sweep: every metric once, or one ``point_failed`` row."""
+    counts = point_counts(ctx)
+    out = []
+    for pt in sweep_points({**DEFAULTS, **params}):
+        have = counts.get(pt, Counter())
+        if have == Counter({"point_failed": 1}):
+            continue
+        bad = [m for m in POINT_METRICS if have[m] != 1]
+        if bad or set(have) - set(POINT_METRICS):
+            out.append(f"sweep {pt[0]} c={pt[1]} k={pt[2]}: {', '.join(bad) or 'extra rows'}")
+    return out
+
+
+def done_points(ctx: SuiteContext) -> set[tuple[str, int, int]]:
+    """On ``--resume``: the points already complete; rows of a point cut short are
+    dropped (it is measured again)."""
+    done, partial = set(), set()
+    for pt, have in point_counts(ctx).items():
+        if have["ceiling_speedup"] or have["point_failed"]:
+            done.add(pt)
+        else:
+            partial.add(pt)
+    if partial:
+        ctx.store.delete_rows(ctx.run_id, [r.id for r in ctx.store.results([ctx.run_id])
+                                           if _point_of(r) in partial])
+    return done
+
+
 @register("sweep", "Speedup of the XNOR conv over float conv vs channels and filter size.",
-          DEFAULTS)
+          DEFAULTS, check=check_sweep)
 def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = {**DEFAULTS, **params}
+    done = done_points(ctx) if ctx.resume else set()
     threads, size, batch = p["threads"], p["input_size"], p["batch"]
     kern = load_kernels()
     isa = kernel_isa()
     cpu, _ = cpu_info()
     torch.set_num_threads(1)
     ceil = measure_ceilings(default_build())
-    for sweep, c, k in ctx.progress.track(sweep_points(p), "sweep points"):
+    todo = [pt for pt in sweep_points(p) if pt not in done]
+    for sweep, c, k in ctx.progress.track(todo, "sweep points"):
         pad = (k - 1) // 2
         base = {"sweep": sweep, "channels": c, "kernel": k, "input_size": size,
                 "batch": batch, "threads": threads, "padding": pad, "kernel_isa": isa,
