@@ -61,7 +61,7 @@ def test_run_accuracy_then_table_markdown(tmp_path: Path, mnist_dir: Path):
 
     res = invoke("--db", db, "runs")
     assert res.exit_code == 0 and "accuracy" in res.output and "finished" in res.output
-    res = invoke("--db", db, "runs", "show", str(run.id))
+    res = invoke("--db", db, "runs", "show", str(run.id), "--json")
     assert res.exit_code == 0
     shown = json.loads(res.output)
     assert shown["status"] == "finished" and shown["rows"] == len(store.results([run.id]))

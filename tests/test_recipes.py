@@ -103,7 +103,7 @@ def test_cli_recipe_with_override_stores_resolved_values(tmp_path: Path, mnist_d
     (final,) = store.results([run.id], metric="final_test_accuracy")
     assert final.seed == 1 and final.params["nesterov"] is False
     assert final.params["decay_scope"] == "all" and final.params["recipe"] == "port-lenet5"
-    res = runner.invoke(app, ["--db", db, "runs", "show", str(run.id)])
+    res = runner.invoke(app, ["--db", db, "runs", "show", str(run.id), "--json"])
     assert json.loads(res.output)["params"]["milestones"] == [15, 30, 45, 60]
     res = runner.invoke(app, ["--db", db, "table", "--suite", "cells"])
     line = next(x for x in res.output.splitlines() if "LeNet-5" in x)

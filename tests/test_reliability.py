@@ -319,7 +319,7 @@ def test_same_seed_same_rows_and_command_recorded(tmp_path: Path, mnist_dir: Pat
         va = [(r.variant, r.epoch, r.value) for r in store.results([a.id], metric=metric)]
         vb = [(r.variant, r.epoch, r.value) for r in store.results([b.id], metric=metric)]
         assert va == vb, metric
-    res = runner.invoke(app, ["--db", db, "runs", "show", str(a.id)])
+    res = runner.invoke(app, ["--db", db, "runs", "show", str(a.id), "--json"])
     shown = json.loads(res.output)
     assert shown["params"]["seeds"] == [3] and shown["seed"] == 3 and shown["threads"] == 1
     assert shown["command"].startswith("xnorbench")

@@ -1,8 +1,8 @@
 """The xnorbench command line: run suites, sweep, list runs, render tables and plots.
 
-Every command reads and writes one results database (``--db``, env ``XNORBENCH_DB``,
-default ``./xnorbench.db``; a SQLite path or any SQLAlchemy URL). Bad input ends with a
-one-line ``error:`` message and exit code 2, before anything is written.
+Every command reads and writes one results database (--db, env XNORBENCH_DB, default
+./xnorbench.db; a SQLite path or any SQLAlchemy URL). Bad input ends with a one-line
+"error:" message and exit code 2, before anything is written.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ import typer
 
 from .db import DBError, Store, is_in_memory, is_stale, redact
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
+
+def _paragraphs(text: str) -> str:
+    """A docstring reflowed for help output: its paragraphs kept, its line breaks not."""
+    return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n"))
+
+
+app = typer.Typer(help=_paragraphs(__doc__ or ""), no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
 run_app = typer.Typer(help="Run a declared suite and store its rows.", no_args_is_help=True)
 runs_app = typer.Typer(help="List runs, show one, import another db's, mark dead ones.",
@@ -493,6 +499,52 @@ def run_compare(
 
 
 # ---------------------------------------------------------------------------- recipes
+@app.command("info")
+def info_cmd(
+    build: Annotated[bool, typer.Option(
+        help="Also build (if needed) and load the kernels, to report their real path.")
+    ] = False,
+) -> None:
+    """This machine as xnorbench sees it: CPU, kernel build and path, where the database,
+    data, checkpoints and kernel cache live. Then `xnorbench run ceilings` measures this
+    CPU's peaks."""
+    import os
+
+    import torch
+
+    from .db import database_url
+    from .harness.datasets import data_dir
+    from .harness.environment import cpu_info
+    from .xnor.kernels import build_dir, default_build, expected_isa, kernel_isa, needs_build
+
+    cpu, flags = cpu_info()
+    kb = default_build()
+    try:
+        db = redact(database_url(State.db))
+    except DBError as exc:
+        db = f"(unusable: {exc})"
+    rows = [
+        ("CPU", cpu), ("ISA flags", flags or "-"),
+        ("torch threads", str(torch.get_num_threads())),
+        ("CUDA", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"),
+        ("kernel build", f"{kb} (XNORBENCH_KERNEL_BUILD=native|avx2|portable)"),
+        ("kernel path", kernel_isa() if build else
+         f"{expected_isa(kb)} (expected; --build loads it)"),
+        ("kernel cache", f"{build_dir(kb)} "
+                         f"({'not built yet' if needs_build(kb) else 'built'}; "
+                         "XNORBENCH_BUILD_DIR)"),
+        ("database", f"{db} (--db, XNORBENCH_DB)"),
+        ("data", f"{data_dir(None).resolve()} (--data-dir, XNORBENCH_DATA)"),
+        ("checkpoints", f"{(Path('checkpoints')).resolve()}/db-<database id>/run-<id>/ "
+                        "(--checkpoint-dir)"),
+        ("heartbeat", f"every {os.environ.get('XNORBENCH_HEARTBEAT_S', '30')} s "
+                      "(XNORBENCH_HEARTBEAT_S)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
 @app.command("recipes")
 def recipes_cmd(
     name: Annotated[str | None, typer.Argument(help="Show only this recipe.")] = None,
@@ -710,6 +762,11 @@ def selection_from(store: Store, run: str | None, tag: str | None) -> Any:
     return Selection(ids, tag)
 
 
+TABLE_SOURCES = {"seeds": "accuracy", "cells": "accuracy", "train-step": "timing",
+                 "train-memory": "memory", "saved-by-layer": "memory"}
+"""The suite whose runs fill a table (when its name differs)."""
+
+
 @app.command("table")
 def table(
     suite: Annotated[str, typer.Option(
@@ -745,6 +802,12 @@ def table(
     store = open_store()
     selection = selection_from(store, run, tag)
     rendered = renderers[suite](store, selection)
+    if not rendered.rows:
+        source = TABLE_SOURCES.get(suite, suite)
+        command = "xnorbench sweep" if source == "sweep" else f"xnorbench run {source}"
+        chosen = " among the chosen runs" if run or tag else ""
+        fail(f"no finished {source} runs{chosen} yet for `table --suite {suite}`; run "
+             f"`{command}` first")
     text = tables.render(rendered, format.value)
     for remark in rendered.remarks:  # on stderr: the table itself stays as chosen
         typer.echo(f"note: {remark}", err=True)
@@ -824,21 +887,30 @@ def runs_list(
 
 
 @runs_app.command("show")
-def runs_show(run_id: Annotated[int, typer.Argument(help="Run id.")]) -> None:
-    """Everything stored about one run, and the exact command that made it."""
+def runs_show(
+    run_id: Annotated[int, typer.Argument(help="Run id.")],
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the whole record, every result row included, as JSON.")
+    ] = False,
+    rows: Annotated[int, typer.Option(help="At most this many result rows in the view.")
+                    ] = 60,
+) -> None:
+    """Everything stored about one run: status, command, resolved options, where it ran,
+    and its result rows."""
+    from rich.console import Console
+
+    from .report.run_view import render_run, run_record
+
+    _positive(rows, "--rows", allow_zero=True)
     store = open_store()
     run = store.run(run_id)
     if run is None:
         fail(f"no run with id {run_id}")
-    info = {c.key: getattr(run, c.key) for c in run.__table__.columns}
-    if info.get("command"):  # runs stored before commands were redacted
-        info["command"] = redact(info["command"])
-    for k in ("started_at", "ended_at", "heartbeat_at"):
-        info[k] = str(info[k]) if info[k] else None
-    info["stale"] = is_stale(run, STALE_AFTER)
-    info["rows"] = len(store.results([run_id]))
-    info["tags"] = store.tags([run_id]).get(run_id, [])
-    typer.echo(json.dumps(info, indent=2, default=str))
+    record = run_record(store, run)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, default=str))
+        return
+    render_run(Console(width=max(100, Console().width)), record, rows)
 
 
 @runs_app.command("tag")

@@ -19,7 +19,9 @@ to check that they agree. ``-fopenmp`` is required for threads: without it
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -36,7 +38,7 @@ BUILDS: dict[str, list[str]] = {
 """Compiler flags per build; the module of build B is named ``xnorbench_kernels_B``."""
 
 
-def _build_dir(build: str) -> Path:
+def build_dir(build: str) -> Path:
     base = os.environ.get("XNORBENCH_BUILD_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "xnorbench", "extensions")
     path = Path(base) / build
@@ -76,11 +78,53 @@ def load_kernels(portable: bool | None = None, build: str | None = None) -> Modu
     return _load(_choose_build(portable, build))
 
 
+def _import_cpp_extension() -> ModuleType:
+    """``torch.utils.cpp_extension``, without its import-time "No CUDA runtime is found,
+    using CUDA_HOME=..." warning (noise on every CPU machine; our own warnings stay)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.setLevel(level)
+    return cpp_extension
+
+
+def expected_isa(build: str) -> str:
+    """The popcount path a build will have on this CPU (before it is compiled)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    if build == "native" and {"avx512f", "avx512bw", "avx512_vpopcntdq"} <= flags:
+        return "avx512-vpopcntdq"
+    if build in ("native", "avx2") and "avx2" in flags:
+        return "avx2-pshufb"
+    return "scalar"
+
+
+def needs_build(build: str) -> bool:
+    """Whether loading ``build`` compiles: no library in its cache, or a source newer."""
+    lib = build_dir(build) / f"{_module_name(build)}.so"
+    if not lib.is_file():
+        return True
+    built = lib.stat().st_mtime
+    return any(src.stat().st_mtime > built for src in _SOURCES)
+
+
+def _module_name(build: str) -> str:
+    return "xnorbench_kernels" if build == "native" else f"xnorbench_kernels_{build}"
+
+
 @functools.lru_cache(maxsize=3)
 def _load(build: str) -> ModuleType:
-    from torch.utils import cpp_extension
-
-    name = "xnorbench_kernels" if build == "native" else f"xnorbench_kernels_{build}"
+    cpp_extension = _import_cpp_extension()
+    name = _module_name(build)
+    if needs_build(build):  # one line, so a first run's silent minute is explained
+        print(f"building the XNOR kernels for this CPU ({expected_isa(build)}, {build} build)"
+              f", once, about a minute; cache: {build_dir(build)}", file=sys.stderr,
+              flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return cpp_extension.load(
@@ -88,7 +132,7 @@ def _load(build: str) -> ModuleType:
             sources=[str(p) for p in _SOURCES],
             extra_cflags=["-O3", *BUILDS[build], "-fopenmp"],
             extra_ldflags=["-fopenmp"],
-            build_directory=str(_build_dir(build)),
+            build_directory=str(build_dir(build)),
             verbose=False,
         )
 

@@ -1,0 +1,131 @@
+"""What a new user sees: the first kernel build announced, no CUDA_HOME noise, progress
+lines without a terminal, a readable `runs show`, helpful empty states, `info`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from xnorbench.cli import app
+from xnorbench.db import Store
+
+from .conftest import make_mnist
+
+runner = CliRunner()
+
+
+def test_first_kernel_build_is_announced_once(tmp_path: Path, monkeypatch, capsys):
+    from xnorbench.xnor import kernels
+
+    monkeypatch.setenv("XNORBENCH_BUILD_DIR", str(tmp_path / "cache"))
+    built = []
+
+    def fake_load(name: str, build_directory: str, **_: object) -> SimpleNamespace:
+        built.append(name)
+        lib = Path(build_directory) / f"{name}.so"
+        lib.write_bytes(b"")  # what a finished build leaves
+        return SimpleNamespace(__name__=name)
+
+    monkeypatch.setattr(kernels, "_import_cpp_extension",
+                        lambda: SimpleNamespace(load=fake_load))
+    load = kernels._load.__wrapped__
+    load("portable")
+    err = capsys.readouterr().err
+    assert "building the XNOR kernels for this CPU (scalar, portable build), once" in err
+    assert str(tmp_path / "cache" / "portable") in err
+    load("portable")  # cached: silent
+    assert capsys.readouterr().err == "" and built == ["xnorbench_kernels_portable"] * 2
+    src = max(kernels._SOURCES, key=lambda p: p.stat().st_mtime)
+    os.utime(tmp_path / "cache" / "portable" / "xnorbench_kernels_portable.so",
+             (src.stat().st_mtime - 60, src.stat().st_mtime - 60))
+    assert kernels.needs_build("portable")  # a newer source rebuilds, and says so
+
+
+def test_no_cuda_home_warning_on_import():
+    code = ("from xnorbench.xnor.kernels import _import_cpp_extension; "
+            "_import_cpp_extension(); import logging; "
+            "logging.getLogger('torch.utils.cpp_extension').warning('ours still shows')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "No CUDA runtime is found" not in out.stderr
+    assert "ours still shows" in out.stderr
+
+
+@pytest.fixture
+def trained_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """A finished one-epoch accuracy run, trained with progress on and no terminal."""
+    data = make_mnist(tmp_path / "data", n_train=128, n_test=32)
+    db = str(tmp_path / "r.db")
+    monkeypatch.setenv("XNORBENCH_PROGRESS_S", "0")
+    res = runner.invoke(app, ["--db", db, "run", "accuracy", "--epochs", "1", "--batch-size",
+                              "32", "--optimizer", "adam", "--data-dir", str(data),
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    return db, res.output
+
+
+def test_progress_lines_without_a_terminal(trained_db):
+    _, out = trained_db
+    lines = [ln for ln in out.splitlines() if "images/s" in ln]
+    assert lines, out
+    assert any("epoch 1/1" in ln and "ETA" in ln for ln in lines), lines
+    assert "float seed 0 lenet5 epoch 1: loss" in out  # the epoch's summary line stays
+
+
+def test_runs_show_is_readable_and_json_is_complete(trained_db):
+    db, _ = trained_db
+    res = runner.invoke(app, ["--db", db, "runs", "show", "1", "--rows", "5"])
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "run 1 · accuracy" in out and "finished" in out
+    assert "Options (as resolved)" in out and "Where it ran" in out
+    assert "0.001" in out  # adam's lr, resolved (the stored flag was left out)
+    assert "Results (" in out and "dataset_size" in out and "more rows" in out
+    assert out.count("git_commit") == 1  # each context field once
+    res = runner.invoke(app, ["--db", db, "runs", "show", "1", "--json"])
+    record = json.loads(res.output)
+    store = Store.open(db)
+    assert record["rows"] == len(record["results"]) == len(store.results([1]))
+    assert record["params"]["lr"] == 1e-3 and record["status"] == "finished"
+    assert {"metric", "value", "epoch", "variant"} <= set(record["results"][0])
+
+
+@pytest.mark.parametrize("suite,source,command", [
+    ("timing", "timing", "xnorbench run timing"),
+    ("train-step", "timing", "xnorbench run timing"),
+    ("compare", "compare", "xnorbench run compare"),
+    ("sweep", "sweep", "xnorbench sweep"),
+    ("saved-by-layer", "memory", "xnorbench run memory"),
+])
+def test_empty_table_says_what_to_run(tmp_path: Path, suite, source, command):
+    res = runner.invoke(app, ["--db", str(tmp_path / "e.db"), "table", "--suite", suite])
+    assert res.exit_code == 2
+    assert f"no finished {source} runs yet" in res.output and f"`{command}`" in res.output
+
+
+def test_help_texts_name_defaults_and_have_no_raw_markup():
+    res = runner.invoke(app, ["--help"])
+    assert "``" not in res.output and "XNORBENCH_DB" in res.output
+    res = runner.invoke(app, ["run", "accuracy", "--help"], env={"COLUMNS": "200"})
+    assert "0.1 for sgd, 1e-3 for adam" in res.output
+    assert "$XNORBENCH_DATA, else ./data" in res.output
+    assert "db-<database id>/run-<id>" in res.output
+
+
+def test_info_names_kernel_path_and_where_things_live(tmp_path: Path):
+    from xnorbench.xnor.kernels import kernel_isa
+
+    res = runner.invoke(app, ["--db", str(tmp_path / "i.db"), "info", "--build"])
+    assert res.exit_code == 0, res.output
+    assert f"kernel path    {kernel_isa()}" in res.output
+    for what in ("CPU", "kernel cache", "XNORBENCH_BUILD_DIR", "XNORBENCH_DATA",
+                 "checkpoints", str(tmp_path / "i.db")):
+        assert what in res.output, what
