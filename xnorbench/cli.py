@@ -293,7 +293,10 @@ RecipeOpt = Annotated[str | None, typer.Option(
     help="Named recipe that fills every training option (`xnorbench recipes` lists them); "
          "options given beside it override it.", rich_help_panel="Recipe (each option "
                                                                    "overrides --recipe)")]
-DatasetOpt = Annotated[str | None, _opt("mnist or cifar10.", "dataset")]
+DatasetOpt = Annotated[str | None, _opt(
+    "mnist, fashion-mnist, kmnist (IDX files under DATA/<MNIST|FashionMNIST|KMNIST>/raw), "
+    "cifar10, or imagefolder (DATA/train/<class>/* and DATA/test/ or DATA/val/; channels, "
+    "size, classes and normalization from the data).", "dataset")]
 ModelOpt = Annotated[str | None, _opt("resnet18, lenet5 or nin.", "model")]
 EpochsOpt = Annotated[int | None, _opt("Training epochs.", "epochs")]
 BatchOpt = Annotated[int | None, _opt("Training batch size.", "batch_size")]
@@ -337,7 +340,8 @@ XnorPathOpt = Annotated[str | None, _opt(
     "backward) or binop (the original port's BinOp workflow). Both give identical "
     "results; fused is faster and uses less memory.", "xnor_path")]
 DataDirOpt = Annotated[Path | None, typer.Option(
-    help="Folder holding MNIST/raw, or cifar10-jpeg / cifar-10-batches-py "
+    help="Folder holding MNIST/raw (FashionMNIST/raw, KMNIST/raw), cifar10-jpeg or "
+         "cifar-10-batches-py, or the ImageFolder tree itself "
          "\\[default: $XNORBENCH_DATA, else ./data].")]
 DownloadOpt = Annotated[bool, typer.Option(help="Download the dataset if missing.")]
 TagOpt = Annotated[list[str] | None, typer.Option(

@@ -70,6 +70,7 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
     yield Row("packed_file_bytes", float(file_bytes), "bytes", params=params, **base)
     x1 = bundle.test.images[:1].float().cpu()
     fmodel = models.build(model_name, binary=False, in_channels=bundle.in_channels,
+                          input_size=bundle.image_size,
                           num_classes=bundle.num_classes).eval()
     with torch.no_grad():
         t = compare({"float": lambda: fmodel(x1), "xnor_packed": lambda: packed(x1)},

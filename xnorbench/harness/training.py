@@ -40,7 +40,8 @@ class NonFiniteLoss(FloatingPointError):
 
 def build_model(model_name: str, variant: str, bundle: DataBundle, grad_rule: str) -> nn.Module:
     return models.build(model_name, binary=(variant == "xnor"), in_channels=bundle.in_channels,
-                        num_classes=bundle.num_classes, grad_rule=grad_rule)
+                        num_classes=bundle.num_classes, grad_rule=grad_rule,
+                        input_size=bundle.image_size)
 
 
 XNORStep = BinOp | FusedXNOR

@@ -108,15 +108,20 @@ class LeNet5(nn.Module):
     """The original port's LeNet-5: conv1 float, conv2 and ip1 binary, ip2 float."""
 
     def __init__(self, binary: bool, in_channels: int = 1, num_classes: int = 10,
-                 grad_rule: str = "corrected") -> None:
+                 grad_rule: str = "corrected", input_size: tuple[int, int] = (28, 28)
+                 ) -> None:
         super().__init__()
+        h, w = (((s - 4) // 2 - 4) // 2 for s in input_size)  # two 5x5 convs, two 2x2 pools
+        if h < 1 or w < 1:
+            raise ValueError(f"lenet5 needs images of at least 16x16, got "
+                             f"{input_size[0]}x{input_size[1]}")
         self.conv1 = nn.Conv2d(in_channels, 20, kernel_size=5, stride=1)
         self.bn_conv1 = nn.BatchNorm2d(20, eps=1e-4, affine=False)
         self.relu = nn.ReLU()
         self.pool = nn.MaxPool2d(2, 2)
         self.conv2 = act_conv(20, 50, 5, binary=binary, float_act="none", bias=True,
                               grad_rule=grad_rule)
-        self.ip1 = act_linear(50 * 4 * 4, 500, binary=binary, float_act="none",
+        self.ip1 = act_linear(50 * h * w, 500, binary=binary, float_act="none",
                               grad_rule=grad_rule)
         self.ip2 = nn.Linear(500, num_classes)
 
@@ -168,24 +173,31 @@ def _with_spec(model: nn.Module, name: str, kwargs: dict[str, Any]) -> nn.Module
 
 
 def resnet18(binary: bool = False, in_channels: int = 3, num_classes: int = 10,
-             grad_rule: str = "corrected", scale_input: bool = False) -> nn.Module:
-    """Pre-activation ResNet-18 (CIFAR stem); ``binary=True`` for XNOR-Net."""
+             grad_rule: str = "corrected", scale_input: bool = False,
+             input_size: tuple[int, int] | None = None) -> nn.Module:
+    """Pre-activation ResNet-18 (CIFAR stem); ``binary=True`` for XNOR-Net. Any input
+    size (global average pooling); ``input_size`` is accepted for a uniform signature."""
     kw = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
           "grad_rule": grad_rule, "scale_input": scale_input}
     return _with_spec(ResNet18(**kw), "resnet18", kw)
 
 
 def lenet5(binary: bool = False, in_channels: int = 1, num_classes: int = 10,
-           grad_rule: str = "corrected") -> nn.Module:
-    """LeNet-5 as in the original port (MNIST, 28x28)."""
-    kw = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
-          "grad_rule": grad_rule}
+           grad_rule: str = "corrected", input_size: tuple[int, int] | None = None
+           ) -> nn.Module:
+    """LeNet-5 as in the original port (MNIST, 28x28; ``input_size`` sizes ip1 for other
+    images, at least 16x16)."""
+    kw: dict[str, Any] = {"binary": binary, "in_channels": in_channels,
+                          "num_classes": num_classes, "grad_rule": grad_rule}
+    if input_size is not None and tuple(input_size) != (28, 28):
+        kw["input_size"] = tuple(input_size)
     return _with_spec(LeNet5(**kw), "lenet5", kw)
 
 
 def nin(binary: bool = False, in_channels: int = 3, num_classes: int = 10,
-        grad_rule: str = "corrected") -> nn.Module:
-    """Network-in-Network as in the original port (CIFAR-10, 32x32)."""
+        grad_rule: str = "corrected", input_size: tuple[int, int] | None = None) -> nn.Module:
+    """Network-in-Network as in the original port (CIFAR-10, 32x32; any input size:
+    global average pooling; ``input_size`` is accepted for a uniform signature)."""
     kw = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
           "grad_rule": grad_rule}
     return _with_spec(NIN(**kw), "nin", kw)
