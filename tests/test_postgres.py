@@ -30,6 +30,7 @@ def pg_url() -> str:
     with engine.begin() as conn:  # a clean schema for every test
         Base.metadata.drop_all(conn)
         conn.execute(text("DROP TABLE IF EXISTS xnorbench_meta"))
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()
     return PG_URL
 
@@ -90,3 +91,16 @@ def test_pg_schema_v1_upgraded_in_place(pg_url: str):
     from .test_reliability import check_v1_upgraded
 
     check_v1_upgraded(pg_url)
+
+
+def test_pg_db_current_then_upgrade(pg_url: str):
+    from .test_reliability import make_v1_db
+
+    make_v1_db(pg_url)
+    res = runner.invoke(app, ["--db", pg_url, "db", "current"])
+    assert res.exit_code == 0 and "revision 0001, schema version 1: behind" in res.output
+    res = runner.invoke(app, ["--db", pg_url, "db", "upgrade"])
+    assert res.exit_code == 0 and "upgraded from revision 0001 to 0003" in res.output
+    store = Store.open(pg_url)
+    assert store.schema().current and [r.value for r in store.results(
+        metric="final_test_accuracy")] == [91.5]

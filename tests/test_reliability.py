@@ -157,31 +157,42 @@ def test_sweep_shards_in_parallel_processes(tmp_path: Path):
     assert res.output.count("| ok |") == 4
 
 
-def test_migration_chain_runs_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from sqlalchemy import inspect, text
+def test_pre_alembic_v2_file_upgraded_through_alembic(tmp_path: Path):
+    """A version-2 file (before Alembic: no alembic_version table) is stamped at its
+    revision, then upgraded in place; `db current` reports before and after."""
+    import sqlite3
 
-    from xnorbench.db import SCHEMA_VERSION, models
-    from xnorbench.db import store as store_mod
-
-    path = str(tmp_path / "old.db")
-    s = Store.open(path)
+    path = tmp_path / "v2.db"
+    s = Store.open(str(path))
     rid = s.start_run("accuracy", {}, {})
     s.add_rows(rid, [Row("m", 1.0)])
-    nxt = SCHEMA_VERSION + 1
+    s.engine.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE runs DROP COLUMN owner")
+        conn.execute("DROP TABLE alembic_version")
+        conn.execute("UPDATE xnorbench_meta SET value='2' WHERE key='schema_version'")
+    res = runner.invoke(app, ["--db", str(path), "db", "current"])
+    assert res.exit_code == 0 and "revision 0002, schema version 2: behind the head" in \
+        res.output and "db upgrade" in res.output, res.output
+    res = runner.invoke(app, ["--db", str(path), "db", "upgrade"])
+    assert res.exit_code == 0 and "upgraded from revision 0002 to 0003" in res.output
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert "owner" in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    assert [r.value for r in Store.open(str(path)).results([rid])] == [1.0]  # nothing lost
+    res = runner.invoke(app, ["--db", str(path), "db", "current"])
+    assert "revision 0003, schema version 3: the head" in res.output
 
-    def add_note(conn):
-        conn.execute(text("ALTER TABLE runs ADD COLUMN note VARCHAR(64)"))
 
-    monkeypatch.setattr(models, "SCHEMA_VERSION", nxt)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", nxt)
-    monkeypatch.setitem(store_mod.MIGRATIONS, SCHEMA_VERSION, add_note)
-    s2 = Store.open(path)
-    with s2.engine.connect() as conn:
-        cols = {c["name"] for c in inspect(conn).get_columns("runs")}
-        version = conn.execute(text(
-            "SELECT value FROM xnorbench_meta WHERE key='schema_version'")).scalar_one()
-    assert "note" in cols and version == str(nxt)
-    assert [r.value for r in s2.results([rid])] == [1.0]  # nothing lost
+def test_unknown_alembic_revision_refused_as_newer(tmp_path: Path):
+    import sqlite3
+
+    path = tmp_path / "new.db"
+    Store.open(str(path)).engine.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num='9999'")
+    res = runner.invoke(app, ["--db", str(path), "runs"])
+    assert res.exit_code == 2 and "newer than this xnorbench understands" in res.output
 
 
 def make_v1_db(url: str) -> tuple[int, int]:
@@ -207,6 +218,7 @@ def make_v1_db(url: str) -> tuple[int, int]:
         conn.execute(text("ALTER TABLE results DROP COLUMN seed"))
         conn.execute(text("ALTER TABLE runs DROP COLUMN owner"))
         conn.execute(text("UPDATE xnorbench_meta SET value='1' WHERE key='schema_version'"))
+        conn.execute(text("DROP TABLE alembic_version"))  # v1 predates Alembic
     store.engine.dispose()
     return rid, row_id
 
@@ -242,14 +254,17 @@ def test_schema_v1_file_upgraded_with_recipe_keys(tmp_path: Path):
     check_v1_upgraded(str(tmp_path / "v1.db"))
 
 
-def test_db_without_migration_path_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from xnorbench.db import SCHEMA_VERSION, DBError
-    from xnorbench.db import store as store_mod
+def test_db_without_migration_path_refused(tmp_path: Path):
+    from sqlalchemy import text
+
+    from xnorbench.db import DBError
 
     path = str(tmp_path / "old2.db")
-    Store.open(path)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    with pytest.raises(DBError, match=f"no migration from schema version {SCHEMA_VERSION}"):
+    s = Store.open(path)
+    with s.engine.begin() as conn:  # a version no revision stands for, before Alembic
+        conn.execute(text("UPDATE xnorbench_meta SET value='0' WHERE key='schema_version'"))
+        conn.execute(text("DROP TABLE alembic_version"))
+    with pytest.raises(DBError, match="no migration from schema version 0"):
         Store.open(path)
 
 

@@ -34,7 +34,10 @@ runs_app = typer.Typer(help="List runs, show one, import another db's, mark dead
 plot_app = typer.Typer(help="Draw figures from stored rows (PNG).", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(runs_app, name="runs")
+db_app = typer.Typer(help="The results database's schema: which version, and upgrading it "
+                          "(Alembic revisions).", no_args_is_help=True)
 app.add_typer(plot_app, name="plot")
+app.add_typer(db_app, name="db")
 
 STALE_AFTER = timedelta(minutes=10)
 
@@ -974,6 +977,52 @@ def _same_database(a: Store, b: Store) -> bool:
             return Path(name).resolve()
         return path(ua) == path(ub)
     return ua.render_as_string(hide_password=False) == ub.render_as_string(hide_password=False)
+
+
+# ----------------------------------------------------------------------------- db
+def _schema_line(state: Any) -> str:
+    at = state.effective or "unknown"
+    version = f", schema version {state.version}" if state.version is not None else ""
+    where = "the head" if state.current else f"behind the head {state.head}"
+    return f"revision {at}{version}: {where}"
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Which schema revision the database is at, and whether an upgrade is waiting (the
+    database is not changed)."""
+    from .db import database_url
+
+    if is_in_memory(State.db):
+        fail("--db: an in-memory database has no schema to show")
+    try:
+        url = database_url(State.db)
+        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+            fail(f"no database file {url.removeprefix('sqlite:///')}")
+        store = Store.open(State.db, upgrade=False)
+    except DBError as exc:
+        fail(str(exc))
+    state = store.schema()
+    typer.echo(_schema_line(state) + ("" if state.current or state.revision is None and
+                                      state.version is None else
+                                      "; `xnorbench db upgrade` upgrades it"))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Upgrade the database's schema in place to this xnorbench's (every other command
+    does this too when it opens an older file); rows are kept."""
+    try:
+        before = Store.open(State.db, upgrade=False)
+        old = before.schema()
+        new = before.upgrade()
+    except DBError as exc:
+        fail(str(exc))
+    if old.effective == new.effective:
+        typer.echo(f"already current: {_schema_line(new)}")
+    else:
+        typer.echo(f"upgraded from revision {old.effective} to {new.effective}: "
+                   f"{_schema_line(new)}")
 
 
 # ----------------------------------------------------------------------------- plot

@@ -31,7 +31,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session
 
 from ..paths import path_problem
-from . import faults
+from . import faults, migrate
 from .models import RUN_STATUSES, SCHEMA_VERSION, Base, Meta, Result, Run, RunTag, utcnow
 
 DEFAULT_DB = "xnorbench.db"
@@ -94,56 +94,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _v1_to_v2(conn: Any) -> None:
-    """Results gain ``seed`` and ``recipe_key``; old training rows get theirs computed.
-
-    Version-1 training rows were all trained with momentum 0.9 + Nesterov (sgd), weight
-    decay on conv/linear weights only, a cosine schedule and crop+flip on CIFAR-10, so
-    their resolved recipe (and key) follows from the params they stored.
-    """
-    from ..harness.recipes import legacy_recipe_key
-
-    _add_column(conn, "results", "seed", "INTEGER")
-    _add_column(conn, "results", "recipe_key", "VARCHAR(32)")
-    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_results_recipe_key "
-                      "ON results (recipe_key)"))
-    rows = conn.execute(select(Result.id, Result.dataset, Result.model, Result.params)
-                        .join(Run, Run.id == Result.run_id)
-                        .where(Run.suite.in_(("accuracy", "compare")))).all()
-    for rid, dataset, model, params in rows:
-        key = legacy_recipe_key(params or {}, dataset, model)
-        if key is None:
-            continue
-        conn.execute(Result.__table__.update().where(Result.id == rid)
-                     .values(recipe_key=key, seed=(params or {}).get("seed")))
-
-
-def _v2_to_v3(conn: Any) -> None:
-    """Runs gain ``owner``: the token of the one process that may write their rows."""
-    _add_column(conn, "runs", "owner", "VARCHAR(36)")
-
-
-def _add_column(conn: Any, table: str, column: str, sql_type: str) -> None:
-    """``ALTER TABLE ... ADD COLUMN`` unless the column is there: SQLite's driver commits
-    DDL on its own, so a migration cut short must be safe to run again."""
-    if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
-        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
-
-
-MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3}
-"""``MIGRATIONS[v](conn)`` upgrades a schema of version ``v`` to ``v + 1`` in place."""
-
-
-def _schema_version(conn: Any) -> int | None:
-    row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
-    return int(row[0]) if row else None
-
-
-def _init_schema(engine: Engine, attempts: int = 8) -> None:
+def _init_schema(engine: Engine, attempts: int = 8, upgrade: bool = True) -> None:
     """Create or upgrade the schema; retried, since several processes may race to create it."""
     for attempt in range(attempts):
         try:
-            _init_schema_once(engine)
+            _init_schema_once(engine, upgrade)
             return
         except (OperationalError, IntegrityError, ProgrammingError) as exc:
             text_ = str(exc).lower()
@@ -153,31 +108,46 @@ def _init_schema(engine: Engine, attempts: int = 8) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
-def _init_schema_once(engine: Engine) -> None:
+def _set_meta(conn: Any, key: str, value: str, replace: bool = True) -> None:
+    have = conn.execute(select(Meta.value).where(Meta.key == key)).first()
+    if have is None:
+        conn.execute(Meta.__table__.insert().values(key=key, value=value))
+    elif replace and have[0] != value:
+        conn.execute(Meta.__table__.update().where(Meta.key == key).values(value=value))
+
+
+def _init_schema_once(engine: Engine, upgrade: bool = True) -> None:
+    """A new database: tables from the models, stamped at Alembic's head. An older one:
+    upgraded in place through the Alembic revisions (unless ``upgrade`` is False, for
+    ``db current``). A newer one, or one that is not xnorbench's: ``DBError``."""
     with engine.begin() as conn:
         tables = set(inspect(conn).get_table_names())
         if "runs" in tables and "xnorbench_meta" not in tables:
-            raise DBError(f"{engine.url}: has a 'runs' table but no xnorbench schema version; "
-                          "not an xnorbench database")
-        Base.metadata.create_all(conn)
-        version = _schema_version(conn)
-        if conn.execute(select(Meta.value).where(Meta.key == "database_id")).first() is None:
-            conn.execute(Meta.__table__.insert().values(key="database_id",
-                                                        value=uuid.uuid4().hex))
-        if version is None:
-            conn.execute(Meta.__table__.insert().values(key="schema_version",
-                                                        value=str(SCHEMA_VERSION)))
+            raise DBError(f"{_shown(engine.url)}: has a 'runs' table but no xnorbench schema "
+                          "version; not an xnorbench database")
+        if "runs" not in tables:
+            Base.metadata.create_all(conn)
+            _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
+            _set_meta(conn, "database_id", uuid.uuid4().hex, replace=False)
+            migrate.stamp(conn, "head")
             return
-        if version > SCHEMA_VERSION:
-            raise DBError(f"{engine.url}: schema version {version} is newer than this "
+        now = migrate.state(conn)
+        if (now.version or 0) > SCHEMA_VERSION or (
+                now.revision is not None and now.revision not in migrate.known_revisions()):
+            shown = now.revision if now.version is None else now.version
+            raise DBError(f"{_shown(engine.url)}: schema version {shown} is newer than this "
                           f"xnorbench understands ({SCHEMA_VERSION}); upgrade xnorbench")
-        while version < SCHEMA_VERSION:
-            if version not in MIGRATIONS:
-                raise DBError(f"{engine.url}: no migration from schema version {version}")
-            MIGRATIONS[version](conn)
-            version += 1
-            conn.execute(Meta.__table__.update().where(Meta.key == "schema_version")
-                         .values(value=str(version)))
+        if now.effective is None:
+            raise DBError(f"{_shown(engine.url)}: no migration from schema version "
+                          f"{now.version}")
+        if not upgrade:
+            return
+        if now.revision is None:  # written before Alembic: stamp what it records
+            migrate.stamp(conn, now.effective)
+        if not now.current:
+            migrate.upgrade(conn)
+        _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
+        _set_meta(conn, "database_id", uuid.uuid4().hex, replace=False)
         _check_columns(conn, engine)
 
 
@@ -218,8 +188,9 @@ def _check_sqlite_file(engine: Engine) -> None:
                       "a copy, or salvage it with `sqlite3 FILE .recover`")
 
 
-def open_engine(db: str | None = None) -> Engine:
-    """Open (and create or upgrade) the results database; ``DBError`` if it cannot."""
+def open_engine(db: str | None = None, upgrade: bool = True) -> Engine:
+    """Open (and create or upgrade) the results database; ``DBError`` if it cannot.
+    ``upgrade=False`` leaves an older schema as it is (``db current`` reports it)."""
     url = database_url(db)
     try:
         parsed = make_url(url)
@@ -232,7 +203,7 @@ def open_engine(db: str | None = None) -> Engine:
             _check_sqlite_file(engine)
         else:
             engine = create_engine(parsed, pool_pre_ping=True)
-        _init_schema(engine)
+        _init_schema(engine, upgrade=upgrade)
     except DBError:
         raise
     except (DatabaseError, OperationalError, sqlite3.DatabaseError) as exc:
@@ -277,8 +248,18 @@ class Store:
         return str(value or "")
 
     @classmethod
-    def open(cls, db: str | None = None) -> Store:
-        return cls(open_engine(db))
+    def open(cls, db: str | None = None, upgrade: bool = True) -> Store:
+        return cls(open_engine(db, upgrade))
+
+    def schema(self) -> migrate.SchemaState:
+        """This database's schema state (Alembic revision, recorded version, head)."""
+        with self.engine.connect() as conn:
+            return migrate.state(conn)
+
+    def upgrade(self) -> migrate.SchemaState:
+        """Upgrade an older schema in place (``db upgrade``); the state afterwards."""
+        _init_schema(self.engine, upgrade=True)
+        return self.schema()
 
     @classmethod
     def open_source(cls, db: str) -> Store:
