@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+import xnorbench.suites  # noqa: F401  (registers the built-in suites)
 from xnorbench.db import Store
 from xnorbench.harness.datasets import load_dataset
 from xnorbench.harness.recipes import recipe_from, resolve

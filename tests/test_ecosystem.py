@@ -49,7 +49,8 @@ def test_first_kernel_build_is_announced_once(tmp_path: Path, monkeypatch, capsy
 
 
 def test_no_cuda_home_warning_on_import():
-    code = ("from xnorbench.xnor.kernels import _import_cpp_extension; "
+    code = ("import xnorbench.cli; import torch.utils.benchmark; "
+            "from xnorbench.xnor.kernels import _import_cpp_extension; "
             "_import_cpp_extension(); import logging; "
             "logging.getLogger('torch.utils.cpp_extension').warning('ours still shows')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -129,3 +130,58 @@ def test_info_names_kernel_path_and_where_things_live(tmp_path: Path):
     for what in ("CPU", "kernel cache", "XNORBENCH_BUILD_DIR", "XNORBENCH_DATA",
                  "checkpoints", str(tmp_path / "i.db")):
         assert what in res.output, what
+
+
+def test_a_suite_is_one_declaration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A suite declared in one place gets its `run` command from the declaration, and
+    what the run stores is exactly the parsed options (hidden ones at their defaults)."""
+    import typer
+
+    from xnorbench import cli
+    from xnorbench.db import Row
+    from xnorbench.harness import options as o
+    from xnorbench.harness.options import Opt
+    from xnorbench.harness.registry import REGISTRY, register
+
+    opts = (Opt("size", "int", 3, "How big.", check=o.positive),
+            Opt("names", "strs", ["a"], "Which.", choices=("a", "b"), noun="name"),
+            Opt("every", "float", 0.5, "Hidden.", hidden=True))
+
+    @register("toy", "A toy suite.", o.defaults(opts), options=opts)
+    def toy(ctx, params):
+        yield Row("size", float(params["size"]))
+
+    try:
+        t = typer.Typer()
+        t.command("toy")(cli.suite_command(REGISTRY["toy"]))
+        t.command("other")(lambda: None)  # a group, so the command is named
+        monkeypatch.setattr(cli.State, "db", str(tmp_path / "toy.db"))
+        res = runner.invoke(t, ["toy", "--help"])
+        assert "--size" in res.output and "--names" in res.output and "--every" not in res.output
+        res = runner.invoke(t, ["toy", "--size", "5", "--names", "b,a", "--no-progress"])
+        assert res.exit_code == 0, res.output
+        (run,) = Store.open(str(tmp_path / "toy.db")).runs()
+        assert run.params == {"size": 5, "names": ["b", "a"], "every": 0.5}
+        res = runner.invoke(t, ["toy", "--names", "c"])
+        assert res.exit_code == 2 and "unknown name 'c'" in res.output
+    finally:
+        REGISTRY.pop("toy", None)
+
+
+def test_every_suite_command_matches_its_declaration():
+    """No drift: each built-in suite's `run` command offers exactly its declared options,
+    and what a run given no option stores is what the suite's defaults know."""
+    from xnorbench.harness.options import defaults
+    from xnorbench.harness.registry import REGISTRY
+
+    assert {"accuracy", "compare", "sweep", "timing", "memory", "ceilings"} <= set(REGISTRY)
+    for suite in REGISTRY.values():
+        res = runner.invoke(app, ["run", suite.name, "--help"], env={"COLUMNS": "250"})
+        assert res.exit_code == 0, suite.name
+        for opt in suite.options:
+            assert (opt.flag in res.output) != opt.hidden, (suite.name, opt.name)
+        stored = defaults(suite.options)  # what a run given no option stores
+        stored = suite.prepare(stored) if suite.prepare else stored
+        assert set(stored) <= set(suite.defaults) | {"recipe", "overridden"}, suite.name
+    registry = Path(__file__).parents[1] / "xnorbench" / "harness" / "registry.py"
+    assert "import suites" not in registry.read_text()  # no import back up the layers

@@ -39,9 +39,6 @@ db_app = typer.Typer(help="The results database's schema: which version, and upg
 app.add_typer(plot_app, name="plot")
 app.add_typer(db_app, name="db")
 
-STALE_AFTER = timedelta(minutes=10)
-
-
 class State:
     db: str | None = None
 
@@ -95,28 +92,11 @@ def parse_int_list(text: str, name: str, minimum: int = 1) -> list[int]:
     return values
 
 
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        fail(f"--shard must look like i/n (e.g. 0/4), got {text!r}")
-    if n < 1 or not 0 <= i < n:
-        fail(f"--shard {text}: need 0 <= i < n")
-    return i, n
-
-
 def _choose(value: str, choices: tuple[str, ...] | list[str], what: str) -> str:
     """Return ``value`` if it is one of ``choices``; else a one-line error."""
     if value not in choices:
         fail(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
     return value
-
-
-MAX_THREADS = 1024
-MAX_SEED = 2**31 - 1
-"""Seeds are stored in an INTEGER column on every backend (PostgreSQL's is 32-bit)."""
 
 
 def _positive(value: int | float | None, what: str, allow_zero: bool = False) -> None:
@@ -128,12 +108,6 @@ def _positive(value: int | float | None, what: str, allow_zero: bool = False) ->
         fail(f"{what} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
 
 
-def _threads(threads: int | None) -> None:
-    _positive(threads, "--threads")
-    if threads is not None and threads > MAX_THREADS:
-        fail(f"--threads {threads}: at most {MAX_THREADS}")
-
-
 def _path(path: Path | None, what: str) -> None:
     """A path option the file system cannot hold (a name over 255 bytes): one line."""
     from .paths import path_problem
@@ -141,11 +115,6 @@ def _path(path: Path | None, what: str) -> None:
     problem = path_problem(path) if path is not None else None
     if problem:
         fail(f"{what} {str(path)[:60]}...: {problem}")
-
-
-def _seed(seed: int | None, what: str = "--seed") -> None:
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        fail(f"{what} {seed}: a seed is between 0 and {MAX_SEED}")
 
 
 NOT_STORED = frozenset({"progress", "tag", "resume", "checkpoint_dir", "download"})
@@ -216,8 +185,6 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
         execute,
     )
 
-    _threads(threads)
-    _seed(seed)
     _path(checkpoint_dir, "--checkpoint-dir")
     store = open_store(write=True)
     dev_name = device.value
@@ -262,9 +229,6 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
     return run_id
 
 
-DeviceOpt = Annotated[Device, typer.Option(help="Where to compute: auto picks cuda if present.")]
-ThreadsOpt = Annotated[int | None, typer.Option(help="torch intra-op threads (recorded).")]
-SeedOpt = Annotated[int, typer.Option(help="Random seed (recorded).")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
 CkptOpt = Annotated[Path | None, typer.Option(
     help="Where per-epoch checkpoints go: FOLDER/db-<database id>/run-<id>/ (a resume "
@@ -276,77 +240,6 @@ ResumeOpt = Annotated[int | None, typer.Option(
          "the options it started with (an option given beside it must match).")]
 
 
-# ------------------------------------------------------------------- training options
-# A training option left out takes the --recipe's value, else the base default below;
-# what a run stores is the resolved value of every option.
-def _d(name: str) -> str:
-    from .harness.recipes import BASE, show_value
-
-    return show_value(BASE[name])
-
-
-def _opt(help_: str, name: str | None = None, *decls: str) -> Any:
-    """A training option: its help names the default and that a recipe may set it."""
-    suffix = f" \\[default: {_d(name)}, or the recipe's]" if name else ""  # \\[: not markup
-    return typer.Option(*decls, help=help_ + suffix, show_default=False,
-                        rich_help_panel="Recipe (each option overrides --recipe)")
-
-
-RecipeOpt = Annotated[str | None, typer.Option(
-    help="Named recipe that fills every training option (`xnorbench recipes` lists them); "
-         "options given beside it override it.", rich_help_panel="Recipe (each option "
-                                                                   "overrides --recipe)")]
-DatasetOpt = Annotated[str | None, _opt(
-    "mnist, fashion-mnist, kmnist (IDX files under DATA/<MNIST|FashionMNIST|KMNIST>/raw), "
-    "cifar10, or imagefolder (DATA/train/<class>/* and DATA/test/ or DATA/val/; channels, "
-    "size, classes and normalization from the data).", "dataset")]
-ModelOpt = Annotated[str | None, _opt("resnet18, lenet5 or nin.", "model")]
-EpochsOpt = Annotated[int | None, _opt("Training epochs.", "epochs")]
-BatchOpt = Annotated[int | None, _opt("Training batch size.", "batch_size")]
-LrOpt = Annotated[float | None, _opt(
-    "Learning rate \\[default: 0.1 for sgd, 1e-3 for adam, or the recipe's].")]
-OptimOpt = Annotated[str | None, _opt("sgd or adam.", "optimizer")]
-MomentumOpt = Annotated[float | None, _opt("SGD momentum.", "momentum")]
-NesterovOpt = Annotated[bool | None, _opt("Nesterov momentum (sgd).", "nesterov",
-                                          "--nesterov/--no-nesterov")]
-WdOpt = Annotated[float | None, _opt("Weight decay (L2).", "weight_decay")]
-DecayScopeOpt = Annotated[str | None, _opt(
-    "What weight decay applies to: weights (conv/linear weights) or all (every parameter, "
-    "as the original port does).", "decay_scope")]
-ScheduleOpt = Annotated[str | None, _opt(
-    "lr schedule: cosine (to 0, per step), step (x --lr-gamma from each --milestones "
-    "epoch on) or constant.", "schedule")]
-MilestonesOpt = Annotated[str | None, _opt(
-    "Epochs (counted from 1) from which the step schedule multiplies lr by --lr-gamma, "
-    "e.g. 15,30,45.", "milestones")]
-GammaOpt = Annotated[float | None, _opt("Factor of the step schedule.", "lr_gamma")]
-AugmentOpt = Annotated[str | None, _opt(
-    "auto (random crop + flip on cifar10, none on mnist), none or crop-flip.", "augment")]
-BnClampOpt = Annotated[bool | None, _opt(
-    "The original port's guard: clamp every BatchNorm scale to >= 0.01 before each step.",
-    "bn_clamp", "--bn-clamp/--no-bn-clamp")]
-RuleOpt = Annotated[str | None, _opt("XNOR weight gradient: corrected, paper or reference.",
-                                     "grad_rule")]
-LimitTrainOpt = Annotated[int | None, _opt(
-    "Train on a seeded subset of this many images (0: the whole split).", "limit_train")]
-LimitTestOpt = Annotated[int | None, _opt(
-    "Test on a seeded subset of this many images (0: the whole split).", "limit_test")]
-SeedsOpt = Annotated[str | None, _opt(
-    "Seeds, e.g. 0,1,2: each variant trains once per seed within the run; tables show "
-    "mean +- std (n).", "seeds")]
-OneSeedOpt = Annotated[int | None, _opt("One seed (the same as --seeds N).")]
-AmpOpt = Annotated[bool | None, _opt("bf16 autocast.", "amp", "--amp/--no-amp")]
-ChannelsLastOpt = Annotated[bool | None, _opt(
-    "channels_last memory format.", "channels_last", "--channels-last/--no-channels-last")]
-XnorPathOpt = Annotated[str | None, _opt(
-    "How XNOR trains: fused (layers binarize inside forward/backward, bits kept for "
-    "backward) or binop (the original port's BinOp workflow). Both give identical "
-    "results; fused is faster and uses less memory.", "xnor_path")]
-DataDirOpt = Annotated[Path | None, typer.Option(
-    help="Folder holding MNIST/raw (FashionMNIST/raw, KMNIST/raw), cifar10-jpeg or "
-         "cifar-10-batches-py, or the ImageFolder tree itself "
-         "\\[default: $XNORBENCH_DATA, else ./data].")]
-DownloadOpt = Annotated[bool, typer.Option(help="Download the dataset if missing.")]
 TagOpt = Annotated[list[str] | None, typer.Option(
     "--tag", help="Name this run (repeatable); `table --tag NAME` shows exactly such runs.")]
 
@@ -361,148 +254,86 @@ def _tags(tags: list[str] | None) -> list[str]:
     return out
 
 
-RECIPE_FLAGS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum",
-                "nesterov", "weight_decay", "decay_scope", "schedule", "milestones",
-                "lr_gamma", "augment", "bn_clamp", "grad_rule", "limit_train", "limit_test",
-                "amp", "channels_last", "xnor_path")
-"""The command-line options that override a recipe (None: not given)."""
+# ------------------------------------------------------------------ run <suite>
+def _typer_option(opt: Any) -> tuple[Any, Any]:
+    """(annotation, default) of a declared option as a Typer parameter."""
+    base = {"int": int, "float": float, "bool": bool, "path": Path, "device": Device}.get(
+        opt.kind, str)
+    if opt.kind == "device":
+        default: Any = Device(opt.default)
+    elif opt.default is None:
+        default = None
+    elif opt.kind in ("ints", "strs"):
+        default = opt.shown()
+    else:
+        default = opt.default
+    annotation = base if default is not None else base | None
+    info = typer.Option(*opt.decls, help=opt.help, show_default=opt.show_default,
+                        rich_help_panel=opt.panel)
+    return Annotated[annotation, info], default
 
 
-def recipe_flags(given: dict[str, Any]) -> dict[str, Any]:
-    """The recipe options a training command was given (from its arguments), and seeds."""
-    out = {k: given.get(k) for k in RECIPE_FLAGS}
-    out["seeds"] = parse_seeds(given.get("seeds"), given.get("seed"))
-    return out
+def suite_command(suite: Any) -> Any:
+    """The ``xnorbench run <suite>`` command of a declared suite: one Typer option per
+    declared option, plus --tag, --progress and, where the suite supports them,
+    --checkpoint-dir and --resume. The stored params are the parsed options, resolved by
+    the suite's ``prepare``."""
+    import inspect
+
+    from .harness.options import defaults
+    from .harness.registry import InputError
+
+    shown = [o for o in suite.options if not o.hidden]
+    hidden = defaults([o for o in suite.options if o.hidden])
+
+    def command(ctx: typer.Context, **kw: Any) -> None:
+        try:
+            parsed = {o.name: (kw[o.name].value if o.kind == "device" else o.parse(kw[o.name]))
+                      for o in shown}
+            params = {**hidden, **{o.key: parsed[o.name] for o in shown if o.key}}
+            if suite.prepare is not None:
+                params = suite.prepare(params)
+            tags = _tags(kw.get("tag"))
+        except InputError as exc:
+            fail(str(exc))
+        seed = parsed.get("seed")
+        if seed is None:
+            seed = (params.get("seeds") or [0])[0]
+        execute_suite(suite.name, params, device=Device(parsed.get("device", "cpu")),
+                      threads=parsed.get("threads", suite.threads), seed=seed,
+                      progress=kw["progress"], checkpoint_dir=kw.get("checkpoint_dir"),
+                      resume=kw.get("resume"), tags=tags, given=given_options(ctx))
+
+    kind = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                annotation=typer.Context)]
+    for opt in shown:
+        annotation, default = _typer_option(opt)
+        params.append(inspect.Parameter(opt.name, kind, default=default, annotation=annotation))
+    params.append(inspect.Parameter("tag", kind, default=None, annotation=TagOpt))
+    params.append(inspect.Parameter("progress", kind, default=True, annotation=ProgressOpt))
+    if suite.checkpoints:
+        params.append(inspect.Parameter("checkpoint_dir", kind, default=None,
+                                        annotation=CkptOpt))
+    if suite.check is not None:
+        params.append(inspect.Parameter("resume", kind, default=None, annotation=ResumeOpt))
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = f"run_{suite.name}"
+    command.__doc__ = suite.doc or suite.help
+    return command
 
 
-def parse_seeds(seeds: str | None, seed: int | None) -> tuple[int, ...] | None:
-    if seeds is not None and seed is not None:
-        fail("give --seeds or --seed, not both")
-    if seed is not None:
-        _seed(seed)
-        return (seed,)
-    if seeds is None:
-        return None
-    values = parse_int_list(seeds, "--seeds", minimum=0)
-    for v in values:
-        _seed(v, "--seeds")
-    if len(set(values)) != len(values):
-        fail(f"--seeds {seeds}: each seed once")
-    return tuple(values)
+def _add_suite_commands() -> None:
+    """``xnorbench run <suite>`` for every registered suite (and its top-level aliases)."""
+    from . import suites  # noqa: F401  (registers the built-in suites)
+    from .harness.registry import REGISTRY
 
-
-def training_params(recipe: str | None, overrides: dict[str, Any],
-                    data_dir: Path | None, download: bool) -> dict[str, Any]:
-    """Resolve ``--recipe`` + flags into the options a training suite stores; validate."""
-    from .harness.datasets import DATASETS
-    from .harness.recipes import AUGMENTATIONS, DECAY_SCOPES, OPTIMIZERS, SCHEDULES, resolve
-    from .xnor import GRAD_RULES, XNOR_PATHS
-    from .xnor.models import MODELS
-
-    _path(data_dir, "--data-dir")
-    if overrides.get("milestones") is not None:
-        overrides["milestones"] = tuple(parse_int_list(overrides["milestones"],
-                                                       "--milestones"))
-    for limit in ("limit_train", "limit_test"):
-        _positive(overrides.get(limit), f"--{limit.replace('_', '-')}", allow_zero=True)
-    try:
-        p = resolve(recipe, overrides)
-    except ValueError as exc:
-        fail(str(exc))
-    for limit in ("limit_train", "limit_test"):
-        if p[limit] == 0:
-            p[limit] = None
-    _choose(p["dataset"], DATASETS, "dataset")
-    _choose(p["model"], list(MODELS), "model")
-    _choose(p["optimizer"], OPTIMIZERS, "optimizer")
-    _choose(p["grad_rule"], GRAD_RULES, "grad rule")
-    _choose(p["xnor_path"], XNOR_PATHS, "XNOR training path")
-    _choose(p["decay_scope"], DECAY_SCOPES, "decay scope")
-    _choose(p["schedule"], SCHEDULES, "schedule")
-    _choose(p["augment"], AUGMENTATIONS, "augmentation")
-    _positive(p["epochs"], "--epochs")
-    _positive(p["batch_size"], "--batch-size")
-    _positive(p["lr"], "--lr")
-    _positive(p["momentum"], "--momentum", allow_zero=True)
-    _positive(p["weight_decay"], "--weight-decay", allow_zero=True)
-    _positive(p["lr_gamma"], "--lr-gamma")
-    if p["schedule"] == "step" and not p["milestones"]:
-        fail("--schedule step needs --milestones (e.g. 15,30,45)")
-    p.update(seeds=list(p["seeds"]), milestones=list(p["milestones"]),
-             data_dir=str(data_dir) if data_dir else None, download=download)
-    return p
-
-
-# ------------------------------------------------------------------------ run accuracy
-@run_app.command("accuracy")
-def run_accuracy(
-    ctx: typer.Context, recipe: RecipeOpt = None, dataset: DatasetOpt = None,
-    model: ModelOpt = None,
-    variant: Annotated[str, typer.Option(help="float, xnor or both.")] = "both",
-    epochs: EpochsOpt = None, batch_size: BatchOpt = None, optimizer: OptimOpt = None,
-    lr: LrOpt = None, momentum: MomentumOpt = None, nesterov: NesterovOpt = None,
-    weight_decay: WdOpt = None, decay_scope: DecayScopeOpt = None,
-    schedule: ScheduleOpt = None, milestones: MilestonesOpt = None, lr_gamma: GammaOpt = None,
-    augment: AugmentOpt = None, bn_clamp: BnClampOpt = None, grad_rule: RuleOpt = None,
-    limit_train: LimitTrainOpt = None, limit_test: LimitTestOpt = None,
-    seeds: SeedsOpt = None, seed: OneSeedOpt = None, amp: AmpOpt = None,
-    channels_last: ChannelsLastOpt = None, xnor_path: XnorPathOpt = None,
-    data_dir: DataDirOpt = None, download: DownloadOpt = False, tag: TagOpt = None,
-    device: DeviceOpt = Device.auto, threads: ThreadsOpt = None, progress: ProgressOpt = True,
-    checkpoint_dir: CkptOpt = None, resume: ResumeOpt = None,
-) -> None:
-    """Train and test a model as float and as XNOR under one recipe (per seed).
-
-    The XNOR network is then packed to 1 bit per weight, reloaded, and evaluated with the
-    C++ XNOR-popcount kernel on the CPU (packed accuracy beside simulated accuracy).
-    """
-    over = recipe_flags(locals())
-    params = training_params(recipe, over, data_dir, download)
-    params["variant"] = _choose(variant, ("float", "xnor", "both"), "variant")
-    execute_suite("accuracy", params, device=device, threads=threads,
-                  seed=params["seeds"][0], progress=progress, checkpoint_dir=checkpoint_dir,
-                  resume=resume, tags=_tags(tag), given=given_options(ctx))
-
-
-# ------------------------------------------------------------------------- run compare
-@run_app.command("compare")
-def run_compare(
-    ctx: typer.Context, recipe: RecipeOpt = None, dataset: DatasetOpt = None,
-    model: ModelOpt = None,
-    rules: Annotated[str, typer.Option(help="Gradient rules to train XNOR with.")
-                     ] = "corrected,paper,reference",
-    epochs: EpochsOpt = None, batch_size: BatchOpt = None, optimizer: OptimOpt = None,
-    lr: LrOpt = None, momentum: MomentumOpt = None, nesterov: NesterovOpt = None,
-    weight_decay: WdOpt = None, decay_scope: DecayScopeOpt = None,
-    schedule: ScheduleOpt = None, milestones: MilestonesOpt = None, lr_gamma: GammaOpt = None,
-    augment: AugmentOpt = None, bn_clamp: BnClampOpt = None,
-    limit_train: LimitTrainOpt = None, limit_test: LimitTestOpt = None,
-    seeds: SeedsOpt = None, seed: OneSeedOpt = None, amp: AmpOpt = None,
-    channels_last: ChannelsLastOpt = None, xnor_path: XnorPathOpt = None,
-    data_dir: DataDirOpt = None, download: DownloadOpt = False, tag: TagOpt = None,
-    device: DeviceOpt = Device.auto, threads: ThreadsOpt = None, progress: ProgressOpt = True,
-    checkpoint_dir: CkptOpt = None, resume: ResumeOpt = None,
-) -> None:
-    """Vanilla vs binary: float, then XNOR under each gradient rule, same recipe, per seed.
-
-    With several --seeds the report says whether the gap between two rules exceeds their
-    seed-to-seed spread.
-    """
-    over = recipe_flags(locals())  # first: locals() are the options, nothing else
-    from .xnor import GRAD_RULES
-
-    params = training_params(recipe, over, data_dir, download)
-    chosen = [r.strip() for r in rules.split(",") if r.strip()]
-    if not chosen:
-        fail("--rules needs at least one gradient rule")
-    for r in chosen:
-        _choose(r, GRAD_RULES, "grad rule")
-    if len(set(chosen)) != len(chosen):
-        fail(f"--rules {rules}: each rule once")
-    params["rules"] = chosen
-    execute_suite("compare", params, device=device, threads=threads,
-                  seed=params["seeds"][0], progress=progress, checkpoint_dir=checkpoint_dir,
-                  resume=resume, tags=_tags(tag), given=given_options(ctx))
+    for suite in REGISTRY.values():
+        command = suite_command(suite)
+        run_app.command(suite.name, help=_paragraphs(suite.doc or suite.help))(command)
+        for alias in suite.aliases:
+            app.command(alias, help=_paragraphs(suite.doc or suite.help))(command)
 
 
 # ---------------------------------------------------------------------------- recipes
@@ -573,172 +404,6 @@ def recipes_cmd(
     Console(width=160).print(t)
     typer.echo("Options given beside --recipe override it; runs store the resolved values "
                "(`xnorbench runs show ID`).")
-
-
-# -------------------------------------------------------------------------- run memory
-@run_app.command("memory")
-def run_memory(
-    model: Annotated[str, typer.Option(help="Comma-separated: resnet18,lenet5,nin.")
-                     ] = "resnet18,lenet5,nin",
-    batch: Annotated[int, typer.Option(help="Batch of the runtime-memory probes.")] = 64,
-    runtime: Annotated[bool, typer.Option(help="Also measure runtime peaks (subprocesses).")
-                       ] = True,
-    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, progress: ProgressOpt = True,
-    tag: TagOpt = None,
-) -> None:
-    """Packed vs float32 size (counted per layer, and as files) and runtime memory peaks."""
-    params = {"models": parse_models(model), "batch": batch, "runtime": runtime}
-    _positive(batch, "--batch")
-    execute_suite("memory", params, device=device, threads=None, seed=seed,
-                  progress=progress, checkpoint_dir=None, resume=None,
-                  tags=_tags(tag))
-
-
-def parse_models(text: str) -> list[str]:
-    from .xnor.models import MODELS
-
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    if not names:
-        fail("--model needs at least one model")
-    for m in names:
-        _choose(m, list(MODELS), "model")
-    return names
-
-
-# --------------------------------------------------------------------------- sweep
-def _sweep(channels: str, kernel: str, input_size: int, threads: int, fixed_channels: int,
-           fixed_kernel: int, batch: int, rounds: int, shard: str | None, seed: int,
-           progress: bool, tags: list[str], resume: int | None = None,
-           given: set[str] | None = None) -> None:
-    ch = parse_int_list(channels, "--channels")
-    ks = parse_int_list(kernel, "--kernel")
-    _positive(input_size, "--input-size")
-    _positive(fixed_channels, "--fixed-channels")
-    _positive(fixed_kernel, "--fixed-kernel")
-    _positive(batch, "--batch")
-    _positive(rounds, "--rounds")
-    _threads(threads)
-    biggest = max([*ks, fixed_kernel])
-    if biggest > input_size:
-        fail(f"kernel {biggest} is larger than the {input_size}x{input_size} input")
-    # the largest point's float weight and input must fit: checked before a run exists
-    for c in [*ch, fixed_channels]:
-        k = max([*ks, fixed_kernel]) if c == fixed_channels else fixed_kernel
-        floats = c * c * k * k + batch * c * input_size * input_size
-        if c > MAX_SWEEP_CHANNELS or floats * 4 > MAX_SWEEP_BYTES:
-            fail(f"--channels {c} with a {k}x{k} filter and a {input_size}x{input_size} "
-                 f"input needs {floats * 4 / 2**30:.1f} GiB of float operands; at most "
-                 f"{MAX_SWEEP_CHANNELS} channels and {MAX_SWEEP_BYTES // 2**30} GiB")
-    params = {"channels": ch, "kernels": ks, "input_size": input_size, "threads": threads,
-              "fixed_channels": fixed_channels, "fixed_kernel": fixed_kernel, "batch": batch,
-              "rounds": rounds, "shard": parse_shard(shard), "seed": seed}
-    execute_suite("sweep", params, device=Device.cpu, threads=threads, seed=seed,
-                  progress=progress, checkpoint_dir=None, resume=resume, tags=tags,
-                  given=given)
-
-
-MAX_SWEEP_CHANNELS = 16384
-MAX_SWEEP_BYTES = 8 * 2**30
-
-
-SWEEP_HELP = "Speedup of the XNOR conv over float conv vs channels and filter size (Fig. 4 b-c)."
-
-
-@app.command("sweep", help=SWEEP_HELP)
-@run_app.command("sweep", help=SWEEP_HELP)
-def sweep(
-    ctx: typer.Context,
-    channels: Annotated[str, typer.Option(help="Channel counts (3x3 filter sweep).")
-                        ] = "16,32,64,128,256,512,1024",
-    kernel: Annotated[str, typer.Option(help="Filter sizes (fixed-channel sweep).")
-                      ] = "1,2,3,4,5,6,7,9,11",
-    input_size: Annotated[int, typer.Option(help="Input height = width.")] = 14,
-    threads: Annotated[int, typer.Option(help="torch and kernel threads.")] = 1,
-    fixed_channels: Annotated[int, typer.Option(help="Channels of the filter-size sweep.")
-                              ] = 256,
-    fixed_kernel: Annotated[int, typer.Option(help="Filter size of the channel sweep.")] = 3,
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
-    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds per point.")] = 5,
-    shard: Annotated[str | None, typer.Option(help="Run only points i, i+n, ... (i/n).")
-                     ] = None,
-    seed: SeedOpt = 0,
-    progress: ProgressOpt = True,
-    tag: TagOpt = None,
-    resume: Annotated[int | None, typer.Option(
-        help="Finish the interrupted or failed sweep with this id: points already "
-             "measured are kept, the rest are measured (same options).")] = None,
-) -> None:
-    _sweep(channels, kernel, input_size, threads, fixed_channels, fixed_kernel, batch, rounds,
-           shard, seed, progress, _tags(tag), resume, given_options(ctx))
-
-
-# --------------------------------------------------------------------------- timing
-@run_app.command("timing")
-def run_timing(
-    model: Annotated[str, typer.Option(help="Comma-separated: resnet18,lenet5,nin.")
-                     ] = "resnet18,lenet5,nin",
-    batches: Annotated[str, typer.Option(help="Inference batch sizes.")] = "1,64",
-    train_batch: Annotated[int, typer.Option(help="Batch of the timed training step.")] = 32,
-    per_layer: Annotated[bool, typer.Option(help="Also time every binary layer.")] = True,
-    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds.")] = 3,
-    threads: Annotated[int, typer.Option(help="torch and kernel threads.")] = 1,
-    device: Annotated[Device, typer.Option(
-        help="cpu: float vs the packed kernels (and per layer); cuda: float vs the "
-             "simulated XNOR model (no GPU bit kernel) and the training steps on the GPU.")
-    ] = Device.cpu,
-    seed: SeedOpt = 0,
-    progress: ProgressOpt = True,
-    tag: TagOpt = None,
-) -> None:
-    """Inference latency (per layer, end to end) and training step, float vs XNOR."""
-    names = parse_models(model)
-    _positive(train_batch, "--train-batch")
-    _positive(rounds, "--rounds")
-    params = {"models": names, "batches": parse_int_list(batches, "--batches"),
-              "train_batch": train_batch, "per_layer": per_layer, "rounds": rounds,
-              "threads": threads, "seed": seed}
-    execute_suite("timing", params, device=device, threads=threads, seed=seed,
-                  progress=progress, checkpoint_dir=None, resume=None,
-                  tags=_tags(tag))
-
-
-@run_app.command("ceilings")
-def run_ceilings(
-    builds: Annotated[str, typer.Option(
-        help="Kernel builds to measure: native (this CPU's best path), avx2 (the VPSHUFB "
-             "path, on any AVX2 CPU), portable (scalar).")] = "native,avx2",
-    channels: Annotated[int, typer.Option(help="Channels of the conv point.")] = 256,
-    kernel: Annotated[int, typer.Option(help="Filter size of the conv point.")] = 3,
-    input_size: Annotated[int, typer.Option(help="Input height = width.")] = 14,
-    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds.")] = 5,
-    progress: ProgressOpt = True,
-    tag: TagOpt = None,
-) -> None:
-    """This core's fp32 FMA and binary XOR+popcount peaks, and the convs as % of them.
-
-    One thread. The ratio of the two peaks is the most a binary conv can gain over a
-    perfect float conv on this CPU.
-    """
-    from .xnor.kernels import BUILDS
-
-    chosen = [b.strip() for b in builds.split(",") if b.strip()]
-    if not chosen:
-        fail("--builds needs at least one build")
-    for b in chosen:
-        _choose(b, list(BUILDS), "kernel build")
-    for value, flag in ((channels, "--channels"), (kernel, "--kernel"),
-                        (input_size, "--input-size"), (rounds, "--rounds")):
-        _positive(value, flag)
-    if channels > 4096 or kernel > 15 or input_size > 256:
-        fail("--channels <= 4096, --kernel <= 15, --input-size <= 256 (a point must fit "
-             "in memory and finish)")
-    if kernel > input_size + 2 * ((kernel - 1) // 2):
-        fail("--kernel is larger than the padded input")
-    params = {"builds": chosen, "channels": channels, "kernel": kernel,
-              "input_size": input_size, "rounds": rounds}
-    execute_suite("ceilings", params, device=Device.cpu, threads=1, seed=0,
-                  progress=progress, checkpoint_dir=None, resume=None,
-                  tags=_tags(tag))
 
 
 # ---------------------------------------------------------------------------- table
@@ -1045,6 +710,9 @@ def plot_sweep(
         fail(f"cannot create {output_dir}: {exc.strerror}")
     for path in plot_sweeps(points, output_dir):
         typer.echo(f"wrote {path}")
+
+
+_add_suite_commands()
 
 
 def main() -> None:

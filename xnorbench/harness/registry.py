@@ -1,4 +1,10 @@
-"""The suite registry: a suite declares its name, its parameters and a row generator."""
+"""The suite registry: a suite declares its name, its options and a row generator.
+
+Suites register themselves (``@register`` in their module); this module imports none of
+them. Importing :mod:`xnorbench.suites` registers the built-in ones (the CLI does), and
+the CLI builds ``xnorbench run <suite>`` from each suite's declared options
+(:mod:`.options`), so adding a suite is one file in ``xnorbench/suites/``.
+"""
 
 from __future__ import annotations
 
@@ -61,36 +67,51 @@ SuiteFn = Callable[[SuiteContext, dict[str, Any]], Iterator[Row]]
 CheckFn = Callable[[SuiteContext, dict[str, Any]], list[str]]
 """What a finished run of a suite must hold: the rows it lacks, as short phrases."""
 
+PrepareFn = Callable[[dict[str, Any]], dict[str, Any]]
+"""From the parsed options to the params a run stores (cross-option checks and
+resolution); raises ``InputError``."""
+
 
 @dataclass(frozen=True)
 class Suite:
+    """A declared suite. ``options`` (:class:`~.options.Opt`) make its command line;
+    ``doc`` is the command's long help; ``check`` makes it resumable; ``checkpoints``:
+    it writes per-epoch checkpoints (``--checkpoint-dir``); ``aliases``: top-level
+    commands that run it too (``xnorbench sweep``); ``threads``: a fixed thread count."""
+
     name: str
     help: str
     fn: SuiteFn
     defaults: dict[str, Any]
     check: CheckFn | None = None
+    options: tuple[Any, ...] = ()
+    prepare: PrepareFn | None = None
+    doc: str = ""
+    checkpoints: bool = False
+    aliases: tuple[str, ...] = ()
+    threads: int | None = None
 
 
 REGISTRY: dict[str, Suite] = {}
 
 
-def register(name: str, help: str, defaults: dict[str, Any], check: CheckFn | None = None
-             ) -> Callable[[SuiteFn], SuiteFn]:
+def register(name: str, help: str, defaults: dict[str, Any], check: CheckFn | None = None,
+             **cli: Any) -> Callable[[SuiteFn], SuiteFn]:
     """Decorator: ``@register("accuracy", "...", defaults={...})`` on a row generator.
 
     ``check(ctx, params)``, if given, lists the rows a complete run lacks; the runner
-    calls it before it marks a run ``finished`` (a resumable suite needs one)."""
+    calls it before it marks a run ``finished`` (a resumable suite needs one). ``cli``:
+    the command-line fields of :class:`Suite` (options, prepare, doc, ...)."""
 
     def wrap(fn: SuiteFn) -> SuiteFn:
-        REGISTRY[name] = Suite(name, help, fn, dict(defaults), check)
+        REGISTRY[name] = Suite(name, help, fn, dict(defaults), check, **cli)
         return fn
 
     return wrap
 
 
 def get_suite(name: str) -> Suite:
-    from .. import suites  # noqa: F401  (registers every suite)
-
     if name not in REGISTRY:
-        raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
+        known = ", ".join(sorted(REGISTRY)) or "none registered (import xnorbench.suites)"
+        raise ValueError(f"unknown suite {name!r}; choose one of {known}")
     return REGISTRY[name]

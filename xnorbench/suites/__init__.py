@@ -1,3 +1,12 @@
-"""Declared suites; importing this package registers them all."""
+"""Declared suites: importing this package registers every module in it.
 
-from . import accuracy, ceilings, compare, memory, sweep, timing  # noqa: F401
+A suite is one module that calls :func:`~xnorbench.harness.registry.register`; a new
+file here is found without being listed.
+"""
+
+import importlib
+import pkgutil
+
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name != "common":
+        importlib.import_module(f"{__name__}.{_info.name}")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..db import Row
+from ..harness.options import Opt
 from ..harness.recipes import recipe_from
 from ..harness.registry import SuiteContext, register
 from ..harness.training import train
@@ -19,7 +20,9 @@ from .common import (
     begin,
     forget_after,
     key_for,
+    prepare_training,
     training_check,
+    training_options,
     training_params,
     variants,
 )
@@ -32,8 +35,17 @@ def jobs(p: dict[str, Any]) -> list[tuple[str, str]]:
     return [(v, v) for v in variants(p.get("variant", "both"))]
 
 
+OPTIONS = training_options(Opt("variant", "str", "both", "float, xnor or both.",
+                               choices=("float", "xnor", "both")))
+
+
 @register("accuracy", "Train + test a model as float and XNOR under one recipe.", DEFAULTS,
-          check=training_check(jobs))
+          check=training_check(jobs), options=OPTIONS, prepare=prepare_training,
+          checkpoints=True,
+          doc="Train and test a model as float and as XNOR under one recipe (per seed).\n\n"
+              "The XNOR network is then packed to 1 bit per weight, reloaded, and evaluated "
+              "with the C++ XNOR-popcount kernel on the CPU (packed accuracy beside "
+              "simulated accuracy).")
 def run_accuracy(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = training_params(DEFAULTS, params)
     bundle, done, first = begin(ctx, p)

@@ -17,18 +17,44 @@ import torch
 import torch.nn.functional as F
 
 from ..db import Row
+from ..harness import options as o
 from ..harness.ceilings import conv_macs, measure
-from ..harness.registry import SuiteContext, register
+from ..harness.options import Opt
+from ..harness.registry import InputError, SuiteContext, register
 from ..harness.timing import compare
-from ..xnor.kernels import cpu_has_avx2, kernel_isa, load_kernels
+from ..xnor.kernels import BUILDS, cpu_has_avx2, kernel_isa, load_kernels
 
-DEFAULTS: dict[str, Any] = {"builds": ["native", "avx2"], "channels": 256, "kernel": 3,
-                            "input_size": 14, "batch": 1, "rounds": 5, "min_run_time": 0.05,
-                            "seed": 0}
+OPTIONS = (
+    Opt("builds", "strs", ["native", "avx2"], "Kernel builds to measure: native (this CPU's "
+        "best path), avx2 (the VPSHUFB path, on any AVX2 CPU), portable (scalar).",
+        choices=tuple(BUILDS), noun="kernel build"),
+    Opt("channels", "int", 256, "Channels of the conv point.", check=o.positive),
+    Opt("kernel", "int", 3, "Filter size of the conv point.", check=o.positive),
+    Opt("input_size", "int", 14, "Input height = width.", check=o.positive),
+    Opt("rounds", "int", 5, "Interleaved timing rounds.", check=o.positive),
+    Opt("batch", "int", 1, "Batch of the conv point.", hidden=True),
+    Opt("min_run_time", "float", 0.05, "Seconds each timing block runs at least.",
+        hidden=True),
+    Opt("seed", "int", 0, "Random seed.", hidden=True),
+)
+DEFAULTS: dict[str, Any] = o.defaults(OPTIONS)
+
+
+def prepare(p: dict[str, Any]) -> dict[str, Any]:
+    """A point that fits in memory and finishes, with a filter that fits the input."""
+    if p["channels"] > 4096 or p["kernel"] > 15 or p["input_size"] > 256:
+        raise InputError("--channels <= 4096, --kernel <= 15, --input-size <= 256 (a point "
+                         "must fit in memory and finish)")
+    if p["kernel"] > p["input_size"] + 2 * ((p["kernel"] - 1) // 2):
+        raise InputError("--kernel is larger than the padded input")
+    return p
 
 
 @register("ceilings", "fp32 FMA and binary popcount peaks per core; convs as % of them.",
-          DEFAULTS)
+          DEFAULTS, options=OPTIONS, prepare=prepare, threads=1,
+          doc="This core's fp32 FMA and binary XOR+popcount peaks, and the convs as % of "
+              "them. One thread. The ratio of the two peaks is the most a binary conv can "
+              "gain over a perfect float conv on this CPU.")
 def run_ceilings(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = {**DEFAULTS, **params}
     torch.set_num_threads(1)

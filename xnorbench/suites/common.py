@@ -7,9 +7,24 @@ from collections.abc import Callable
 from typing import Any
 
 from ..db import Row
-from ..harness.datasets import DataBundle, load_dataset
-from ..harness.recipes import BASE, Recipe, recipe_key
-from ..harness.registry import CheckFn, SuiteContext
+from ..harness import options as o
+from ..harness.datasets import DATASETS, DataBundle, load_dataset
+from ..harness.options import Opt
+from ..harness.recipes import (
+    AUGMENTATIONS,
+    BASE,
+    DECAY_SCOPES,
+    OPTIMIZERS,
+    PRESETS,
+    SCHEDULES,
+    Recipe,
+    recipe_key,
+    resolve,
+    show_value,
+)
+from ..harness.registry import CheckFn, InputError, SuiteContext
+from ..xnor import GRAD_RULES, XNOR_PATHS
+from ..xnor.models import MODELS
 
 TRAINING_DEFAULTS: dict[str, Any] = {**BASE, "data_dir": None, "download": False,
                                      "recipe": None, "overridden": []}
@@ -60,6 +75,134 @@ def training_check(jobs: Callable[[dict[str, Any]], list[tuple[str, str]]]) -> C
         return out
 
     return check
+
+
+RECIPE_PANEL = "Recipe (each option overrides --recipe)"
+
+
+def _recipe_opt(name: str, kind: str, help_: str, *decls: str, base: str | None = None,
+                check: Any = None, choices: tuple[str, ...] = (), minimum: int = 1,
+                noun: str = "") -> Opt:
+    """A training option: not given (None) takes the recipe's value; its help names the
+    base default."""
+    default = BASE.get(base or name)
+    suffix = f" \\[default: {show_value(default)}, or the recipe's]" if (base or name) in BASE \
+        else ""
+    return Opt(name, kind, None, help_ + suffix, check=check, decls=decls, panel=RECIPE_PANEL,
+               show_default=False, choices=choices, minimum=minimum, noun=noun)
+
+
+def training_options(choice: Opt) -> tuple[Opt, ...]:
+    """The options of a training suite (accuracy, compare); ``choice`` is its own (which
+    variants, or which gradient rules)."""
+    return (
+        Opt("recipe", "str", None, "Named recipe that fills every training option "
+            "(`xnorbench recipes` lists them); options given beside it override it.",
+            panel=RECIPE_PANEL, show_default=False),
+        _recipe_opt("dataset", "str", "mnist, fashion-mnist, kmnist (IDX files under "
+                    "DATA/<MNIST|FashionMNIST|KMNIST>/raw), cifar10, or imagefolder "
+                    "(DATA/train/<class>/* and DATA/test/ or DATA/val/; channels, size, "
+                    "classes and normalization from the data).", choices=DATASETS),
+        _recipe_opt("model", "str", "resnet18, lenet5 or nin.", choices=tuple(MODELS)),
+        choice,
+        _recipe_opt("epochs", "int", "Training epochs.", check=o.positive),
+        _recipe_opt("batch_size", "int", "Training batch size.", check=o.positive),
+        _recipe_opt("optimizer", "str", "sgd or adam.", choices=OPTIMIZERS),
+        Opt("lr", "float", None, "Learning rate \\[default: 0.1 for sgd, 1e-3 for adam, or "
+            "the recipe's].", check=o.positive, panel=RECIPE_PANEL, show_default=False),
+        _recipe_opt("momentum", "float", "SGD momentum.", check=o.non_negative),
+        _recipe_opt("nesterov", "bool", "Nesterov momentum (sgd).",
+                    "--nesterov/--no-nesterov"),
+        _recipe_opt("weight_decay", "float", "Weight decay (L2).", check=o.non_negative),
+        _recipe_opt("decay_scope", "str", "What weight decay applies to: weights "
+                    "(conv/linear weights) or all (every parameter, as the original port "
+                    "does).", choices=DECAY_SCOPES),
+        _recipe_opt("schedule", "str", "lr schedule: cosine (to 0, per step), step (x "
+                    "--lr-gamma from each --milestones epoch on) or constant.",
+                    choices=SCHEDULES),
+        _recipe_opt("milestones", "ints", "Epochs (counted from 1) from which the step "
+                    "schedule multiplies lr by --lr-gamma, e.g. 15,30,45."),
+        _recipe_opt("lr_gamma", "float", "Factor of the step schedule.", check=o.positive),
+        _recipe_opt("augment", "str", "auto (random crop + flip on cifar10, none "
+                    "otherwise), none or crop-flip.", choices=AUGMENTATIONS,
+                    noun="augmentation"),
+        _recipe_opt("bn_clamp", "bool", "The original port's guard: clamp every BatchNorm "
+                    "scale to >= 0.01 before each step.", "--bn-clamp/--no-bn-clamp"),
+        *(() if choice.name == "rules" else (
+            _recipe_opt("grad_rule", "str", "XNOR weight gradient: corrected, paper or "
+                        "reference.", choices=GRAD_RULES),)),
+        _recipe_opt("limit_train", "int", "Train on a seeded subset of this many images "
+                    "(0: the whole split).", check=o.non_negative),
+        _recipe_opt("limit_test", "int", "Test on a seeded subset of this many images "
+                    "(0: the whole split).", check=o.non_negative),
+        _recipe_opt("seeds", "ints", "Seeds, e.g. 0,1,2: each variant trains once per seed "
+                    "within the run; tables show mean +- std (n).", check=_seeds_ok,
+                    minimum=0),
+        Opt("seed", "int", None, "One seed (the same as --seeds N).", check=o.seed_ok,
+            panel=RECIPE_PANEL, show_default=False),
+        _recipe_opt("amp", "bool", "bf16 autocast.", "--amp/--no-amp"),
+        _recipe_opt("channels_last", "bool", "channels_last memory format.",
+                    "--channels-last/--no-channels-last"),
+        _recipe_opt("xnor_path", "str", "How XNOR trains: fused (layers binarize inside "
+                    "forward/backward, bits kept for backward) or binop (the original "
+                    "port's BinOp workflow). Both give identical results; fused is faster "
+                    "and uses less memory.", choices=XNOR_PATHS,
+                    noun="XNOR training path"),
+        Opt("data_dir", "path", None, "Folder holding MNIST/raw (FashionMNIST/raw, "
+            "KMNIST/raw), cifar10-jpeg or cifar-10-batches-py, or the ImageFolder tree "
+            "itself \\[default: $XNORBENCH_DATA, else ./data].", show_default=False),
+        Opt("download", "bool", False, "Download the dataset if missing."),
+        DEVICE_OPT, THREADS_OPT,
+    )
+
+
+def _seeds_ok(values: list[int], flag: str) -> None:
+    for v in values:
+        o.seed_ok(v, flag)
+    if len(set(values)) != len(values):
+        raise InputError(f"{flag} {','.join(map(str, values))}: each seed once")
+
+
+DEVICE_OPT = Opt("device", "device", "auto", "Where to compute: auto picks cuda if present.",
+                 param=None)
+THREADS_OPT = Opt("threads", "int", None, "torch intra-op threads (recorded).", param=None,
+                  check=o.threads_ok)
+
+RECIPE_FLAGS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum",
+                "nesterov", "weight_decay", "decay_scope", "schedule", "milestones",
+                "lr_gamma", "augment", "bn_clamp", "grad_rule", "limit_train", "limit_test",
+                "amp", "channels_last", "xnor_path")
+"""The options that override a recipe (None: not given)."""
+
+
+def prepare_training(given: dict[str, Any]) -> dict[str, Any]:
+    """The command line's training options (None: not given) resolved through
+    ``--recipe`` into the params a training run stores; ``InputError`` on bad input."""
+    if given.get("seeds") is not None and given.get("seed") is not None:
+        raise InputError("give --seeds or --seed, not both")
+    over = {k: given.get(k) for k in RECIPE_FLAGS}
+    if given.get("seed") is not None:
+        over["seeds"] = (given["seed"],)
+    elif given.get("seeds") is not None:
+        over["seeds"] = tuple(given["seeds"])
+    if over.get("milestones") is not None:
+        over["milestones"] = tuple(over["milestones"])
+    recipe = given.get("recipe")
+    if recipe is not None and recipe not in PRESETS:
+        raise InputError(f"unknown recipe {recipe!r}; choose one of {', '.join(PRESETS)} "
+                         "(`xnorbench recipes` lists them)")
+    p = resolve(recipe, over)
+    for limit in ("limit_train", "limit_test"):
+        if p[limit] == 0:
+            p[limit] = None
+    if p["schedule"] == "step" and not p["milestones"]:
+        raise InputError("--schedule step needs --milestones (e.g. 15,30,45)")
+    p.update(seeds=list(p["seeds"]), milestones=list(p["milestones"]),
+             data_dir=given.get("data_dir"), download=bool(given.get("download")))
+    for key in ("variant", "rules"):
+        if key in given:
+            p[key] = given[key]
+    return p
 
 
 def training_params(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..db import Row
+from ..harness.options import Opt
 from ..harness.recipes import recipe_from
 from ..harness.registry import SuiteContext, register
 from ..harness.training import train
@@ -23,7 +24,9 @@ from .common import (
     begin,
     forget_after,
     key_for,
+    prepare_training,
     training_check,
+    training_options,
     training_params,
 )
 
@@ -36,8 +39,17 @@ def jobs(p: dict[str, Any]) -> list[tuple[str, str]]:
                                    for r in p.get("rules", GRAD_RULES)]
 
 
+OPTIONS = training_options(Opt("rules", "strs", list(GRAD_RULES),
+                               "Gradient rules to train XNOR with.", choices=GRAD_RULES,
+                               noun="grad rule"))
+
+
 @register("compare", "Float vs XNOR under each gradient rule, one recipe, one run.", DEFAULTS,
-          check=training_check(jobs))
+          check=training_check(jobs), options=OPTIONS, prepare=prepare_training,
+          checkpoints=True,
+          doc="Vanilla vs binary: float, then XNOR under each gradient rule, same recipe, per "
+              "seed.\n\nWith several --seeds the report says whether the gap between two "
+              "rules exceeds their seed-to-seed spread.")
 def run_compare(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = training_params(DEFAULTS, params)
     bundle, done, first = begin(ctx, p)

@@ -18,15 +18,25 @@ from typing import Any
 import torch
 
 from ..db import Row
+from ..harness import options as o
 from ..harness.memprobe import measure
+from ..harness.options import Opt
 from ..harness.registry import SuiteContext, register
 from ..harness.saved import training_step_saved
 from ..harness.summary import summarize
 from ..xnor import models, save_packed
 from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
 
-DEFAULTS: dict[str, Any] = {"models": ["resnet18", "lenet5", "nin"], "batch": 64,
-                            "runtime": True}
+OPTIONS = (
+    Opt("model", "strs", ["resnet18", "lenet5", "nin"], "Comma-separated: resnet18,lenet5,nin.",
+        param="models", choices=tuple(models.MODELS), noun="model"),
+    Opt("batch", "int", 64, "Batch of the runtime-memory probes.", check=o.positive),
+    Opt("runtime", "bool", True, "Also measure runtime peaks (subprocesses)."),
+    Opt("device", "device", "auto", "Where to compute: auto picks cuda if present.",
+        param=None),
+    Opt("seed", "int", 0, "Random seed (recorded).", param=None, check=o.seed_ok),
+)
+DEFAULTS: dict[str, Any] = o.defaults(OPTIONS)
 MIB = 1024 * 1024
 
 
@@ -42,7 +52,9 @@ def file_sizes(name: str) -> tuple[int, int]:
 
 
 @register("memory", "Model size packed vs float32 (counted, files) and runtime peaks.",
-          DEFAULTS)
+          DEFAULTS, options=OPTIONS,
+          doc="Packed vs float32 size (counted per layer, and as files) and runtime memory "
+              "peaks.")
 def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = {**DEFAULTS, **params}
     for name in ctx.progress.track(p["models"], "models"):

@@ -21,18 +21,52 @@ import torch
 import torch.nn.functional as F
 
 from ..db import Row
+from ..harness import options as o
 from ..harness.ceilings import conv_macs
 from ..harness.ceilings import measure as measure_ceilings
 from ..harness.environment import cpu_info
-from ..harness.registry import SuiteContext, register
+from ..harness.options import Opt
+from ..harness.registry import InputError, SuiteContext, register
 from ..harness.timing import compare
 from ..xnor.kernels import default_build, kernel_isa, load_kernels
 
-DEFAULTS: dict[str, Any] = {
-    "channels": [16, 32, 64, 128, 256, 512, 1024], "kernels": [1, 2, 3, 4, 5, 6, 7, 9, 11],
-    "fixed_channels": 256, "fixed_kernel": 3, "input_size": 14, "batch": 1, "threads": 1,
-    "rounds": 5, "min_run_time": 0.05, "seed": 0, "shard": None,
-}
+OPTIONS = (
+    Opt("channels", "ints", [16, 32, 64, 128, 256, 512, 1024],
+        "Channel counts (3x3 filter sweep)."),
+    Opt("kernel", "ints", [1, 2, 3, 4, 5, 6, 7, 9, 11], "Filter sizes (fixed-channel sweep).",
+        param="kernels"),
+    Opt("input_size", "int", 14, "Input height = width.", check=o.positive),
+    Opt("threads", "int", 1, "torch and kernel threads.", check=o.threads_ok),
+    Opt("fixed_channels", "int", 256, "Channels of the filter-size sweep.", check=o.positive),
+    Opt("fixed_kernel", "int", 3, "Filter size of the channel sweep.", check=o.positive),
+    Opt("batch", "int", 1, "Batch size.", check=o.positive),
+    Opt("rounds", "int", 5, "Interleaved timing rounds per point.", check=o.positive),
+    Opt("shard", "str", None, "Run only points i, i+n, ... (i/n).", convert=o.shard),
+    Opt("seed", "int", 0, "Random seed (recorded).", check=o.seed_ok),
+    Opt("min_run_time", "float", 0.05, "Seconds each timing block runs at least.",
+        hidden=True),
+)
+DEFAULTS: dict[str, Any] = o.defaults(OPTIONS)
+MAX_SWEEP_CHANNELS = 16384
+MAX_SWEEP_BYTES = 8 * 2**30
+
+
+def prepare(p: dict[str, Any]) -> dict[str, Any]:
+    """Filters that fit the input, and points whose operands fit in memory: checked
+    before a run exists."""
+    ks, size, batch = p["kernels"], p["input_size"], p["batch"]
+    biggest = max([*ks, p["fixed_kernel"]])
+    if biggest > size:
+        raise InputError(f"kernel {biggest} is larger than the {size}x{size} input")
+    for c in [*p["channels"], p["fixed_channels"]]:
+        k = biggest if c == p["fixed_channels"] else p["fixed_kernel"]
+        floats = c * c * k * k + batch * c * size * size
+        if c > MAX_SWEEP_CHANNELS or floats * 4 > MAX_SWEEP_BYTES:
+            raise InputError(
+                f"--channels {c} with a {k}x{k} filter and a {size}x{size} input needs "
+                f"{floats * 4 / 2**30:.1f} GiB of float operands; at most "
+                f"{MAX_SWEEP_CHANNELS} channels and {MAX_SWEEP_BYTES // 2**30} GiB")
+    return p
 
 
 def theoretical_speedup(c: int, k: int) -> float:
@@ -118,8 +152,9 @@ def done_points(ctx: SuiteContext) -> set[tuple[str, int, int]]:
     return done
 
 
-@register("sweep", "Speedup of the XNOR conv over float conv vs channels and filter size.",
-          DEFAULTS, check=check_sweep)
+@register("sweep", "Speedup of the XNOR conv over float conv vs channels and filter size "
+          "(Fig. 4 b-c).", DEFAULTS, check=check_sweep, options=OPTIONS, prepare=prepare,
+          aliases=("sweep",))
 def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = {**DEFAULTS, **params}
     done = done_points(ctx) if ctx.resume else set()

@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 from ..db import Row
+from ..harness import options as o
 from ..harness.ceilings import Ceilings
 from ..harness.ceilings import measure as measure_ceilings
+from ..harness.options import Opt
 from ..harness.registry import SuiteContext, register
 from ..harness.timing import compare, dispatched_ops
 from ..harness.training import train_step
@@ -30,10 +32,22 @@ from ..xnor.kernels import default_build, kernel_isa
 from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
 from ..xnor.packed import pack_model
 
-DEFAULTS: dict[str, Any] = {
-    "models": ["resnet18", "lenet5", "nin"], "batches": [1, 64], "threads": 1,
-    "train_batch": 32, "rounds": 3, "min_run_time": 0.05, "per_layer": True, "seed": 0,
-}
+OPTIONS = (
+    Opt("model", "strs", ["resnet18", "lenet5", "nin"], "Comma-separated: resnet18,lenet5,nin.",
+        param="models", choices=tuple(models.MODELS), noun="model"),
+    Opt("batches", "ints", [1, 64], "Inference batch sizes."),
+    Opt("train_batch", "int", 32, "Batch of the timed training step.", check=o.positive),
+    Opt("per_layer", "bool", True, "Also time every binary layer."),
+    Opt("rounds", "int", 3, "Interleaved timing rounds.", check=o.positive),
+    Opt("threads", "int", 1, "torch and kernel threads.", check=o.threads_ok),
+    Opt("device", "device", "cpu", "cpu: float vs the packed kernels (and per layer); cuda: "
+        "float vs the simulated XNOR model (no GPU bit kernel) and the training steps on the "
+        "GPU.", param=None),
+    Opt("seed", "int", 0, "Random seed (recorded).", check=o.seed_ok),
+    Opt("min_run_time", "float", 0.05, "Seconds each timing block runs at least.",
+        hidden=True),
+)
+DEFAULTS: dict[str, Any] = o.defaults(OPTIONS)
 
 
 def _layer_inputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
@@ -60,7 +74,8 @@ def _layer_macs(layer: nn.Module, x: torch.Tensor) -> int:
 
 
 @register("timing", "Latency per layer and end to end, float vs packed XNOR; train steps.",
-          DEFAULTS)
+          DEFAULTS, options=OPTIONS,
+          doc="Inference latency (per layer, end to end) and training step, float vs XNOR.")
 def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = {**DEFAULTS, **params}
     threads = p["threads"]

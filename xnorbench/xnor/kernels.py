@@ -19,7 +19,6 @@ to check that they agree. ``-fopenmp`` is required for threads: without it
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 import warnings
@@ -79,15 +78,10 @@ def load_kernels(portable: bool | None = None, build: str | None = None) -> Modu
 
 
 def _import_cpp_extension() -> ModuleType:
-    """``torch.utils.cpp_extension``, without its import-time "No CUDA runtime is found,
-    using CUDA_HOME=..." warning (noise on every CPU machine; our own warnings stay)."""
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        from torch.utils import cpp_extension
-    finally:
-        logger.setLevel(level)
+    """``torch.utils.cpp_extension`` (its CUDA_HOME notice is filtered out by the
+    package's ``__init__``)."""
+    from torch.utils import cpp_extension
+
     return cpp_extension
 
 
