@@ -173,7 +173,40 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
     """Validate the device, open the db, run the suite, map outcomes to exit codes.
 
     ``given``: the options the command line set explicitly (checked against a resumed
-    run's, see :func:`resume_settings`)."""
+    run's, see :func:`resume_settings`). Under torchrun, rank 0 does this and the other
+    processes follow it (:func:`follow_suite`)."""
+    from .harness import distributed
+    from .harness.environment import resolve_device
+    from .harness.registry import InputError
+
+    _path(checkpoint_dir, "--checkpoint-dir")
+    if distributed.launched():
+        try:
+            w = distributed.setup(resolve_device(device.value))
+        except (ValueError, InputError) as exc:
+            fail(str(exc))
+        try:
+            if not w.main:
+                follow_suite(suite)
+                return 0
+            try:
+                return _execute_main(suite, params, device=device, threads=threads,
+                                     seed=seed, progress=progress,
+                                     checkpoint_dir=checkpoint_dir, resume=resume, tags=tags,
+                                     given=given)
+            finally:  # however rank 0 leaves, the others learn whether there is a run
+                distributed.announce(None)
+        finally:
+            distributed.shutdown()
+    return _execute_main(suite, params, device=device, threads=threads, seed=seed,
+                         progress=progress, checkpoint_dir=checkpoint_dir, resume=resume,
+                         tags=tags, given=given)
+
+
+def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads: int | None,
+                  seed: int | None, progress: bool, checkpoint_dir: Path | None,
+                  resume: int | None, tags: list[str] | None, given: set[str] | None) -> int:
+    """Rank 0 (or the only process): open the db, run the suite, report the outcome."""
     from .db import RunLost
     from .harness.environment import resolve_device
     from .harness.registry import InputError
@@ -185,7 +218,6 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
         execute,
     )
 
-    _path(checkpoint_dir, "--checkpoint-dir")
     store = open_store(write=True)
     dev_name = device.value
     if resume is not None:
@@ -227,6 +259,26 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
     typer.echo(f"run {run_id} finished: {n} rows in "
                f"{store.engine.url.render_as_string(hide_password=True)}")
     return run_id
+
+
+def follow_suite(suite: str) -> None:
+    """A torchrun process other than rank 0: train in lockstep with it, write nothing;
+    one line and a non-zero exit if it fails (torchrun then stops the others)."""
+    from .harness.runner import follow
+
+    try:
+        if follow(suite) is None:
+            raise typer.Exit(2)  # rank 0 refused the run and said why
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        from .harness.distributed import world
+
+        typer.echo(f"error: rank {world().rank}: {type(exc).__name__}: "
+                   f"{str(exc).splitlines()[0] if str(exc) else ''}", err=True)
+        raise typer.Exit(1) from None
 
 
 ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]

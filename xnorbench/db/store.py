@@ -125,13 +125,15 @@ def _init_schema_once(engine: Engine, upgrade: bool = True) -> None:
         if "runs" in tables and "xnorbench_meta" not in tables:
             raise DBError(f"{_shown(engine.url)}: has a 'runs' table but no xnorbench schema "
                           "version; not an xnorbench database")
-        if "runs" not in tables:
+        now = migrate.state(conn) if "runs" in tables else None
+        if now is None or (now.version is None and now.revision is None):
+            # new, or being created by another process right now (SQLite's driver commits
+            # each CREATE TABLE on its own, so the tables can show before the version)
             Base.metadata.create_all(conn)
             _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
             _set_meta(conn, "database_id", uuid.uuid4().hex, replace=False)
             migrate.stamp(conn, "head")
             return
-        now = migrate.state(conn)
         if (now.version or 0) > SCHEMA_VERSION or (
                 now.revision is not None and now.revision not in migrate.known_revisions()):
             shown = now.revision if now.version is None else now.version

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .datasets import Split
+from .distributed import World, shard
 
 
 def random_crop_flip(x: Tensor, pad: int, generator: torch.Generator) -> Tensor:
@@ -33,11 +34,16 @@ def random_crop_flip(x: Tensor, pad: int, generator: torch.Generator) -> Tensor:
 
 
 class BatchLoader:
-    """Iterates (images, labels) batches as normalised float tensors on ``device``."""
+    """Iterates (images, labels) batches as normalised float tensors on ``device``.
+
+    With a ``world`` of several processes each one iterates its own share of every
+    epoch (:func:`.distributed.shard`; padded when shuffling for training, exact for
+    evaluation) in batches of ``batch_size`` (the per-process batch)."""
 
     def __init__(self, split: Split, batch_size: int, *, mean: tuple[float, ...],
                  std: tuple[float, ...], device: str = "cpu", shuffle: bool = False,
-                 augment: bool = False, seed: int = 0, channels_last: bool = False) -> None:
+                 augment: bool = False, seed: int = 0, channels_last: bool = False,
+                 world: World | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         self.images = split.images.to(device)
@@ -50,11 +56,26 @@ class BatchLoader:
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=device).view(shape) * 255
         self.inv_std = 1.0 / (torch.tensor(std, device=device).view(shape) * 255)
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.world = world or World()
+        # augmentation draws differ per rank; the epoch order is one for all ranks
+        self.generator = torch.Generator(device=device).manual_seed(
+            seed + 1_000_003 * self.world.rank)
         self.epoch_generator = torch.Generator().manual_seed(seed)
 
+    def shard_size(self) -> int:
+        """How many samples this process iterates per epoch."""
+        n, size = len(self.labels), self.world.size
+        if self.shuffle:
+            return (n + size - 1) // size
+        return len(range(self.world.rank, n, size))
+
+    def indices(self) -> Tensor:
+        """The positions in the split this process evaluates, in iteration order (no
+        shuffling; for gathering predictions)."""
+        return shard(torch.arange(len(self.labels)), self.world, pad=False)
+
     def __len__(self) -> int:
-        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+        return (self.shard_size() + self.batch_size - 1) // self.batch_size
 
     def state(self) -> dict[str, Tensor]:
         return {"device": self.generator.get_state(), "epoch": self.epoch_generator.get_state()}
@@ -66,10 +87,11 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.labels)
         if self.shuffle:
-            order = torch.randperm(n, generator=self.epoch_generator).to(self.device)
+            order = torch.randperm(n, generator=self.epoch_generator)
         else:
-            order = torch.arange(n, device=self.device)
-        for start in range(0, n, self.batch_size):
+            order = torch.arange(n)
+        order = shard(order, self.world, pad=self.shuffle).to(self.device)
+        for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             x = (self.images[idx].float() - self.mean) * self.inv_std
             if self.augment:

@@ -46,6 +46,7 @@ class Recipe:
     amp: bool = False                  # bf16 autocast
     channels_last: bool = False
     xnor_path: str = "fused"           # fused layers, or the port's BinOp workflow
+    sync_bn: bool = False              # BatchNorm statistics over every process (DDP)
 
     @property
     def learning_rate(self) -> float:
@@ -84,7 +85,8 @@ class Recipe:
         wd = f"weight decay {self.weight_decay:g}" + (
             " on every parameter" if self.decay_scope == "all" else " on conv/linear weights")
         extra = f", BN scales clamped >= {BN_FLOOR:g}" if self.bn_clamp else ""
-        amp = ", bf16 autocast" if self.amp else ""
+        amp = (", bf16 autocast" if self.amp else "") + (
+            ", BatchNorm synchronized across processes" if self.sync_bn else "")
         return (f"{self.epochs} epoch(s), {opt} lr {self.learning_rate:g} {sched}, "
                 f"batch {self.batch_size}, {wd}{extra}{amp}")
 
@@ -113,6 +115,8 @@ def recipe_key(recipe: Recipe, *, dataset: str, model: str, train_size: int,
     if d["schedule"] != "step":
         d.pop("milestones")
         d.pop("lr_gamma")
+    if not d.get("sync_bn"):  # keys of runs stored before the option stay as they were
+        d.pop("sync_bn", None)
     d.update(dataset=dataset, model=model, train_size=int(train_size),
              test_size=int(test_size))
     blob = json.dumps(d, sort_keys=True, default=str)

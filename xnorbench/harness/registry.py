@@ -77,7 +77,8 @@ class Suite:
     """A declared suite. ``options`` (:class:`~.options.Opt`) make its command line;
     ``doc`` is the command's long help; ``check`` makes it resumable; ``checkpoints``:
     it writes per-epoch checkpoints (``--checkpoint-dir``); ``aliases``: top-level
-    commands that run it too (``xnorbench sweep``); ``threads``: a fixed thread count."""
+    commands that run it too (``xnorbench sweep``); ``threads``: a fixed thread count;
+    ``distributed``: it can train on several processes (torchrun)."""
 
     name: str
     help: str
@@ -90,6 +91,7 @@ class Suite:
     checkpoints: bool = False
     aliases: tuple[str, ...] = ()
     threads: int | None = None
+    distributed: bool = False
 
 
 REGISTRY: dict[str, Suite] = {}

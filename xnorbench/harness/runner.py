@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..db import DBError, RunLost, Store
+from . import distributed
 from .environment import capture
 from .progress import Progress
 from .registry import InputError, SuiteContext, get_suite
@@ -181,40 +182,56 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
     run finishes.
     """
     suite = get_suite(suite_name)
-    beat = heartbeat_seconds()  # a bad XNORBENCH_HEARTBEAT_S is refused before a run exists
-    if threads:
-        torch.set_num_threads(threads)
-    if resume_run is not None:
-        run = store.run(resume_run)
-        if run is None:
-            raise ValueError(f"--resume {resume_run}: no such run")
-        if run.suite != suite_name:
-            raise ValueError(f"--resume {resume_run}: run is a {run.suite!r} run")
-        if run.status == "finished":
-            raise ValueError(f"--resume {resume_run}: run already finished")
-        if suite.check is None:
-            raise ValueError(f"--resume {resume_run}: {suite_name} runs cannot be resumed; "
-                             "start a new one")
-        params = dict(run.params)
-        root = Path(checkpoint_dir or (run.context or {}).get("checkpoint_dir")
-                    or "checkpoints")
-        try:
-            store.claim_run(resume_run)
-        except DBError as exc:
-            raise ValueError(f"--resume {resume_run}: {exc}") from None
-        run_id = resume_run
-    else:
-        root = Path(checkpoint_dir or "checkpoints")
-        context = {**capture(device, seed), "checkpoint_dir": str(root.resolve())}
-        run_id = store.start_run(suite_name, params, context, command)
-    for tag in tags or []:
-        store.tag(run_id, tag)
-    database = store.database_id()
+    w = distributed.world()
+    try:
+        beat = heartbeat_seconds()  # a bad XNORBENCH_HEARTBEAT_S: refused before a run exists
+        if w.active and not suite.distributed:
+            raise ValueError(f"{suite_name} runs in one process; launch it without torchrun")
+        if threads:
+            torch.set_num_threads(threads)
+        if resume_run is not None:
+            run = store.run(resume_run)
+            if run is None:
+                raise ValueError(f"--resume {resume_run}: no such run")
+            if run.suite != suite_name:
+                raise ValueError(f"--resume {resume_run}: run is a {run.suite!r} run")
+            if run.status == "finished":
+                raise ValueError(f"--resume {resume_run}: run already finished")
+            if suite.check is None:
+                raise ValueError(f"--resume {resume_run}: {suite_name} runs cannot be "
+                                 "resumed; start a new one")
+            stored_world = (run.context or {}).get("world_size", 1)
+            if stored_world != w.size:
+                raise ValueError(f"--resume {resume_run}: the run trained on {stored_world} "
+                                 f"process(es); resume it on as many (not {w.size})")
+            params = dict(run.params)
+            root = Path(checkpoint_dir or (run.context or {}).get("checkpoint_dir")
+                        or "checkpoints")
+            try:
+                store.claim_run(resume_run)
+            except DBError as exc:
+                raise ValueError(f"--resume {resume_run}: {exc}") from None
+            run_id = resume_run
+        else:
+            root = Path(checkpoint_dir or "checkpoints")
+            context = {**capture(device, seed), "checkpoint_dir": str(root.resolve()),
+                       **w.describe()}
+            run_id = store.start_run(suite_name, params, context, command)
+        for tag in tags or []:
+            store.tag(run_id, tag)
+        database = store.database_id()
+    except BaseException:
+        distributed.announce(None)  # the other processes stop too
+        raise
     ctx = SuiteContext(run_id=run_id, store=store, device=device,
                        progress=Progress(enabled=progress),
                        checkpoint_dir=root / f"db-{database[:12]}",
                        resume=resume_run is not None,
                        binding={"database": database, "run": run_id})
+    distributed.announce({"run_id": run_id, "params": params, "device": device,
+                           "threads": torch.get_num_threads(), "resume": ctx.resume,
+                           "checkpoint_dir": str(ctx.checkpoint_dir),
+                           "binding": ctx.binding})
     written = 0
     lost = threading.Event()
     try:
@@ -250,6 +267,42 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
     finish(store, run_id, "finished")
     ctx.discard_checkpoints()
     return run_id
+
+
+class NullStore:
+    """What a process other than rank 0 writes through: nothing. Reads find nothing;
+    what a suite must know from the database (which trainings are done) it gets from
+    rank 0 by broadcast."""
+
+    def results(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+    def add_rows(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def delete_results_after(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def delete_rows(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+
+def follow(suite_name: str) -> int | None:
+    """A process other than rank 0 of a torchrun launch: receive the run rank 0 opened,
+    train in lockstep, write nothing. Returns the run id (None if rank 0 refused it)."""
+    suite = get_suite(suite_name)
+    info = distributed.receive()
+    if info is None:
+        return None
+    torch.set_num_threads(info["threads"])
+    ctx = SuiteContext(run_id=info["run_id"], store=NullStore(),  # type: ignore[arg-type]
+                       device=info["device"], progress=Progress(enabled=False),
+                       checkpoint_dir=Path(info["checkpoint_dir"]), resume=info["resume"],
+                       binding=info["binding"])
+    with sigterm_as_interrupt():
+        for _ in suite.fn(ctx, info["params"]):
+            pass
+    return int(info["run_id"])
 
 
 class IncompleteRun(Exception):

@@ -26,9 +26,11 @@ from torch import nn
 from ..db import Row
 from ..xnor import BinOp, FusedXNOR, models
 from .datasets import DataBundle
+from .distributed import SINGLE, World, all_sum, gather_to_main, local_batch, world
 from .loader import BatchLoader
 from .progress import Progress
 from .recipes import OPTIMIZERS, Recipe
+from .registry import InputError
 
 __all__ = ["OPTIMIZERS", "NonFiniteLoss", "Recipe", "evaluate", "make_optimizer",
            "make_scheduler", "measure_step_seconds", "train", "train_step"]
@@ -148,15 +150,20 @@ def clamp_bn_scales(model: nn.Module, minimum: float | None) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: XNORStep | None = None,
-             predictions: list[torch.Tensor] | None = None) -> tuple[float, float]:
-    """(accuracy %, mean loss) on ``loader``; XNOR weights binarized for the pass.
+             predictions: list[torch.Tensor] | None = None, top5: list[float] | None = None
+             ) -> tuple[float, float]:
+    """(accuracy %, mean loss) on ``loader``, over every process's share; XNOR weights
+    binarized for the pass.
 
-    ``predictions``, if given, receives each batch's predicted classes (on the CPU).
+    ``predictions``, if given, receives the predicted class of every test image, in
+    split order, on the CPU (gathered to rank 0 when several processes evaluate; empty
+    on the others). ``top5``, if given, receives the top-5 accuracy %.
     """
     model.eval()
     if bin_op is not None:
         bin_op.binarization()
-    correct, total, loss_sum = 0, 0, 0.0
+    correct, correct5, total, loss_sum = 0, 0, 0, 0.0
+    local: list[torch.Tensor] = []
     try:
         for x, y in loader:
             with _autocast(loader.device, amp):
@@ -164,12 +171,27 @@ def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: XNORStep 
             loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum").item()
             pred = out.argmax(1)
             correct += int((pred == y).sum())
+            if top5 is not None:
+                k = min(5, out.shape[1])
+                correct5 += int((out.topk(k, 1).indices == y[:, None]).any(1).sum())
             total += int(y.numel())
             if predictions is not None:
-                predictions.append(pred.cpu())
+                local.append(pred.cpu())
     finally:
         if bin_op is not None:
             bin_op.restore()
+    correct, correct5, total, loss_sum = all_sum(correct, correct5, total, loss_sum,
+                                                 device=loader.device)
+    if predictions is not None:
+        mine = torch.cat(local) if local else torch.empty(0, dtype=torch.long)
+        parts = gather_to_main((loader.indices(), mine))
+        if parts is not None:
+            full = torch.empty(len(loader.labels), dtype=torch.long)
+            for idx, pred in parts:
+                full[idx] = pred
+            predictions.append(full)
+    if top5 is not None:
+        top5.append(100.0 * correct5 / max(total, 1))
     return 100.0 * correct / max(total, 1), loss_sum / max(total, 1)
 
 
@@ -209,17 +231,42 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def make_loaders(bundle: DataBundle, recipe: Recipe, device: str
+def make_loaders(bundle: DataBundle, recipe: Recipe, device: str, w: World | None = None
                  ) -> tuple[BatchLoader, BatchLoader]:
-    """(train, test) loaders of ``bundle`` as the recipe says (augmentation, batch, seed)."""
-    train_loader = BatchLoader(bundle.train, recipe.batch_size, mean=bundle.mean,
+    """(train, test) loaders of ``bundle`` as the recipe says (augmentation, batch, seed);
+    with several processes each gets its share, the recipe's batch being the global one."""
+    w = w or SINGLE
+    batch = local_batch(recipe.batch_size, w)
+    train_loader = BatchLoader(bundle.train, batch, mean=bundle.mean,
                                std=bundle.std, device=device, shuffle=True,
                                augment=recipe.augmentation(bundle.name) == "crop-flip",
-                               seed=recipe.seed, channels_last=recipe.channels_last)
-    test_loader = BatchLoader(bundle.test, max(recipe.batch_size, 256), mean=bundle.mean,
+                               seed=recipe.seed, channels_last=recipe.channels_last, world=w)
+    test_loader = BatchLoader(bundle.test, max(batch, 256), mean=bundle.mean,
                               std=bundle.std, device=device,
-                              channels_last=recipe.channels_last)
+                              channels_last=recipe.channels_last, world=w)
     return train_loader, test_loader
+
+
+def distribute(net: nn.Module, recipe: Recipe, device: str, w: World) -> nn.Module:
+    """``net`` wrapped for several processes (DistributedDataParallel; BatchNorm
+    synchronized when the recipe says so), or ``net`` itself for one.
+
+    The binary layers' gradient rule runs inside backward, on each process's gradient,
+    before DDP averages them; the rule is linear in the upstream gradient for given
+    weights, and every process holds the same weights, so averaging after the rule
+    equals applying it to the average (tested against one process on the same global
+    batch). BinOp applies it after backward, to the averaged gradient: the same."""
+    if not w.active:
+        if recipe.sync_bn:
+            raise InputError("--sync-bn synchronizes BatchNorm across processes: launch "
+                             "with torchrun --nproc-per-node N (N > 1)")
+        return net
+    if recipe.sync_bn:
+        if not device.startswith("cuda"):
+            raise InputError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs)")
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    ids = [torch.cuda.current_device()] if device.startswith("cuda") else None
+    return nn.parallel.DistributedDataParallel(net, device_ids=ids)
 
 
 def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
@@ -245,12 +292,13 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
     from .packed_eval import packed_rows
 
     progress = progress or Progress(enabled=False)
+    w = world()
     torch.manual_seed(recipe.seed)
     model = build_model(model_name, variant, bundle, recipe.grad_rule).to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, recipe)
-    train_loader, test_loader = make_loaders(bundle, recipe, device)
+    train_loader, test_loader = make_loaders(bundle, recipe, device, w)
     sched = make_scheduler(opt, recipe, len(train_loader))
     bin_op = make_xnor_step(model, variant, recipe)
     start_epoch = 0
@@ -269,6 +317,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
             bin_op.save_params()
     if resume and on_resume is not None:
         on_resume(start_epoch)
+    trained = distribute(model, recipe, device, w)  # what the steps run (DDP or the net)
     base = {"dataset": bundle.name, "model": model_name, "variant": label or variant,
             "seed": recipe.seed, "recipe_key": recipe_key}
     if device.startswith("cuda"):
@@ -279,7 +328,8 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
               "train_size": len(bundle.train), "test_size": len(bundle.test),
               "subset": (len(bundle.train), len(bundle.test)) != full,
               "device": device, **(extra or {})}
-    images = len(bundle.train)
+    if w.active:
+        params.update(w.describe())
     name = f"{label or variant} seed {recipe.seed}"
     for epoch in progress.track(range(start_epoch, recipe.epochs), f"{name} epochs",
                                 total=recipe.epochs - start_epoch):
@@ -289,13 +339,17 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for x, y in progress.track(train_loader, f"epoch {epoch + 1}/{recipe.epochs}"):
-            out, loss = train_step(model, x, y, opt, bin_op, recipe.amp, recipe.bn_gamma_min)
+            out, loss = train_step(trained, x, y, opt, bin_op, recipe.amp,
+                                   recipe.bn_gamma_min)
             sched.step()
             loss_sum += loss.detach() * y.numel()
             correct += (out.argmax(1) == y).sum()
         _sync(device)
         seconds = time.perf_counter() - t0
-        train_loss = float(loss_sum) / images
+        # every process's share (a padded epoch counts its repeats, as DDP trains them)
+        loss_total, correct_total, images = all_sum(loss_sum, correct,
+                                                    train_loader.shard_size(), device=device)
+        train_loss = loss_total / images
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"non-finite training loss ({train_loss}) in epoch {epoch + 1}"
                                 f" of {name} {model_name}; lower --lr")
@@ -309,15 +363,15 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
                      f"test {test_acc:.2f}% ({seconds:.1f}s)")
         yield from (
             Row("train_loss", train_loss, "", epoch=ep, params=params, **base),
-            Row("train_accuracy", 100.0 * float(correct) / images, "%", epoch=ep,
+            Row("train_accuracy", 100.0 * correct_total / images, "%", epoch=ep,
                 params=params, **base),
             Row("test_loss", test_loss, "", epoch=ep, params=params, **base),
             Row("test_accuracy", test_acc, "%", epoch=ep, params=params, **base),
             Row("epoch_seconds", seconds, "s", epoch=ep, params=params, **base),
-            Row("train_images_per_second", images / seconds, "img/s", epoch=ep,
+            Row("train_images_per_second", len(bundle.train) / seconds, "img/s", epoch=ep,
                 params=params, **base),
         )
-        if checkpoint is not None:
+        if checkpoint is not None and w.main:  # rank 0 writes; every rank resumes from it
             save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "loader": train_loader.state(),
@@ -330,7 +384,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
     if device.startswith("cuda"):
         yield Row("train_cuda_max_allocated_mib", torch.cuda.max_memory_allocated() / 2**20,
                   "MiB", **end)
-    if variant == "xnor" and packed_path is not None:
+    if variant == "xnor" and packed_path is not None and w.main:
         yield from packed_rows(model, model_name, bundle, torch.cat(simulated), packed_path,
                                progress=progress, row=end)
     yield Row("best_test_accuracy", best, "%", **end)

@@ -41,7 +41,7 @@ OPTIONS = training_options(Opt("variant", "str", "both", "float, xnor or both.",
 
 @register("accuracy", "Train + test a model as float and XNOR under one recipe.", DEFAULTS,
           check=training_check(jobs), options=OPTIONS, prepare=prepare_training,
-          checkpoints=True,
+          checkpoints=True, distributed=True,
           doc="Train and test a model as float and as XNOR under one recipe (per seed).\n\n"
               "The XNOR network is then packed to 1 bit per weight, reloaded, and evaluated "
               "with the C++ XNOR-popcount kernel on the CPU (packed accuracy beside "

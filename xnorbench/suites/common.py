@@ -9,6 +9,7 @@ from typing import Any
 from ..db import Row
 from ..harness import options as o
 from ..harness.datasets import DATASETS, DataBundle, load_dataset
+from ..harness.distributed import broadcast
 from ..harness.options import Opt
 from ..harness.recipes import (
     AUGMENTATIONS,
@@ -148,6 +149,8 @@ def training_options(choice: Opt) -> tuple[Opt, ...]:
                     "port's BinOp workflow). Both give identical results; fused is faster "
                     "and uses less memory.", choices=XNOR_PATHS,
                     noun="XNOR training path"),
+        _recipe_opt("sync_bn", "bool", "Synchronize BatchNorm statistics across the "
+                    "processes of a torchrun launch (CUDA).", "--sync-bn/--no-sync-bn"),
         Opt("data_dir", "path", None, "Folder holding MNIST/raw (FashionMNIST/raw, "
             "KMNIST/raw), cifar10-jpeg or cifar-10-batches-py, or the ImageFolder tree "
             "itself \\[default: $XNORBENCH_DATA, else ./data].", show_default=False),
@@ -171,7 +174,7 @@ THREADS_OPT = Opt("threads", "int", None, "torch intra-op threads (recorded).", 
 RECIPE_FLAGS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum",
                 "nesterov", "weight_decay", "decay_scope", "schedule", "milestones",
                 "lr_gamma", "augment", "bn_clamp", "grad_rule", "limit_train", "limit_test",
-                "amp", "channels_last", "xnor_path")
+                "amp", "channels_last", "xnor_path", "sync_bn")
 """The options that override a recipe (None: not given)."""
 
 
@@ -233,6 +236,7 @@ def begin(ctx: SuiteContext, p: dict[str, Any]
     done = {(r.variant, r.seed) for r in ctx.store.results([ctx.run_id],
                                                              metric="best_test_accuracy")
             if r.variant}
+    done = broadcast(done)  # rank 0 reads the database; the other processes follow it
     return bundle, done, [] if have else [data_row]
 
 

@@ -46,7 +46,7 @@ OPTIONS = training_options(Opt("rules", "strs", list(GRAD_RULES),
 
 @register("compare", "Float vs XNOR under each gradient rule, one recipe, one run.", DEFAULTS,
           check=training_check(jobs), options=OPTIONS, prepare=prepare_training,
-          checkpoints=True,
+          checkpoints=True, distributed=True,
           doc="Vanilla vs binary: float, then XNOR under each gradient rule, same recipe, per "
               "seed.\n\nWith several --seeds the report says whether the gap between two "
               "rules exceeds their seed-to-seed spread.")

@@ -1,0 +1,5 @@
+"""``python -m xnorbench`` (and ``torchrun ... -m xnorbench``): the command line."""
+
+from .cli import main
+
+main()
