@@ -204,3 +204,50 @@ def test_resume_across_ranks(tmp_path: Path, data: Path):
     counts = Counter((r.metric, r.variant, r.epoch) for r in store.results([1]))
     assert set(counts.values()) == {1}
     assert {e for (m, v, e) in counts if m == "test_accuracy" and v == "xnor"} == {1, 2, 3}
+
+
+def make_varied_tree(root: Path, classes: int = 3, per_class: int = 4) -> Path:
+    """An ImageFolder tree (train/ and val/) of RGB images of different sizes."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(2)
+    sizes = [(48, 64), (60, 40), (52, 52)]
+    for split, n in (("train", per_class), ("val", 2)):
+        for k in range(classes):
+            d = root / split / f"n{k:04d}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = sizes[(i + k) % len(sizes)]
+                img = torch.randint(0, 80, (h, w, 3), generator=g, dtype=torch.uint8)
+                img[:, :, k % 3] = 200
+                Image.fromarray(img.numpy()).save(d / f"{i}.jpg")
+    return root
+
+
+def test_imagenet_resnet18_trains_float_and_xnor(tmp_path: Path, monkeypatch):
+    """The ImageNet path end to end on a tiny tree of mixed image sizes: 224 crops read
+    per batch, float and XNOR, top-1 and top-5 rows, the packed network included."""
+    from typer.testing import CliRunner
+
+    from xnorbench.cli import app
+
+    monkeypatch.setenv("XNORBENCH_LOADER_WORKERS", "0")
+    tree = make_varied_tree(tmp_path / "tree")
+    db = str(tmp_path / "in.db")
+    res = CliRunner().invoke(app, ["--db", db, "run", "accuracy", "--recipe",
+                                   "resnet18-imagenet", "--epochs", "1", "--batch-size", "4",
+                                   "--data-dir", str(tree), "--device", "cpu",
+                                   "--threads", "2", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    store = Store.open(db)
+    assert store.run(1).status == "finished"
+    for variant in ("float", "xnor"):
+        (top5,) = store.results([1], metric="final_test_top5_accuracy", variant=variant)
+        (top1,) = store.results([1], metric="final_test_accuracy", variant=variant)
+        assert top5.value == 100.0 and 0 <= top1.value <= 100  # 3 classes: top-5 is all
+        (row,) = store.results([1], metric="test_top5_accuracy", variant=variant, epoch=1)
+        assert row.params["augment"] == "random-resized-crop+flip"
+    (agree,) = store.results([1], metric="packed_agreement")
+    assert agree.value is not None
+    (size,) = store.results([1], metric="dataset_size")
+    assert size.value == 12 and size.params["classes"] == ["n0000", "n0001", "n0002"]

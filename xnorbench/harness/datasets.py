@@ -75,7 +75,9 @@ class DataBundle:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        """(height, width) of every image."""
+        """(height, width) of every image (the crop size of a file-based split)."""
+        if hasattr(self.train, "image_size"):
+            return tuple(self.train.image_size)  # type: ignore[return-value]
         return int(self.train.images.shape[2]), int(self.train.images.shape[3])
 
 
@@ -89,12 +91,14 @@ def cache_dir() -> Path:
                 or Path.home() / ".cache" / "xnorbench").expanduser()
 
 
-def _subset(split: Split, limit: int | None, seed: int = 0) -> Split:
+def _subset(split: Any, limit: int | None, seed: int = 0) -> Any:
     """A seeded random subset (ImageFolder order is by class, so never 'the first N')."""
     if limit is None or limit >= len(split):
         return split
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(split), generator=g)[:limit].sort().values
+    if hasattr(split, "subset"):
+        return split.subset(idx)
     return Split(split.images[idx], split.labels[idx])
 
 
@@ -296,9 +300,8 @@ def read_image_folder(folder: Path, progress: Callable[..., Any] | None = None,
     return FolderData(split, list(found.classes), mean, std)
 
 
-def _load_image_folder(root: Path, progress: Callable[..., Any] | None
-                       ) -> tuple[Split, Split, dict[str, Any], FolderData]:
-    """``--dataset imagefolder``: ``<root>/train`` and ``<root>/test`` (or ``val``)."""
+def _split_dirs(root: Path) -> tuple[Path, Path]:
+    """``<root>/train`` and ``<root>/test`` (or ``val``); a wrong layout named in one line."""
     train_dir = root / "train"
     test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
     missing = [str(p) for p, ok in ((train_dir, train_dir.is_dir()),
@@ -308,6 +311,28 @@ def _load_image_folder(root: Path, progress: Callable[..., Any] | None
                            f"{' (or val/)' if test_dir is None else ''}; it needs train/ and "
                            "test/ (or val/), each with one folder of images per class")
     assert test_dir is not None
+    return train_dir, test_dir
+
+
+def _list_image_folder(root: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """The ImageNet path: the tree's files, listed (decoded per batch by the loader)."""
+    from .imagenet import list_files
+
+    train_dir, test_dir = _split_dirs(root)
+    train, test = list_files(train_dir), list_files(test_dir)
+    if test.classes != train.classes:
+        raise DatasetError(f"ImageFolder tree {root}: {test_dir.name}/ has classes "
+                           f"{test.classes[:5]}..., train/ has {train.classes[:5]}...; they "
+                           "must be the same folders")
+    prov = {"format": "imagefolder-files", "files": [str(train_dir), str(test_dir)],
+            "classes": train.classes}
+    return train, test, prov
+
+
+def _load_image_folder(root: Path, progress: Callable[..., Any] | None
+                       ) -> tuple[Split, Split, dict[str, Any], FolderData]:
+    """``--dataset imagefolder``: ``<root>/train`` and ``<root>/test`` (or ``val``)."""
+    train_dir, test_dir = _split_dirs(root)
     train = read_image_folder(train_dir, progress, rgb=False)
     test = read_image_folder(test_dir, progress, rgb=False)
     if test.classes != train.classes:
@@ -341,8 +366,12 @@ def _load_cifar(root: Path, progress: Callable[..., Any] | None
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = False,
                  limit_train: int | None = None, limit_test: int | None = None,
-                 progress: Callable[..., Any] | None = None) -> DataBundle:
-    """Load one of :data:`DATASETS` as uint8 tensors, with optional seeded subsets."""
+                 progress: Callable[..., Any] | None = None, files: bool = False
+                 ) -> DataBundle:
+    """Load one of :data:`DATASETS` as uint8 tensors, with optional seeded subsets.
+
+    ``files``: an ImageFolder tree is listed, not decoded (the ImageNet path, see
+    :mod:`.imagenet`: images of any size, cropped per batch)."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     base = data_dir(root)
@@ -357,8 +386,14 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
     elif name == "imagefolder":
         if download:
             raise DatasetError("--download: an ImageFolder tree cannot be downloaded")
-        train, test, prov, folder = _load_image_folder(base, progress)
-        mean, std, num_classes = folder.mean, folder.std, len(folder.classes)
+        if files:
+            train, test, prov = _list_image_folder(base)
+            from .imagenet import MEAN, STD
+
+            mean, std, num_classes = MEAN, STD, len(train.classes)
+        else:
+            train, test, prov, folder = _load_image_folder(base, progress)
+            mean, std, num_classes = folder.mean, folder.std, len(folder.classes)
         label = f"imagefolder:{base.resolve().name}"[:32]  # two trees never share cells
     else:
         if download:
@@ -374,6 +409,6 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
     train, test = _subset(train, limit_train), _subset(test, limit_test)
     prov.update(full, train_size=len(train), test_size=len(test), data_dir=str(base),
                 subset_seed=0, mean=list(mean), std=list(std))
-    return DataBundle(label, train, test, num_classes=num_classes,
-                      in_channels=train.images.shape[1], mean=tuple(mean), std=tuple(std),
-                      provenance=prov)
+    channels = train.in_channels if files and name == "imagefolder" else train.images.shape[1]
+    return DataBundle(label, train, test, num_classes=num_classes, in_channels=channels,
+                      mean=tuple(mean), std=tuple(std), provenance=prov)

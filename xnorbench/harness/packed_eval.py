@@ -23,7 +23,6 @@ from ..xnor import load_packed, models, save_packed
 from ..xnor.kernels import kernel_isa
 from ..xnor.packed import pack_model
 from .datasets import DataBundle
-from .loader import BatchLoader
 from .progress import Progress
 from .timing import compare
 
@@ -31,7 +30,7 @@ LATENCY_ROUNDS = 3
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: BatchLoader, progress: Progress | None = None,
+def predict(model: nn.Module, loader: Any, progress: Progress | None = None,
             what: str = "packed test") -> torch.Tensor:
     """Predicted classes of ``model`` over ``loader`` (CPU)."""
     model.eval()
@@ -55,7 +54,9 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
     path.parent.mkdir(parents=True, exist_ok=True)
     file_bytes = save_packed(cpu_model, path)
     packed = pack_model(load_packed(path))
-    loader = BatchLoader(bundle.test, 256, mean=bundle.mean, std=bundle.std, device="cpu")
+    from .training import eval_loader
+
+    loader = eval_loader(bundle, 256, "cpu")
     preds = predict(packed, loader, progress)
     labels = bundle.test.labels.cpu()
     n = max(len(labels), 1)
@@ -68,7 +69,7 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
     yield Row("packed_test_accuracy", acc, "%", params=params, **base)
     yield Row("packed_agreement", agree, "%", params=params, **base)
     yield Row("packed_file_bytes", float(file_bytes), "bytes", params=params, **base)
-    x1 = bundle.test.images[:1].float().cpu()
+    x1 = next(iter(eval_loader(bundle, 1, "cpu")))[0]
     fmodel = models.build(model_name, binary=False, in_channels=bundle.in_channels,
                           input_size=bundle.image_size,
                           num_classes=bundle.num_classes).eval()

@@ -27,6 +27,7 @@ from ..db import Row
 from ..xnor import BinOp, FusedXNOR, models
 from .datasets import DataBundle
 from .distributed import SINGLE, World, all_sum, gather_to_main, local_batch, world
+from .imagenet import FileBatchLoader, FileSplit
 from .loader import BatchLoader
 from .progress import Progress
 from .recipes import OPTIMIZERS, Recipe
@@ -232,19 +233,33 @@ def _sync(device: str) -> None:
 
 
 def make_loaders(bundle: DataBundle, recipe: Recipe, device: str, w: World | None = None
-                 ) -> tuple[BatchLoader, BatchLoader]:
+                 ) -> tuple[Any, Any]:
     """(train, test) loaders of ``bundle`` as the recipe says (augmentation, batch, seed);
-    with several processes each gets its share, the recipe's batch being the global one."""
+    with several processes each gets its share, the recipe's batch being the global one.
+    A file-based split (the ImageNet path) gets loaders that decode and crop per batch."""
     w = w or SINGLE
     batch = local_batch(recipe.batch_size, w)
+    if isinstance(bundle.train, FileSplit):
+        return (FileBatchLoader(bundle.train, batch, device=device,
+                                train=recipe.augment != "none", seed=recipe.seed,
+                                channels_last=recipe.channels_last, world=w),
+                eval_loader(bundle, max(batch, 64), device, recipe.channels_last, w))
     train_loader = BatchLoader(bundle.train, batch, mean=bundle.mean,
                                std=bundle.std, device=device, shuffle=True,
                                augment=recipe.augmentation(bundle.name) == "crop-flip",
                                seed=recipe.seed, channels_last=recipe.channels_last, world=w)
-    test_loader = BatchLoader(bundle.test, max(batch, 256), mean=bundle.mean,
-                              std=bundle.std, device=device,
-                              channels_last=recipe.channels_last, world=w)
-    return train_loader, test_loader
+    return train_loader, eval_loader(bundle, max(batch, 256), device, recipe.channels_last, w)
+
+
+def eval_loader(bundle: DataBundle, batch: int, device: str, channels_last: bool = False,
+                w: World | None = None) -> Any:
+    """The test split in order (each process its share): decoded tensors, or files
+    resized and center-cropped on the ImageNet path."""
+    if isinstance(bundle.test, FileSplit):
+        return FileBatchLoader(bundle.test, batch, device=device, train=False,
+                               channels_last=channels_last, world=w)
+    return BatchLoader(bundle.test, batch, mean=bundle.mean, std=bundle.std, device=device,
+                       channels_last=channels_last, world=w)
 
 
 def distribute(net: nn.Module, recipe: Recipe, device: str, w: World) -> nn.Module:
@@ -324,13 +339,17 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         torch.cuda.reset_peak_memory_stats()
     full = (bundle.provenance.get("train_full", len(bundle.train)),
             bundle.provenance.get("test_full", len(bundle.test)))
-    params = {**recipe.as_params(), "augment": recipe.augmentation(bundle.name),
+    augment = recipe.augmentation(bundle.name)
+    if isinstance(bundle.train, FileSplit):  # the ImageNet path's own crops
+        augment = "none" if recipe.augment == "none" else "random-resized-crop+flip"
+    params = {**recipe.as_params(), "augment": augment,
               "train_size": len(bundle.train), "test_size": len(bundle.test),
               "subset": (len(bundle.train), len(bundle.test)) != full,
               "device": device, **(extra or {})}
     if w.active:
         params.update(w.describe())
     name = f"{label or variant} seed {recipe.seed}"
+    top5: list[float] | None = [] if model_name in models.IMAGENET_MODELS else None
     for epoch in progress.track(range(start_epoch, recipe.epochs), f"{name} epochs",
                                 total=recipe.epochs - start_epoch):
         model.train()
@@ -356,7 +375,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         clamp_bn_scales(model, recipe.bn_gamma_min)
         simulated = []
         test_acc, test_loss = evaluate(model, test_loader, recipe.amp, bin_op,
-                                       predictions=simulated)
+                                       predictions=simulated, top5=top5)
         best = max(best, test_acc)
         ep = epoch + 1
         progress.log(f"{name} {model_name} epoch {ep}: loss {train_loss:.4f}, "
@@ -371,6 +390,8 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
             Row("train_images_per_second", len(bundle.train) / seconds, "img/s", epoch=ep,
                 params=params, **base),
         )
+        if top5:
+            yield Row("test_top5_accuracy", top5[-1], "%", epoch=ep, params=params, **base)
         if checkpoint is not None and w.main:  # rank 0 writes; every rank resumes from it
             save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -378,9 +399,12 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
                 "epoch": ep, "best": best, "binding": bound})
     if start_epoch >= recipe.epochs:  # resumed after the last epoch: evaluate once more
         simulated = []
-        test_acc, _ = evaluate(model, test_loader, recipe.amp, bin_op, predictions=simulated)
+        test_acc, _ = evaluate(model, test_loader, recipe.amp, bin_op, predictions=simulated,
+                               top5=top5)
     end = {"epoch": recipe.epochs, "params": params, **base}
     yield Row("final_test_accuracy", test_acc, "%", **end)
+    if top5:
+        yield Row("final_test_top5_accuracy", top5[-1], "%", **end)
     if device.startswith("cuda"):
         yield Row("train_cuda_max_allocated_mib", torch.cuda.max_memory_allocated() / 2**20,
                   "MiB", **end)

@@ -25,13 +25,14 @@ from ..harness.recipes import (
 )
 from ..harness.registry import CheckFn, InputError, SuiteContext
 from ..xnor import GRAD_RULES, XNOR_PATHS
-from ..xnor.models import MODELS
+from ..xnor.models import IMAGENET_MODELS, MODELS
 
 TRAINING_DEFAULTS: dict[str, Any] = {**BASE, "data_dir": None, "download": False,
                                      "recipe": None, "overridden": []}
 """Options of the training suites (accuracy, compare): the recipe's, plus where data is."""
 
-SUMMARY_METRICS = ("final_test_accuracy", "best_test_accuracy", "train_cuda_max_allocated_mib",
+SUMMARY_METRICS = ("final_test_accuracy", "final_test_top5_accuracy", "best_test_accuracy",
+                   "train_cuda_max_allocated_mib",
                    "packed_test_accuracy", "packed_agreement", "packed_file_bytes",
                    "float_latency_ms", "xnor_packed_latency_ms")
 """Rows a training yields once, after its last epoch (``best_test_accuracy`` last)."""
@@ -61,8 +62,12 @@ def training_check(jobs: Callable[[dict[str, Any]], list[tuple[str, str]]]) -> C
         epochs = int(p["epochs"])
         for seed in p["seeds"]:
             for label, variant in jobs(p):
-                want = [(m, e) for e in range(1, epochs + 1) for m in EPOCH_METRICS]
+                per_epoch = EPOCH_METRICS + (("test_top5_accuracy",) if p.get("model") in
+                                             IMAGENET_MODELS else ())
+                want = [(m, e) for e in range(1, epochs + 1) for m in per_epoch]
                 summary = ["final_test_accuracy", "best_test_accuracy"]
+                if p.get("model") in IMAGENET_MODELS:
+                    summary.append("final_test_top5_accuracy")
                 if variant == "xnor":
                     summary += PACKED_METRICS
                 if ctx.device.startswith("cuda"):
@@ -104,7 +109,9 @@ def training_options(choice: Opt) -> tuple[Opt, ...]:
                     "DATA/<MNIST|FashionMNIST|KMNIST>/raw), cifar10, or imagefolder "
                     "(DATA/train/<class>/* and DATA/test/ or DATA/val/; channels, size, "
                     "classes and normalization from the data).", choices=DATASETS),
-        _recipe_opt("model", "str", "resnet18, lenet5 or nin.", choices=tuple(MODELS)),
+        _recipe_opt("model", "str", "resnet18, lenet5, nin, or resnet18-imagenet (the "
+                    "paper's ImageNet ResNet-18: 224x224 crops read from an imagefolder "
+                    "tree of any image sizes, top-5 beside top-1).", choices=tuple(MODELS)),
         choice,
         _recipe_opt("epochs", "int", "Training epochs.", check=o.positive),
         _recipe_opt("batch_size", "int", "Training batch size.", check=o.positive),
@@ -220,7 +227,8 @@ def load_for_run(ctx: SuiteContext, p: dict[str, Any]) -> tuple[DataBundle, Row]
     """Load ``p['dataset']`` as the run asks, and a row that records which files and sizes."""
     bundle = load_dataset(p["dataset"], p.get("data_dir"), download=p.get("download", False),
                           limit_train=p.get("limit_train"), limit_test=p.get("limit_test"),
-                          progress=ctx.progress.track)
+                          progress=ctx.progress.track,
+                          files=p.get("model") in IMAGENET_MODELS)
     row = Row("dataset_size", len(bundle.train), "images", dataset=bundle.name,
               params={**bundle.provenance})
     return bundle, row

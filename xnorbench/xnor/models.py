@@ -82,10 +82,16 @@ class ResNet18(nn.Module):
     """Pre-activation ResNet-18, CIFAR stem; float stem conv and float classifier."""
 
     def __init__(self, binary: bool, in_channels: int = 3, num_classes: int = 10,
-                 grad_rule: str = "corrected", scale_input: bool = False) -> None:
+                 grad_rule: str = "corrected", scale_input: bool = False,
+                 stem: str = "cifar") -> None:
         super().__init__()
         unit = {"binary": binary, "grad_rule": grad_rule, "scale_input": scale_input}
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        if stem == "imagenet":  # 7x7 stride-2 conv, BN, ReLU, 3x3 stride-2 max-pool
+            self.conv1: nn.Module = nn.Sequential(
+                nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        else:
+            self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         blocks: list[nn.Module] = []
         in_planes = 64
         for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
@@ -182,6 +188,17 @@ def resnet18(binary: bool = False, in_channels: int = 3, num_classes: int = 10,
     return _with_spec(ResNet18(**kw), "resnet18", kw)
 
 
+def resnet18_imagenet(binary: bool = False, in_channels: int = 3, num_classes: int = 1000,
+                      grad_rule: str = "corrected", scale_input: bool = False,
+                      input_size: tuple[int, int] | None = None) -> nn.Module:
+    """The paper's ImageNet ResNet-18: a 7x7 stride-2 stem and a max-pool before the
+    four stages (224x224 crops); the stem conv and the classifier stay float in the XNOR
+    variant, as the paper keeps the first and last layers real-valued."""
+    kw = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
+          "grad_rule": grad_rule, "scale_input": scale_input}
+    return _with_spec(ResNet18(**kw, stem="imagenet"), "resnet18-imagenet", kw)
+
+
 def lenet5(binary: bool = False, in_channels: int = 1, num_classes: int = 10,
            grad_rule: str = "corrected", input_size: tuple[int, int] | None = None
            ) -> nn.Module:
@@ -204,14 +221,21 @@ def nin(binary: bool = False, in_channels: int = 3, num_classes: int = 10,
 
 
 INPUT_SHAPE: dict[str, tuple[int, int, int]] = {
-    "resnet18": (3, 32, 32), "lenet5": (1, 28, 28), "nin": (3, 32, 32)}
+    "resnet18": (3, 32, 32), "lenet5": (1, 28, 28), "nin": (3, 32, 32),
+    "resnet18-imagenet": (3, 224, 224)}
 """One sample's (C, H, W) for the dataset each model is defined for."""
 
-NATIVE_DATASET: dict[str, str] = {"resnet18": "cifar10", "lenet5": "mnist", "nin": "cifar10"}
+NATIVE_DATASET: dict[str, str] = {"resnet18": "cifar10", "lenet5": "mnist", "nin": "cifar10",
+                                  "resnet18-imagenet": "imagenet"}
 """The dataset whose input shape ``INPUT_SHAPE`` gives (for rows that time random inputs)."""
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"resnet18": resnet18, "lenet5": lenet5,
-                                               "nin": nin}
+                                               "nin": nin,
+                                               "resnet18-imagenet": resnet18_imagenet}
+
+IMAGENET_MODELS = ("resnet18-imagenet",)
+"""Models trained on 224x224 crops read from image files per batch (random-resized crop
++ flip; resize + center crop to evaluate), with top-5 accuracy beside top-1."""
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
