@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .distributed import SINGLE, World, shard
+from .distributed import SINGLE, World
+from .loader import ShardedLoader
 from .registry import InputError
 
 MEAN = (0.485, 0.456, 0.406)
@@ -103,7 +104,7 @@ def workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
-class FileBatchLoader:
+class FileBatchLoader(ShardedLoader):
     """Batches of transformed crops on ``device``: the same interface as
     :class:`.loader.BatchLoader` (per-process share, resumable epoch order)."""
 
@@ -111,34 +112,15 @@ class FileBatchLoader:
                  train: bool = False, seed: int = 0, channels_last: bool = False,
                  world: World | None = None) -> None:
         self.split, self.batch_size, self.device = split, batch_size, device
-        self.train, self.channels_last = train, channels_last
+        self.train = self.shuffle = train
+        self.channels_last = channels_last
         self.world = world or SINGLE
         self.labels = split.labels
         self.epoch_generator = torch.Generator().manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed + 1_000_003 * self.world.rank)
 
-    def shard_size(self) -> int:
-        n, size = len(self.labels), self.world.size
-        return (n + size - 1) // size if self.train else len(range(self.world.rank, n, size))
-
-    def indices(self) -> Tensor:
-        return shard(torch.arange(len(self.labels)), self.world, pad=False)
-
-    def __len__(self) -> int:
-        return (self.shard_size() + self.batch_size - 1) // self.batch_size
-
-    def state(self) -> dict[str, Tensor]:
-        return {"device": self.generator.get_state(), "epoch": self.epoch_generator.get_state()}
-
-    def load_state(self, state: dict[str, Tensor]) -> None:
-        self.generator.set_state(state["device"])
-        self.epoch_generator.set_state(state["epoch"])
-
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, generator=self.epoch_generator) if self.train \
-            else torch.arange(n)
-        order = shard(order, self.world, pad=self.train)
+        order = self.order()
         count = workers()
         loader = torch.utils.data.DataLoader(
             _Images(self.split, order, self.train), batch_size=self.batch_size,

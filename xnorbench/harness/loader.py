@@ -33,7 +33,50 @@ def random_crop_flip(x: Tensor, pad: int, generator: torch.Generator) -> Tensor:
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
-class BatchLoader:
+class ShardedLoader:
+    """What every loader shares: this process's share of each epoch (one seeded order for
+    all processes, padded when ``shuffle``), its batches, and a resumable state.
+    Subclasses set ``labels``, ``batch_size``, ``shuffle``, ``world``, ``generator`` (per
+    process draws) and ``epoch_generator`` (the epoch order), and iterate ``order()``."""
+
+    labels: Tensor
+    batch_size: int
+    shuffle: bool
+    world: World
+    generator: torch.Generator
+    epoch_generator: torch.Generator
+
+    def order(self) -> Tensor:
+        """This epoch's positions for this process, in iteration order."""
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.epoch_generator) if self.shuffle \
+            else torch.arange(n)
+        return shard(order, self.world, pad=self.shuffle)
+
+    def shard_size(self) -> int:
+        """How many samples this process iterates per epoch."""
+        n, size = len(self.labels), self.world.size
+        if self.shuffle:
+            return (n + size - 1) // size
+        return len(range(self.world.rank, n, size))
+
+    def indices(self) -> Tensor:
+        """The positions in the split this process evaluates, in iteration order (no
+        shuffling; for gathering predictions)."""
+        return shard(torch.arange(len(self.labels)), self.world, pad=False)
+
+    def __len__(self) -> int:
+        return (self.shard_size() + self.batch_size - 1) // self.batch_size
+
+    def state(self) -> dict[str, Tensor]:
+        return {"device": self.generator.get_state(), "epoch": self.epoch_generator.get_state()}
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["device"])
+        self.epoch_generator.set_state(state["epoch"])
+
+
+class BatchLoader(ShardedLoader):
     """Iterates (images, labels) batches as normalised float tensors on ``device``.
 
     With a ``world`` of several processes each one iterates its own share of every
@@ -62,35 +105,8 @@ class BatchLoader:
             seed + 1_000_003 * self.world.rank)
         self.epoch_generator = torch.Generator().manual_seed(seed)
 
-    def shard_size(self) -> int:
-        """How many samples this process iterates per epoch."""
-        n, size = len(self.labels), self.world.size
-        if self.shuffle:
-            return (n + size - 1) // size
-        return len(range(self.world.rank, n, size))
-
-    def indices(self) -> Tensor:
-        """The positions in the split this process evaluates, in iteration order (no
-        shuffling; for gathering predictions)."""
-        return shard(torch.arange(len(self.labels)), self.world, pad=False)
-
-    def __len__(self) -> int:
-        return (self.shard_size() + self.batch_size - 1) // self.batch_size
-
-    def state(self) -> dict[str, Tensor]:
-        return {"device": self.generator.get_state(), "epoch": self.epoch_generator.get_state()}
-
-    def load_state(self, state: dict[str, Tensor]) -> None:
-        self.generator.set_state(state["device"])
-        self.epoch_generator.set_state(state["epoch"])
-
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n = len(self.labels)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.epoch_generator)
-        else:
-            order = torch.arange(n)
-        order = shard(order, self.world, pad=self.shuffle).to(self.device)
+        order = self.order().to(self.device)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             x = (self.images[idx].float() - self.mean) * self.inv_std
