@@ -55,3 +55,31 @@ def test_report_output_must_be_a_markdown_file(tmp_path: Path, output):
     assert res.exit_code == 2 and "--output" in res.output
     assert not (tmp_path / "newdir").exists() and not (tmp_path / "report").exists()
     assert not list(tmp_path.glob("*.png"))
+
+
+LONG = "a" * 300  # one path component over Linux's 255-byte NAME_MAX
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "accuracy", "--data-dir", f"/tmp/{LONG}"], "--data-dir"),
+    (["run", "accuracy", "--checkpoint-dir", f"/tmp/{LONG}"], "--checkpoint-dir"),
+    (["report", "--output", f"/tmp/{LONG}.md"], "--output"),
+    (["plot", "sweep", "--output-dir", f"/tmp/{LONG}"], "--output-dir"),
+])
+def test_a_path_the_file_system_cannot_hold_is_one_line(tmp_path: Path, args, needle):
+    db = tmp_path / "p.db"
+    res = runner.invoke(app, ["--db", str(db), *args])
+    assert res.exit_code == 2, res.output
+    assert f"error: {needle} /tmp/aaa" in res.output and "at most 255" in res.output
+    assert "Traceback" not in res.output
+    assert not db.exists() or Store.open(str(db)).runs() == []
+
+
+def test_an_overlong_db_path_or_data_env_is_one_line(tmp_path: Path, monkeypatch):
+    res = runner.invoke(app, ["--db", f"/tmp/{LONG}/x.db", "runs"])
+    assert res.exit_code == 2 and "error: --db /tmp/aaa" in res.output, res.output
+    monkeypatch.setenv("XNORBENCH_DATA", f"/tmp/{LONG}")
+    res = runner.invoke(app, ["--db", str(tmp_path / "d.db"), "run", "accuracy",
+                              "--no-progress"])
+    assert res.exit_code == 2 and "at most 255" in res.output, res.output
+    assert Store.open(str(tmp_path / "d.db")).runs() == []  # nothing written
