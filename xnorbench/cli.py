@@ -80,16 +80,13 @@ class Device(str, Enum):
 
 def parse_int_list(text: str, name: str, minimum: int = 1) -> list[int]:
     """'16,32,64' -> [16, 32, 64]; anything else is a one-line error."""
-    parts = [t.strip() for t in text.split(",")]
-    if not text.strip() or any(not t for t in parts):
-        fail(f"{name} must be a comma-separated list of integers, got {text!r}")
+    from .harness.options import int_list
+    from .harness.registry import InputError
+
     try:
-        values = [int(t) for t in parts]
-    except ValueError:
-        fail(f"{name} must be a comma-separated list of integers, got {text!r}")
-    if any(v < minimum for v in values):
-        fail(f"{name} values must be at least {minimum}, got {text!r}")
-    return values
+        return int_list(text, name, minimum)
+    except InputError as exc:
+        fail(str(exc))
 
 
 def _choose(value: str, choices: tuple[str, ...] | list[str], what: str) -> str:

@@ -375,10 +375,6 @@ class Store:
                               "run can be resumed")
         self._owned[run_id] = token
 
-    def reopen_run(self, run_id: int) -> None:
-        """Take over an interrupted or failed run (see :meth:`claim_run`)."""
-        self.claim_run(run_id)
-
     def delete_run(self, run_id: int) -> None:
         """Remove a run and its rows (a run that refused its input wrote nothing)."""
         with Session(self.engine) as s, s.begin():
