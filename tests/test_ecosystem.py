@@ -185,3 +185,14 @@ def test_every_suite_command_matches_its_declaration():
         assert set(stored) <= set(suite.defaults) | {"recipe", "overridden"}, suite.name
     registry = Path(__file__).parents[1] / "xnorbench" / "harness" / "registry.py"
     assert "import suites" not in registry.read_text()  # no import back up the layers
+
+
+def test_commands_that_run_no_suite_do_not_import_them():
+    """`--help`, `runs`, `table` stay quick: the suites (and torch) load only when a
+    `run` command needs them."""
+    code = ("import sys; from typer.testing import CliRunner; from xnorbench.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+            "print('torch' in sys.modules, 'xnorbench.suites' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr

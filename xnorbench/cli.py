@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from .db import DBError, Store, is_in_memory, is_stale, redact
 
@@ -26,9 +27,43 @@ def _paragraphs(text: str) -> str:
     return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n"))
 
 
+class SuiteGroup(TyperGroup):
+    """``xnorbench run``: its commands are built from the registered suites' declarations
+    the first time they are needed, so commands that run no suite (``--help``, ``runs``,
+    ``table``) never import the suites (and torch with them)."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        from . import suites  # noqa: F401  (registers the built-in suites)
+        from .harness.registry import REGISTRY
+
+        built = typer.Typer()
+        for suite in REGISTRY.values():
+            built.command(suite.name, help=_paragraphs(suite.doc or suite.help))(
+                suite_command(suite))
+        built.command("_")(lambda: None)  # two commands at least, so it builds a group
+        group = typer.main.get_command(built)
+        for name, command in group.commands.items():  # type: ignore[attr-defined]
+            if name != "_":
+                self.add_command(command, name)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        self._load()
+        return super().get_command(ctx, name)
+
+
 app = typer.Typer(help=_paragraphs(__doc__ or ""), no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
-run_app = typer.Typer(help="Run a declared suite and store its rows.", no_args_is_help=True)
+run_app = typer.Typer(help="Run a declared suite and store its rows.", no_args_is_help=True,
+                      cls=SuiteGroup)
 runs_app = typer.Typer(help="List runs, show one, import another db's, mark dead ones.",
                        invoke_without_command=True)
 plot_app = typer.Typer(help="Draw figures from stored rows (PNG).", no_args_is_help=True)
@@ -373,16 +408,15 @@ def suite_command(suite: Any) -> Any:
     return command
 
 
-def _add_suite_commands() -> None:
-    """``xnorbench run <suite>`` for every registered suite (and its top-level aliases)."""
-    from . import suites  # noqa: F401  (registers the built-in suites)
-    from .harness.registry import REGISTRY
-
-    for suite in REGISTRY.values():
-        command = suite_command(suite)
-        run_app.command(suite.name, help=_paragraphs(suite.doc or suite.help))(command)
-        for alias in suite.aliases:
-            app.command(alias, help=_paragraphs(suite.doc or suite.help))(command)
+@app.command("sweep", add_help_option=False,
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def sweep_alias(ctx: typer.Context) -> None:
+    """Speedup of the XNOR conv over float conv vs channels and filter size (Fig. 4 b-c):
+    the same as `xnorbench run sweep` (its options, its --help)."""
+    run_group = ctx.parent.command.get_command(ctx.parent, "run")  # type: ignore[union-attr]
+    command = run_group.get_command(ctx, "sweep")
+    with command.make_context("sweep", list(ctx.args), parent=ctx.parent) as sub:
+        command.invoke(sub)
 
 
 # ---------------------------------------------------------------------------- recipes
@@ -759,9 +793,6 @@ def plot_sweep(
         fail(f"cannot create {output_dir}: {exc.strerror}")
     for path in plot_sweeps(points, output_dir):
         typer.echo(f"wrote {path}")
-
-
-_add_suite_commands()
 
 
 def main() -> None:

@@ -76,8 +76,7 @@ resolution); raises ``InputError``."""
 class Suite:
     """A declared suite. ``options`` (:class:`~.options.Opt`) make its command line;
     ``doc`` is the command's long help; ``check`` makes it resumable; ``checkpoints``:
-    it writes per-epoch checkpoints (``--checkpoint-dir``); ``aliases``: top-level
-    commands that run it too (``xnorbench sweep``); ``threads``: a fixed thread count;
+    it writes per-epoch checkpoints (``--checkpoint-dir``); ``threads``: a fixed thread count;
     ``distributed``: it can train on several processes (torchrun)."""
 
     name: str
@@ -89,7 +88,6 @@ class Suite:
     prepare: PrepareFn | None = None
     doc: str = ""
     checkpoints: bool = False
-    aliases: tuple[str, ...] = ()
     threads: int | None = None
     distributed: bool = False
 

@@ -153,8 +153,7 @@ def done_points(ctx: SuiteContext) -> set[tuple[str, int, int]]:
 
 
 @register("sweep", "Speedup of the XNOR conv over float conv vs channels and filter size "
-          "(Fig. 4 b-c).", DEFAULTS, check=check_sweep, options=OPTIONS, prepare=prepare,
-          aliases=("sweep",))
+          "(Fig. 4 b-c).", DEFAULTS, check=check_sweep, options=OPTIONS, prepare=prepare)
 def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = {**DEFAULTS, **params}
     done = done_points(ctx) if ctx.resume else set()
