@@ -31,19 +31,17 @@ TRAINING_DEFAULTS: dict[str, Any] = {**BASE, "data_dir": None, "download": False
                                      "recipe": None, "overridden": []}
 """Options of the training suites (accuracy, compare): the recipe's, plus where data is."""
 
+PACKED_METRICS = ("packed_test_accuracy", "packed_agreement", "packed_file_bytes",
+                  "float_latency_ms", "xnor_packed_latency_ms")
+"""Rows of the trained XNOR network run through the packed kernel (once per training)."""
+
 SUMMARY_METRICS = ("final_test_accuracy", "final_test_top5_accuracy", "best_test_accuracy",
-                   "train_cuda_max_allocated_mib",
-                   "packed_test_accuracy", "packed_agreement", "packed_file_bytes",
-                   "float_latency_ms", "xnor_packed_latency_ms")
+                   "train_cuda_max_allocated_mib", *PACKED_METRICS)
 """Rows a training yields once, after its last epoch (``best_test_accuracy`` last)."""
 
 EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
                  "epoch_seconds", "train_images_per_second")
 """Rows a training yields once per epoch."""
-
-PACKED_METRICS = ("packed_test_accuracy", "packed_agreement", "packed_file_bytes",
-                  "float_latency_ms", "xnor_packed_latency_ms")
-"""Rows of the trained XNOR network run through the packed kernel (once per training)."""
 
 
 def training_check(jobs: Callable[[dict[str, Any]], list[tuple[str, str]]]) -> CheckFn:
