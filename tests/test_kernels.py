@@ -151,14 +151,24 @@ def test_pack_model_layers_equal_simulated_layers(name, shape):
 @pytest.mark.parametrize("build,isa", [("portable", "scalar-popcnt"),
                                        ("avx2", "avx2-pshufb")])
 def test_every_build_agrees_with_native(build, isa):
-    """The portable (scalar popcount) and AVX2 (VPSHUFB) builds give the native integers."""
+    """The portable (scalar popcount) and AVX2 (VPSHUFB) builds give the native integers.
+
+    The shapes reach every AVX2 tile: fewer than four blocks of 32 filters (6-row tiles
+    only), full groups of four (the 3-row wide tile) followed by a tail of two blocks and
+    a partial one, 98 and 49 output rows (the wide tile's last 2 and 1 rows), and a row
+    of more than 1024 words (7300 channels, 3x3) whose every input and weight sign
+    differ, so its counts (65700) outgrow 16 bits and must be folded into 32-bit
+    totals."""
     other = kernels_of(build)
     native = load_kernels(build="native")
     assert kernel_isa(build=build) == isa
     g = torch.Generator().manual_seed(3)
-    for c, oc in ((100, 11), (64, 40), (200, 33)):
-        x = torch.randn(2, c, 9, 9, generator=g)
+    for c, oc, size, n in ((100, 11, 9, 2), (64, 40, 9, 2), (200, 33, 9, 2), (70, 300, 7, 2),
+                           (70, 256, 7, 1), (7300, 130, 3, 2)):
+        x = torch.randn(n, c, size, size, generator=g)
         w = torch.randn(oc, c, 3, 3, generator=g)
+        if c > 7000:
+            x, w = x.abs(), -w.abs()
         outs = [k.xnor_conv2d(x, k.pack_weight(w), torch.ones(oc), None, None, oc, 3, 3, 1, 1,
                               1, 1, True) for k in (other, native)]
         assert torch.equal(outs[0], outs[1])

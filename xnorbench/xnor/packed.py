@@ -5,7 +5,7 @@ alpha * sign(W) packed to bits). Its forward is one C++ call: the eval BatchNorm
 by sign is folded into the packing as a per-channel threshold (sign(BN(x)) = -1 exactly
 when x < t_c, or x > t_c where the BN scale is negative), then XNOR-popcount against the
 packed filters, alpha [+ bias] and, in a ResNet block, the residual added in the same
-pass: no BN output, no packed-input or im2col allocation, no separate add. The output
+pass: no BN output, no packed-input allocation, no separate add. The output
 equals the simulated layer in eval mode: exactly before the float scaling, to float
 tolerance after it. With the paper's K (``scale_input``) BN runs in float first, since K
 needs its magnitudes. ``pack_model(model)`` swaps every XNOR layer of a model, and every

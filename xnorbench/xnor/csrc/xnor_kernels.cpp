@@ -25,7 +25,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VPOPCNTDQ__) && \
@@ -56,6 +55,17 @@ constexpr int FB = 8;
 #endif
 constexpr int WB = FB * NSPLIT;  // int64 words per (filter block, word position) of B
 constexpr uint64_t NIB = 0x0F0F0F0F0F0F0F0FULL;
+
+// AVX2 weight layout: KN = 16 * K nibble steps per filter, 32 filters (one block) per
+// 32-byte register. Blocks in full groups of kGroup (the wide tile's four) lie side by
+// side per step, [KN][kGroup][32] bytes per group, so one pointer walks the whole group;
+// the blocks after the last full group follow one after another, [KN][32] each.
+constexpr int kGroup = 4;
+inline int64_t b_offset(int64_t blk, int64_t step, int64_t nblk, int64_t KN) {
+  if (blk < nblk / kGroup * kGroup)
+    return (blk - blk % kGroup) * KN * 32 + (step * kGroup + blk % kGroup) * 32;
+  return (blk * KN + step) * 32;
+}
 
 namespace {
 
@@ -224,30 +234,26 @@ void pack_nhwc(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int
 // ---------------------------------------------------------------- micro-kernels
 // Where the GEMM's rows of A come from. Row m of A is output pixel m's receptive field:
 // KH segments of KW * Cw consecutive words of the packed input P (one per filter row),
-// so the AVX-512 and scalar kernels read them from P directly (`nseg` = KH segments);
-// the AVX2 kernel needs nibble-split rows and reads an im2col copy (one segment of K).
+// which every kernel reads from P directly (`nseg` = KH segments): the AVX-512 and scalar
+// kernels from P, the AVX2 kernels from its nibble-split copy (NSPLIT words per word;
+// `Cw` and `seg_len` then count words of that copy).
 struct ARows {
-  const uint64_t* base;  // P, or the im2col copy
+  const uint64_t* base;  // P, or its nibble-split copy
   int64_t nseg, seg_len; // segments per row and their length (words); K = nseg * seg_len
   int64_t M, OH, OW, Hp, Wp, Cw, sh, sw;
-  bool direct;
   // Row m's first segment; segment s starts seg_stride() words further.
   inline const uint64_t* row(int64_t m) const {
     m = std::min(m, M - 1);  // rows past M (a tile's padding) are computed and discarded
-    if (!direct) return base + m * seg_len;
     const int64_t n = m / (OH * OW), q = m % (OH * OW), oh = q / OW, ow = q % OW;
     return base + ((n * Hp + oh * sh) * Wp + ow * sw) * Cw;
   }
-  inline int64_t seg_stride() const { return direct ? Wp * Cw : seg_len; }
-  // The MR rows from m0: one division, then steps along the output row.
+  inline int64_t seg_stride() const { return Wp * Cw; }
+  // The NR rows from m0: one division, then steps along the output row.
+  template <int NR>
   inline void rows(int64_t m0, const uint64_t** out) const {
-    if (!direct) {
-      for (int r = 0; r < MR; ++r) out[r] = row(m0 + r);
-      return;
-    }
     int64_t m = std::min(m0, M - 1);
     int64_t n = m / (OH * OW), q = m % (OH * OW), oh = q / OW, ow = q % OW;
-    for (int r = 0; r < MR; ++r) {
+    for (int r = 0; r < NR; ++r) {
       out[r] = base + ((n * Hp + oh * sh) * Wp + ow * sw) * Cw;
       if (m0 + r + 1 >= M) continue;  // the rest repeat the last row (discarded)
       if (++ow == OW) {
@@ -320,7 +326,7 @@ inline void micro_avx512(const ARows& R, const uint64_t* B, int64_t ob0, int64_t
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
   const uint64_t* arow[MR];
-  R.rows(m0, arow);
+  R.rows<MR>(m0, arow);
   const int64_t stride = R.seg_stride();
   for (int64_t sg = 0; sg < R.nseg; ++sg) {
     if (sg > 0)
@@ -403,82 +409,163 @@ inline void micro_avx512(const ARows& R, const uint64_t* B, int64_t ob0, int64_t
 #endif
 
 #if XNOR_AVX2
-// kXorPop.t[a] = popcount(a ^ b) for b = 0..15, repeated in both 128-bit lanes: the
-// VPSHUFB table for input nibble a. A rows store nibble * 16, and the table's address is
-// tab + 2 * that byte, so the byte of A feeds the address directly.
+// kXorPop.t[a] = popcount(a ^ b) for b = 0..15: the VPSHUFB table for input nibble a,
+// broadcast into both 128-bit lanes by VBROADCASTI128. A rows store nibble * 16, the
+// table's offset, so the byte of A feeds the address directly.
 struct XorPopTable {
-  alignas(32) uint8_t t[16][32];
+  alignas(64) uint8_t t[16][16];
   constexpr XorPopTable() : t() {
     for (int a = 0; a < 16; ++a)
-      for (int b = 0; b < 32; ++b) t[a][b] = (uint8_t)__builtin_popcount(a ^ (b & 15));
+      for (int b = 0; b < 16; ++b) t[a][b] = (uint8_t)__builtin_popcount(a ^ b);
   }
 };
 alignas(64) constexpr XorPopTable kXorPop{};
 
-// Byte counters (at most 63 steps x 4 = 252) are widened into 16-bit partial sums
-// (unpacklo -> words 0-15, unpackhi -> words 16-31), which hold 256 flushes (64512);
-// fold16 adds those into the int32 totals of the 32 filters in order.
-inline void flush_bytes(__m256i acc, uint16_t* t16) {
-  const __m256i z = _mm256_setzero_si256();
-  __m256i* lo = (__m256i*)t16;
-  __m256i* hi = (__m256i*)(t16 + 16);
-  _mm256_store_si256(lo, _mm256_add_epi16(_mm256_load_si256(lo), _mm256_unpacklo_epi8(acc, z)));
-  _mm256_store_si256(hi, _mm256_add_epi16(_mm256_load_si256(hi), _mm256_unpackhi_epi8(acc, z)));
-}
-inline void fold16(uint16_t* t16, int32_t* tot) {
-  // unpacklo: lane 0 = filters 0-7, lane 1 = 16-23; unpackhi: 8-15 and 24-31
-  for (int j = 0; j < 8; ++j) {
-    tot[j] += t16[j];
-    tot[16 + j] += t16[8 + j];
-    tot[8 + j] += t16[16 + j];
-    tot[24 + j] += t16[24 + j];
+// Byte counters (at most 63 steps x 4 = 252) are widened into 16-bit partial sums after
+// every chunk of <= 63 steps: unpacklo puts filters 0-7 and 16-23 in words 0-15, unpackhi
+// filters 8-15 and 24-31 in words 16-31. 16 bits hold 260 chunks (65520), so a row's
+// counts stay in 16 bits while 4 * KN < 65536 (K < 1024 words: 3x3 filters on up to 7168
+// channels) and the epilogue reads them there; longer rows fold them into int32 totals
+// every 256 chunks. The first flush after a fold stores, so nothing is zeroed per tile.
+constexpr int kChunk = 63;
+template <int R, int V>
+struct TileSums {
+  alignas(32) uint16_t t16[R][V][32];
+  alignas(32) int32_t tot[R][V][32];
+  int pending = 0;      // chunks in t16 since the last fold (0: t16 holds nothing yet)
+  bool folded = false;  // tot holds counts
+
+  inline void flush(int r, int v, __m256i acc) {
+    const __m256i z = _mm256_setzero_si256();
+    __m256i* lo = (__m256i*)t16[r][v];
+    __m256i* hi = (__m256i*)(t16[r][v] + 16);
+    __m256i l = _mm256_unpacklo_epi8(acc, z), h = _mm256_unpackhi_epi8(acc, z);
+    if (pending > 0) {
+      l = _mm256_add_epi16(l, _mm256_load_si256(lo));
+      h = _mm256_add_epi16(h, _mm256_load_si256(hi));
+    }
+    _mm256_store_si256(lo, l);
+    _mm256_store_si256(hi, h);
   }
-  std::memset(t16, 0, 32 * sizeof(uint16_t));
+  inline void end_chunk() {
+    if (++pending < 256) return;
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < V; ++v)
+        for (int q = 0; q < 4; ++q) {
+          __m256i c = words(r, v, q);
+          if (folded) c = _mm256_add_epi32(c, _mm256_load_si256((const __m256i*)(tot[r][v] + 8 * q)));
+          _mm256_store_si256((__m256i*)(tot[r][v] + 8 * q), c);
+        }
+    folded = true;
+    pending = 0;
+  }
+  // Filters 8q .. 8q+7 of t16[r][v] as int32 (see the word order above).
+  inline __m256i words(int r, int v, int q) const {
+    static constexpr int kAt[4] = {0, 16, 8, 24};
+    return _mm256_cvtepu16_epi32(_mm_load_si128((const __m128i*)(t16[r][v] + kAt[q])));
+  }
+  // The counts of row r, block v: filters 8q .. 8q+7 in c[q].
+  inline void counts(int r, int v, __m256i* c) const {
+    for (int q = 0; q < 4; ++q) {
+      c[q] = pending > 0 ? words(r, v, q) : _mm256_setzero_si256();
+      if (folded) c[q] = _mm256_add_epi32(c[q], _mm256_load_si256((const __m256i*)(tot[r][v] + 8 * q)));
+    }
+  }
+};
+
+// What a tile's epilogue reads and writes (its output rows, alpha, bias, residual),
+// asked for at the start of its last chunk: streaming B through L1 has evicted them, and
+// the epilogue would otherwise wait on L2 for each.
+template <int R, int V>
+inline void prefetch_epilogue(const Epilogue& e, int64_t m0, int64_t M, int64_t nb0) {
+  const int64_t o0 = nb0 * 32, no = std::min<int64_t>(V * 32, e.OC - o0);
+  if (no <= 0) return;
+  const int rows = (int)std::min<int64_t>(R, M - m0);
+  for (int64_t o = 0; o < no; o += 16) {
+    __builtin_prefetch(e.alpha + o0 + o, 0, 3);
+    if (e.bias) __builtin_prefetch(e.bias + o0 + o, 0, 3);
+    for (int r = 0; r < rows; ++r) {
+      const int64_t at = (m0 + r) * e.OC + o0 + o;
+      if (e.out) __builtin_prefetch(e.out + at, 1, 3);
+      if (e.out_int) __builtin_prefetch(e.out_int + at, 1, 3);
+      if (e.residual) __builtin_prefetch(e.residual + at, 0, 3);
+    }
+  }
 }
 
-// Epilogue of one row and one block of 32 filters (AVX2 kernels), vectorised; the
-// same operations in the same order as store_row, which takes partial blocks.
-inline void store_block32(const Epilogue& e, int64_t m, int64_t nb, const int32_t* tot) {
-  const int64_t o0 = nb * 32;
-  if (e.out_int || o0 + 32 > e.OC) {
-    store_row(e, m, nb, tot);
-    return;
-  }
-  const __m256i nbits = _mm256_set1_epi32((int32_t)e.nbits);
-  const __m256 k = _mm256_set1_ps(e.kscale ? e.kscale[m] : 1.0f);
-  for (int q = 0; q < 4; ++q) {
-    const __m256i c = _mm256_load_si256((const __m256i*)(tot + 8 * q));
-    __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(nbits, _mm256_slli_epi32(c, 1)));
-    f = _mm256_mul_ps(f, _mm256_loadu_ps(e.alpha + o0 + 8 * q));
-    if (e.kscale) f = _mm256_mul_ps(f, k);
-    if (e.bias) f = _mm256_add_ps(f, _mm256_loadu_ps(e.bias + o0 + 8 * q));
-    if (e.residual) f = _mm256_add_ps(f, _mm256_loadu_ps(e.residual + m * e.OC + o0 + 8 * q));
-    if (e.out_bits) {
-      const __m256 nt = _mm256_loadu_ps(e.nth + o0 + 8 * q);
-      const uint32_t lt = _mm256_movemask_ps(_mm256_cmp_ps(f, nt, _CMP_LT_OQ));
-      const uint32_t gt = _mm256_movemask_ps(_mm256_cmp_ps(f, nt, _CMP_GT_OQ));
-      uint32_t fl = 0;
-      for (int j = 0; j < 8; ++j) fl |= (uint32_t)(e.nflip[o0 + 8 * q + j] != 0) << j;
-      e.bits_row(m)[(o0 + 8 * q) / 8] = (uint8_t)((lt & ~fl) | (gt & fl));
+// A tile's counts out: R rows of which the first min(R, M - m0) are real, V blocks of 32
+// filters. Vectorised like the AVX-512 epilogue, with the same operations: per block the
+// per-filter constants are loaded once, then per row and 8 filters
+//   out = count * (-2 alpha) + (nbits alpha + bias)       one FMA, or with K:
+//   out = (nbits - 2 count) * alpha * K + bias             (exact integers first)
+// [+ residual], stored as floats or as the next layer's sign bits. Integer output and a
+// partial last block go through store_row.
+template <int R, int V>
+inline void store_tile(const Epilogue& e, int64_t m0, int64_t M, int64_t nb0,
+                       const TileSums<R, V>& s) {
+  const int rows = (int)std::min<int64_t>(R, M - m0);
+  const __m256 nbf = _mm256_set1_ps((float)e.nbits);
+  for (int v = 0; v < V; ++v) {
+    const int64_t o0 = (nb0 + v) * 32;
+    if (e.out_int || o0 + 32 > e.OC) {
+      for (int r = 0; r < rows; ++r) {
+        __m256i c[4];
+        alignas(32) int32_t tot[32];
+        s.counts(r, v, c);
+        for (int q = 0; q < 4; ++q) _mm256_store_si256((__m256i*)(tot + 8 * q), c[q]);
+        store_row(e, m0 + r, nb0 + v, tot);
+      }
       continue;
     }
-    _mm256_storeu_ps(e.out + m * e.OC + o0 + 8 * q, f);
+    __m256 al[4], bi[4], m2al[4], offs[4], nt[4];
+    uint32_t fl[4] = {};
+    for (int q = 0; q < 4; ++q) {
+      al[q] = _mm256_loadu_ps(e.alpha + o0 + 8 * q);
+      bi[q] = e.bias ? _mm256_loadu_ps(e.bias + o0 + 8 * q) : _mm256_setzero_ps();
+      m2al[q] = _mm256_mul_ps(al[q], _mm256_set1_ps(-2.0f));
+      offs[q] = _mm256_fmadd_ps(nbf, al[q], bi[q]);
+      if (e.out_bits) {
+        nt[q] = _mm256_loadu_ps(e.nth + o0 + 8 * q);
+        for (int j = 0; j < 8; ++j) fl[q] |= (uint32_t)(e.nflip[o0 + 8 * q + j] != 0) << j;
+      }
+    }
+    if (!e.kscale && !e.residual && !e.out_bits && !s.folded) {
+      // the common case in a tight loop: the Epilogue's fields read once, not after
+      // every store (which the compiler must assume could change them)
+      float* const out = e.out + m0 * e.OC + o0;
+      const int64_t OC = e.OC;
+      for (int r = 0; r < rows; ++r)
+        for (int q = 0; q < 4; ++q)
+          _mm256_storeu_ps(out + r * OC + 8 * q,
+                           _mm256_fmadd_ps(_mm256_cvtepi32_ps(s.words(r, v, q)), m2al[q],
+                                           offs[q]));
+      continue;
+    }
+    for (int r = 0; r < rows; ++r) {
+      const int64_t m = m0 + r;
+      __m256i c[4];
+      s.counts(r, v, c);
+      for (int q = 0; q < 4; ++q) {
+        const __m256 cnt = _mm256_cvtepi32_ps(c[q]);
+        __m256 f;
+        if (!e.kscale) {
+          f = _mm256_fmadd_ps(cnt, m2al[q], offs[q]);
+        } else {
+          f = _mm256_mul_ps(_mm256_fnmadd_ps(cnt, _mm256_set1_ps(2.0f), nbf), al[q]);
+          f = _mm256_add_ps(_mm256_mul_ps(f, _mm256_set1_ps(e.kscale[m])), bi[q]);
+        }
+        if (e.residual)
+          f = _mm256_add_ps(f, _mm256_loadu_ps(e.residual + m * e.OC + o0 + 8 * q));
+        if (e.out_bits) {
+          const uint32_t lt = _mm256_movemask_ps(_mm256_cmp_ps(f, nt[q], _CMP_LT_OQ));
+          const uint32_t gt = _mm256_movemask_ps(_mm256_cmp_ps(f, nt[q], _CMP_GT_OQ));
+          e.bits_row(m)[(o0 + 8 * q) / 8] = (uint8_t)((lt & ~fl[q]) | (gt & fl[q]));
+          continue;
+        }
+        _mm256_storeu_ps(e.out + m * e.OC + o0 + 8 * q, f);
+      }
+    }
   }
-}
-
-// A tile's 16-bit partial sums into its int32 totals, and its totals out (R rows of
-// which the first min(R, M - m0) are real, V blocks of 32 filters; arrays sized S >= V).
-template <int R, int V, int S>
-inline void fold_tile(uint16_t (*t16)[S][32], int32_t (*tot)[S][32]) {
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) fold16(t16[r][v], tot[r][v]);
-}
-template <int R, int V, int S>
-inline void store_tile(const Epilogue& e, int64_t m0, int64_t M, int64_t nb0,
-                       int32_t (*tot)[S][32]) {
-  const int rows = (int)std::min<int64_t>(R, M - m0);
-  for (int r = 0; r < rows; ++r)
-    for (int v = 0; v < V; ++v) store_block32(e, m0 + r, nb0 + v, tot[r][v]);
 }
 
 // One step for one row: load its table, VPSHUFB it by the B nibbles of NB filter blocks
@@ -486,88 +573,118 @@ inline void store_tile(const Epilogue& e, int64_t m0, int64_t M, int64_t nb0,
 // accumulators of the 6 x 2 tile (12 + 2 B + 2 temporaries = all 16 ymm registers).
 #define XNOR_ROW2(ACC0, ACC1, ADDR)                \
   "movzbl " ADDR ", %k[i]\n\t"                     \
-  "vmovdqa (%[tab],%q[i],2), %[t]\n\t"             \
+  "vbroadcasti128 (%[tab],%q[i],1), %[t]\n\t"             \
   "vpshufb %[b0], %[t], %[u]\n\t"                  \
   "vpaddb %[u], %[" #ACC0 "], %[" #ACC0 "]\n\t"    \
   "vpshufb %[b1], %[t], %[t]\n\t"                  \
   "vpaddb %[t], %[" #ACC1 "], %[" #ACC1 "]\n\t"
 #define XNOR_ROW1(ACC0, ADDR)                      \
   "movzbl " ADDR ", %k[i]\n\t"                     \
-  "vmovdqa (%[tab],%q[i],2), %[t]\n\t"             \
+  "vbroadcasti128 (%[tab],%q[i],1), %[t]\n\t"             \
   "vpshufb %[b0], %[t], %[t]\n\t"                  \
   "vpaddb %[t], %[" #ACC0 "], %[" #ACC0 "]\n\t"
 
-// MR (= 6) rows x NB (1 or 2) blocks of 32 filters. A row: KN bytes, each an input nibble
-// times 16; B block: KN x 32 filter nibbles. Rows 0-5 sit at ap + r * KN, addressed as
-// (ap), (ap,KN), (ap,KN,2), (ap3), (ap,KN,4), (ap3,KN,2) with ap3 = ap + 3 KN.
+// A tile's rows as bytes of the nibble-split input, one byte per nibble step: step k of
+// row r lies in segment k / SL, at byte k % SL of it. For the piece of a chunk inside
+// segment sg, at(r, sg) + k addresses step k, so one index register walks every row.
+template <int NR>
+struct TileRows {
+  const uint8_t* row0[NR];
+  int64_t SL, gap;  // steps (bytes) per segment; bytes between the end of one and the next
+  TileRows(const ARows& R, int64_t m0) {
+    const uint64_t* rp[NR];
+    R.rows<NR>(m0, rp);
+    for (int r = 0; r < NR; ++r) row0[r] = reinterpret_cast<const uint8_t*>(rp[r]);
+    SL = R.seg_len * 8;
+    gap = R.seg_stride() * 8 - SL;
+  }
+  inline const uint8_t* at(int r, int64_t sg) const { return row0[r] + sg * gap; }
+  // the end of the piece of [k, k1) that lies in k's segment
+  inline int64_t piece_end(int64_t k, int64_t k1) const {
+    return std::min(k1, (k / SL + 1) * SL);
+  }
+};
+
+// MR (= 6) rows x NB (1 or 2) blocks of 32 filters, for the blocks past the last full
+// group of four (see b_offset: each such block is KN x 32 filter nibbles).
 template <int NB>
-inline void micro_avx2(const uint8_t* A, int64_t KN, const uint8_t* B, int64_t nb0,
-                       int64_t m0, int64_t M, const Epilogue& e) {
+inline void micro_avx2(const ARows& R, const uint8_t* B, int64_t nb0, int64_t m0,
+                       const Epilogue& e) {
   static_assert(MR == 6 && (NB == 1 || NB == 2), "the asm step is written for 6 x {1,2}");
   const uint8_t* tab = &kXorPop.t[0][0];
-  alignas(32) int32_t tot[MR][2][32] = {};
-  alignas(32) uint16_t t16[MR][2][32] = {};
-  const uint8_t* a0 = A + m0 * KN;
+  const int64_t KN = R.nseg * R.seg_len * 8;
+  TileSums<MR, NB> s;
+  const TileRows<MR> rows(R, m0);
   const uint8_t* b0p = B + nb0 * KN * 32;
   const uint8_t* b1p = B + (nb0 + NB - 1) * KN * 32;
-  for (int64_t k0 = 0, chunk = 1; k0 < KN; k0 += 63, ++chunk) {
-    const int64_t k1 = std::min<int64_t>(KN, k0 + 63);
+  for (int64_t k0 = 0; k0 < KN; k0 += kChunk) {
+    const int64_t k1 = std::min<int64_t>(KN, k0 + kChunk);
+    if (k1 == KN) prefetch_epilogue<MR, NB>(e, m0, R.M, nb0);
     __m256i c00 = _mm256_setzero_si256(), c10 = c00, c20 = c00, c30 = c00, c40 = c00,
             c50 = c00, c01 = c00, c11 = c00, c21 = c00, c31 = c00, c41 = c00, c51 = c00;
     __m256i t, u;
     uint64_t i;
-    for (int64_t k = k0; k < k1; ++k) {
-      const uint8_t* ap = a0 + k;
-      const uint8_t* ap3 = a0 + 3 * KN + k;
-      const __m256i b0 = _mm256_load_si256((const __m256i*)(b0p + k * 32));
-      if constexpr (NB == 2) {
-        const __m256i b1 = _mm256_load_si256((const __m256i*)(b1p + k * 32));
-        asm volatile(XNOR_ROW2(c00, c01, "(%[ap])") XNOR_ROW2(c10, c11, "(%[ap],%[kn],1)")
-                     XNOR_ROW2(c20, c21, "(%[ap],%[kn],2)")
-                     : [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10), [c11] "+x"(c11),
-                       [c20] "+x"(c20), [c21] "+x"(c21), [t] "=&x"(t), [u] "=&x"(u),
-                       [i] "=&r"(i)
-                     : [b0] "x"(b0), [b1] "x"(b1), [tab] "r"(tab), [ap] "r"(ap), [kn] "r"(KN)
-                     : "memory");
-        asm volatile(XNOR_ROW2(c30, c31, "(%[ap3])") XNOR_ROW2(c40, c41, "(%[ap],%[kn],4)")
-                     XNOR_ROW2(c50, c51, "(%[ap3],%[kn],2)")
-                     : [c30] "+x"(c30), [c31] "+x"(c31), [c40] "+x"(c40), [c41] "+x"(c41),
-                       [c50] "+x"(c50), [c51] "+x"(c51), [t] "=&x"(t), [u] "=&x"(u),
-                       [i] "=&r"(i)
-                     : [b0] "x"(b0), [b1] "x"(b1), [tab] "r"(tab), [ap] "r"(ap),
-                       [ap3] "r"(ap3), [kn] "r"(KN)
-                     : "memory");
-      } else {
-        asm volatile(XNOR_ROW1(c00, "(%[ap])") XNOR_ROW1(c10, "(%[ap],%[kn],1)")
-                     XNOR_ROW1(c20, "(%[ap],%[kn],2)") XNOR_ROW1(c30, "(%[ap3])")
-                     XNOR_ROW1(c40, "(%[ap],%[kn],4)") XNOR_ROW1(c50, "(%[ap3],%[kn],2)")
-                     : [c00] "+x"(c00), [c10] "+x"(c10), [c20] "+x"(c20), [c30] "+x"(c30),
-                       [c40] "+x"(c40), [c50] "+x"(c50), [t] "=&x"(t), [i] "=&r"(i)
-                     : [b0] "x"(b0), [tab] "r"(tab), [ap] "r"(ap), [ap3] "r"(ap3),
-                       [kn] "r"(KN)
-                     : "memory");
+    for (int64_t k = k0; k < k1;) {
+      const int64_t sg = k / rows.SL, ke = rows.piece_end(k, k1);
+      const uint8_t *r0 = rows.at(0, sg), *r1 = rows.at(1, sg), *r2 = rows.at(2, sg),
+                    *r3 = rows.at(3, sg), *r4 = rows.at(4, sg), *r5 = rows.at(5, sg);
+      for (; k < ke; ++k) {
+        const __m256i b0 = _mm256_load_si256((const __m256i*)(b0p + k * 32));
+        // three rows (accumulators X0, X1, X2 of block 0 and Y0, Y1, Y2 of block 1)
+#define XNOR_NARROW2(X0, Y0, X1, Y1, X2, Y2, RA, RB, RC)                                 \
+  asm volatile(XNOR_ROW2(a0, b0a, "(%[ra],%[k])") XNOR_ROW2(a1, b1a, "(%[rb],%[k])")       \
+               XNOR_ROW2(a2, b2a, "(%[rc],%[k])")                                          \
+               : [a0] "+x"(X0), [b0a] "+x"(Y0), [a1] "+x"(X1), [b1a] "+x"(Y1), [a2] "+x"(X2), \
+                 [b2a] "+x"(Y2), [t] "=&x"(t), [u] "=&x"(u), [i] "=&r"(i)                  \
+               : [b0] "x"(b0), [b1] "x"(b1), [tab] "r"(tab), [ra] "r"(RA), [rb] "r"(RB),   \
+                 [rc] "r"(RC), [k] "r"(k)                                                  \
+               : "memory")
+#define XNOR_NARROW1(X0, X1, X2, RA, RB, RC)                                             \
+  asm volatile(XNOR_ROW1(a0, "(%[ra],%[k])") XNOR_ROW1(a1, "(%[rb],%[k])")                 \
+               XNOR_ROW1(a2, "(%[rc],%[k])")                                               \
+               : [a0] "+x"(X0), [a1] "+x"(X1), [a2] "+x"(X2), [t] "=&x"(t), [i] "=&r"(i)   \
+               : [b0] "x"(b0), [tab] "r"(tab), [ra] "r"(RA), [rb] "r"(RB), [rc] "r"(RC),   \
+                 [k] "r"(k)                                                                \
+               : "memory")
+        if constexpr (NB == 2) {
+          const __m256i b1 = _mm256_load_si256((const __m256i*)(b1p + k * 32));
+          XNOR_NARROW2(c00, c01, c10, c11, c20, c21, r0, r1, r2);
+          XNOR_NARROW2(c30, c31, c40, c41, c50, c51, r3, r4, r5);
+        } else {
+          XNOR_NARROW1(c00, c10, c20, r0, r1, r2);
+          XNOR_NARROW1(c30, c40, c50, r3, r4, r5);
+        }
+#undef XNOR_NARROW2
+#undef XNOR_NARROW1
       }
     }
     const __m256i col0[MR] = {c00, c10, c20, c30, c40, c50};
     const __m256i col1[MR] = {c01, c11, c21, c31, c41, c51};
     for (int r = 0; r < MR; ++r) {
-      flush_bytes(col0[r], t16[r][0]);
-      if constexpr (NB == 2) flush_bytes(col1[r], t16[r][1]);
+      s.flush(r, 0, col0[r]);
+      if constexpr (NB == 2) s.flush(r, 1, col1[r]);
     }
-    if (chunk % 256 == 0 || k1 == KN) fold_tile<MR, NB, 2>(t16, tot);
+    s.end_chunk();
   }
-  store_tile<MR, NB, 2>(e, m0, M, nb0, tot);
+  store_tile(e, m0, R.M, nb0, s);
 }
 
-// The wide tile: 3 rows x 4 blocks of 32 filters. Per row and step one table load feeds
-// four VPSHUFB (two blocks' nibbles in registers, two as memory operands), so the
-// scalar index load and the table load are paid once per four shuffles instead of two:
-// 10 instructions per row-step for 8 vector operations (the 6 x 2 tile: 6 for 4), which
-// keeps the front end under its 6 per cycle at the shuffle units' rate. 12 accumulators
-// + 2 B + 2 temporaries use all 16 ymm registers.
+// The wide tile: 3 rows x 4 blocks of 32 filters (one group, see b_offset). Per row and
+// step one table load feeds four VPSHUFB (one block's nibbles in a register, three as
+// memory operands), so the scalar index load and the table load are paid once per four
+// shuffles. The group's four blocks lie side by side per step, so one pointer walks all
+// of B and one index all three rows; unrolled 16 times that is about 31 instructions per
+// step for 12 shuffles, under Zen's 6 per cycle at the shuffle units' 2 per cycle. The
+// table loads are software-pipelined one row-step ahead (two table registers, ta and
+// tb). 12 accumulators + 1 B + 2 tables + 1 temporary use all 16 ymm registers. What
+// bounds it on Zen 4 (measured, about 88 % of the register-only shuffle peak at long K):
+// 11 of the 14 loads per step are 256-bit, against two such loads per cycle.
+//
+// XNOR_ROW4: one row-step of a tile of fewer rows (the last of a conv whose row count is
+// not a multiple of 3), not pipelined.
 #define XNOR_ROW4(A0, A1, A2, A3, ADDR)            \
   "movzbl " ADDR ", %k[i]\n\t"                     \
-  "vmovdqa (%[tab],%q[i],2), %[t]\n\t"             \
+  "vbroadcasti128 (%[tab],%q[i],1), %[t]\n\t"      \
   "vpshufb %[b0], %[t], %[u]\n\t"                  \
   "vpaddb %[u], %[" #A0 "], %[" #A0 "]\n\t"        \
   "vpshufb %[b1], %[t], %[u]\n\t"                  \
@@ -576,46 +693,153 @@ inline void micro_avx2(const uint8_t* A, int64_t KN, const uint8_t* B, int64_t n
   "vpaddb %[u], %[" #A2 "], %[" #A2 "]\n\t"        \
   "vpshufb %[b3], %[t], %[t]\n\t"                  \
   "vpaddb %[t], %[" #A3 "], %[" #A3 "]\n\t"
-constexpr int WMR = 3, WNB = 4;
-inline void micro_avx2_wide(const uint8_t* A, int64_t KN, const uint8_t* B, int64_t nb0,
-                            int64_t m0, int64_t M, const Epilogue& e) {
+constexpr int WMR = 3, WNB = kGroup;
+constexpr int kWideChunk = 48;  // 3 words of 16 steps: the most whole words under 64 steps
+constexpr int kWideBatch = 8;   // row tiles that share each chunk of B while it is in L1
+// Up to kWideBatch consecutive wide tiles (rows m0 .. m0 + 3 * ntiles) of one group. The
+// chunk loop is outside the tile loop, so each 6 KiB chunk of B is read from L2 once per
+// batch and from L1 by the other tiles. Segments are whole words (16 steps) and chunks
+// three words, so every piece of a chunk is a multiple of the 16-step unrolled body.
+inline void micro_avx2_wide(const ARows& R, const uint8_t* B, int64_t nb0, int64_t m0,
+                            int ntiles, const Epilogue& e) {
   const uint8_t* tab = &kXorPop.t[0][0];
-  alignas(32) int32_t tot[WMR][WNB][32] = {};
-  alignas(32) uint16_t t16[WMR][WNB][32] = {};
-  const uint8_t* a0 = A + m0 * KN;
-  const uint8_t* bp[WNB];
-  for (int v = 0; v < WNB; ++v) bp[v] = B + (nb0 + v) * KN * 32;
-  for (int64_t k0 = 0, chunk = 1; k0 < KN; k0 += 63, ++chunk) {
-    const int64_t k1 = std::min<int64_t>(KN, k0 + 63);
+  const int64_t KN = R.nseg * R.seg_len * 8;
+  TileSums<WMR, WNB> sums[kWideBatch];
+  const uint8_t* row0[kWideBatch][WMR];
+  int64_t SL = 0, gap = 0;
+  for (int j = 0; j < ntiles; ++j) {
+    const TileRows<WMR> tr(R, m0 + j * WMR);
+    for (int r = 0; r < WMR; ++r) row0[j][r] = tr.row0[r];
+    SL = tr.SL;
+    gap = tr.gap;
+  }
+  const uint8_t* bg = B + nb0 * KN * 32;  // the group: [KN][4 blocks][32 filters]
+  for (int64_t k0 = 0; k0 < KN; k0 += kWideChunk) {
+    const int64_t k1 = std::min<int64_t>(KN, k0 + kWideChunk);
+    for (int j = 0; j < ntiles; ++j) {
+      if (k1 == KN) prefetch_epilogue<WMR, WNB>(e, m0 + j * WMR, R.M, nb0);
+      __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00,
+              c11 = c00, c12 = c00, c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+      __m256i u;
+      uint64_t i;
+      __m256i ta, tb;
+#define XNOR_WIDE_SHUF(A0, A1, A2, A3, TC)                   \
+  "vpshufb %[b0], %[" TC "], %[u]\n\t"                       \
+  "vpaddb %[u], %[" #A0 "], %[" #A0 "]\n\t"                  \
+  "vpshufb %[b1], %[" TC "], %[u]\n\t"                       \
+  "vpaddb %[u], %[" #A1 "], %[" #A1 "]\n\t"                  \
+  "vpshufb %[b2], %[" TC "], %[u]\n\t"                       \
+  "vpaddb %[u], %[" #A2 "], %[" #A2 "]\n\t"                  \
+  "vpshufb %[b3], %[" TC "], %[u]\n\t"                       \
+  "vpaddb %[u], %[" #A3 "], %[" #A3 "]\n\t"
+#define XNOR_WIDE_OUTS(A0, A1, A2, A3)                                                  \
+  [A0] "+x"(A0), [A1] "+x"(A1), [A2] "+x"(A2), [A3] "+x"(A3), [ta] "+x"(ta),            \
+      [tb] "+x"(tb), [u] "=&x"(u), [i] "=&r"(i)
+#define XNOR_WIDE_INS(O)                                                                \
+  [b0] "x"(b0), [b1] "m"(*(const __m256i*)(q + 128 * O + 32)),                          \
+      [b2] "m"(*(const __m256i*)(q + 128 * O + 64)),                                    \
+      [b3] "m"(*(const __m256i*)(q + 128 * O + 96)), [tab] "r"(tab), [k] "r"(k)
+#define XNOR_WIDE_ROW(O, A0, A1, A2, A3, TC, TN, ON, RN)                                 \
+  asm volatile("movzbl %c[on](%[rn],%[k]), %k[i]\n\t"                                   \
+               "vbroadcasti128 (%[tab],%q[i],1), %[" TN "]\n\t" XNOR_WIDE_SHUF(A0, A1, A2, A3, TC) \
+               : XNOR_WIDE_OUTS(A0, A1, A2, A3)                                          \
+               : XNOR_WIDE_INS(O), [rn] "r"(RN), [on] "i"(ON)                            \
+               : "memory")
+#define XNOR_WIDE_LAST(O, A0, A1, A2, A3, TC)                                            \
+  asm volatile(XNOR_WIDE_SHUF(A0, A1, A2, A3, TC)                                         \
+               : XNOR_WIDE_OUTS(A0, A1, A2, A3)                                          \
+               : XNOR_WIDE_INS(O)                                                        \
+               : "memory")
+#define XNOR_WIDE_STEP(O, T0, T1)                                                       \
+  {                                                                                     \
+    const __m256i b0 = _mm256_load_si256((const __m256i*)(q + 128 * O));                \
+    XNOR_WIDE_ROW(O, c00, c01, c02, c03, T0, T1, O, r1);                                \
+    XNOR_WIDE_ROW(O, c10, c11, c12, c13, T1, T0, O, r2);                                \
+    XNOR_WIDE_ROW(O, c20, c21, c22, c23, T0, T1, O + 1, r0);                            \
+  }
+      for (int64_t k = k0; k < k1;) {
+        const int64_t sg = k / SL, ke = std::min(k1, (sg + 1) * SL);
+        const uint8_t *r0 = row0[j][0] + sg * gap, *r1 = row0[j][1] + sg * gap,
+                      *r2 = row0[j][2] + sg * gap;
+        for (const uint8_t* q = bg + k * 128; k < ke; k += 16, q += 16 * 128) {
+          asm volatile("movzbl (%[r0],%[k]), %k[i]\n\tvbroadcasti128 (%[tab],%q[i],1), %[ta]\n\t"
+                       : [ta] "=x"(ta), [i] "=&r"(i)
+                       : [r0] "r"(r0), [k] "r"(k), [tab] "r"(tab)
+                       : "memory");
+          XNOR_WIDE_STEP(0, "ta", "tb") XNOR_WIDE_STEP(1, "tb", "ta")
+          XNOR_WIDE_STEP(2, "ta", "tb") XNOR_WIDE_STEP(3, "tb", "ta")
+          XNOR_WIDE_STEP(4, "ta", "tb") XNOR_WIDE_STEP(5, "tb", "ta")
+          XNOR_WIDE_STEP(6, "ta", "tb") XNOR_WIDE_STEP(7, "tb", "ta")
+          XNOR_WIDE_STEP(8, "ta", "tb") XNOR_WIDE_STEP(9, "tb", "ta")
+          XNOR_WIDE_STEP(10, "ta", "tb") XNOR_WIDE_STEP(11, "tb", "ta")
+          XNOR_WIDE_STEP(12, "ta", "tb") XNOR_WIDE_STEP(13, "tb", "ta")
+          XNOR_WIDE_STEP(14, "ta", "tb")
+          {
+            const __m256i b0 = _mm256_load_si256((const __m256i*)(q + 128 * 15));
+            XNOR_WIDE_ROW(15, c00, c01, c02, c03, "tb", "ta", 15, r1);
+            XNOR_WIDE_ROW(15, c10, c11, c12, c13, "ta", "tb", 15, r2);
+            XNOR_WIDE_LAST(15, c20, c21, c22, c23, "tb");
+          }
+        }
+      }
+#undef XNOR_WIDE_STEP
+#undef XNOR_WIDE_LAST
+#undef XNOR_WIDE_ROW
+#undef XNOR_WIDE_INS
+#undef XNOR_WIDE_OUTS
+#undef XNOR_WIDE_SHUF
+      const __m256i acc[WMR][WNB] = {{c00, c01, c02, c03}, {c10, c11, c12, c13},
+                                     {c20, c21, c22, c23}};
+      for (int r = 0; r < WMR; ++r)
+        for (int v = 0; v < WNB; ++v) sums[j].flush(r, v, acc[r][v]);
+      sums[j].end_chunk();
+    }
+  }
+  for (int j = 0; j < ntiles; ++j) store_tile(e, m0 + j * WMR, R.M, nb0, sums[j]);
+}
+// The last rows of a conv whose row count is not a multiple of 3: NR (1 or 2) rows x 4
+// blocks, one step at a time, so no rows are computed only to be discarded.
+template <int NR>
+inline void micro_avx2_wide_tail(const ARows& R, const uint8_t* B, int64_t nb0, int64_t m0,
+                                 const Epilogue& e) {
+  static_assert(NR == 1 || NR == 2, "the tail has one or two rows");
+  const uint8_t* tab = &kXorPop.t[0][0];
+  const int64_t KN = R.nseg * R.seg_len * 8;
+  TileSums<NR, WNB> s;
+  const TileRows<NR> rows(R, m0);
+  const uint8_t* bg = B + nb0 * KN * 32;
+  for (int64_t k0 = 0; k0 < KN; k0 += kChunk) {
+    const int64_t k1 = std::min<int64_t>(KN, k0 + kChunk);
     __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00,
-            c11 = c00, c12 = c00, c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+            c11 = c00, c12 = c00, c13 = c00;
     __m256i t, u;
     uint64_t i;
-    const uint8_t* ap = a0 + k0;
-    const uint8_t *q0 = bp[0] + k0 * 32, *q1 = bp[1] + k0 * 32, *q2 = bp[2] + k0 * 32,
-                  *q3 = bp[3] + k0 * 32;
-    for (int64_t k = k0; k < k1; ++k, ++ap, q0 += 32, q1 += 32, q2 += 32, q3 += 32) {
-      const __m256i b0 = _mm256_load_si256((const __m256i*)q0);
-      const __m256i b1 = _mm256_load_si256((const __m256i*)q1);
-#define XNOR_WIDE_ROW(A0, A1, A2, A3, ADDR)                                              \
-  asm volatile(XNOR_ROW4(A0, A1, A2, A3, ADDR)                                             \
+    for (int64_t k = k0; k < k1;) {
+      const int64_t sg = k / rows.SL, ke = rows.piece_end(k, k1);
+      const uint8_t* r0 = rows.at(0, sg);
+      const uint8_t* r1 = rows.at(NR - 1, sg);
+      for (const uint8_t* q = bg + k * 128; k < ke; ++k, q += 128) {
+        const __m256i b0 = _mm256_load_si256((const __m256i*)q);
+        const __m256i b1 = _mm256_load_si256((const __m256i*)(q + 32));
+#define XNOR_TAIL_ROW(A0, A1, A2, A3, ROW)                                               \
+  asm volatile(XNOR_ROW4(A0, A1, A2, A3, "(%[ra],%[k])")                                   \
                : [A0] "+x"(A0), [A1] "+x"(A1), [A2] "+x"(A2), [A3] "+x"(A3), [t] "=&x"(t), \
                  [u] "=&x"(u), [i] "=&r"(i)                                                \
-               : [b0] "x"(b0), [b1] "x"(b1), [b2] "m"(*(const __m256i*)q2),                \
-                 [b3] "m"(*(const __m256i*)q3), [tab] "r"(tab), [ap] "r"(ap), [kn] "r"(KN)  \
+               : [b0] "x"(b0), [b1] "x"(b1), [b2] "m"(*(const __m256i*)(q + 64)),          \
+                 [b3] "m"(*(const __m256i*)(q + 96)), [tab] "r"(tab), [ra] "r"(ROW),       \
+                 [k] "r"(k)                                                                \
                : "memory")
-      XNOR_WIDE_ROW(c00, c01, c02, c03, "(%[ap])");
-      XNOR_WIDE_ROW(c10, c11, c12, c13, "(%[ap],%[kn],1)");
-      XNOR_WIDE_ROW(c20, c21, c22, c23, "(%[ap],%[kn],2)");
+        XNOR_TAIL_ROW(c00, c01, c02, c03, r0);
+        if constexpr (NR == 2) XNOR_TAIL_ROW(c10, c11, c12, c13, r1);
+#undef XNOR_TAIL_ROW
+      }
     }
-#undef XNOR_WIDE_ROW
-    const __m256i acc[WMR][WNB] = {{c00, c01, c02, c03}, {c10, c11, c12, c13},
-                                   {c20, c21, c22, c23}};
-    for (int r = 0; r < WMR; ++r)
-      for (int v = 0; v < WNB; ++v) flush_bytes(acc[r][v], t16[r][v]);
-    if (chunk % 256 == 0 || k1 == KN) fold_tile<WMR, WNB, WNB>(t16, tot);
+    const __m256i acc[2][WNB] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}};
+    for (int r = 0; r < NR; ++r)
+      for (int v = 0; v < WNB; ++v) s.flush(r, v, acc[r][v]);
+    s.end_chunk();
   }
-  store_tile<WMR, WNB, WNB>(e, m0, M, nb0, tot);
+  store_tile(e, m0, R.M, nb0, s);
 }
 #undef XNOR_ROW4
 #undef XNOR_ROW2
@@ -647,8 +871,7 @@ inline void micro(const ARows& R, const uint64_t* B, int64_t ob0, int64_t m0,
 #if XNOR_AVX512
   micro_avx512<NV>(R, B, ob0, m0, e);
 #elif XNOR_AVX2
-  micro_avx2<NV>(reinterpret_cast<const uint8_t*>(R.base), R.seg_len * 16,
-                 reinterpret_cast<const uint8_t*>(B), ob0, m0, R.M, e);
+  micro_avx2<NV>(R, reinterpret_cast<const uint8_t*>(B), ob0, m0, e);
 #else
   micro_portable<NV>(R, B, ob0, m0, e);
 #endif
@@ -658,13 +881,22 @@ void binary_gemm(const ARows& R, const uint64_t* B, int64_t OCB, const Epilogue&
   const int64_t M = R.M;
 #if XNOR_AVX2
   // full groups of 4 filter blocks: the wide 3 x 4 tile; the rest: 6 x {2, 1} tiles
-  const int64_t wide = OCB / WNB, wtiles = ceil_div(M, WMR);
+  // (batches of full 3-row tiles, then the 1 or 2 rows left, per group)
+  const int64_t wide = OCB / WNB, wtiles = M / WMR, left = M % WMR;
+  const int64_t batches = ceil_div(wtiles, kWideBatch) + (left > 0);
+  const uint8_t* b8 = reinterpret_cast<const uint8_t*>(B);
   if (wide > 0) {
-    at::parallel_for(0, wide * wtiles, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t)
-        micro_avx2_wide(reinterpret_cast<const uint8_t*>(R.base), R.seg_len * 16,
-                        reinterpret_cast<const uint8_t*>(B), (t / wtiles) * WNB,
-                        (t % wtiles) * WMR, M, e);
+    at::parallel_for(0, wide * batches, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t nb0 = (t / batches) * WNB, first = (t % batches) * kWideBatch;
+        if (first < wtiles)
+          micro_avx2_wide(R, b8, nb0, first * WMR,
+                          (int)std::min<int64_t>(kWideBatch, wtiles - first), e);
+        else if (left == 1)
+          micro_avx2_wide_tail<1>(R, b8, nb0, wtiles * WMR, e);
+        else
+          micro_avx2_wide_tail<2>(R, b8, nb0, wtiles * WMR, e);
+      }
     });
   }
   const int64_t done = wide * WNB;
@@ -698,28 +930,28 @@ void binary_gemm(const ARows& R, const uint64_t* B, int64_t OCB, const Epilogue&
 }
 
 #if XNOR_AVX2
-// P[N][Hp][Wp][Cw] -> A[Mpad][K], tap-major rows; rows past M stay zero.
-void im2col(const uint64_t* P, uint64_t* A, int64_t N, int64_t Hp, int64_t Wp, int64_t Cw,
-            int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t OH, int64_t OW) {
-  const int64_t K = KH * KW * Cw;
-  at::parallel_for(0, N * OH, 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = r / OH, oh = r % OH;
-      for (int64_t ow = 0; ow < OW; ++ow) {
-        uint64_t* dst = A + ((n * OH + oh) * OW + ow) * K * NSPLIT;
-        for (int64_t ky = 0; ky < KH; ++ky) {
-          const uint64_t* src = P + ((n * Hp + oh * sh + ky) * Wp + ow * sw) * Cw;
-          uint64_t* d = dst + ky * KW * Cw * NSPLIT;
-          if (NSPLIT == 1) {
-            std::memcpy(d, src, sizeof(uint64_t) * KW * Cw);
-          } else {
-            for (int64_t j = 0; j < KW * Cw; ++j) {
-              d[2 * j] = (src[j] & NIB) << 4;   // nibble * 16: its table's offset
-              d[2 * j + 1] = src[j] & ~NIB;
-            }
-          }
-        }
-      }
+// P -> its nibble-split copy D (the AVX2 kernels' rows): word j of P becomes words 2j (its
+// low nibbles, each times 16: its table's offset) and 2j + 1 (its high nibbles). The
+// kernels read every receptive field from D directly, so this touches each input word
+// once (an im2col copy would touch it KH * KW times).
+void nibble_split(const uint64_t* P, uint64_t* D, int64_t words) {
+  constexpr int64_t kBlock = 4096;
+  at::parallel_for(0, ceil_div(words, kBlock), 1, [&](int64_t b0, int64_t b1) {
+    const __m256i nib = _mm256_set1_epi64x((long long)NIB);
+    const int64_t end = std::min(words, b1 * kBlock);
+    int64_t j = b0 * kBlock;
+    for (; j + 4 <= end; j += 4) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(P + j));
+      const __m256i lo = _mm256_slli_epi64(_mm256_and_si256(v, nib), 4);
+      const __m256i hi = _mm256_andnot_si256(nib, v);
+      const __m256i w02 = _mm256_unpacklo_epi64(lo, hi);  // words 0 and 2
+      const __m256i w13 = _mm256_unpackhi_epi64(lo, hi);  // words 1 and 3
+      _mm256_storeu_si256((__m256i*)(D + 2 * j), _mm256_permute2x128_si256(w02, w13, 0x20));
+      _mm256_storeu_si256((__m256i*)(D + 2 * j + 4), _mm256_permute2x128_si256(w02, w13, 0x31));
+    }
+    for (; j < end; ++j) {
+      D[2 * j] = (P[j] & NIB) << 4;
+      D[2 * j + 1] = P[j] & ~NIB;
     }
   });
 }
@@ -746,17 +978,19 @@ torch::Tensor pack_weight(torch::Tensor w) {
             b[((o / 8) * K + k) * 8 + (o % 8)] |= (uint64_t)1 << (c % 64);
           }
   if (FB == 8) return B;
-  // AVX2: byte [blk][k][q][i] = nibble q of word k of filter blk*32+i; nibbles 0-7 are
-  // the low nibbles of bytes 0-7, nibbles 8-15 the high ones (the order im2col uses).
-  auto S = torch::zeros({ceil_div(OC, FB), K, WB}, torch::kLong);
+  // AVX2: step 16 k + q of filter o holds nibble q of its word k (nibbles 0-7 are the
+  // low nibbles of bytes 0-7, 8-15 the high ones: the order nibble_split uses), placed by
+  // b_offset; the tensor keeps the shape [blocks][K][WB], only the byte order differs.
+  const int64_t nblk = ceil_div(OC, FB), KN = 16 * K;
+  auto S = torch::zeros({nblk, K, WB}, torch::kLong);
   auto* sp = reinterpret_cast<uint8_t*>(S.data_ptr<int64_t>());
   for (int64_t o = 0; o < OC; ++o)
     for (int64_t k = 0; k < K; ++k) {
       const uint64_t word = b[((o / 8) * K + k) * 8 + (o % 8)];
-      uint8_t* dst = sp + ((o / FB) * K + k) * 16 * FB + (o % FB);
       for (int q = 0; q < 8; ++q) {
-        dst[q * FB] = (uint8_t)((word >> (8 * q)) & 0xF);
-        dst[(q + 8) * FB] = (uint8_t)((word >> (8 * q + 4)) & 0xF);
+        sp[b_offset(o / FB, 16 * k + q, nblk, KN) + o % FB] = (uint8_t)((word >> (8 * q)) & 0xF);
+        sp[b_offset(o / FB, 16 * k + q + 8, nblk, KN) + o % FB] =
+            (uint8_t)((word >> (8 * q + 4)) & 0xF);
       }
     }
   return S;
@@ -785,8 +1019,8 @@ void pack_into(torch::Tensor x, uint64_t* p, int64_t ph, int64_t pw, const Thres
   }
 }
 
-// Scratch memory reused across calls (per calling thread): the packed input and the
-// im2col rows are temporaries, and fresh multi-megabyte allocations cost a page fault
+// Scratch memory reused across calls (per calling thread): the packed input and its
+// nibble-split copy (AVX2) are temporaries, and fresh multi-megabyte allocations cost a page fault
 // per 4 KiB on every call, which at batch 64 took as long as the binary GEMM itself.
 struct Workspace {
   std::vector<uint64_t> P, A;
@@ -796,7 +1030,7 @@ Workspace& workspace() {
   return ws;
 }
 
-// im2col, XNOR-popcount GEMM, epilogue, on a packed input p[N][Hp][Wp][Cw] of C channels.
+// XNOR-popcount GEMM and epilogue on a packed input p[N][Hp][Wp][Cw] of C channels.
 // What a fused layer writes: floats (a fresh tensor, or over its residual), or the
 // packed input of the next binary layer (sign of that layer's BN, see Epilogue).
 struct OutMode {
@@ -823,19 +1057,16 @@ torch::Tensor conv_on_packed(const uint64_t* p, int64_t N, int64_t Hp, int64_t W
               "xnor_conv2d: packed weight does not match the input's channels/kernel");
   TORCH_CHECK(Hp >= KH && Wp >= KW, "xnor_conv2d: kernel larger than the padded input");
   const int64_t OH = (Hp - KH) / sh + 1, OW = (Wp - KW) / sw + 1;
-  const int64_t M = N * OH * OW, Mpad = ceil_div(M, MR) * MR;
+  const int64_t M = N * OH * OW;
 
-  ARows R{p, KH, KW * Cw, M, OH, OW, Hp, Wp, Cw, sh, sw, true};
+  ARows R{p, KH, KW * Cw, M, OH, OW, Hp, Wp, Cw, sh, sw};
 #if XNOR_AVX2
-  // the AVX2 kernel reads nibble-split im2col rows; im2col writes every word of rows < M,
-  // only the padding rows need zeros
-  std::vector<uint64_t>& A = workspace().A;
-  if ((int64_t)A.size() < Mpad * K * NSPLIT) A.resize(Mpad * K * NSPLIT);
-  if (Mpad > M) std::fill(A.begin() + M * K * NSPLIT, A.begin() + Mpad * K * NSPLIT, 0);
-  im2col(p, A.data(), N, Hp, Wp, Cw, KH, KW, sh, sw, OH, OW);
-  R = ARows{A.data(), 1, K, M, OH, OW, Hp, Wp, Cw, sh, sw, false};
-#else
-  (void)Mpad;
+  // the AVX2 kernels read the nibble-split copy of P
+  std::vector<uint64_t>& D = workspace().A;
+  const int64_t words = N * Hp * Wp * Cw;
+  if ((int64_t)D.size() < words * NSPLIT) D.resize(words * NSPLIT);
+  nibble_split(p, D.data(), words);
+  R = ARows{D.data(), KH, KW * Cw * NSPLIT, M, OH, OW, Hp, Wp, Cw * NSPLIT, sh, sw};
 #endif
 
   alpha = alpha.to(torch::kFloat).contiguous();
@@ -921,7 +1152,7 @@ torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw) {
 }
 
 // The binary convolution on an already packed (and padded) input P[N][Hp][Wp][Cw] of C
-// channels: im2col, XNOR-popcount GEMM, scale by alpha [* K] [+ bias].
+// channels: XNOR-popcount GEMM, scale by alpha [* K] [+ bias].
 torch::Tensor xnor_conv2d_packed(torch::Tensor P, int64_t C, torch::Tensor wpacked,
                                  torch::Tensor alpha, c10::optional<torch::Tensor> bias,
                                  c10::optional<torch::Tensor> kscale, int64_t OC, int64_t KH,
@@ -952,7 +1183,7 @@ torch::Tensor xnor_conv2d(torch::Tensor x, torch::Tensor wpacked, torch::Tensor 
 // thresholds and flips, see Threshold), the binary conv, alpha [+ bias], a residual added
 // in the epilogue, optionally written over the residual (`inplace`), or, given the next
 // binary layer's thresholds, written straight as that layer's packed input (bits, with
-// its padding). Packed input and im2col rows live in a reused workspace. `x` is a float
+// its padding). Packed input and its nibble-split copy live in a reused workspace. `x` is a float
 // NCHW tensor, or (`C` > 0) an already packed input P[N][Hp][Wp][Cw] of C channels.
 torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch::Tensor> thresh,
                                 c10::optional<torch::Tensor> flip, torch::Tensor wpacked,
