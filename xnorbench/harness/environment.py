@@ -53,8 +53,29 @@ COMMIT_ENV = "XNORBENCH_GIT_COMMIT"
 DIRTY_ENV = "XNORBENCH_GIT_DIRTY"
 
 
+_DATABASE_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".sqlite3")
+
+
+def code_changes(porcelain: str) -> list[str]:
+    """The changed paths of ``git status --porcelain`` output that make a run "dirty".
+
+    SQLite databases are left out: a tracked results database (``reports/*/xnorbench.db``)
+    changes as soon as a run writes its first row, so counting it would mark every run
+    into it dirty although the code is the commit's.
+    """
+    paths = []
+    for line in porcelain.splitlines():
+        path = line[3:].split(" -> ")[-1].strip().strip('"')
+        if path and not path.endswith(_DATABASE_SUFFIXES):
+            paths.append(path)
+    return paths
+
+
 def git_state() -> tuple[str | None, bool | None]:
     """(commit, dirty) of the checkout xnorbench runs from, or (None, None).
+
+    Dirty means tracked files other than SQLite databases differ from the commit (see
+    :func:`code_changes`).
 
     A tree copied without ``.git`` (a device machine's copy) cannot ask git; the script
     that copies it sets ``XNORBENCH_GIT_COMMIT`` (and ``XNORBENCH_GIT_DIRTY`` = 0 or 1),
@@ -70,7 +91,7 @@ def git_state() -> tuple[str | None, bool | None]:
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                 cwd=root, capture_output=True, text=True, timeout=10,
                                 check=True).stdout
-        return commit, bool(status.strip())
+        return commit, bool(code_changes(status))
     except (OSError, subprocess.SubprocessError):
         return None, None
 
