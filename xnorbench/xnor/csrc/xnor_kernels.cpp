@@ -677,8 +677,8 @@ inline void micro_avx2(const ARows& R, const uint8_t* B, int64_t nb0, int64_t m0
 // step for 12 shuffles, under Zen's 6 per cycle at the shuffle units' 2 per cycle. The
 // table loads are software-pipelined one row-step ahead (two table registers, ta and
 // tb). 12 accumulators + 1 B + 2 tables + 1 temporary use all 16 ymm registers. What
-// bounds it on Zen 4 (measured, about 88 % of the register-only shuffle peak at long K):
-// 11 of the 14 loads per step are 256-bit, against two such loads per cycle.
+// bounds it on Zen 4 (about 88 % of the register-only shuffle peak at long K): 13 vector
+// loads per step (3 table broadcasts, 10 of B) against two per cycle.
 //
 // XNOR_ROW4: one row-step of a tile of fewer rows (the last of a conv whose row count is
 // not a multiple of 3), not pipelined.
