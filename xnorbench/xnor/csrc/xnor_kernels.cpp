@@ -473,26 +473,6 @@ struct TileSums {
   }
 };
 
-// What a tile's epilogue reads and writes (its output rows, alpha, bias, residual),
-// asked for at the start of its last chunk: streaming B through L1 has evicted them, and
-// the epilogue would otherwise wait on L2 for each.
-template <int R, int V>
-inline void prefetch_epilogue(const Epilogue& e, int64_t m0, int64_t M, int64_t nb0) {
-  const int64_t o0 = nb0 * 32, no = std::min<int64_t>(V * 32, e.OC - o0);
-  if (no <= 0) return;
-  const int rows = (int)std::min<int64_t>(R, M - m0);
-  for (int64_t o = 0; o < no; o += 16) {
-    __builtin_prefetch(e.alpha + o0 + o, 0, 3);
-    if (e.bias) __builtin_prefetch(e.bias + o0 + o, 0, 3);
-    for (int r = 0; r < rows; ++r) {
-      const int64_t at = (m0 + r) * e.OC + o0 + o;
-      if (e.out) __builtin_prefetch(e.out + at, 1, 3);
-      if (e.out_int) __builtin_prefetch(e.out_int + at, 1, 3);
-      if (e.residual) __builtin_prefetch(e.residual + at, 0, 3);
-    }
-  }
-}
-
 // A tile's counts out: R rows of which the first min(R, M - m0) are real, V blocks of 32
 // filters. Vectorised like the AVX-512 epilogue, with the same operations: per block the
 // per-filter constants are loaded once, then per row and 8 filters
@@ -619,7 +599,6 @@ inline void micro_avx2(const ARows& R, const uint8_t* B, int64_t nb0, int64_t m0
   const uint8_t* b1p = B + (nb0 + NB - 1) * KN * 32;
   for (int64_t k0 = 0; k0 < KN; k0 += kChunk) {
     const int64_t k1 = std::min<int64_t>(KN, k0 + kChunk);
-    if (k1 == KN) prefetch_epilogue<MR, NB>(e, m0, R.M, nb0);
     __m256i c00 = _mm256_setzero_si256(), c10 = c00, c20 = c00, c30 = c00, c40 = c00,
             c50 = c00, c01 = c00, c11 = c00, c21 = c00, c31 = c00, c41 = c00, c51 = c00;
     __m256i t, u;
@@ -717,7 +696,6 @@ inline void micro_avx2_wide(const ARows& R, const uint8_t* B, int64_t nb0, int64
   for (int64_t k0 = 0; k0 < KN; k0 += kWideChunk) {
     const int64_t k1 = std::min<int64_t>(KN, k0 + kWideChunk);
     for (int j = 0; j < ntiles; ++j) {
-      if (k1 == KN) prefetch_epilogue<WMR, WNB>(e, m0 + j * WMR, R.M, nb0);
       __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00,
               c11 = c00, c12 = c00, c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00;
       __m256i u;
