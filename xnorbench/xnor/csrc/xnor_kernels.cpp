@@ -553,14 +553,14 @@ inline void store_tile(const Epilogue& e, int64_t m0, int64_t M, int64_t nb0,
 // accumulators of the 6 x 2 tile (12 + 2 B + 2 temporaries = all 16 ymm registers).
 #define XNOR_ROW2(ACC0, ACC1, ADDR)                \
   "movzbl " ADDR ", %k[i]\n\t"                     \
-  "vbroadcasti128 (%[tab],%q[i],1), %[t]\n\t"             \
+  "vbroadcasti128 (%[tab],%q[i],1), %[t]\n\t"      \
   "vpshufb %[b0], %[t], %[u]\n\t"                  \
   "vpaddb %[u], %[" #ACC0 "], %[" #ACC0 "]\n\t"    \
   "vpshufb %[b1], %[t], %[t]\n\t"                  \
   "vpaddb %[t], %[" #ACC1 "], %[" #ACC1 "]\n\t"
 #define XNOR_ROW1(ACC0, ADDR)                      \
   "movzbl " ADDR ", %k[i]\n\t"                     \
-  "vbroadcasti128 (%[tab],%q[i],1), %[t]\n\t"             \
+  "vbroadcasti128 (%[tab],%q[i],1), %[t]\n\t"      \
   "vpshufb %[b0], %[t], %[t]\n\t"                  \
   "vpaddb %[t], %[" #ACC0 "], %[" #ACC0 "]\n\t"
 
