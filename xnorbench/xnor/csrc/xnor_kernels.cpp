@@ -453,8 +453,9 @@ struct TileSums {
       for (int v = 0; v < V; ++v)
         for (int q = 0; q < 4; ++q) {
           __m256i c = words(r, v, q);
-          if (folded) c = _mm256_add_epi32(c, _mm256_load_si256((const __m256i*)(tot[r][v] + 8 * q)));
-          _mm256_store_si256((__m256i*)(tot[r][v] + 8 * q), c);
+          __m256i* t = (__m256i*)(tot[r][v] + 8 * q);
+          if (folded) c = _mm256_add_epi32(c, _mm256_load_si256(t));
+          _mm256_store_si256(t, c);
         }
     folded = true;
     pending = 0;
@@ -468,7 +469,8 @@ struct TileSums {
   inline void counts(int r, int v, __m256i* c) const {
     for (int q = 0; q < 4; ++q) {
       c[q] = pending > 0 ? words(r, v, q) : _mm256_setzero_si256();
-      if (folded) c[q] = _mm256_add_epi32(c[q], _mm256_load_si256((const __m256i*)(tot[r][v] + 8 * q)));
+      if (folded)
+        c[q] = _mm256_add_epi32(c[q], _mm256_load_si256((const __m256i*)(tot[r][v] + 8 * q)));
     }
   }
 };
@@ -570,7 +572,8 @@ inline void store_tile(const Epilogue& e, int64_t m0, int64_t M, int64_t nb0,
 template <int NR>
 struct TileRows {
   const uint8_t* row0[NR];
-  int64_t SL, gap;  // steps (bytes) per segment; bytes between the end of one and the next
+  int64_t SL = 0, gap = 0;  // steps (bytes) per segment; bytes from one's end to the next
+  TileRows() = default;
   TileRows(const ARows& R, int64_t m0) {
     const uint64_t* rp[NR];
     R.rows<NR>(m0, rp);
@@ -684,14 +687,8 @@ inline void micro_avx2_wide(const ARows& R, const uint8_t* B, int64_t nb0, int64
   const uint8_t* tab = &kXorPop.t[0][0];
   const int64_t KN = R.nseg * R.seg_len * 8;
   TileSums<WMR, WNB> sums[kWideBatch];
-  const uint8_t* row0[kWideBatch][WMR];
-  int64_t SL = 0, gap = 0;
-  for (int j = 0; j < ntiles; ++j) {
-    const TileRows<WMR> tr(R, m0 + j * WMR);
-    for (int r = 0; r < WMR; ++r) row0[j][r] = tr.row0[r];
-    SL = tr.SL;
-    gap = tr.gap;
-  }
+  TileRows<WMR> rows[kWideBatch];
+  for (int j = 0; j < ntiles; ++j) rows[j] = TileRows<WMR>(R, m0 + j * WMR);
   const uint8_t* bg = B + nb0 * KN * 32;  // the group: [KN][4 blocks][32 filters]
   for (int64_t k0 = 0; k0 < KN; k0 += kWideChunk) {
     const int64_t k1 = std::min<int64_t>(KN, k0 + kWideChunk);
@@ -719,7 +716,8 @@ inline void micro_avx2_wide(const ARows& R, const uint8_t* B, int64_t nb0, int64
       [b3] "m"(*(const __m256i*)(q + 128 * O + 96)), [tab] "r"(tab), [k] "r"(k)
 #define XNOR_WIDE_ROW(O, A0, A1, A2, A3, TC, TN, ON, RN)                                 \
   asm volatile("movzbl %c[on](%[rn],%[k]), %k[i]\n\t"                                   \
-               "vbroadcasti128 (%[tab],%q[i],1), %[" TN "]\n\t" XNOR_WIDE_SHUF(A0, A1, A2, A3, TC) \
+               "vbroadcasti128 (%[tab],%q[i],1), %[" TN "]\n\t"                         \
+               XNOR_WIDE_SHUF(A0, A1, A2, A3, TC)                                        \
                : XNOR_WIDE_OUTS(A0, A1, A2, A3)                                          \
                : XNOR_WIDE_INS(O), [rn] "r"(RN), [on] "i"(ON)                            \
                : "memory")
@@ -736,11 +734,11 @@ inline void micro_avx2_wide(const ARows& R, const uint8_t* B, int64_t nb0, int64
     XNOR_WIDE_ROW(O, c20, c21, c22, c23, T0, T1, O + 1, r0);                            \
   }
       for (int64_t k = k0; k < k1;) {
-        const int64_t sg = k / SL, ke = std::min(k1, (sg + 1) * SL);
-        const uint8_t *r0 = row0[j][0] + sg * gap, *r1 = row0[j][1] + sg * gap,
-                      *r2 = row0[j][2] + sg * gap;
+        const int64_t sg = k / rows[j].SL, ke = rows[j].piece_end(k, k1);
+        const uint8_t *r0 = rows[j].at(0, sg), *r1 = rows[j].at(1, sg), *r2 = rows[j].at(2, sg);
         for (const uint8_t* q = bg + k * 128; k < ke; k += 16, q += 16 * 128) {
-          asm volatile("movzbl (%[r0],%[k]), %k[i]\n\tvbroadcasti128 (%[tab],%q[i],1), %[ta]\n\t"
+          asm volatile("movzbl (%[r0],%[k]), %k[i]\n\t"
+                       "vbroadcasti128 (%[tab],%q[i],1), %[ta]\n\t"
                        : [ta] "=x"(ta), [i] "=&r"(i)
                        : [r0] "r"(r0), [k] "r"(k), [tab] "r"(tab)
                        : "memory");
@@ -998,10 +996,11 @@ void pack_into(torch::Tensor x, uint64_t* p, int64_t ph, int64_t pw, const Thres
 }
 
 // Scratch memory reused across calls (per calling thread): the packed input and its
-// nibble-split copy (AVX2) are temporaries, and fresh multi-megabyte allocations cost a page fault
-// per 4 KiB on every call, which at batch 64 took as long as the binary GEMM itself.
+// nibble-split copy (AVX2) are temporaries, and fresh multi-megabyte allocations cost a
+// page fault per 4 KiB on every call, which at batch 64 took as long as the binary GEMM
+// itself.
 struct Workspace {
-  std::vector<uint64_t> P, A;
+  std::vector<uint64_t> P, split;
 };
 Workspace& workspace() {
   thread_local Workspace ws;
@@ -1040,7 +1039,7 @@ torch::Tensor conv_on_packed(const uint64_t* p, int64_t N, int64_t Hp, int64_t W
   ARows R{p, KH, KW * Cw, M, OH, OW, Hp, Wp, Cw, sh, sw};
 #if XNOR_AVX2
   // the AVX2 kernels read the nibble-split copy of P
-  std::vector<uint64_t>& D = workspace().A;
+  std::vector<uint64_t>& D = workspace().split;
   const int64_t words = N * Hp * Wp * Cw;
   if ((int64_t)D.size() < words * NSPLIT) D.resize(words * NSPLIT);
   nibble_split(p, D.data(), words);
