@@ -220,14 +220,18 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
         try:
             if not w.main:
                 follow_suite(suite)
+                if not distributed.leave_together():  # rank 0 left after a failure
+                    raise typer.Exit(1)
                 return 0
             try:
-                return _execute_main(suite, params, device=device, threads=threads,
-                                     seed=seed, progress=progress,
-                                     checkpoint_dir=checkpoint_dir, resume=resume, tags=tags,
-                                     given=given)
+                run_id = _execute_main(suite, params, device=device, threads=threads,
+                                       seed=seed, progress=progress,
+                                       checkpoint_dir=checkpoint_dir, resume=resume,
+                                       tags=tags, given=given)
             finally:  # however rank 0 leaves, the others learn whether there is a run
                 distributed.announce(None)
+            distributed.leave_together()  # reached only when the run finished
+            return run_id
         finally:
             distributed.shutdown()
     return _execute_main(suite, params, device=device, threads=threads, seed=seed,

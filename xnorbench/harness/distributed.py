@@ -90,6 +90,23 @@ def world() -> World:
     return _world
 
 
+def leave_together() -> bool:
+    """Wait until every process is done before any tears its process group down.
+
+    A follower ends its suite while rank 0 still evaluates and writes; one that then
+    left alone sometimes aborted in gloo's teardown ("terminate called without an active
+    exception", SIGABRT), and torchrun took that for a failure and stopped rank 0. Rank 0
+    calls this only after a finished run (a failure leaves by an exception): after one the
+    followers may still sit in a collective, and torchrun ends them when rank 0 exits.
+    False if another process left without waiting (rank 0 after a failed run)."""
+    if _world.active and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:  # gloo: "Connection closed by peer"
+            return False
+    return True
+
+
 def shutdown() -> None:
     global _world, _announced
     if _world.active and dist.is_initialized():
