@@ -97,37 +97,18 @@ def test_gradient_rule_under_ddp_equals_one_process(tmp_path: Path, xnor_path: s
     assert moved > 0
 
 
-def _step_gather_leave(rank: int, world: int, port: int) -> None:
-    """One DDP step of an XNOR LeNet-5, an object gathered to rank 0, then
-    :func:`distributed.shutdown` and the process's normal exit."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    from xnorbench.harness import distributed
-    from xnorbench.harness.recipes import Recipe
-    from xnorbench.harness.training import distribute, make_optimizer, make_xnor_step, train_step
-    from xnorbench.xnor import models
-
-    w = distributed.setup("cpu")
-    net = models.build("lenet5", binary=True)
-    recipe = Recipe()
-    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    train_step(distribute(net, recipe, "cpu", w), x, y, make_optimizer(net, recipe),
-               make_xnor_step(net, "xnor", recipe))
-    distributed.gather_to_main({"rank": rank})
-    distributed.shutdown()
-
-
 TEARDOWN_ROUNDS = int(os.environ.get("XNORBENCH_TEARDOWN_ROUNDS", "20"))
 
 
-def test_processes_exit_cleanly_after_a_ddp_run():
-    """The processes of a finished DDP run exit 0, round after round. Without the GIL
-    hand-over in ``shutdown`` a gloo thread freeing the gather's work was ended by the
-    interpreter's finalization and the process aborted (SIGABRT) in about 1 round of
-    8 on 2 vCPUs; torchrun reports that as a failed run."""
+def test_processes_exit_cleanly_after_a_ddp_run(tmp_path: Path):
+    """The processes of a finished DDP run (a step, a gather to rank 0, shutdown) exit 0,
+    round after round. Without the GIL hand-over in ``shutdown`` a gloo thread freeing
+    the gather's work was ended by the interpreter's finalization and the process
+    aborted (SIGABRT) in about 1 round of 8 on 2 vCPUs; torchrun reports that as a
+    failed run."""
     for _ in range(TEARDOWN_ROUNDS):
-        mp.spawn(_step_gather_leave, args=(2, free_port()), nprocs=2, join=True)
+        mp.spawn(_one_step, args=(2, free_port(), str(tmp_path / "w.pt"), "fused"),
+                 nprocs=2, join=True)
 
 
 def torchrun(db: str, n: int, *args: str, wait: bool = True, fault: str | None = None,
