@@ -14,7 +14,6 @@ run on N processes sees the same global batches as a run on one.
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from dataclasses import dataclass
@@ -101,8 +100,8 @@ def leave_together() -> bool:
     gloo down under a peer that still talks to it. Rank 0 calls this only after a
     finished run (a failure leaves by an exception): after one the followers may still
     sit in a collective, and torchrun ends them when rank 0 exits. False if another
-    process left without waiting (rank 0 after a failed run). The SIGABRT some followers
-    died of at exit is :func:`shutdown`'s to prevent; the barrier alone did not."""
+    process left without waiting (rank 0 after a failed run). The SIGABRT processes
+    sometimes died of at exit is :func:`shutdown`'s to prevent; the barrier did not."""
     if _world.active and dist.is_initialized():
         try:
             dist.barrier()
@@ -123,11 +122,10 @@ def shutdown() -> None:
     exception", SIGABRT, after a run that had finished (gdb: ``~AsyncGatherWork`` ->
     ``decref_pyobject`` -> ``take_gil`` -> ``pthread_exit``). Sleeping hands the GIL to
     such a thread. Two spawned gloo processes doing a DDP step and a gather_object on
-    2 vCPUs: 8 of 60 aborted without, 0 of 60 with a 50 ms sleep. Garbage is collected
-    first so that a group nothing else holds is destroyed outright (threads joined)."""
+    2 vCPUs: 8 of 60 aborted without, 0 of 60 with a 50 ms sleep; this 0.1 s passed
+    90 of 90 rounds of test_processes_exit_cleanly_after_a_ddp_run beside two CPU hogs."""
     global _world, _announced
     if _world.active and dist.is_initialized():
-        gc.collect()
         dist.destroy_process_group()
         time.sleep(_SETTLE_S)
     _world = SINGLE
