@@ -17,8 +17,10 @@ from .datasets import Split
 from .distributed import World, shard
 
 
-def random_crop_flip(x: Tensor, pad: int, generator: torch.Generator) -> Tensor:
-    """Per-sample random crop (zero padding ``pad``) and horizontal flip of a batch."""
+def random_crop_flip(x: Tensor, pad: int, generator: torch.Generator, flip: bool = True
+                     ) -> Tensor:
+    """Per-sample random crop (zero padding ``pad``) and, with ``flip``, horizontal flip
+    of a batch."""
     b, c, h, w = x.shape
     dev = x.device
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
@@ -29,8 +31,10 @@ def random_crop_flip(x: Tensor, pad: int, generator: torch.Generator) -> Tensor:
     bi = torch.arange(b, device=dev)[:, None, None, None]
     ci = torch.arange(c, device=dev)[None, :, None, None]
     out = padded[bi, ci, rows, cols]
-    flip = torch.rand(b, generator=generator, device=dev) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
+    if not flip:
+        return out
+    flips = torch.rand(b, generator=generator, device=dev) < 0.5
+    return torch.where(flips[:, None, None, None], out.flip(3), out)
 
 
 class ShardedLoader:
@@ -85,7 +89,8 @@ class BatchLoader(ShardedLoader):
 
     def __init__(self, split: Split, batch_size: int, *, mean: tuple[float, ...],
                  std: tuple[float, ...], device: str = "cpu", shuffle: bool = False,
-                 augment: bool = False, seed: int = 0, channels_last: bool = False,
+                 augment: bool = False, flip: bool = True, seed: int = 0,
+                 channels_last: bool = False,
                  world: World | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
@@ -95,6 +100,7 @@ class BatchLoader(ShardedLoader):
         self.device = device
         self.shuffle = shuffle
         self.augment = augment
+        self.flip = flip
         self.channels_last = channels_last
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=device).view(shape) * 255
@@ -111,7 +117,7 @@ class BatchLoader(ShardedLoader):
             idx = order[start:start + self.batch_size]
             x = (self.images[idx].float() - self.mean) * self.inv_std
             if self.augment:
-                x = random_crop_flip(x, 4, self.generator)
+                x = random_crop_flip(x, 4, self.generator, self.flip)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]

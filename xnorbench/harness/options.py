@@ -147,6 +147,13 @@ def non_negative(value: float | int | None, flag: str) -> None:
         raise InputError(f"{flag} must be non-negative, got {value}")
 
 
+def probability(value: float | None, flag: str) -> None:
+    """0 <= value < 1 (a smoothing or dropout share)."""
+    non_negative(value, flag)
+    if value is not None and value >= 1:
+        raise InputError(f"{flag} must be below 1, got {value}")
+
+
 def threads_ok(value: int | None, flag: str = "--threads") -> None:
     positive(value, flag)
     if value is not None and value > MAX_THREADS:

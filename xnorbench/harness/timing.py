@@ -72,6 +72,33 @@ def dispatched_ops(fn: Callable[[], object]) -> int:
     return sum(e.count for e in prof.key_averages())
 
 
+def launched_ops(fn: Callable[[], object]) -> int:
+    """How many kernels one call of ``fn`` launches, counted as a GPU pays for them.
+
+    Every ATen operator called from outside another one (an operator's own calls run
+    inside its launch) plus every kernel a ``torch.compile`` region runs (its generated
+    kernels, which :mod:`xnorbench.xnor.compiled` builds with inductor's kernel
+    profiling on, and the ATen operators it calls out to); a compiled region's entry is
+    not counted beside its kernels. On the CPU within
+    :func:`xnorbench.xnor.bitops.torch_ops` this counts what the GPU path launches.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()  # warm (first calls compile, allocate and pick algorithms)
+    with _quiet_profiler(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    count = 0
+    for event in prof.events():
+        kernel = "cpp_fused_" in event.name or "triton_" in event.name
+        if not (kernel or event.name.startswith("aten::")):
+            continue
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        count += parent is None
+    return count
+
+
 _PROFILER_CHATTER = ("profiler_start", "profiler_stop", "gpuGetDeviceCount")
 
 

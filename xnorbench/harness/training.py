@@ -13,6 +13,7 @@ then packed to bits, reloaded and run through the C++ kernel (:mod:`.packed_eval
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -198,7 +199,8 @@ def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: XNORStep 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                opt: torch.optim.Optimizer, bin_op: XNORStep | None = None, amp: bool = False,
-               bn_gamma_min: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               bn_gamma_min: float | None = None, label_smoothing: float = 0.0
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step; XNOR models go through ``bin_op``. Returns (out, loss).
 
     BinOp: binarize the latent weights in place, forward/backward on the binarized
@@ -210,7 +212,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         bin_op.binarization()
     with _autocast(x.device.type, amp):
         out = model(x)
-        loss = nn.functional.cross_entropy(out.float(), y)
+        loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if bin_op is not None:
@@ -246,7 +248,8 @@ def make_loaders(bundle: DataBundle, recipe: Recipe, device: str, w: World | Non
                 eval_loader(bundle, max(batch, 64), device, recipe.channels_last, w))
     train_loader = BatchLoader(bundle.train, batch, mean=bundle.mean,
                                std=bundle.std, device=device, shuffle=True,
-                               augment=recipe.augmentation(bundle.name) == "crop-flip",
+                               augment=recipe.augmentation(bundle.name) != "none",
+                               flip=recipe.augmentation(bundle.name) == "crop-flip",
                                seed=recipe.seed, channels_last=recipe.channels_last, world=w)
     return train_loader, eval_loader(bundle, max(batch, 256), device, recipe.channels_last, w)
 
@@ -332,6 +335,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
             bin_op.save_params()
     if resume and on_resume is not None:
         on_resume(start_epoch)
+    warm_up(model, bundle, variant, recipe, device)  # builds stay out of epoch 1's time
     trained = distribute(model, recipe, device, w)  # what the steps run (DDP or the net)
     base = {"dataset": bundle.name, "model": model_name, "variant": label or variant,
             "seed": recipe.seed, "recipe_key": recipe_key}
@@ -359,7 +363,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         correct = torch.zeros((), device=device, dtype=torch.long)
         for x, y in progress.track(train_loader, f"epoch {epoch + 1}/{recipe.epochs}"):
             out, loss = train_step(trained, x, y, opt, bin_op, recipe.amp,
-                                   recipe.bn_gamma_min)
+                                   recipe.bn_gamma_min, recipe.label_smoothing)
             sched.step()
             loss_sum += loss.detach() * y.numel()
             correct += (out.argmax(1) == y).sum()
@@ -414,6 +418,32 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
     yield Row("best_test_accuracy", best, "%", **end)
 
 
+def warm_up(model: nn.Module, bundle: DataBundle, variant: str, recipe: Recipe,
+            device: str) -> None:
+    """Run one training step and one evaluation on a throw-away copy of ``model``, so
+    that what a first step builds (the C++ kernels on a first use, the compiled graphs
+    of the GPU path, cuDNN's algorithm choice) is built before any epoch is timed.
+
+    The copy trains under lr 0 on random images drawn from a generator of its own: the
+    model, its BatchNorm statistics, the optimizer and every loader's random state are
+    untouched, so a run is the same with or without it."""
+    probe = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(probe.parameters(), lr=0.0)
+    step = make_xnor_step(probe, variant, recipe)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, bundle.in_channels, *bundle.image_size, generator=gen).to(device)
+    if recipe.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.zeros(2, dtype=torch.long, device=device)
+    cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=cuda):  # dropout's draws leave no trace
+        train_step(probe, x, y, opt, step, recipe.amp, None, recipe.label_smoothing)
+        probe.eval()
+        with torch.no_grad(), _autocast(device, recipe.amp):
+            probe(x)
+    _sync(device)
+
+
 def measure_step_seconds(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe,
                          device: str = "cpu", steps: int = 20, warmup: int = 5) -> float:
     """Seconds per training step of this recipe on this device (to size a time-boxed run).
@@ -439,6 +469,7 @@ def measure_step_seconds(bundle: DataBundle, model_name: str, variant: str, reci
         except StopIteration:
             it = iter(loader)
             x, y = next(it)
-        train_step(model, x, y, opt, bin_op, recipe.amp, recipe.bn_gamma_min)
+        train_step(model, x, y, opt, bin_op, recipe.amp, recipe.bn_gamma_min,
+                   recipe.label_smoothing)
     _sync(device)
     return (time.perf_counter() - t0) / steps

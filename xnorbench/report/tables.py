@@ -570,7 +570,7 @@ def train_step_table(store: Store, selection: Selection = Selection()) -> Table:
         rows_by = _latest_rows(store, "timing", by_threads=True, selection=selection,
                                device=device)
         for (_d, model, variant, metric, batch, _m, threads), (r, run) in rows_by.items():
-            if metric not in ("train_step_ms", "train_step_ops"):
+            if metric not in ("train_step_ms", "train_step_ops", "train_step_launches"):
                 continue
             rec = cells.setdefault((device, model, batch, threads), {
                 "model": model, "batch": batch, "threads": threads, "device": device,
@@ -584,16 +584,21 @@ def train_step_table(store: Store, selection: Selection = Selection()) -> Table:
             rec["xnor_binop_train_step_ms"] = rec.pop("xnor_train_step_ms", None)
         f, x, b = (rec.get(f"{v}_train_step_ms") for v in ("float", "xnor", "xnor_binop"))
         of, ox, ob = (rec.get(f"{v}_train_step_ops") for v in ("float", "xnor", "xnor_binop"))
+        lf, lx = (rec.get(f"{v}_train_step_launches") for v in ("float", "xnor"))
         rec.update(fused_ratio=x / f if f and x else None, binop_ratio=b / f if f and b else None,
-                   fused_ops_ratio=ox / of if of and ox else None)
+                   fused_ops_ratio=ox / of if of and ox else None,
+                   fused_launches_ratio=lx / lf if lf and lx else None)
         records.append(rec)
         rows.append([MODEL_NAMES.get(model, model), str(batch), device, str(threads),
                      _fmt(f, 1), _fmt(x, 1), _fmt(b, 1), _ratio(rec["fused_ratio"]),
                      _ratio(rec["binop_ratio"]), _fmt(of, 0), _fmt(ox, 0), _fmt(ob, 0),
-                     _ratio(rec["fused_ops_ratio"])])
+                     _ratio(rec["fused_ops_ratio"]), _fmt(lf, 0), _fmt(lx, 0),
+                     _ratio(rec["fused_launches_ratio"])])
     notes = [f"run {rid}: {_machine(run)}; medians of interleaved torch.utils.benchmark "
              "blocks; one SGD step on random data; operators counted with torch.profiler "
-             "(nested included)" for rid, run in sorted(runs.items())]
+             "(nested included); launches: operators called from outside another one plus "
+             "the kernels of compiled regions (what a GPU pays a launch for; the fused "
+             "layers' GPU path runs compiled graphs)" for rid, run in sorted(runs.items())]
     notes.append("XNOR fused: layers binarize weights in forward, apply the gradient rule in "
                  "backward and keep bits for backward; XNOR BinOp: the original port's "
                  "workflow (binarize in place, restore, rule after backward). Both train "
@@ -602,7 +607,8 @@ def train_step_table(store: Store, selection: Selection = Selection()) -> Table:
                  ["Network", "Batch", "Device", "Threads", "Float ms", "XNOR fused ms",
                   "XNOR BinOp ms",
                   "Fused / float", "BinOp / float", "Ops float", "Ops fused", "Ops BinOp",
-                  "Ops fused / float"], rows, notes, records)
+                  "Ops fused / float", "Launches float", "Launches fused",
+                  "Launches fused / float"], rows, notes, records)
 
 
 def _ratio(v: float | None) -> str:

@@ -130,8 +130,10 @@ def training_options(choice: Opt) -> tuple[Opt, ...]:
                     "schedule multiplies lr by --lr-gamma, e.g. 15,30,45."),
         _recipe_opt("lr_gamma", "float", "Factor of the step schedule.", check=o.positive),
         _recipe_opt("augment", "str", "auto (random crop + flip on cifar10, none "
-                    "otherwise), none or crop-flip.", choices=AUGMENTATIONS,
-                    noun="augmentation"),
+                    "otherwise), none, crop-flip, or crop (random crop, no flip: for digits)."
+                    , choices=AUGMENTATIONS, noun="augmentation"),
+        _recipe_opt("label_smoothing", "float", "Label smoothing of the training loss "
+                    "(0: none).", check=o.probability),
         _recipe_opt("bn_clamp", "bool", "The original port's guard: clamp every BatchNorm "
                     "scale to >= 0.01 before each step.", "--bn-clamp/--no-bn-clamp"),
         *(() if choice.name == "rules" else (
@@ -179,7 +181,7 @@ THREADS_OPT = Opt("threads", "int", None, "torch intra-op threads (recorded).", 
 RECIPE_FLAGS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum",
                 "nesterov", "weight_decay", "decay_scope", "schedule", "milestones",
                 "lr_gamma", "augment", "bn_clamp", "grad_rule", "limit_train", "limit_test",
-                "amp", "channels_last", "xnor_path", "sync_bn")
+                "amp", "channels_last", "xnor_path", "sync_bn", "label_smoothing")
 """The options that override a recipe (None: not given)."""
 
 

@@ -25,9 +25,9 @@ from ..harness.ceilings import Ceilings
 from ..harness.ceilings import measure as measure_ceilings
 from ..harness.options import Opt
 from ..harness.registry import SuiteContext, register
-from ..harness.timing import compare, dispatched_ops
+from ..harness.timing import compare, dispatched_ops, launched_ops
 from ..harness.training import train_step
-from ..xnor import BinOp, FusedXNOR, binary_layers, models
+from ..xnor import BinOp, FusedXNOR, binary_layers, compiled, models
 from ..xnor.kernels import default_build, kernel_isa
 from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
 from ..xnor.packed import pack_model
@@ -160,14 +160,21 @@ def _train_step_rows(name: str, p: dict[str, Any], prm: dict[str, Any],
                                  xnor_step(model) if xnor_step else None)
     t = compare(steps, threads=p["threads"], rounds=p["rounds"], min_run_time=p["min_run_time"])
     ops = {variant: dispatched_ops(fn) for variant, fn in steps.items()}
+    launches = {variant: launched_ops(fn) for variant, fn in steps.items()}
     for variant, tm in t.items():
         yield Row("train_step_ms", tm.median_ms, "ms", variant=variant,
                   params={**prm, "iqr_ms": tm.iqr_s * 1e3, "runs": tm.runs}, **tag)
         yield Row("train_step_ops", ops[variant], "ops", variant=variant,
                   params={**prm, "counted": "torch.profiler, nested operators included"},
                   **tag)
+        yield Row("train_step_launches", launches[variant], "kernels", variant=variant,
+                  params={**prm, "counted": "top-level operators + compiled kernels "
+                          "(harness.timing.launched_ops)", "xnor_graphs": compiled.mode()},
+                  **tag)
     for variant in ("xnor", "xnor_binop"):
         yield Row("train_step_ratio", t[variant].median_s / t["float"].median_s, "x",
                   variant=variant, params=prm, **tag)
         yield Row("train_step_ops_ratio", ops[variant] / ops["float"], "x", variant=variant,
                   params=prm, **tag)
+        yield Row("train_step_launches_ratio", launches[variant] / launches["float"], "x",
+                  variant=variant, params=prm, **tag)

@@ -11,20 +11,42 @@ Memory order, not logical order, so channels-last tensors need no copy.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import compiled
 from .binarize import GRAD_RULES, filter_alpha, sign
 from .binarize import scaled_sign_grad as scaled_sign_grad_reference
 from .kernels import train_ops
 
 _SHIFTS: dict[torch.device, Tensor] = {}
+_TORCH_OPS = [False]
 
 
 def _native(*tensors: Tensor) -> bool:
     """Whether the C++ operators take these tensors (float32 on the CPU)."""
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    return not _TORCH_OPS[0] and all(
+        t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+
+
+uses_native = _native
+
+
+@contextlib.contextmanager
+def torch_ops() -> Iterator[None]:
+    """Within: every tensor takes the path CUDA tensors take (torch operators, compiled
+    per layer where :mod:`.compiled` applies), also float32 CPU tensors. For tests and
+    for counting on a CPU the operators a GPU step dispatches."""
+    before = _TORCH_OPS[0]
+    _TORCH_OPS[0] = True
+    try:
+        yield
+    finally:
+        _TORCH_OPS[0] = before
 
 
 def dense(x: Tensor) -> Tensor:
@@ -214,6 +236,6 @@ def center_clamp_(weights: list[Tensor]) -> None:
     native = [w for w in weights if _native(w) and w.is_contiguous()]
     if native:
         train_ops().center_clamp_(native)
-    for w in weights:
-        if not (_native(w) and w.is_contiguous()):
-            w.sub_(w.mean(1, keepdim=True)).clamp_(-1.0, 1.0)
+    rest = [w for w in weights if not (_native(w) and w.is_contiguous())]
+    if rest:
+        compiled.compiled_center_clamp(rest)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import bitops
+from . import bitops, compiled
 
 
 def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
@@ -47,6 +47,15 @@ class _BinaryConv2d(torch.autograd.Function):
                 stride: tuple[int, int], padding: tuple[int, int], rule: str | None,
                 dropout: float, owns_input: bool) -> Tensor:
         x = bitops.dense(x)
+        if _compiled_path(x, weight, dropout):
+            cl = _channels_last(x)
+            s, wb, neg, ste = compiled.compiled_forward_operands(x, weight.detach(), padding,
+                                                                 rule, cl, True)
+            ctx.save_for_backward(neg, ste, weight)
+            ctx.meta = (tuple(x.shape), x.dtype, stride, padding, rule, cl, bias is not None)
+            ctx.compiled = True
+            return F.conv2d(s, wb, _cast(bias, x.dtype) if bias is not None else None, stride)
+        ctx.compiled = False
         s, neg, ste = bitops.sign_bits_(x) if owns_input else bitops.sign_bits(x)
         keep = None
         if dropout > 0:
@@ -64,6 +73,22 @@ class _BinaryConv2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
+        if ctx.compiled:
+            neg, ste, weight = ctx.saved_tensors
+            shape, x_dtype, stride, padding, rule, cl, has_bias = ctx.meta
+            w = weight.detach()
+            grad = bitops.dense(grad)
+            s, wb = compiled.compiled_backward_operands(neg, w, shape, grad.dtype, padding,
+                                                        rule, cl)
+            need_x, need_w, need_b = ctx.needs_input_grad[:3]
+            gs, gwb, gb = torch.ops.aten.convolution_backward(
+                grad, s, wb, [wb.shape[0]] if has_bias else None, stride, (0, 0), (1, 1),
+                False, (0, 0), 1, (need_x, need_w, need_b and has_bias))
+            gx, gw = compiled.compiled_backward_results(gs if need_x else None, ste,
+                                                        gwb if need_w else None, w, shape,
+                                                        x_dtype, padding, rule, cl)
+            gb = _cast(gb, weight.dtype) if need_b and has_bias else None
+            return gx, gw, gb, None, None, None, None, None
         neg, ste, keep, weight = ctx.saved_tensors
         x_layout, x_dtype, s_dtype, hw, stride, padding, rule, dropout, has_bias = ctx.meta
         wb = weight if rule is None else bitops.binarize_weight(weight)  # not kept: recomputed
@@ -122,6 +147,17 @@ class _BinaryLinear(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
+def _compiled_path(x: Tensor, weight: Tensor, dropout: float) -> bool:
+    """Whether the conv runs as :mod:`.compiled` graphs: tensors the C++ operators do
+    not take (CUDA, bfloat16), a 4-D input, no dropout (dropout stays on the eager path)."""
+    return not bitops.uses_native(x, weight) and dropout == 0 and x.dim() == 4
+
+
+def _channels_last(x: Tensor) -> bool:
+    """Whether dense ``x`` is laid out channels-last (and not also contiguous)."""
+    return not x.is_contiguous()
+
+
 def _signs(x: Tensor, dropout: float, owns_input: bool = False) -> Tensor:
     s = (bitops.sign_bits_(x) if owns_input else bitops.sign_bits(x))[0]
     return F.dropout(s, dropout) if dropout > 0 else s
@@ -144,6 +180,11 @@ def binary_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[
     """
     if _tracks_grad(x, weight, bias):
         return _BinaryConv2d.apply(x, weight, bias, stride, padding, rule, dropout, owns_input)
+    if _compiled_path(x, weight, dropout):
+        x = bitops.dense(x)
+        s, wb, _, _ = compiled.compiled_forward_operands(x, weight.detach(), padding, rule,
+                                                         _channels_last(x), False)
+        return F.conv2d(s, wb, _cast(bias, x.dtype) if bias is not None else None, stride)
     wb = weight if rule is None else bitops.binarize_weight(weight)
     out = F.conv2d(_cast(_signs(x, dropout, owns_input), wb.dtype), wb, bias, stride, padding)
     if padding != (0, 0):
