@@ -12,7 +12,7 @@ set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
   --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
-if [ ! -d .git ] && [ -f .xnorbench-commit ]; then   # left by scripts/stamp_commit.sh
+if [ -f .xnorbench-commit ]; then   # left by scripts/stamp_commit.sh (a copy's .git may be stale)
   read -r XNORBENCH_GIT_COMMIT XNORBENCH_GIT_DIRTY < .xnorbench-commit
   export XNORBENCH_GIT_COMMIT XNORBENCH_GIT_DIRTY
 fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,7 @@ def test_run_accuracy_cifar_image_folder(tmp_path: Path, cifar_dir: Path):
 ])
 def test_bad_input_exit_2_one_line(tmp_path: Path, args, message):
     if "--db" not in args:
+        Store.open(str(tmp_path / "x.db"))  # there, empty: the error is the input's
         args = ["--db", str(tmp_path / "x.db"), *args]
     res = invoke(*args)
     assert res.exit_code == 2, res.output
@@ -185,3 +187,27 @@ def test_runs_import_bad_source(tmp_path: Path, source: str):
     res = invoke("--db", str(tmp_path / "here.db"), "runs", "import", str(tmp_path / source))
     assert res.exit_code == 2
     assert res.output.startswith("error: ")
+
+
+@pytest.mark.parametrize("command", [["table"], ["runs"], ["runs", "show", "1"], ["report"],
+                                     ["table", "--suite", "seeds"]])
+def test_a_mistyped_database_is_refused_by_reading_commands_and_not_created(
+        tmp_path: Path, command):
+    typo = tmp_path / "tpyo.db"
+    res = invoke("--db", str(typo), *command)
+    assert res.exit_code == 2, res.output
+    assert f"no results database at {typo}" in res.output
+    assert not typo.exists() and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("command", [["run", "accuracy"], ["run", "sweep"], ["run", "timing"],
+                                     ["info"]])
+def test_help_shows_choices_and_shapes_not_python_types(command):
+    """Each option's value reads as what to type (float|xnor|both, N, N,N,..., PATH) and
+    an on/off flag shows none; Typer's own --help line is the one exception."""
+    res = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "160"})
+    assert res.exit_code == 0, res.output
+    types = re.findall(r"<(?:bool|str|int|float|path|list\[\w+\])>", res.output)
+    assert types == ["<bool>"] and "--help" in res.output, types  # --help's own
+    if command == ["run", "accuracy"]:
+        assert "float|xnor|both" in res.output and "N,N,..." in res.output

@@ -134,13 +134,21 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mnist(tmp_path_factory.mktemp("ddp") / "data", n_train=640, n_test=96)
 
 
-LOSS_TOLERANCE = 0.10
-"""Relative agreement of per-epoch training loss, 2 processes vs 1 at the same global
-batch. Not exact: without SyncBatchNorm (CUDA only) each process normalizes its half
-batch with its own statistics. Measured on this tiny set: 2-5 %."""
+FLOAT_LOSS_TOLERANCE = 0.10
+"""Relative agreement of the float network's per-epoch training loss, 2 processes vs 1
+at the same global batch. Not exact: without SyncBatchNorm (CUDA only) each process
+normalizes its half batch with its own statistics, a smooth perturbation of the
+one-process step that a float network's loss follows smoothly (2-5 % here). The XNOR
+network's loss is not compared: sign(x) turns the same perturbation into flipped
+activations, after which the two trajectories are different trainings (a 22 % gap at
+epoch 2 on an AMD Zen 1, deterministic there); that DDP computes the XNOR gradient of
+one process exactly is :func:`test_gradient_rule_under_ddp_equals_one_process`."""
 
 
 def test_two_processes_match_one_and_write_each_row_once(tmp_path: Path, data: Path):
+    """Sharding and row ownership: rank 1 writes nothing, rank 0 every row once, the test
+    set is evaluated whole (gathered over ranks), and the float network trains like
+    the one-process run on the same global batches."""
     db = str(tmp_path / "ddp.db")
     rc, out = torchrun(db, 2, *TRAIN, "--data-dir", str(data))
     assert rc == 0, out
@@ -153,14 +161,22 @@ def test_two_processes_match_one_and_write_each_row_once(tmp_path: Path, data: P
     counts = Counter((r.metric, r.variant, r.epoch) for r in store.results([1]))
     assert counts == Counter((r.metric, r.variant, r.epoch) for r in store.results([2]))
     assert set(counts.values()) == {1}  # rank 1 wrote nothing
+    for epoch in range(1, EPOCHS + 1):
+        (a,) = store.results([1], metric="train_loss", variant="float", epoch=epoch)
+        (b,) = store.results([2], metric="train_loss", variant="float", epoch=epoch)
+        assert abs(a.value - b.value) <= FLOAT_LOSS_TOLERANCE * max(b.value, 1e-3), \
+            (epoch, a.value, b.value)
     for variant in ("float", "xnor"):
-        for epoch in range(1, EPOCHS + 1):
-            (a,) = store.results([1], metric="train_loss", variant=variant, epoch=epoch)
-            (b,) = store.results([2], metric="train_loss", variant=variant, epoch=epoch)
-            assert abs(a.value - b.value) <= LOSS_TOLERANCE * max(b.value, 1e-3), \
-                (variant, epoch, a.value, b.value)
+        (acc,) = store.results([1], metric="final_test_accuracy", variant=variant)
+        assert acc.params["world_size"] == 2 and acc.params["test_size"] == 96
     (acc,) = store.results([1], metric="final_test_accuracy", variant="float")
-    assert acc.params["world_size"] == 2 and acc.value > 50  # test set gathered over ranks
+    assert acc.value > 50
+    # the simulated predictions gathered from both ranks, in test order, against rank
+    # 0's packed network on the whole test set: the same network on the same images
+    # agrees but for rounding ties; a gather out of order would compare different
+    # images (agreement at the level of two images sharing a class, well below 90 %)
+    (packed,) = store.results([1], metric="packed_agreement", variant="xnor")
+    assert packed.value >= 90
 
 
 def _rank_pid(launch: subprocess.Popen, rank: int) -> int:

@@ -78,6 +78,9 @@ def test_progress_lines_without_a_terminal(trained_db):
     lines = [ln for ln in out.splitlines() if "images/s" in ln]
     assert lines, out
     assert any("epoch 1/1" in ln and "ETA" in ln for ln in lines), lines
+    # a finished loop has no time left to show, and a slow one is seconds per item
+    assert not any("4/4" in ln and "ETA" in ln for ln in lines), lines
+    assert "0.00 it/s" not in out, out
     assert "float seed 0 lenet5 epoch 1: loss" in out  # the epoch's summary line stays
 
 
@@ -107,6 +110,7 @@ def test_runs_show_is_readable_and_json_is_complete(trained_db):
     ("saved-by-layer", "memory", "xnorbench run memory"),
 ])
 def test_empty_table_says_what_to_run(tmp_path: Path, suite, source, command):
+    Store.open(str(tmp_path / "e.db"))  # a database without such runs
     res = runner.invoke(app, ["--db", str(tmp_path / "e.db"), "table", "--suite", suite])
     assert res.exit_code == 2
     assert f"no finished {source} runs yet" in res.output and f"`{command}`" in res.output
@@ -196,3 +200,27 @@ def test_commands_that_run_no_suite_do_not_import_them():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_a_slow_loop_reads_in_seconds_per_item():
+    """An epoch of two minutes is '120.0 s/it', not '0.01 it/s' (or '0.00')."""
+    from xnorbench.harness.progress import _rate, _Task
+
+    assert _rate(_Task("epochs", 3, done=1), 120.0) == "120.0 s/it"
+    assert _rate(_Task("points", 9, done=6), 2.0) == "3.00 it/s"
+    assert _rate(_Task("epoch 1/1", 4, done=2, images=64), 0.5) == "128.0 images/s"
+
+
+def test_runs_show_says_which_point_a_sweep_row_belongs_to(tmp_path: Path):
+    from xnorbench.db import Row
+
+    db = str(tmp_path / "s.db")
+    store = Store.open(db)
+    rid = store.start_run("sweep", {"threads": 1}, {})
+    for c in (64, 256):
+        store.add_rows(rid, [Row("speedup", 10.0, "x", model="conv", variant="xnor",
+                                 params={"sweep": "channels", "channels": c, "kernel": 3,
+                                         "batch": 1, "threads": 1})])
+    res = runner.invoke(app, ["--db", db, "runs", "show", str(rid)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "channels=64 kernel=3" in res.output and "channels=256 kernel=3" in res.output

@@ -42,3 +42,17 @@ def test_a_changed_source_file_makes_it_dirty(tmp_path: Path):
     _git(repo, "mv", "kernel.cpp", "kernel2.cpp")
     assert code_changes(_git(repo, "status", "--porcelain", "--untracked-files=no")) == [
         "kernel2.cpp"]
+
+
+def test_the_copiers_stamp_wins_over_a_copys_stale_git(monkeypatch):
+    """The device machine's copy carried a .git of an earlier state: runs of a clean
+    commit were stored as that earlier commit, dirty. A stamp set by the copier wins."""
+    from xnorbench.harness.environment import git_state
+
+    here, _ = git_state()  # this checkout has a .git
+    assert here is not None
+    monkeypatch.setenv("XNORBENCH_GIT_COMMIT", "0" * 40)
+    monkeypatch.setenv("XNORBENCH_GIT_DIRTY", "0")
+    assert git_state() == ("0" * 40, False)
+    monkeypatch.setenv("XNORBENCH_GIT_DIRTY", "1")
+    assert git_state() == ("0" * 40, True)

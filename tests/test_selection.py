@@ -168,6 +168,9 @@ def test_smoke_recipe_two_seeds_then_quick_run_leaves_the_table(tmp_path: Path,
     res = runner.invoke(app, ["--db", db, "table", "--output", str(out)])
     assert out.read_text() == table  # the very same table, byte for byte
     assert "note: not shown for MNIST / LeNet-5" in res.stderr  # and the user is told
+    seeds = runner.invoke(app, ["--db", db, "table", "--suite", "seeds"])
+    assert "note: not shown for MNIST / LeNet-5" in seeds.stderr  # the per-seed view too
+    assert "subset" not in seeds.stdout and "| 2 |" not in seeds.stdout  # run 2 hidden
     quick = runner.invoke(app, ["--db", db, "table", "--tag", "quick"]).output
     assert "subset" in next(x for x in quick.splitlines() if "LeNet-5" in x)
     res = runner.invoke(app, ["--db", db, "table", "--tag", "nope"])

@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from .db import DBError, Store, is_in_memory, is_stale, redact
+from .db import DBError, Store, is_in_memory, is_stale, missing_file, redact
 
 
 def _paragraphs(text: str) -> str:
@@ -90,6 +90,10 @@ def open_store(write: bool = False) -> Store:
     if write and is_in_memory(State.db):
         fail(f"--db {State.db}: an in-memory database keeps nothing once the command ends; "
              "give a file or a server URL")
+    missing = None if write else missing_file(State.db)
+    if missing is not None:
+        fail(f"no results database at {missing} (a run creates it: `xnorbench run ...`; "
+             "or point --db / XNORBENCH_DB at an existing one)")
     try:
         return Store.open(State.db)
     except DBError as exc:
@@ -317,19 +321,21 @@ def follow_suite(suite: str) -> None:
         raise typer.Exit(1) from None
 
 
-ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.", metavar="")]
 CkptOpt = Annotated[Path | None, typer.Option(
     help="Where per-epoch checkpoints go: FOLDER/db-<database id>/run-<id>/ (a resume "
          "reads them there; removed once the run finishes; the packed XNOR network, "
          "*.packed, stays) \\[default: ./checkpoints, or the resumed run's].",
-    show_default=False)]
+    show_default=False, metavar="FOLDER")]
 ResumeOpt = Annotated[int | None, typer.Option(
     help="Continue the interrupted or failed run with this id from its checkpoints, with "
-         "the options it started with (an option given beside it must match).")]
+         "the options it started with (an option given beside it must match).",
+    metavar="ID")]
 
 
 TagOpt = Annotated[list[str] | None, typer.Option(
-    "--tag", help="Name this run (repeatable); `table --tag NAME` shows exactly such runs.")]
+    "--tag", help="Name this run (repeatable); `table --tag NAME` shows exactly such runs.",
+    metavar="NAME")]
 
 
 def _tags(tags: list[str] | None) -> list[str]:
@@ -357,8 +363,19 @@ def _typer_option(opt: Any) -> tuple[Any, Any]:
         default = opt.default
     annotation = base if default is not None else base | None
     info = typer.Option(*opt.decls, help=opt.help, show_default=opt.show_default,
-                        rich_help_panel=opt.panel)
+                        rich_help_panel=opt.panel, metavar=_metavar(opt))
     return Annotated[annotation, info], default
+
+
+def _metavar(opt: Any) -> str | None:
+    """What ``--help`` shows for the value: the choices, or the value's shape (nothing
+    for an on/off flag), instead of Typer's ``<str>`` / ``<bool>``."""
+    if opt.kind == "bool":
+        return ""
+    if opt.choices:
+        return "|".join(opt.choices)
+    return {"int": "N", "float": "X", "path": "PATH", "ints": "N,N,...", "strs": "A,B,...",
+            "device": "auto|cpu|cuda"}.get(opt.kind, "TEXT")
 
 
 def suite_command(suite: Any) -> Any:
@@ -427,8 +444,8 @@ def sweep_alias(ctx: typer.Context) -> None:
 @app.command("info")
 def info_cmd(
     build: Annotated[bool, typer.Option(
-        help="Also build (if needed) and load the kernels, to report their real path.")
-    ] = False,
+        help="Also build (if needed) and load the kernels, to report their real path.",
+        metavar="")] = False,
 ) -> None:
     """This machine as xnorbench sees it: CPU, kernel build and path, where the database,
     data, checkpoints and kernel cache live. Then `xnorbench run ceilings` measures this
@@ -472,7 +489,8 @@ def info_cmd(
 
 @app.command("recipes")
 def recipes_cmd(
-    name: Annotated[str | None, typer.Argument(help="Show only this recipe.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Show only this recipe.",
+                                               metavar="NAME")] = None,
 ) -> None:
     """List the named recipes (--recipe NAME): every value they set, and its source."""
     from rich.console import Console
@@ -647,12 +665,12 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[int, typer.Argument(help="Run id.")],
+    run_id: Annotated[int, typer.Argument(help="Run id.", metavar="ID")],
     as_json: Annotated[bool, typer.Option(
-        "--json", help="Print the whole record, every result row included, as JSON.")
-    ] = False,
-    rows: Annotated[int, typer.Option(help="At most this many result rows in the view.")
-                    ] = 60,
+        "--json", help="Print the whole record, every result row included, as JSON.",
+        metavar="")] = False,
+    rows: Annotated[int, typer.Option(help="At most this many result rows in the view.",
+                                      metavar="N")] = 60,
 ) -> None:
     """Everything stored about one run: status, command, resolved options, where it ran,
     and its result rows."""
@@ -674,9 +692,10 @@ def runs_show(
 
 @runs_app.command("tag")
 def runs_tag(
-    run_id: Annotated[int, typer.Argument(help="Run id.")],
-    name: Annotated[str, typer.Argument(help="The tag (1-64 characters, no commas).")],
-    remove: Annotated[bool, typer.Option(help="Take the tag away instead.")] = False,
+    run_id: Annotated[int, typer.Argument(help="Run id.", metavar="ID")],
+    name: Annotated[str, typer.Argument(help="The tag (1-64 characters, no commas).",
+                                        metavar="NAME")],
+    remove: Annotated[bool, typer.Option(help="Take the tag away instead.", metavar="")] = False,
 ) -> None:
     """Tag a run (or --remove a tag); `table --tag NAME` then shows exactly such runs."""
     (name,) = _tags([name])

@@ -10,10 +10,11 @@ from .store import (
     database_url,
     is_in_memory,
     is_stale,
+    missing_file,
     open_engine,
     redact,
 )
 
 __all__ = ["DEFAULT_DB", "DBError", "RUN_STATUSES", "SCHEMA_VERSION", "Result", "Row", "Run",
-           "RunLost", "RunTag", "Store", "database_url", "is_in_memory", "is_stale", "open_engine",
-           "redact"]
+           "RunLost", "RunTag", "Store", "database_url", "is_in_memory", "is_stale",
+           "missing_file", "open_engine", "redact"]

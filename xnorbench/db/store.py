@@ -226,6 +226,20 @@ def redact(text: str) -> str:
     return _URL_PASSWORD.sub(r"\1***\3", text)
 
 
+def missing_file(db: str | None) -> Path | None:
+    """The SQLite file ``db`` names when it does not exist yet (None for a server URL, an
+    in-memory database or a file that is there): a command that only reads refuses it
+    rather than creating an empty database under a mistyped name."""
+    try:
+        parsed = make_url(database_url(db))
+    except (ArgumentError, DBError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
 def is_in_memory(db: str | None) -> bool:
     """Whether ``db`` names an in-memory SQLite database (which keeps nothing)."""
     try:

@@ -77,12 +77,14 @@ def git_state() -> tuple[str | None, bool | None]:
     Dirty means tracked files other than SQLite databases differ from the commit (see
     :func:`code_changes`).
 
-    A tree copied without ``.git`` (a device machine's copy) cannot ask git; the script
-    that copies it sets ``XNORBENCH_GIT_COMMIT`` (and ``XNORBENCH_GIT_DIRTY`` = 0 or 1),
-    which are used when there is no repository.
+    A copied tree (a device machine's) cannot trust git: it may have no ``.git``, or one
+    from an earlier state of the checkout (seen on the device: runs of commit C recorded
+    as the session's first commit, dirty). The script that copies it sets
+    ``XNORBENCH_GIT_COMMIT`` (and ``XNORBENCH_GIT_DIRTY`` = 0 or 1), which win when set.
     """
     root = Path(xnorbench.__file__).resolve().parent.parent
-    if not (root / ".git").exists() and os.environ.get(COMMIT_ENV):
+    if os.environ.get(COMMIT_ENV):  # the copier said what it copied: a copy's .git (the
+        # device machine's is the session's first state) may not be the tree's commit
         dirty = os.environ.get(DIRTY_ENV)
         return os.environ[COMMIT_ENV], None if dirty is None else dirty not in ("0", "")
     try:

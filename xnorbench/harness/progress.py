@@ -48,6 +48,15 @@ class _Task:
     info: str = ""
 
 
+def _rate(task: _Task, took: float) -> str:
+    """images/s for batches; items per second, or seconds per item when slower than one
+    a second (an epoch of minutes is not "0.00 it/s")."""
+    if task.images:
+        return f"{task.images / took:.1f} images/s"
+    per_s = task.done / took
+    return f"{per_s:.2f} it/s" if per_s >= 1 else f"{took / task.done:.1f} s/it"
+
+
 class _Lines:
     """Progress as plain lines on stderr, at most one per interval."""
 
@@ -74,10 +83,8 @@ class _Lines:
         inner = self.tasks[-1]
         took = now - inner.started
         if inner.done and took > 0:
-            rate = (f"{inner.images / took:.1f} images/s" if inner.images
-                    else f"{inner.done / took:.2f} it/s")
-            parts.append(rate)
-            if inner.total:
+            parts.append(_rate(inner, took))
+            if inner.total and inner.done < inner.total:
                 parts.append(f"ETA {_fmt_time(took / inner.done * (inner.total - inner.done))}")
         if inner.info:
             parts.append(inner.info)

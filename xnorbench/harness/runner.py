@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from ..db import DBError, RunLost, Store
+from ..db import DBError, Row, RunLost, Store
+from ..xnor import kernels
 from . import distributed
 from .environment import capture
 from .progress import Progress
@@ -238,6 +239,8 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
     try:
         try:
             with sigterm_as_interrupt(), heartbeat(store, run_id, beat, lost), ctx.progress:
+                for row in build_rows():  # before any timer starts
+                    store.add_rows(run_id, [row])
                 for row in suite.fn(ctx, params):
                     store.add_rows(run_id, [row])
                     written += 1
@@ -268,6 +271,20 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
     finish(store, run_id, "finished")
     ctx.discard_checkpoints()
     return run_id
+
+
+def build_rows() -> list[Row]:
+    """Load the XNOR kernels this program uses, compiling them if this machine has no
+    current build, so that no suite's timer contains the build; a build that compiled
+    here is a row of its own (``kernel_build_s``)."""
+    build = kernels.default_build()
+    before = build in kernels.BUILD_SECONDS
+    kernels.load_kernels(build=build)
+    if before or build not in kernels.BUILD_SECONDS:
+        return []
+    return [Row("kernel_build_s", kernels.BUILD_SECONDS[build], "s",
+                params={"build": build, "kernel_isa": kernels.kernel_isa(build=build),
+                        "note": "compiled before the suite's first timer"})]
 
 
 class NullStore:

@@ -72,11 +72,19 @@ def dispatched_ops(fn: Callable[[], object]) -> int:
     return sum(e.count for e in prof.key_averages())
 
 
+NO_KERNEL_OPS = frozenset(f"aten::{op}" for op in (
+    "as_strided", "view", "_unsafe_view", "reshape", "expand", "t", "transpose", "permute",
+    "slice", "select", "unsqueeze", "squeeze", "flatten", "alias", "detach", "lift_fresh",
+    "empty", "empty_like", "empty_strided", "new_empty"))
+"""Operators that launch no kernel on a GPU: views of existing memory and allocations."""
+
+
 def launched_ops(fn: Callable[[], object]) -> int:
     """How many kernels one call of ``fn`` launches, counted as a GPU pays for them.
 
     Every ATen operator called from outside another one (an operator's own calls run
-    inside its launch) plus every kernel a ``torch.compile`` region runs (its generated
+    inside its launch) except views and allocations (:data:`NO_KERNEL_OPS`), plus every
+    kernel a ``torch.compile`` region runs (its generated
     kernels, which :mod:`xnorbench.xnor.compiled` builds with inductor's kernel
     profiling on, and the ATen operators it calls out to); a compiled region's entry is
     not counted beside its kernels. On the CPU within
@@ -90,7 +98,7 @@ def launched_ops(fn: Callable[[], object]) -> int:
     count = 0
     for event in prof.events():
         kernel = "cpp_fused_" in event.name or "triton_" in event.name
-        if not (kernel or event.name.startswith("aten::")):
+        if not (kernel or event.name.startswith("aten::")) or event.name in NO_KERNEL_OPS:
             continue
         parent = event.cpu_parent
         while parent is not None and not parent.name.startswith("aten::"):

@@ -40,8 +40,8 @@ from .tables import accuracy_table as mission_table
 
 def _section(t: Table, empty: str) -> str:
     """The table, and in the report (unlike `table`) what it chose not to show."""
-    if not t.rows:
-        return f"*{empty}*\n"
+    if not t.rows:  # the table's title says which one is empty, and why
+        return f"**{t.title}**\n\n*Empty: {empty}.*\n"
     remarks = [f"*{r[0].upper()}{r[1:]}.*" for r in t.remarks]
     return to_markdown(t) + "".join(f"\n{r}\n" for r in remarks)
 

@@ -83,6 +83,16 @@ def _kv(title: str, items: list[tuple[str, Any]]) -> Table:
     return t
 
 
+POINT_KEYS = ("sweep", "channels", "kernel", "layer", "batch", "threads", "build")
+"""Row params that say which point of a run a row belongs to (a sweep's channels and
+filter size, a timing's batch or layer, a ceiling's build), shown in ``runs show``."""
+
+
+def _point(params: dict[str, Any] | None) -> str:
+    p = params or {}
+    return " ".join(f"{k}={p[k]}" for k in POINT_KEYS if p.get(k) is not None)
+
+
 def _value(v: float | None) -> str:
     if v is None:
         return "-"
@@ -109,13 +119,14 @@ def render_run(console: Console, record: dict[str, Any], max_rows: int) -> None:
                         title_align="left"))
     rows = record["results"]
     t = Table(title=f"Results ({len(rows)} rows)", title_justify="left")
-    for col in ("metric", "dataset", "model", "variant", "seed", "epoch", "value", "unit"):
+    for col in ("metric", "dataset", "model", "variant", "seed", "epoch", "point", "value",
+                "unit"):
         t.add_column(col, justify="right" if col in ("seed", "epoch", "value") else "left")
     for r in rows[:max_rows]:
         t.add_row(r["metric"], r["dataset"] or "", r["model"] or "", r["variant"] or "",
                   "" if r["seed"] is None else str(r["seed"]),
-                  "" if r["epoch"] is None else str(r["epoch"]), _value(r["value"]),
-                  r["unit"] or "")
+                  "" if r["epoch"] is None else str(r["epoch"]), _point(r["params"]),
+                  _value(r["value"]), r["unit"] or "")
     console.print(t)
     if len(rows) > max_rows:
         console.print(f"... and {len(rows) - max_rows} more rows (--rows N shows more, "

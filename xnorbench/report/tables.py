@@ -162,14 +162,7 @@ def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
         records += [_record(c, r.mismatched) for c in group]
         skipped.setdefault((r.dataset, r.model), r.others)
     numbered = [f"[{i + 1}] {n}" for i, n in enumerate(notes)]
-    remarks = []
-    for (ds, model), others in skipped.items():
-        if others:
-            runs = sorted({run.id for c in others for run in c.runs})
-            remarks.append(f"not shown for {DATASET_NAMES.get(ds, ds)} / "
-                           f"{MODEL_NAMES.get(model, model)}: {len(others)} cell(s) of other "
-                           f"recipes (runs {', '.join(map(str, runs))}); `table --suite "
-                           "cells` lists them, `--run ID,...` or `--tag NAME` shows them")
+    remarks = _not_shown(skipped)
     if any(r.mismatched for r in pairs):
         numbered.append(f"'{MISMATCH}': the two cells of this line were trained under "
                         "different recipes (see their notes); not a like-for-like pair.")
@@ -194,10 +187,28 @@ def _record(c: Cell, mismatched: bool) -> dict[str, Any]:
             **{k: c.params.get(k) for k in ("epochs", "train_size", "test_size", "device")}}
 
 
+def _not_shown(skipped: dict[tuple[str, str], list[Cell]]) -> list[str]:
+    """One remark per network whose cells of other recipes the accuracy table left out."""
+    remarks = []
+    for (ds, model), others in skipped.items():
+        if others:
+            runs = sorted({run.id for c in others for run in c.runs})
+            remarks.append(f"not shown for {DATASET_NAMES.get(ds, ds)} / "
+                           f"{MODEL_NAMES.get(model, model)}: {len(others)} cell(s) of other "
+                           f"recipes (runs {', '.join(map(str, runs))}); `table --suite "
+                           "cells` lists them, `--run ID,...` or `--tag NAME` shows them")
+    return remarks
+
+
 def per_seed_table(store: Store, selection: Selection = Selection()) -> Table:
-    """Every seed behind the accuracy table: final, best, packed accuracy and agreement."""
+    """Every seed behind the accuracy table: final, best, packed accuracy and agreement;
+    the cells it leaves out are named as the accuracy table names them."""
     rows, records = [], []
-    for c in shown_cells(sorted_pairs(store, selection)):
+    pairs = sorted_pairs(store, selection)
+    skipped: dict[tuple[str, str], list[Cell]] = {}
+    for r in pairs:
+        skipped.setdefault((r.dataset, r.model), r.others)
+    for c in shown_cells(pairs):
         for seed, sv in sorted(c.seeds.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
             v = sv.values
             records.append({"dataset": c.dataset, "network": c.model, "variant": c.variant,
@@ -210,7 +221,7 @@ def per_seed_table(store: Store, selection: Selection = Selection()) -> Table:
                                        v.get("packed_agreement"))])
     return Table("Per seed: final and best-over-epochs test accuracy, packed accuracy",
                  ["Dataset", "Network", "Variant", "Seed", "Run", "Final %", "Best %",
-                  "Packed %", "Packed agrees %"], rows, [], records)
+                  "Packed %", "Packed agrees %"], rows, [], records, _not_shown(skipped))
 
 
 SWEEP_METRICS = ("float_ms", "binary_ms", "binary_nopack_ms", "speedup", "speedup_nopack",
@@ -602,7 +613,7 @@ def train_step_table(store: Store, selection: Selection = Selection()) -> Table:
     notes.append("XNOR fused: layers binarize weights in forward, apply the gradient rule in "
                  "backward and keep bits for backward; XNOR BinOp: the original port's "
                  "workflow (binarize in place, restore, rule after backward). Both train "
-                 "identically (tested).")
+                 "identically on the CPU, and to rounding on the GPU path (tested).")
     return Table("Training step: float vs XNOR (fused layers, and the port's BinOp)",
                  ["Network", "Batch", "Device", "Threads", "Float ms", "XNOR fused ms",
                   "XNOR BinOp ms",

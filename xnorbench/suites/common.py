@@ -153,8 +153,8 @@ def training_options(choice: Opt) -> tuple[Opt, ...]:
                     "--channels-last/--no-channels-last"),
         _recipe_opt("xnor_path", "str", "How XNOR trains: fused (layers binarize inside "
                     "forward/backward, bits kept for backward) or binop (the original "
-                    "port's BinOp workflow). Both give identical results; fused is faster "
-                    "and uses less memory.", choices=XNOR_PATHS,
+                    "port's BinOp workflow). Both give the same results (bit for bit on "
+                    "the CPU); fused is faster and uses less memory.", choices=XNOR_PATHS,
                     noun="XNOR training path"),
         _recipe_opt("sync_bn", "bool", "Synchronize BatchNorm statistics across the "
                     "processes of a torchrun launch (CUDA).", "--sync-bn/--no-sync-bn"),

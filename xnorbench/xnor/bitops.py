@@ -199,7 +199,7 @@ def border_add_(out: Tensor, wb: Tensor, hw: tuple[int, int], stride: tuple[int,
     if _native(out, wb):
         train_ops().border_add_(out, wb, *hw, *stride, *padding)
         return out
-    ring = _ring(*hw, *padding, wb.dtype, wb.device)
+    ring = padding_ring(*hw, *padding, wb.dtype, wb.device)
     return out.add_(F.conv2d(ring, wb.sum(1, keepdim=True), None, stride).to(out.dtype))
 
 
@@ -209,7 +209,7 @@ def border_grad_add_(gwb: Tensor, grad: Tensor, hw: tuple[int, int], stride: tup
     if _native(gwb, grad) and gwb.is_contiguous():
         train_ops().border_grad_add_(gwb, grad, *hw, *stride, *padding)
         return gwb
-    ring = _ring(*hw, *padding, grad.dtype, grad.device)
+    ring = padding_ring(*hw, *padding, grad.dtype, grad.device)
     wshape = torch.empty(gwb.shape[0], 1, *gwb.shape[2:], dtype=grad.dtype, device=grad.device)
     g = torch.ops.aten.convolution_backward(
         grad.sum(0, keepdim=True), ring, wshape, None, stride, (0, 0), (1, 1), False, (0, 0),
@@ -217,17 +217,18 @@ def border_grad_add_(gwb: Tensor, grad: Tensor, hw: tuple[int, int], stride: tup
     return gwb.add_(g.to(gwb.dtype))
 
 
-_RING: dict[tuple, Tensor] = {}
+_RINGS: dict[tuple, Tensor] = {}
 
 
-def _ring(h: int, w: int, ph: int, pw: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+def padding_ring(h: int, w: int, ph: int, pw: int, dtype: torch.dtype,
+                 device: torch.device) -> Tensor:
     """(1, 1, h + 2ph, w + 2pw): 1 on the padding ring, 0 inside (cached)."""
     key = (h, w, ph, pw, dtype, device)
-    if key not in _RING:
+    if key not in _RINGS:
         ring = torch.ones(1, 1, h + 2 * ph, w + 2 * pw, dtype=dtype, device=device)
         ring[..., ph:ph + h, pw:pw + w] = 0
-        _RING[key] = ring
-    return _RING[key]
+        _RINGS[key] = ring
+    return _RINGS[key]
 
 
 @torch.no_grad()

@@ -1,20 +1,23 @@
-"""The binary conv's forward and backward as one compiled graph each: the path for
-tensors the C++ operators do not take (CUDA, bfloat16).
+"""The elementwise work of the binary conv as compiled graphs: the path for tensors the
+C++ operators do not take (CUDA, bfloat16).
 
 Why: in eager torch the fused layer's elementwise work (sign, two bit planes, alpha *
-sign(W), the +1 padding, the gradient rule, the straight-through mask) is a dozen small
-operators per layer and pass. On a GPU each is a kernel launch and a trip through the
-dispatcher, and the launches, not the arithmetic, set the training speed (measured on
-an H200: XNOR ResNet-18 trained at 0.21x float's images/s through eager operators).
-``torch.compile`` turns each layer's forward into the convolution plus a few fused
-kernels, and its backward likewise: Triton on CUDA, C++ on the CPU, from one graph, so
-the CPU tests run the code the GPU runs.
+sign(W), the gradient rule, the straight-through mask) is a dozen small operators per
+layer and pass; on a GPU each is a kernel launch, and the launches set the training
+speed (an H200 trained XNOR ResNet-18 at 0.21x float's images/s so). ``torch.compile``
+fuses each layer's forward work into one graph and its backward work into two (Triton
+on CUDA, C++ on the CPU, from one graph, so the CPU tests run the code the GPU runs);
+the convolutions stay outside, in cuDNN or oneDNN.
 
-What is computed is exactly what :mod:`.functional` computes (the tests compare them):
-the forward saves two bit planes of the input (``x < 0`` and ``|x| < 1``), the conv's
-input is sign(x) padded with +1 (here written as a padded tensor inside the graph, where
-the sign and the padding fuse into one kernel), and the backward rebuilds the signs from
-the bits. Bits are in the tensor's memory order, as everywhere in :mod:`.bitops`.
+What is computed is what :mod:`.functional`'s C++ path computes (the tests compare
+them): the forward keeps two bit planes of the input (``x < 0`` and ``|x| < 1``), the
+conv runs on sign(x) with zero padding plus the border term that makes it +1 padding
+(:func:`.bitops.border_add_`), and the backward rebuilds the signs from the bits. The
+graphs see the activations as flat memory-order arrays (channels-last or not), so
+their kernels index one array: the first version, which wrote the padded signs in
+(N, C, H, W) form, spent 86 of 120 ms of GPU time in three such kernels (H200, three
+ResNet-18 steps at batch 512). Bits are in memory order, as everywhere in
+:mod:`.bitops`.
 
 If compiling fails (no compiler, an unsupported torch), each function falls back to
 running the same code eagerly, once said on stderr; ``XNORBENCH_COMPILE=0`` asks for
@@ -34,21 +37,12 @@ from torch import Tensor
 
 from .binarize import filter_alpha, scaled_sign_grad, sign
 
-Shape = tuple[int, int, int, int]
 RECOMPILE_LIMIT = 64
 
 
-def _memory_order(t: Tensor, channels_last: bool) -> Tensor:
-    """``t`` (N, C, H, W) as a 1-D tensor in its memory order."""
-    return (t.permute(0, 2, 3, 1) if channels_last else t).reshape(-1)
-
-
-def _from_memory_order(flat: Tensor, shape: Shape, channels_last: bool) -> Tensor:
-    """The inverse of :func:`_memory_order`: (N, C, H, W) with the given layout."""
-    n, c, h, w = shape
-    if channels_last:
-        return flat.view(n, h, w, c).permute(0, 3, 1, 2)
-    return flat.view(n, c, h, w)
+def flat(t: Tensor) -> Tensor:
+    """The 1-D memory-order view of a dense tensor (contiguous or channels-last)."""
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
 
 
 def _pack(mask: Tensor) -> Tensor:
@@ -66,60 +60,57 @@ def _unpack(bits: Tensor, n: int) -> Tensor:
     return (bits.view(-1, 1) & shifts).ne(0).view(-1)[:n]
 
 
-def _binary_weight(weight: Tensor, rule: str | None, dtype: torch.dtype) -> Tensor:
-    wb = weight if rule is None else filter_alpha(weight) * sign(weight)
-    return wb.to(dtype)
+def _binary_weight(weight: Tensor, rule: str | None, dtype: torch.dtype
+                   ) -> tuple[Tensor, Tensor]:
+    """(alpha * sign(W) in ``dtype``, its sum over input channels: the weight of the +1
+    padding's border term)."""
+    wb = (weight if rule is None else filter_alpha(weight) * sign(weight)).to(dtype)
+    return wb, wb.sum(1, keepdim=True)
 
 
-def _signs(neg: Tensor, dtype: torch.dtype, padding: tuple[int, int]) -> Tensor:
-    """+-1 (-1 where ``neg``) in ``dtype``, padded with +1."""
-    s = torch.where(neg, -1.0, 1.0).to(dtype)
-    ph, pw = padding
-    return F.pad(s, (pw, pw, ph, ph), value=1.0) if ph or pw else s
+def forward_operands(x: Tensor, weight: Tensor, rule: str | None, bits: bool
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(sign(x), alpha * sign(W), its channel sum, bits of x < 0, bits of |x| < 1).
 
-
-def forward_operands(x: Tensor, weight: Tensor, padding: tuple[int, int], rule: str | None,
-                     channels_last: bool, bits: bool
-                     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """(sign(x) padded with +1, alpha * sign(W), bits of x < 0, bits of |x| < 1): what
-    the binary conv multiplies, in x's dtype (bfloat16 under autocast), and what its
-    backward keeps; without ``bits`` (evaluation) the two planes are None.
-
-    ``rule=None``: ``weight`` is already binarized (the BinOp path)."""
+    ``x`` is the 1-D memory-order view of the conv's input (:func:`flat`), so every
+    elementwise kernel here indexes one flat array: no layout, no padding, no index
+    arithmetic (in (N, C, H, W) form with the +1 padding written out, these kernels ran
+    10x slower than memory allows on an H200). The signs come back flat, in x's dtype
+    (bfloat16 under autocast); the caller views them in x's layout. Without ``bits``
+    (evaluation) the two planes are None. ``rule=None``: ``weight`` is already
+    binarized (the BinOp path)."""
     neg = x < 0
-    s = _signs(neg, x.dtype, padding)
-    wb = _binary_weight(weight, rule, x.dtype)
+    s = torch.where(neg, -1.0, 1.0).to(x.dtype)
+    wb, wsum = _binary_weight(weight, rule, x.dtype)
     if not bits:
-        return s, wb, None, None
-    return (s, wb, _pack(_memory_order(neg, channels_last)),
-            _pack(_memory_order(x.abs() < 1, channels_last)))
+        return s, wb, wsum, None, None
+    return s, wb, wsum, _pack(neg), _pack(x.abs() < 1)
 
 
-def backward_operands(neg: Tensor, weight: Tensor, shape: Shape, dtype: torch.dtype,
-                      padding: tuple[int, int], rule: str | None, channels_last: bool
-                      ) -> tuple[Tensor, Tensor]:
-    """The forward's conv operands again, the signs rebuilt from their bits."""
-    n = shape[0] * shape[1] * shape[2] * shape[3]
-    neg_mask = _from_memory_order(_unpack(neg, n), shape, channels_last)
-    return _signs(neg_mask, dtype, padding), _binary_weight(weight, rule, dtype)
+def backward_operands(neg: Tensor, weight: Tensor, grad: Tensor, n: int, batch: int,
+                      rule: str | None, border: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The forward's signs (flat, rebuilt from their bits) and binarized weight, in the
+    dtype of ``grad`` (the output's gradient, flat); with ``border``, that gradient
+    summed over the batch, flat in one sample's memory order (what the border term's
+    weight gradient is computed from)."""
+    s = torch.where(_unpack(neg, n), -1.0, 1.0).to(grad.dtype)
+    return s, _binary_weight(weight, rule, grad.dtype)[0], (
+        grad.view(batch, -1).sum(0) if border else None)
 
 
-def backward_results(gs: Tensor | None, ste: Tensor, gwb: Tensor | None, weight: Tensor,
-                     shape: Shape, x_dtype: torch.dtype, padding: tuple[int, int],
-                     rule: str | None, channels_last: bool
-                     ) -> tuple[Tensor | None, Tensor | None]:
-    """(dC/dx, dC/dW) from the conv's gradients: the padding ring cut off and
-    BinActive's straight-through mask applied to the input's gradient (in x's layout
-    and dtype); the weight's by ``rule`` (dC/dWt as it is for None)."""
+def backward_results(gs: Tensor | None, ste: Tensor, gwb: Tensor | None,
+                     g_border: Tensor | None, weight: Tensor, x_dtype: torch.dtype,
+                     rule: str | None) -> tuple[Tensor | None, Tensor | None]:
+    """(dC/dx flat, dC/dW): BinActive's straight-through mask on the conv's input
+    gradient (``gs``, flat in x's memory order); the border term's weight gradient
+    (``g_border``, the same for every input channel) added to the conv's, then the
+    weight's rule (dC/dWt as it is for None)."""
     gx = gw = None
     if gs is not None:
-        n = shape[0] * shape[1] * shape[2] * shape[3]
-        ph, pw = padding
-        gs = gs[:, :, ph:ph + shape[2], pw:pw + shape[3]]
-        mask = _from_memory_order(_unpack(ste, n), shape, channels_last)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        gx = torch.where(mask, gs, 0.0).to(x_dtype).contiguous(memory_format=fmt)
+        gx = torch.where(_unpack(ste, gs.numel()), gs, 0.0).to(x_dtype)
     if gwb is not None:
+        if g_border is not None:
+            gwb = gwb + g_border
         gwb = gwb.to(weight.dtype)
         gw = gwb if rule is None else scaled_sign_grad(weight, gwb, rule)
     return gx, gw

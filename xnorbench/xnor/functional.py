@@ -22,6 +22,8 @@ Both paths therefore run this same code, which is why they train identically.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -48,13 +50,14 @@ class _BinaryConv2d(torch.autograd.Function):
                 dropout: float, owns_input: bool) -> Tensor:
         x = bitops.dense(x)
         if _compiled_path(x, weight, dropout):
-            cl = _channels_last(x)
-            s, wb, neg, ste = compiled.compiled_forward_operands(x, weight.detach(), padding,
-                                                                 rule, cl, True)
-            ctx.save_for_backward(neg, ste, weight)
-            ctx.meta = (tuple(x.shape), x.dtype, stride, padding, rule, cl, bias is not None)
+            w = weight.detach()
+            s, wb, wsum, neg, ste = compiled.compiled_forward_operands(compiled.flat(x), w,
+                                                                       rule, True)
+            ctx.save_for_backward(neg, ste, w)
+            ctx.meta = (bitops.layout(x), x.dtype, stride, padding, rule, bias is not None)
             ctx.compiled = True
-            return F.conv2d(s, wb, _cast(bias, x.dtype) if bias is not None else None, stride)
+            return _plus_one_padded_conv(s.as_strided(*bitops.layout(x)), wb, wsum, bias,
+                                         stride, padding)
         ctx.compiled = False
         s, neg, ste = bitops.sign_bits_(x) if owns_input else bitops.sign_bits(x)
         keep = None
@@ -74,21 +77,7 @@ class _BinaryConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         if ctx.compiled:
-            neg, ste, weight = ctx.saved_tensors
-            shape, x_dtype, stride, padding, rule, cl, has_bias = ctx.meta
-            w = weight.detach()
-            grad = bitops.dense(grad)
-            s, wb = compiled.compiled_backward_operands(neg, w, shape, grad.dtype, padding,
-                                                        rule, cl)
-            need_x, need_w, need_b = ctx.needs_input_grad[:3]
-            gs, gwb, gb = torch.ops.aten.convolution_backward(
-                grad, s, wb, [wb.shape[0]] if has_bias else None, stride, (0, 0), (1, 1),
-                False, (0, 0), 1, (need_x, need_w, need_b and has_bias))
-            gx, gw = compiled.compiled_backward_results(gs if need_x else None, ste,
-                                                        gwb if need_w else None, w, shape,
-                                                        x_dtype, padding, rule, cl)
-            gb = _cast(gb, weight.dtype) if need_b and has_bias else None
-            return gx, gw, gb, None, None, None, None, None
+            return (*_compiled_backward(ctx, bitops.dense(grad)), None, None, None, None, None)
         neg, ste, keep, weight = ctx.saved_tensors
         x_layout, x_dtype, s_dtype, hw, stride, padding, rule, dropout, has_bias = ctx.meta
         wb = weight if rule is None else bitops.binarize_weight(weight)  # not kept: recomputed
@@ -153,9 +142,43 @@ def _compiled_path(x: Tensor, weight: Tensor, dropout: float) -> bool:
     return not bitops.uses_native(x, weight) and dropout == 0 and x.dim() == 4
 
 
-def _channels_last(x: Tensor) -> bool:
-    """Whether dense ``x`` is laid out channels-last (and not also contiguous)."""
-    return not x.is_contiguous()
+def _plus_one_padded_conv(s: Tensor, wb: Tensor, wsum: Tensor, bias: Tensor | None,
+                          stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
+    """conv(s padded with +1, wb) [+ b]: the zero-padded conv plus the border term, a
+    conv of the padding ring with the channel-summed weight ``wsum``."""
+    out = F.conv2d(s, wb, None if bias is None else _cast(bias, s.dtype), stride, padding)
+    if padding != (0, 0):
+        ring = bitops.padding_ring(s.shape[2], s.shape[3], *padding, wsum.dtype, wsum.device)
+        out = out.add_(F.conv2d(ring, wsum, None, stride))
+    return out
+
+
+def _compiled_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None,
+                                                        Tensor | None]:
+    """(dC/dx, dC/dW, dC/db) of the compiled path's forward (:mod:`.compiled`)."""
+    neg, ste, w = ctx.saved_tensors
+    x_layout, x_dtype, stride, padding, rule, has_bias = ctx.meta
+    shape = x_layout[0]
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    border = need_w and padding != (0, 0)
+    s, wb, grad_sum = compiled.compiled_backward_operands(
+        neg, w, compiled.flat(grad), shape.numel(), shape[0], rule, border)
+    gs, gwb, gb = torch.ops.aten.convolution_backward(
+        grad, s.as_strided(*x_layout), wb, [wb.shape[0]] if has_bias else None, stride,
+        padding, (1, 1), False, (0, 0), 1, (need_x, need_w, need_b and has_bias))
+    g_border = None
+    if border:  # the border term's weight gradient (the same for every input channel)
+        ring = bitops.padding_ring(shape[2], shape[3], *padding, grad.dtype, grad.device)
+        grad_sum = grad_sum.as_strided((1, *grad.shape[1:]), grad.stride())  # one sample
+        g_border = torch.ops.aten.convolution_backward(
+            grad_sum, ring, wb.new_empty(wb.shape[0], 1, *wb.shape[2:]), None, stride,
+            (0, 0), (1, 1), False, (0, 0), 1, (False, True, False))[1]
+    gs_flat = compiled.flat(_as_layout(gs, x_layout)) if need_x else None
+    gx, gw = compiled.compiled_backward_results(gs_flat, ste, gwb if need_w else None,
+                                                g_border, w, x_dtype, rule)
+    if gx is not None:
+        gx = gx.as_strided(*x_layout)
+    return gx, gw, _cast(gb, w.dtype) if need_b and has_bias else None
 
 
 def _signs(x: Tensor, dropout: float, owns_input: bool = False) -> Tensor:
@@ -182,9 +205,10 @@ def binary_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[
         return _BinaryConv2d.apply(x, weight, bias, stride, padding, rule, dropout, owns_input)
     if _compiled_path(x, weight, dropout):
         x = bitops.dense(x)
-        s, wb, _, _ = compiled.compiled_forward_operands(x, weight.detach(), padding, rule,
-                                                         _channels_last(x), False)
-        return F.conv2d(s, wb, _cast(bias, x.dtype) if bias is not None else None, stride)
+        s, wb, wsum, _, _ = compiled.compiled_forward_operands(compiled.flat(x),
+                                                               weight.detach(), rule, False)
+        return _plus_one_padded_conv(s.as_strided(*bitops.layout(x)), wb, wsum, bias, stride,
+                                     padding)
     wb = weight if rule is None else bitops.binarize_weight(weight)
     out = F.conv2d(_cast(_signs(x, dropout, owns_input), wb.dtype), wb, bias, stride, padding)
     if padding != (0, 0):

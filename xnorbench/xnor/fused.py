@@ -9,8 +9,10 @@ calls exist so that a training loop can hold either object::
     step = FusedXNOR(model) if fused else BinOp(model)
     step.binarization(); loss.backward(); step.restore(); step.updateBinaryGradWeight()
 
-Both paths run the same operators on the same values, so they train identically
-(tested); ``FusedXNOR`` just does less: no copy of every weight in, out and back.
+Both paths run the same operators on the same values, so on the CPU they train
+identically (tested); on the compiled path (CUDA, bfloat16) alpha is summed inside the
+layer's graph, so they agree to rounding. ``FusedXNOR`` just does less: no copy of
+every weight in, out and back.
 """
 
 from __future__ import annotations

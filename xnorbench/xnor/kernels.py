@@ -18,9 +18,11 @@ to check that they agree. ``-fopenmp`` is required for threads: without it
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -111,17 +113,36 @@ def _module_name(build: str) -> str:
     return "xnorbench_kernels" if build == "native" else f"xnorbench_kernels_{build}"
 
 
+BUILD_SECONDS: dict[str, float] = {}
+"""Seconds each build took to compile in this process (only builds that compiled here)."""
+
+_LAST_BUILD = "last_build_seconds"
+"""File in a build's folder: how long its last compile took on this machine."""
+
+
+def last_build_seconds(build: str) -> float | None:
+    """How long ``build`` last took to compile here (from its cache folder), if known."""
+    try:
+        return float((build_dir(build) / _LAST_BUILD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 @functools.lru_cache(maxsize=3)
 def _load(build: str) -> ModuleType:
     cpp_extension = _import_cpp_extension()
     name = _module_name(build)
-    if needs_build(build):  # one line, so a first run's silent minute is explained
+    compiling = needs_build(build)
+    if compiling:  # one line, so a first run's silent minute is explained
+        last = last_build_seconds(build)
+        took = (f"the last build took {last:.0f} s here" if last is not None
+                else "about a minute on 2 cores")
         print(f"building the XNOR kernels for this CPU ({expected_isa(build)}, {build} build)"
-              f", once, about a minute; cache: {build_dir(build)}", file=sys.stderr,
-              flush=True)
+              f", once ({took}); cache: {build_dir(build)}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return cpp_extension.load(
+        module = cpp_extension.load(
             name=name,
             sources=[str(p) for p in _SOURCES],
             extra_cflags=["-O3", *BUILDS[build], "-fopenmp"],
@@ -129,6 +150,13 @@ def _load(build: str) -> ModuleType:
             build_directory=str(build_dir(build)),
             verbose=False,
         )
+    if compiling:
+        BUILD_SECONDS[build] = seconds = time.perf_counter() - t0
+        with contextlib.suppress(OSError):  # a read-only cache still works
+            (build_dir(build) / _LAST_BUILD).write_text(f"{seconds:.1f}\n")
+        print(f"built the XNOR kernels ({build}) in {seconds:.0f} s", file=sys.stderr,
+              flush=True)
+    return module
 
 
 def train_ops(portable: bool | None = None, build: str | None = None) -> Any:
