@@ -60,7 +60,7 @@ def test_report_explains_speed_by_the_ceilings(tmp_path: Path):
     for args in (["run", "ceilings", "--builds", "native", "--channels", "64",
                   "--input-size", "8", "--rounds", "1", "--no-progress"],
                  ["run", "timing", "--model", "lenet5", "--batches", "1", "--rounds", "1",
-                  "--no-progress"]):
+                  "--no-progress", "--float-engines", "eager,onnxruntime"]):
         res = runner.invoke(app, ["--db", db, *args])
         assert res.exit_code == 0, res.output
     out = tmp_path / "REPORT.md"

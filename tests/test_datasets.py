@@ -133,3 +133,24 @@ def test_train_on_fashion_mnist_and_on_an_image_folder(tmp_path: Path):
     size = next(r for r in store.results(metric="dataset_size")
                 if r.dataset == "imagefolder:tree")
     assert size.params["classes"] == ["c0", "c1", "c2"] and len(size.params["mean"]) == 1
+
+
+def test_decoding_progress_counts_images_not_chunks(tmp_path, monkeypatch):
+    """The decode's progress runs over images (its total is the number of files), so
+    its rate is images per second, not 500-image chunks per second."""
+    from xnorbench.harness.datasets import read_image_folder
+
+    from .conftest import make_cifar_folder
+
+    root = make_cifar_folder(tmp_path / "data")
+    seen: dict[str, int] = {}
+
+    def progress(items, label, total=None):
+        seen["total"] = total
+        for item in items:
+            seen["n"] = seen.get("n", 0) + 1
+            yield item
+
+    monkeypatch.setenv("XNORBENCH_CACHE", str(tmp_path / "cache"))  # decode, not load
+    data = read_image_folder(root / "cifar10-jpeg" / "train", progress)
+    assert seen["total"] == seen["n"] == len(data.split.labels)

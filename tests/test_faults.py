@@ -32,7 +32,7 @@ EPOCHS = 3
 TRAIN = ["run", "accuracy", "--model", "lenet5", "--epochs", str(EPOCHS), "--batch-size", "32",
          "--device", "cpu", "--threads", "1", "--no-progress"]
 SWEEP = ["sweep", "--channels", "16,32,64", "--kernel", "1", "--fixed-channels", "32",
-         "--input-size", "6", "--rounds", "1", "--no-progress"]
+         "--input-size", "6", "--rounds", "1", "--no-progress", "--float-engines", "eager"]
 SWEEP_POINTS = {("channels", 16), ("channels", 32), ("channels", 64), ("kernel", 32)}
 
 

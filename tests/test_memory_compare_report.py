@@ -80,7 +80,8 @@ def test_compare_one_run_all_rules_then_report(tmp_path: Path, mnist_dir: Path):
                               "--device", "cpu", "--no-progress"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["--db", db, "sweep", "--channels", "16,32", "--kernel", "1,3",
-                              "--rounds", "1", "--no-progress"])
+                              "--rounds", "1", "--no-progress", "--float-engines",
+                              "eager,onnxruntime"])
     assert res.exit_code == 0, res.output
 
     notes = tmp_path / "notes.md"

@@ -144,7 +144,7 @@ def test_concurrent_writers_sqlite_lose_nothing(tmp_path: Path):
 def test_sweep_shards_in_parallel_processes(tmp_path: Path):
     db = str(tmp_path / "shards.db")
     cmd = [sys.executable, "-m", "xnorbench.cli", "--db", db, "sweep", "--channels", "16,32",
-           "--kernel", "1,3", "--rounds", "1", "--no-progress"]
+           "--kernel", "1,3", "--rounds", "1", "--no-progress", "--float-engines", "eager"]
     procs = [subprocess.Popen([*cmd, "--shard", f"{i}/4"], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT) for i in range(4)]
     for p in procs:
@@ -269,7 +269,8 @@ def test_db_without_migration_path_refused(tmp_path: Path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--db", "/proc/xnorbench-test.db", "runs"], "cannot use database"),
+    (["--db", "/proc/xnorbench-test.db", "runs", "tag", "1", "x"], "cannot use database"),
+    (["--db", "/proc/xnorbench-test.db", "runs"], "no results database at /proc"),
     (["run", "accuracy", "--epochs", "x"], "Invalid value"),
     (["run", "accuracy", "--dataset", "cifar100"], "unknown dataset"),
     (["sweep", "--channels", "-16"], "at least 1"),

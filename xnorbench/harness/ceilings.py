@@ -9,7 +9,6 @@ operations rather than cycles. Kernels are then rated in "% of ceiling".
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
 from ..xnor.kernels import train_ops
@@ -36,18 +35,65 @@ class Ceilings:
                 "binary_isa": self.binary_isa}
 
 
-def _median_rate(fn, iters: int, repeats: int) -> float:
-    fn(iters // 10)  # warm up (clocks, caches)
-    return statistics.median(fn(iters) for _ in range(repeats))
-
-
 def measure(build: str = "native", repeats: int = 5, iters: int = 2_000_000) -> Ceilings:
-    """Both peaks of ``build`` on the calling thread (one core)."""
-    ops = train_ops(build=build)
-    return Ceilings(build=build,
-                    fp32_flops=_median_rate(ops.fma_peak, iters, repeats),
-                    binary_macs=_median_rate(ops.binary_peak, iters, repeats),
-                    fma_isa=str(ops.fma_isa()), binary_isa=str(ops.binary_peak_isa()))
+    """Both peaks of ``build`` on the calling thread (one core): the best of ``repeats``
+    blocks, since a peak is what the core can do, and a slower block only says that
+    something else had it then."""
+    probe = PeakProbe(build, iters)
+    for _ in range(repeats):
+        probe()
+    return probe.ceilings()
+
+
+WARMUP_BLOCKS = 2
+"""Blocks of each peak loop run and discarded before the first that counts."""
+
+
+class PeakProbe:
+    """The peaks measured between the timing blocks they bound.
+
+    Called before each round of an interleaved comparison (:func:`.timing.compare`'s
+    ``between``), it runs both register-only loops, so the peaks see the same machine
+    as the work: the same clocks, the same neighbours. The ceiling is the best block of
+    each loop; a share of it above 100 % then means a disturbed measurement, never a
+    result (:func:`share`)."""
+
+    def __init__(self, build: str = "native", iters: int = 500_000) -> None:
+        self.build = build
+        self.iters = iters
+        self.ops = train_ops(build=build)
+        self.fp32: list[float] = []
+        self.binary: list[float] = []
+        for _ in range(WARMUP_BLOCKS):  # clocks up, loops in the instruction cache
+            self.ops.fma_peak(iters)
+            self.ops.binary_peak(iters)
+
+    def __call__(self) -> None:
+        self.fp32.append(float(self.ops.fma_peak(self.iters)))
+        self.binary.append(float(self.ops.binary_peak(self.iters)))
+
+    def ceilings(self) -> Ceilings:
+        """The best block of each peak so far."""
+        if not self.fp32:
+            self()
+        return Ceilings(build=self.build, fp32_flops=max(self.fp32),
+                        binary_macs=max(self.binary), fma_isa=str(self.ops.fma_isa()),
+                        binary_isa=str(self.ops.binary_peak_isa()))
+
+    def spread(self) -> dict[str, float]:
+        """Worst block against the best, per peak (1.0: every block alike)."""
+        return {"fp32_peak_worst_over_best": min(self.fp32) / max(self.fp32),
+                "binary_peak_worst_over_best": min(self.binary) / max(self.binary)}
+
+
+def share(rate: float, peak: float) -> tuple[float, str | None]:
+    """(``rate`` as % of ``peak``, None) or, above 100 % (impossible for a real peak),
+    the share and why the measurement is marked disturbed."""
+    pct = 100.0 * rate / peak
+    if pct <= 100.0:
+        return pct, None
+    return pct, (f"{pct:.0f} % of a peak measured beside it: the peak loop or the work "
+                 "was disturbed (another process, a clock change); not a result")
 
 
 def conv_macs(batch: int, out_channels: int, in_channels: int, kh: int, kw: int, oh: int,

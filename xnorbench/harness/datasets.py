@@ -220,8 +220,8 @@ def _decode_files(paths: list[str], progress: Callable[..., Any] | None, label: 
     with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool:
         warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io -> torchcodec
         results = pool.map(decode, chunks)
-        for part in (progress(results, label, total=len(chunks)) if progress else results):
-            images.extend(part)
+        each = (image for part in results for image in part)  # progress counts images
+        images.extend(progress(each, label, total=len(paths)) if progress else each)
     return images
 
 
@@ -279,8 +279,8 @@ def read_image_folder(folder: Path, progress: Callable[..., Any] | None = None,
             return FolderData(split, list(found.classes), mean, std)
         except Exception:
             cache.unlink(missing_ok=True)
-    images = _decode_files([path for path, _ in samples], progress, f"decode {folder.name}",
-                           rgb)
+    images = _decode_files([path for path, _ in samples], progress,
+                           f"decode {folder.name} images", rgb)
     if not rgb:
         images = _same_channels(images)
     shapes = {tuple(i.shape) for i in images}

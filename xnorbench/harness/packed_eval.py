@@ -78,5 +78,5 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
                     threads=threads, rounds=LATENCY_ROUNDS)
     for variant, tm in t.items():
         yield Row(f"{variant}_latency_ms", tm.median_ms, "ms",
-                  params={**params, "batch": 1, "iqr_ms": tm.iqr_s * 1e3, "runs": tm.runs},
+                  params={**params, "batch": 1, **tm.spread()},
                   **base)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import _thread
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -235,6 +236,7 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
                            "checkpoint_dir": str(ctx.checkpoint_dir),
                            "binding": ctx.binding})
     written = 0
+    busy: list[str] = []  # why, per speed row measured on a busy machine
     lost = threading.Event()
     try:
         try:
@@ -244,6 +246,8 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
                 for row in suite.fn(ctx, params):
                     store.add_rows(run_id, [row])
                     written += 1
+                    if (row.params or {}).get("busy"):
+                        busy.append(row.params["busy"])
             missing = suite.check(ctx, params) if suite.check else []
         except KeyboardInterrupt:
             if lost.is_set():
@@ -264,6 +268,10 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
         text = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
         finish(store, run_id, "failed", text)
         raise RunFailed(run_id, exc) from exc
+    if busy:  # the rows carry the flag; the user hears it once
+        print(f"note: run {run_id}: {len(busy)} row(s) measured on a busy machine ("
+              f"{busy[0]}); their params say busy=..., the tables mark them",
+              file=sys.stderr, flush=True)
     if missing:
         exc = IncompleteRun(run_id, missing)
         finish(store, run_id, "failed", str(exc))

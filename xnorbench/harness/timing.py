@@ -24,10 +24,15 @@ class Timing:
     median_s: float
     iqr_s: float
     runs: int
+    min_s: float = 0.0
 
     @property
     def median_ms(self) -> float:
         return self.median_s * 1e3
+
+    def spread(self) -> dict[str, float]:
+        """min / median / IQR over the blocks, in ms (what a stored row carries)."""
+        return {"min_ms": self.min_s * 1e3, "iqr_ms": self.iqr_s * 1e3, "runs": self.runs}
 
 
 def _timer(fn: Callable[[], object], threads: int) -> Timer:
@@ -35,10 +40,13 @@ def _timer(fn: Callable[[], object], threads: int) -> Timer:
 
 
 def compare(fns: dict[str, Callable[[], object]], threads: int, rounds: int = 5,
-            min_run_time: float = 0.05) -> dict[str, Timing]:
+            min_run_time: float = 0.05, between: Callable[[], None] | None = None
+            ) -> dict[str, Timing]:
     """Time several callables interleaved: ``rounds`` alternating blocks each.
 
-    Returns per-callable median (over every measured block) and IQR.
+    Returns per-callable median (over every measured block), IQR and fastest block.
+    ``between`` runs before each round (e.g. :class:`.ceilings.PeakProbe`, so that the
+    peaks are measured in the same rounds as the work they bound).
     """
     prev = torch.get_num_threads()
     timers = {k: _timer(f, threads) for k, f in fns.items()}
@@ -47,6 +55,8 @@ def compare(fns: dict[str, Callable[[], object]], threads: int, rounds: int = 5,
         for f in fns.values():  # warm-up
             f()
         for _ in range(rounds):
+            if between is not None:
+                between()
             for k, t in timers.items():
                 samples[k].extend(t.blocked_autorange(min_run_time=min_run_time).times)
     finally:
@@ -54,7 +64,7 @@ def compare(fns: dict[str, Callable[[], object]], threads: int, rounds: int = 5,
     out = {}
     for k, xs in samples.items():
         q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
-        out[k] = Timing(statistics.median(xs), q[2] - q[0], len(xs))
+        out[k] = Timing(statistics.median(xs), q[2] - q[0], len(xs), min(xs))
     return out
 
 

@@ -31,10 +31,16 @@ def _plot(points: list[dict[str, Any]], sweep: str, axis: str, xlabel: str, titl
     theory_drawn = False
     for threads, pts in sorted(series.items()):
         xs = [p[axis] for p in pts]
-        ax.plot(xs, [p["speedup"] for p in pts], "o-",
-                label=f"measured, packing included ({threads} thr)")
-        ax.plot(xs, [p.get("speedup_nopack") for p in pts], "s--", alpha=0.7,
-                label=f"measured, packed input ({threads} thr)")
+        vs_fastest = all(p.get("speedup_vs_fastest") is not None for p in pts)
+        key, against = (("speedup_vs_fastest", "fastest float") if vs_fastest
+                        else ("speedup", "torch eager"))
+        ax.plot(xs, [p[key] for p in pts], "o-",
+                label=f"vs {against}, packing included ({threads} thr)")
+        ax.plot(xs, [p.get(f"{key[:7]}_nopack{key[7:]}") for p in pts], "s--", alpha=0.7,
+                label=f"vs {against}, packed input ({threads} thr)")
+        if vs_fastest:
+            ax.plot(xs, [p["speedup"] for p in pts], "^:", alpha=0.5,
+                    label=f"vs torch eager, packing included ({threads} thr)")
         if not theory_drawn:
             ax.plot(xs, [p["theoretical_speedup"] for p in pts], "k:", lw=2,
                     label="theoretical 64cN_W/(cN_W+64)")

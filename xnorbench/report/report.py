@@ -137,10 +137,16 @@ def _speed_discussion(store: Store, sel: Selection) -> list[str]:
     for p in sweep_points(store, sel):
         if p["sweep"] == "channels" and p["kernel"] == 3 and p["channels"] in (256, 1024) \
                 and p.get("speedup") is not None:
+            against = (f"{p['speedup_vs_fastest']:.1f}x against the fastest float engine "
+                       f"here ({p['fastest_engine']}, {p['fastest_float_ms']:.3f} ms), "
+                       f"{p['speedup']:.1f}x against torch eager"
+                       if p.get("speedup_vs_fastest") is not None else
+                       f"{p['speedup']:.1f}x against torch eager (the only float engine "
+                       "that run timed)")
             out.append(f"- c={p['channels']}, 3x3, {p.get('input_size')}x{p.get('input_size')},"
-                       f" {p['threads']} thread(s): measured {p['speedup']:.1f}x with the "
-                       f"input's packing included ({p['speedup_nopack']:.1f}x on a packed "
-                       f"input) vs the theoretical {p['theoretical_speedup']:.1f}x "
+                       f" {p['threads']} thread(s): measured {against}, the input's packing "
+                       f"included ({p['speedup_nopack']:.1f}x against eager on a packed "
+                       f"input), vs the theoretical {p['theoretical_speedup']:.1f}x "
                        f"(run {p['run_id']}, {p.get('cpu')}, kernel path "
                        f"{p.get('kernel_isa')}).")
     for rec in timing_table(store, sel).records:
@@ -153,10 +159,13 @@ def _speed_discussion(store: Store, sel: Selection) -> list[str]:
         if rec.get("batch") != 1 or not rec.get("speedup") or not rec.get("xnor_packed_ms"):
             continue
         simulated = rec.get("xnor_simulated_ms")
+        fastest = (f"{rec['fastest_float_ms']:.2f} ms in float on the fastest engine here "
+                   f"({rec['fastest_engine']}: {rec['speedup_vs_fastest']:.2f}x) and "
+                   if rec.get("speedup_vs_fastest") else "")
         out.append(f"- End to end, XNOR {MODEL_NAMES.get(rec['model'], rec['model'])} at "
                    f"batch 1, {rec['threads']} thread(s), runs in {rec['xnor_packed_ms']:.2f} "
-                   f"ms with packed kernels vs {rec['float_ms']:.2f} ms in float "
-                   f"({rec['speedup']:.2f}x)"
+                   f"ms with packed kernels vs {fastest}{rec['float_ms']:.2f} ms in torch "
+                   f"eager ({rec['speedup']:.2f}x)"
                    + ("." if simulated is None else "; the float-simulated XNOR model (what "
                       f"a training port runs) takes {simulated:.2f} ms."))
     out += _ceiling_discussion(store, sel)
@@ -189,6 +198,10 @@ def _ceiling_discussion(store: Store, sel: Selection) -> list[str]:
                 f"can gain at most {ratio:.1f}x over a perfect float conv on this CPU; the "
                 "paper's 64x counts operations (64 bit pairs per XNOR-popcount against one "
                 "multiply-add), not the cycles each takes here.")
+        if rec.get("disturbed"):
+            line += (" Its conv shares of peak were disturbed (" + "; ".join(
+                rec["disturbed"].values()) + ") and are not quoted.")
+            binary = None
         if binary is not None:
             line += (f" At c={rec.get('channels')}, {rec.get('kernel')}x{rec.get('kernel')}, "
                      f"{rec.get('input_size')}x{rec.get('input_size')} the binary conv "
@@ -275,7 +288,8 @@ def write_report(store: Store, output: Path, selection: Selection = Selection(),
         _section(train_memory_table(store, sel), "no memory run yet"), "",
         _section(saved_by_layer_table(store, sel), "no memory run yet"), "",
         _section(compare_table(store, sel), "no compare run yet"), "",
-        _section(ceilings_table(store, sel), "no ceilings run yet"), "",
+        _section(ceilings_table(store, sel), "no `xnorbench run ceilings` run yet (each "
+                 "sweep point measures its own peaks: the sweep table's Ceiling column)"), "",
         "## 3.2 Channels and filter size vs speedup (paper Fig. 4 b-c)", "",
     ]
     for p in plots:

@@ -229,14 +229,24 @@ SWEEP_METRICS = ("float_ms", "binary_ms", "binary_nopack_ms", "speedup", "speedu
 
 
 def sweep_points(store: Store, selection: Selection = Selection()) -> list[dict[str, Any]]:
-    """One dict per (threads, sweep, channels, kernel) from the newest finished runs."""
+    """One dict per (threads, sweep, channels, kernel) from the newest finished runs.
+
+    A point's shares of peak that were marked disturbed are listed under ``disturbed``
+    (and never shown as results), a busy machine under ``busy``; an older run of the
+    same point whose speedup differs beyond both measurements' spread is listed under
+    ``disagrees`` as (run, speedup)."""
     points: dict[tuple, dict[str, Any]] = {}
+    spreads: dict[tuple, dict[int, dict[str, Any]]] = {}  # key -> run -> metric -> row
+    same: dict[int, tuple] = {}  # run -> (commit, cpu, isa): what makes two runs comparable
     for run in selection.runs(store, "sweep"):  # newest first
+        same[run.id] = (run.git_commit, run.git_dirty, run.cpu_model)
         for r in store.results([run.id]):
             p = r.params or {}
             if "sweep" not in p:
                 continue
             key = (p["threads"], p["sweep"], p["channels"], p["kernel"])
+            if r.metric in ("speedup", "float_ms", "binary_ms"):
+                spreads.setdefault(key, {}).setdefault(run.id, {})[r.metric] = r
             pt = points.setdefault(key, {"threads": p["threads"], "sweep": p["sweep"],
                                          "channels": p["channels"], "kernel": p["kernel"],
                                          "input_size": p.get("input_size"),
@@ -244,8 +254,50 @@ def sweep_points(store: Store, selection: Selection = Selection()) -> list[dict[
                                          "run_id": run.id})
             if pt["run_id"] == run.id and r.metric not in pt:
                 pt[r.metric] = r.value
+                if p.get("disturbed"):
+                    pt.setdefault("disturbed", {})[r.metric] = p["disturbed"]
+                if p.get("busy"):
+                    pt["busy"] = p["busy"]
+                if r.metric == "fastest_float_ms":
+                    pt["fastest_engine"] = p.get("engine")
+                    pt["unavailable_engines"] = p.get("unavailable") or {}
+    for key, pt in points.items():
+        alike = {rid: rows for rid, rows in spreads.get(key, {}).items()
+                 if same[rid] == same[pt["run_id"]] and same[rid][0] and not same[rid][1]}
+        pt["disagrees"] = _disagreements(pt["run_id"], alike)
     return sorted(points.values(), key=lambda d: (d["threads"], d["sweep"], d["channels"],
                                                   d["kernel"]))
+
+
+def _relative_spread(rows: dict[str, Any]) -> float | None:
+    """The speedup's relative spread from its two times' IQRs (None if not stored)."""
+    out = 0.0
+    for metric in ("float_ms", "binary_ms"):
+        r = rows.get(metric)
+        iqr = (r.params or {}).get("iqr_ms") if r is not None else None
+        if iqr is None or not r.value:
+            return None
+        out += iqr / r.value
+    return out
+
+
+def _disagreements(newest: int, by_run: dict[int, dict[str, Any]]) -> list[tuple[int, float]]:
+    """Older runs of one point (same clean commit, same CPU) whose speedup lies outside
+    the two measurements' spread."""
+    new = by_run.get(newest, {})
+    if "speedup" not in new:
+        return []
+    s_new, rel_new = new["speedup"].value, _relative_spread(new)
+    out = []
+    for run_id, rows in by_run.items():
+        if run_id == newest or "speedup" not in rows:
+            continue
+        s_old, rel_old = rows["speedup"].value, _relative_spread(rows)
+        if rel_new is None or rel_old is None:
+            continue
+        if abs(s_new - s_old) > s_new * rel_new + s_old * rel_old:
+            out.append((run_id, s_old))
+    return out
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
@@ -261,14 +313,19 @@ def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
     pts = sweep_points(store, selection)
     rows, notes = [], []
     for p in pts:
-        status = "failed" if p.get("point_failed") else "ok"
+        status = "failed" if p.get("point_failed") else (
+            "ok, busy machine" if p.get("busy") else "ok")
+        disturbed = p.get("disturbed") or {}
+        fastest = (f"{_fmt(p.get('fastest_float_ms'), 3)} ({p['fastest_engine']})"
+                   if p.get("fastest_engine") else "n/a (eager only)")
         rows.append([str(p["run_id"]), p["sweep"], str(p["channels"]), str(p["kernel"]),
-                     str(p["threads"]),
-                     _fmt(p.get("float_ms"), 3), _fmt(p.get("binary_ms"), 3),
-                     _fmt(p.get("binary_nopack_ms"), 3), _fmt(p.get("speedup")),
-                     _fmt(p.get("speedup_nopack")), _fmt(p.get("theoretical_speedup")),
-                     _fmt(p.get("ceiling_speedup"), 1), _pct(p.get("binary_pct_of_peak")),
-                     _pct(p.get("float_pct_of_peak")), status])
+                     str(p["threads"]), fastest, _fmt(p.get("float_ms"), 3),
+                     _fmt(p.get("binary_ms"), 3), _fmt(p.get("binary_nopack_ms"), 3),
+                     _fmt(p.get("speedup_vs_fastest")), _fmt(p.get("speedup_nopack_vs_fastest")),
+                     _fmt(p.get("speedup")), _fmt(p.get("theoretical_speedup")),
+                     _fmt(p.get("ceiling_speedup"), 1),
+                     *("disturbed" if m in disturbed else _pct(p.get(m))
+                       for m in ("binary_pct_of_peak", "float_pct_of_peak")), status])
     machines = sorted({(p["run_id"], p.get("cpu"), p.get("kernel_isa"), p.get("input_size"))
                        for p in pts})
     for run_id, cpu, isa, size in machines:
@@ -276,6 +333,31 @@ def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
         notes.append(f"run {run_id} ({n} row(s)): {cpu}, kernel path {isa}, input "
                      f"{size}x{size}, batch 1; medians of interleaved torch.utils.benchmark "
                      "blocks")
+    if any(p.get("fastest_engine") for p in pts):
+        notes.append("Fastest float: the fastest of the float engines that ran here (torch "
+                     "eager, torch.compile with freezing, ONNX Runtime), timed in the same "
+                     "interleaved blocks after its output was checked against eager's; "
+                     "Speedup is the binary conv against it, Speedup vs eager against torch "
+                     "eager (oneDNN).")
+    if any(p.get("disturbed") for p in pts):
+        notes.append("disturbed: the work ran faster than the peak measured between its "
+                     "rounds allows, so one of them was disturbed (another process, a clock "
+                     "change); the share is kept in the db, flagged, and not shown.")
+    if any(p.get("busy") for p in pts):
+        notes.append("busy machine: load above the core count or time stolen by the "
+                     "hypervisor while the point ran (its rows say which); its times are "
+                     "the machine's, not the kernel's alone.")
+    twice = [f"{p['sweep']} c={p['channels']} k={p['kernel']} {p['threads']} thr: run "
+             f"{p['run_id']} {_fmt(p.get('speedup'))}x vs "
+             + ", ".join(f"run {rid} {_fmt(v)}x" for rid, v in p["disagrees"])
+             for p in pts if p.get("disagrees")]
+    if twice:
+        notes.append("Measured twice by one commit on one CPU, further apart than their "
+                     "spreads (the newest is shown): " + "; ".join(twice) + ".")
+    missing = sorted({f"{e} ({why})" for p in pts
+                      for e, why in (p.get("unavailable_engines") or {}).items()})
+    if missing:
+        notes.append("Not run here: " + "; ".join(missing) + ".")
     if any(p.get("ceiling_speedup") for p in pts):
         notes.append("Ceiling: binary MACs per float MAC at this core's two register-only "
                      "peaks (`xnorbench run ceilings`), the most a binary conv can gain over "
@@ -283,9 +365,10 @@ def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
                      "% of peak: the binary conv on a packed input vs the XOR+popcount peak, "
                      "the float conv vs the fp32 FMA peak (both times the threads).")
     return Table("Speedup of binary over float convolution (paper Fig. 4 b-c)",
-                 ["Run", "Sweep", "Channels", "Filter", "Threads", "Float ms", "Binary ms",
-                  "Binary ms (packed input)", "Speedup", "Speedup (packed input)",
-                  "Theoretical", "Ceiling", "Binary % of peak", "Float % of peak", "Check"],
+                 ["Run", "Sweep", "Channels", "Filter", "Threads", "Fastest float ms",
+                  "Eager float ms", "Binary ms", "Binary ms (packed input)", "Speedup",
+                  "Speedup (packed input)", "Speedup vs eager", "Theoretical", "Ceiling",
+                  "Binary % of peak", "Float % of peak", "Check"],
                  rows, notes, pts)
 
 
@@ -299,9 +382,12 @@ def ceilings_table(store: Store, selection: Selection = Selection()) -> Table:
         for r in store.results([run.id]):
             if r.variant in seen:
                 continue
-            rec = by_build.setdefault(r.variant or "", {"build": r.variant, "run_id": run.id})
+            rec = by_build.setdefault(r.variant or "", {"build": r.variant, "run_id": run.id,
+                                                         "disturbed": {}})
             rec[r.metric] = r.value
             p = r.params or {}
+            if p.get("disturbed"):
+                rec["disturbed"][r.metric] = p["disturbed"]
             for k in ("binary_isa", "fma_isa", "channels", "kernel", "input_size"):
                 if p.get(k) is not None:
                     rec.setdefault(k, p[k])
@@ -311,8 +397,10 @@ def ceilings_table(store: Store, selection: Selection = Selection()) -> Table:
             runs[run.id] = run
     rows = [[str(r["run_id"]), r["build"], str(r.get("binary_isa")),
              _fmt(r.get("fp32_peak_gflops"), 1), _fmt(r.get("binary_peak_gmacs"), 0),
-             _fmt(r.get("peak_ratio"), 1) + "x", _pct(r.get("binary_nopack_conv_pct_of_peak")),
-             _pct(r.get("binary_conv_pct_of_peak")), _pct(r.get("float_conv_pct_of_peak")),
+             _fmt(r.get("peak_ratio"), 1) + "x",
+             *("disturbed" if m in r["disturbed"] else _pct(r.get(m))
+               for m in ("binary_nopack_conv_pct_of_peak", "binary_conv_pct_of_peak",
+                         "float_conv_pct_of_peak")),
              "-" if r.get("measured_speedup") is None else f"{r['measured_speedup']:.1f}x"]
             for r in records]
     notes = [f"run {rid}: {_machine(run)}; one thread; conv point: c={recs[0].get('channels')}"
@@ -321,7 +409,10 @@ def ceilings_table(store: Store, selection: Selection = Selection()) -> Table:
              for rid, run in sorted(runs.items())
              for recs in [[r for r in records if r["run_id"] == rid]]]
     notes.append("Peaks: register-only loops (fp32: 12 independent FMA chains at the build's "
-                 "widest vectors; binary: the build's popcount instruction mix). Ratio = "
+                 "widest vectors; binary: the build's popcount instruction mix), run "
+                 "between the rounds of the convs they bound; the best block of each is the "
+                 "peak, so a share above 100 % means a disturbed measurement, shown as "
+                 "'disturbed' and not as a result. Ratio = "
                  "binary MACs per float MAC at peak, the most a binary conv can gain over a "
                  "perfect float conv on this core. Binary conv on a packed input / with "
                  "packing vs the build's binary peak; float F.conv2d (torch, mkldnn) vs the "
@@ -533,14 +624,19 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
         keys = sorted({(k[1], k[4], k[6]) for k in rows_by if k[3] == "inference_latency_ms"},
                       key=lambda t: (t[0] or "", t[2] or 0, t[1] or 0))
 
-        def get(model: str, variant: str, metric: str, batch: int | None,
-                threads: int | None, rows_by: dict = rows_by) -> float | None:
+        def row(model: str, variant: str, metric: str, batch: int | None,
+                threads: int | None, rows_by: dict = rows_by) -> Any:
             for (_, m, v, met, b, _md, t), (r, run) in rows_by.items():
                 if m == model and v == variant and met == metric and t == threads \
                         and (batch is None or b == batch):
                     runs[run.id] = run
-                    return r.value
+                    return r
             return None
+
+        def get(model: str, variant: str, metric: str, batch: int | None,
+                threads: int | None) -> float | None:
+            r = row(model, variant, metric, batch, threads)
+            return None if r is None else r.value
 
         for model, batch, threads in keys:
             packed = get(model, "xnor", "inference_latency_ms", batch, threads)
@@ -551,10 +647,19 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
                                             batch, threads),
                    "speedup": get(model, "xnor" if packed is not None else "xnor_simulated",
                                   "inference_speedup", batch, threads)}
+            fastest = row(model, "float", "inference_fastest_float_ms", batch, threads)
+            if fastest is not None:
+                rec.update(fastest_float_ms=fastest.value,
+                           fastest_engine=(fastest.params or {}).get("engine"),
+                           speedup_vs_fastest=get(model, "xnor", "inference_speedup_vs_fastest",
+                                                  batch, threads))
             records.append(rec)
+            best = (f"{_fmt(rec['fastest_float_ms'], 3)} ({rec['fastest_engine']})"
+                    if fastest is not None else "n/a (eager only)")
             rows.append([MODEL_NAMES.get(model, model), f"inference, batch {batch}", device,
-                         str(threads), _fmt(rec["float_ms"], 3), _fmt(rec["xnor_packed_ms"], 3),
-                         _fmt(rec["xnor_simulated_ms"], 3), _fmt(rec["speedup"]) + "x"])
+                         str(threads), best, _fmt(rec["float_ms"], 3),
+                         _fmt(rec["xnor_packed_ms"], 3), _fmt(rec["xnor_simulated_ms"], 3),
+                         _ratio(rec.get("speedup_vs_fastest")), _ratio(rec["speedup"])])
     isa = {}
     for run in runs.values():
         for r in store.results([run.id], metric="inference_latency_ms")[:1]:
@@ -564,9 +669,15 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
     if any(rec["device"] == "cuda" for rec in records):
         notes.append("On cuda the speedup is float vs the simulated XNOR model: there is no "
                      "GPU bit kernel, the packed kernels run on the CPU.")
+    if any(rec.get("fastest_engine") for rec in records):
+        notes.append("Fastest float: the fastest of torch eager, torch.compile (freezing) and "
+                     "ONNX Runtime that ran here, each checked against eager's output and "
+                     "timed in the same interleaved blocks; Speedup is XNOR packed against it, "
+                     "Speedup vs eager against torch eager.")
     return Table("Running time: float vs XNOR (packed XNOR-popcount kernels)",
-                 ["Network", "What", "Device", "Threads", "Float ms", "XNOR packed ms",
-                  "XNOR simulated ms", "Speedup"], rows, notes, records)
+                 ["Network", "What", "Device", "Threads", "Fastest float ms", "Eager float ms",
+                  "XNOR packed ms", "XNOR simulated ms", "Speedup", "Speedup vs eager"],
+                 rows, notes, records)
 
 
 def train_step_table(store: Store, selection: Selection = Selection()) -> Table:

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from ..db import Row
 from ..harness import options as o
-from ..harness.ceilings import conv_macs, measure
+from ..harness.ceilings import PeakProbe, conv_macs, share
+from ..harness.machine_state import StateProbe
 from ..harness.options import Opt
 from ..harness.registry import InputError, SuiteContext, register
 from ..harness.timing import compare
@@ -38,6 +39,7 @@ OPTIONS = (
     Opt("seed", "int", 0, "Random seed.", hidden=True),
 )
 DEFAULTS: dict[str, Any] = o.defaults(OPTIONS)
+
 
 
 def prepare(p: dict[str, Any]) -> dict[str, Any]:
@@ -72,15 +74,7 @@ def run_ceilings(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         if build == "avx2" and not cpu_has_avx2():
             ctx.progress.log("skipping the avx2 build: this CPU has no AVX2")
             continue
-        ceil = measure(build)
         isa = kernel_isa(build=build)
-        prm = {**ceil.as_params(), "kernel_isa": isa, "threads": 1}
-        tag = {"model": "conv", "variant": build}
-        yield Row("fp32_peak_gflops", ceil.fp32_flops / 1e9, "GFLOP/s", params=prm, **tag)
-        yield Row("binary_peak_gmacs", ceil.binary_macs / 1e9, "GMAC/s", params=prm, **tag)
-        yield Row("peak_ratio", ceil.ratio, "x", params=prm, **tag)
-        if build == "native":
-            native_fp32 = ceil.fp32_flops
         kern = load_kernels(build=build)
         wp = kern.pack_weight(w)
         packed_x = kern.pack_input(x, pad, pad)
@@ -92,20 +86,36 @@ def run_ceilings(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         }
         if build == "native":
             fns["float"] = lambda: F.conv2d(x, w, None, 1, pad)
-        t = compare(fns, threads=1, rounds=p["rounds"], min_run_time=p["min_run_time"])
+        # the peaks run between the rounds of the work they bound, best block kept
+        probe, state = PeakProbe(build), StateProbe()
+        t = compare(fns, threads=1, rounds=p["rounds"], min_run_time=p["min_run_time"],
+                    between=probe)
+        machine = state.stop()
+        ceil = probe.ceilings()
+        if build == "native":
+            native_fp32 = ceil.fp32_flops
+        prm = {**ceil.as_params(), **probe.spread(), **machine.as_params(), "kernel_isa": isa,
+               "threads": 1}
+        tag = {"model": "conv", "variant": build}
+        yield Row("fp32_peak_gflops", ceil.fp32_flops / 1e9, "GFLOP/s", params=prm, **tag)
+        yield Row("binary_peak_gmacs", ceil.binary_macs / 1e9, "GMAC/s", params=prm, **tag)
+        yield Row("peak_ratio", ceil.ratio, "x", params=prm, **tag)
         cprm = {**prm, **point}
         for name in ("binary_nopack", "binary"):
             rate = macs / t[name].median_s
+            pct, disturbed = share(rate, ceil.binary_macs)
             yield Row(f"{name}_conv_gmacs", rate / 1e9, "GMAC/s",
-                      params={**cprm, "ms": t[name].median_ms}, **tag)
-            yield Row(f"{name}_conv_pct_of_peak", 100 * rate / ceil.binary_macs, "%",
-                      params=cprm, **tag)
+                      params={**cprm, "ms": t[name].median_ms, **t[name].spread()}, **tag)
+            yield Row(f"{name}_conv_pct_of_peak", pct, "%",
+                      params={**cprm, "disturbed": disturbed}, **tag)
         if "float" in t and native_fp32:
             flops = 2 * macs / t["float"].median_s
+            pct, disturbed = share(flops, native_fp32)
             yield Row("float_conv_gflops", flops / 1e9, "GFLOP/s",
-                      params={**cprm, "ms": t["float"].median_ms}, **tag)
-            yield Row("float_conv_pct_of_peak", 100 * flops / native_fp32, "%", params=cprm,
+                      params={**cprm, "ms": t["float"].median_ms, **t["float"].spread()},
                       **tag)
+            yield Row("float_conv_pct_of_peak", pct, "%",
+                      params={**cprm, "disturbed": disturbed}, **tag)
             yield Row("measured_speedup", t["float"].median_s / t["binary_nopack"].median_s,
                       "x", params={**cprm, "note": "float conv vs binary conv on a packed "
                                    "input"}, **tag)

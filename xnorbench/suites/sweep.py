@@ -22,9 +22,13 @@ import torch.nn.functional as F
 
 from ..db import Row
 from ..harness import options as o
-from ..harness.ceilings import conv_macs
-from ..harness.ceilings import measure as measure_ceilings
+from ..harness.ceilings import PeakProbe, conv_macs, share
 from ..harness.environment import cpu_info
+from ..harness.float_engines import ENGINES, engines_ok
+from ..harness.float_engines import available as available_engines
+from ..harness.float_engines import build as build_engines
+from ..harness.float_engines import unavailable as unavailable_engines
+from ..harness.machine_state import StateProbe
 from ..harness.options import Opt
 from ..harness.registry import InputError, SuiteContext, register
 from ..harness.timing import compare
@@ -43,6 +47,10 @@ OPTIONS = (
     Opt("rounds", "int", 5, "Interleaved timing rounds per point.", check=o.positive),
     Opt("shard", "str", None, "Run only points i, i+n, ... (i/n).", convert=o.shard),
     Opt("seed", "int", 0, "Random seed (recorded).", check=o.seed_ok),
+    Opt("float_engines", "strs", list(ENGINES), "Float engines timed beside the binary "
+        "conv (eager, compile, onnxruntime); speedups are quoted against the fastest that "
+        "runs here, with eager's beside it.", check=engines_ok, choices=ENGINES,
+        noun="float engine"),
     Opt("min_run_time", "float", 0.05, "Seconds each timing block runs at least.",
         hidden=True),
 )
@@ -104,10 +112,14 @@ def check_point(c: int, k: int, size: int, batch: int, pad: int, seed: int) -> s
 
 
 POINT_METRICS = ("correct", "float_ms", "binary_ms", "binary_nopack_ms", "speedup",
-                 "speedup_nopack", "theoretical_speedup", "binary_pct_of_peak",
+                 "speedup_nopack", "fastest_float_ms", "speedup_vs_fastest",
+                 "speedup_nopack_vs_fastest", "theoretical_speedup", "binary_pct_of_peak",
                  "float_pct_of_peak", "ceiling_speedup")
 """The rows of a measured point (``ceiling_speedup`` last); a failed point has one
-``point_failed`` row instead."""
+``point_failed`` row instead. ``float_ms`` is torch eager's time; each other float engine
+that runs here adds its ``float_<engine>_ms`` (:data:`ENGINE_METRICS`)."""
+
+ENGINE_METRICS = tuple(f"float_{e}_ms" for e in ENGINES if e != "eager")
 
 
 def _point_of(row: Any) -> tuple[str, int, int]:
@@ -132,7 +144,8 @@ def check_sweep(ctx: SuiteContext, params: dict[str, Any]) -> list[str]:
         if have == Counter({"point_failed": 1}):
             continue
         bad = [m for m in POINT_METRICS if have[m] != 1]
-        if bad or set(have) - set(POINT_METRICS):
+        bad += [m for m in ENGINE_METRICS if have[m] > 1]
+        if bad or set(have) - set(POINT_METRICS) - set(ENGINE_METRICS):
             out.append(f"sweep {pt[0]} c={pt[1]} k={pt[2]}: {', '.join(bad) or 'extra rows'}")
     return out
 
@@ -162,7 +175,6 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     isa = kernel_isa()
     cpu, _ = cpu_info()
     torch.set_num_threads(1)
-    ceil = measure_ceilings(default_build())
     todo = [pt for pt in sweep_points(p) if pt not in done]
     for sweep, c, k in ctx.progress.track(todo, "sweep points"):
         pad = (k - 1) // 2
@@ -183,30 +195,55 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         alpha = w.abs().mean(dim=(1, 2, 3))
         wp = kern.pack_weight(w)
         packed_x = kern.pack_input(x, pad, pad)
+        conv = torch.nn.Conv2d(c, c, k, padding=pad, bias=False)
+        conv.weight.data.copy_(w)
+        engines = build_engines(conv, x, p["float_engines"], threads)
+        floats = {("float" if e == "eager" else f"float_{e}"): run
+                  for e, run in available_engines(engines).items()}
+        probe, state = PeakProbe(default_build()), StateProbe()
         t = compare({
-            "float": lambda x=x, w=w, pad=pad: F.conv2d(x, w, padding=pad),
+            **floats,
             "binary": lambda x=x, wp=wp, alpha=alpha, c=c, k=k, pad=pad: kern.xnor_conv2d(
                 x, wp, alpha, None, None, c, k, k, 1, 1, pad, pad, False),
             "binary_nopack": lambda P=packed_x, wp=wp, alpha=alpha, c=c, k=k: (
                 kern.xnor_conv2d_packed(P, c, wp, alpha, None, None, c, k, k, 1, 1, False)),
-        }, threads=threads, rounds=p["rounds"], min_run_time=p["min_run_time"])
-        for name, metric in (("float", "float_ms"), ("binary", "binary_ms"),
-                             ("binary_nopack", "binary_nopack_ms")):
-            yield Row(metric, t[name].median_ms, "ms", model="conv",
-                      variant="float" if name == "float" else "xnor",
-                      params={**base, "iqr_ms": t[name].iqr_s * 1e3, "runs": t[name].runs})
+        }, threads=threads, rounds=p["rounds"], min_run_time=p["min_run_time"],
+            between=probe)
+        machine = state.stop()
+        base = {**base, **machine.as_params()}
+        common = {**common, "params": base}
+        for name in (*floats, "binary", "binary_nopack"):
+            yield Row(f"{name}_ms", t[name].median_ms, "ms", model="conv",
+                      variant="float" if name.startswith("float") else "xnor",
+                      params={**base, **t[name].spread()})
         yield Row("speedup", t["float"].median_s / t["binary"].median_s, "x", **common)
         yield Row("speedup_nopack", t["float"].median_s / t["binary_nopack"].median_s, "x",
                   **common)
+        fastest = min(floats, key=lambda n: t[n].median_s)
+        engine = "eager" if fastest == "float" else fastest[len("float_"):]
+        fprm = {**base, "engine": engine, "eager_ms": t["float"].median_ms,
+                "unavailable": unavailable_engines(engines)}
+        yield Row("fastest_float_ms", t[fastest].median_ms, "ms", model="conv",
+                  variant="float", params={**fprm, **t[fastest].spread()})
+        yield Row("speedup_vs_fastest", t[fastest].median_s / t["binary"].median_s, "x",
+                  model="conv", variant="xnor", params=fprm)
+        yield Row("speedup_nopack_vs_fastest", t[fastest].median_s
+                  / t["binary_nopack"].median_s, "x", model="conv", variant="xnor",
+                  params=fprm)
         yield Row("theoretical_speedup", theoretical_speedup(c, k), "x", **common)
         macs = conv_macs(batch, c, c, k, k, size + 2 * pad - k + 1, size + 2 * pad - k + 1)
-        cprm = {**base, **ceil.as_params(), "peaks_scaled_by_threads": threads}
-        yield Row("binary_pct_of_peak", 100 * macs / t["binary_nopack"].median_s
-                  / (ceil.binary_macs * threads), "%", model="conv", variant="xnor",
-                  params=cprm)
-        yield Row("float_pct_of_peak", 100 * 2 * macs / t["float"].median_s
-                  / (ceil.fp32_flops * threads), "%", model="conv", variant="float",
-                  params=cprm)
+        ceil = probe.ceilings()
+        cprm = {**base, **ceil.as_params(), **probe.spread(), "peaks_scaled_by_threads":
+                threads, "peaks": "best of the blocks run between this point's rounds"}
+        for metric, rate, peak, variant in (
+                ("binary_pct_of_peak", macs / t["binary_nopack"].median_s, ceil.binary_macs,
+                 "xnor"),
+                ("float_pct_of_peak", 2 * macs / t["float"].median_s, ceil.fp32_flops,
+                 "float")):
+            pct, disturbed = share(rate, peak * threads)
+            yield Row(metric, pct, "%", model="conv", variant=variant,
+                      params={**cprm, "disturbed": disturbed})
         yield Row("ceiling_speedup", ceil.ratio, "x", model="conv", variant="xnor",
                   params={**cprm, "note": "binary MACs per float MAC at the two peaks: the "
                           "most a binary conv can gain over a perfect float conv here"})
+

@@ -21,8 +21,12 @@ from torch import nn
 
 from ..db import Row
 from ..harness import options as o
-from ..harness.ceilings import Ceilings
-from ..harness.ceilings import measure as measure_ceilings
+from ..harness.ceilings import PeakProbe, share
+from ..harness.float_engines import ENGINES, engines_ok
+from ..harness.float_engines import available as available_engines
+from ..harness.float_engines import build as build_engines
+from ..harness.float_engines import unavailable as unavailable_engines
+from ..harness.machine_state import StateProbe
 from ..harness.options import Opt
 from ..harness.registry import SuiteContext, register
 from ..harness.timing import compare, dispatched_ops, launched_ops
@@ -44,6 +48,10 @@ OPTIONS = (
         "float vs the simulated XNOR model (no GPU bit kernel) and the training steps on the "
         "GPU.", param=None),
     Opt("seed", "int", 0, "Random seed (recorded).", check=o.seed_ok),
+    Opt("float_engines", "strs", list(ENGINES), "Float engines timed beside the packed "
+        "network and layers on the CPU (eager, compile, onnxruntime); speedups are quoted "
+        "against the fastest that runs here, with eager's beside it.",
+        check=engines_ok, choices=ENGINES, noun="float engine"),
     Opt("min_run_time", "float", 0.05, "Seconds each timing block runs at least.",
         hidden=True),
 )
@@ -83,7 +91,6 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     device = ctx.device
     cuda = device.startswith("cuda")
     isa = kernel_isa()
-    ceil: Ceilings | None = None  # this core's peaks, measured once if layers are timed
     for name in ctx.progress.track(p["models"], "models"):
         torch.manual_seed(p["seed"])
         fmodel = models.build(name, binary=False).eval()
@@ -97,52 +104,79 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
             x = torch.randn(batch, *INPUT_SHAPE[name], device=device)
             fns = {"float": lambda m=fmodel, x=x: m(x),
                    "xnor_simulated": lambda m=xmodel, x=x: m(x)}
+            engines = {} if cuda else build_engines(fmodel, x, p["float_engines"], threads)
+            fns.update({f"float_{e}": run for e, run in available_engines(engines).items()
+                        if e != "eager"})
             if packed is not None:
                 fns["xnor"] = lambda m=packed, x=x: m(x)
+            state = StateProbe()
             with torch.no_grad():
                 t = compare(fns, threads=threads, rounds=p["rounds"],
                             min_run_time=p["min_run_time"])
-            prm = {**base, "batch": batch}
+            prm = {**base, "batch": batch, **state.stop().as_params()}
             for variant, tm in t.items():
                 yield Row("inference_latency_ms", tm.median_ms, "ms", variant=variant,
-                          params={**prm, "iqr_ms": tm.iqr_s * 1e3, "runs": tm.runs}, **tag)
+                          params={**prm, **tm.spread()}, **tag)
             fast = "xnor" if packed is not None else "xnor_simulated"
             yield Row("inference_speedup", t["float"].median_s / t[fast].median_s, "x",
                       variant=fast, params=prm, **tag)
+            if engines:
+                yield from _fastest_rows("inference", t, fast, engines, prm, tag)
         if p["per_layer"] and packed is not None:
-            if ceil is None:
-                torch.set_num_threads(1)
-                ceil = measure_ceilings(default_build())
-                torch.set_num_threads(threads)
             names = [n for n, _ in binary_layers(xmodel)]
             x1 = torch.randn(1, *INPUT_SHAPE[name])
             inputs = _layer_inputs(xmodel, x1, names)
             fmods, pmods = dict(fmodel.named_modules()), dict(packed.named_modules())
             for lname in ctx.progress.track(names, f"{name} layers"):
                 xin = inputs[lname]
+                engines = build_engines(fmods[lname], xin, p["float_engines"], threads)
+                fns = {"float": lambda m=fmods[lname], x=xin: m(x),
+                       "xnor": lambda m=pmods[lname], x=xin: m(x)}
+                fns.update({f"float_{e}": run for e, run in available_engines(engines).items()
+                            if e != "eager"})
+                probe, state = PeakProbe(default_build()), StateProbe()
                 with torch.no_grad():
-                    t = compare({"float": lambda m=fmods[lname], x=xin: m(x),
-                                 "xnor": lambda m=pmods[lname], x=xin: m(x)},
-                                threads=threads, rounds=p["rounds"],
-                                min_run_time=p["min_run_time"] / 2)
-                prm = {**base, "batch": 1, "layer": lname, "layer_input": list(xin.shape)}
+                    t = compare(fns, threads=threads, rounds=p["rounds"],
+                                min_run_time=p["min_run_time"] / 2, between=probe)
+                machine = state.stop()
+                prm = {**base, "batch": 1, "layer": lname, "layer_input": list(xin.shape),
+                       **machine.as_params()}
                 for variant, tm in t.items():
                     yield Row("layer_latency_ms", tm.median_ms, "ms", variant=variant,
-                              params={**prm, "iqr_ms": tm.iqr_s * 1e3}, **tag)
+                              params={**prm, **tm.spread()}, **tag)
                 macs = _layer_macs(pmods[lname], xin)
-                cprm = {**prm, **ceil.as_params(), "macs": macs, "peaks_scaled_by_threads":
-                        threads, "note": "the whole unit (BN, sign or ReLU, conv) against "
-                        "the conv's peak"}
-                yield Row("layer_binary_pct_of_peak", 100 * macs / t["xnor"].median_s
-                          / (ceil.binary_macs * threads), "%", variant="xnor", params=cprm,
-                          **tag)
-                yield Row("layer_float_pct_of_peak", 100 * 2 * macs / t["float"].median_s
-                          / (ceil.fp32_flops * threads), "%", variant="float", params=cprm,
-                          **tag)
+                ceil = probe.ceilings()
+                cprm = {**prm, **ceil.as_params(), **probe.spread(), "macs": macs,
+                        "peaks_scaled_by_threads": threads, "note": "the whole unit (BN, "
+                        "sign or ReLU, conv) against the conv's peak"}
+                for metric, rate, peak, variant in (
+                        ("layer_binary_pct_of_peak", macs / t["xnor"].median_s,
+                         ceil.binary_macs, "xnor"),
+                        ("layer_float_pct_of_peak", 2 * macs / t["float"].median_s,
+                         ceil.fp32_flops, "float")):
+                    pct, disturbed = share(rate, peak * threads)
+                    yield Row(metric, pct, "%", variant=variant,
+                              params={**cprm, "disturbed": disturbed}, **tag)
                 yield Row("layer_speedup", t["float"].median_s / t["xnor"].median_s, "x",
                           variant="xnor", params=prm, **tag)
+                yield from _fastest_rows("layer", t, "xnor", engines, prm, tag)
         yield from _train_step_rows(name, p, {**base, "batch": p["train_batch"]}, tag,
                                     device)
+
+
+def _fastest_rows(what: str, t: dict[str, Any], fast: str, engines: dict[str, Any],
+                  prm: dict[str, Any], tag: dict[str, str]) -> Iterator[Row]:
+    """``<what>_fastest_float_ms`` and ``<what>_speedup_vs_fastest``: the XNOR time
+    against the fastest float engine that ran (named, with eager's time beside it); each
+    engine's own time is already a ``<what>_latency_ms`` row of variant float_<engine>."""
+    floats = ["float", *(f"float_{e}" for e in available_engines(engines) if e != "eager")]
+    fastest = min(floats, key=lambda n: t[n].median_s)
+    fprm = {**prm, "engine": "eager" if fastest == "float" else fastest[len("float_"):],
+            "eager_ms": t["float"].median_ms, "unavailable": unavailable_engines(engines)}
+    yield Row(f"{what}_fastest_float_ms", t[fastest].median_ms, "ms", variant="float",
+              params={**fprm, **t[fastest].spread()}, **tag)
+    yield Row(f"{what}_speedup_vs_fastest", t[fastest].median_s / t[fast].median_s, "x",
+              variant=fast, params=fprm, **tag)
 
 
 def _train_step_rows(name: str, p: dict[str, Any], prm: dict[str, Any],
@@ -158,12 +192,14 @@ def _train_step_rows(name: str, p: dict[str, Any], prm: dict[str, Any],
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         steps[variant] = partial(train_step, model, xb, yb, opt,
                                  xnor_step(model) if xnor_step else None)
+    state = StateProbe()
     t = compare(steps, threads=p["threads"], rounds=p["rounds"], min_run_time=p["min_run_time"])
+    prm = {**prm, **state.stop().as_params()}
     ops = {variant: dispatched_ops(fn) for variant, fn in steps.items()}
     launches = {variant: launched_ops(fn) for variant, fn in steps.items()}
     for variant, tm in t.items():
         yield Row("train_step_ms", tm.median_ms, "ms", variant=variant,
-                  params={**prm, "iqr_ms": tm.iqr_s * 1e3, "runs": tm.runs}, **tag)
+                  params={**prm, **tm.spread()}, **tag)
         yield Row("train_step_ops", ops[variant], "ops", variant=variant,
                   params={**prm, "counted": "torch.profiler, nested operators included"},
                   **tag)
