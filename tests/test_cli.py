@@ -47,7 +47,10 @@ def test_run_accuracy_then_table_markdown(tmp_path: Path, mnist_dir: Path):
     assert f"{finals['xnor']:.2f} % (n=1)" in lenet and f"{finals['float']:.2f} % (n=1)" in lenet
     packed = store.results([run.id], metric="packed_test_accuracy")[0].value
     assert lenet.endswith(f"| {packed:.2f} % (agrees on 100.00 %) |") or "agrees on" in lenet
-    assert "| MNIST | ResNet-18 | n/a (not run) | n/a (not run) | n/a (not run) |" in lines
+    mission = next(line for line in lines if line.startswith("| MNIST | ResNet-18 |"))
+    assert mission.count("not trained here") == 2  # and a note says how to train it
+    assert any(line.startswith("'not trained here'") and "--recipe resnet18-mnist-short"
+               in line for line in lines)
     assert any("2 epoch(s)" in line and "train 96 / test 48" in line for line in lines)
 
     out = tmp_path / "t.json"

@@ -154,7 +154,10 @@ def test_sweep_shards_in_parallel_processes(tmp_path: Path):
     assert len(store.runs(suite="sweep", status="finished")) == 4
     assert len(store.results(metric="speedup")) == 4  # 2 channel points + 2 kernel points
     res = runner.invoke(app, ["--db", db, "table", "--suite", "sweep"])
-    assert res.output.count("| ok |") == 4
+    # four processes on fewer cores load the machine: a point may say so, not fail
+    checks = [line.rsplit("|", 2)[-2].strip() for line in res.output.splitlines()
+              if "| channels |" in line or "| kernel |" in line]
+    assert len(checks) == 4 and set(checks) <= {"ok", "ok, busy machine"}, checks
 
 
 def test_pre_alembic_v2_file_upgraded_through_alembic(tmp_path: Path):

@@ -27,6 +27,7 @@ from .selection import (
 )
 
 NOT_RUN = "n/a (not run)"
+NOT_TRAINED = "not trained here"
 NOT_UNDER = "n/a (not run under this recipe)"
 DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 MODEL_NAMES = {"resnet18": "ResNet-18", "lenet5": "LeNet-5", "nin": "NIN"}
@@ -136,6 +137,7 @@ def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
             note_index[ident] = len(notes)
         return note_index[ident]
 
+    untrained: list[str] = []
     lines_per_net: dict[tuple[str, str], int] = {}
     for r in pairs:
         lines_per_net[(r.dataset, r.model)] = lines_per_net.get((r.dataset, r.model), 0) + 1
@@ -143,7 +145,8 @@ def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
     for _, r in lines:
         if isinstance(r, tuple):
             ds, model = r
-            rows.append([DATASET_NAMES[ds], MODEL_NAMES[model], NOT_RUN, NOT_RUN, NOT_RUN])
+            untrained.append(ds)
+            rows.append([DATASET_NAMES[ds], MODEL_NAMES[model], NOT_TRAINED, NOT_TRAINED, "-"])
             records += [{"dataset": ds, "network": model, "variant": v, "accuracy": None}
                         for v in ("xnor", "float")]
             continue
@@ -162,6 +165,12 @@ def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
         records += [_record(c, r.mismatched) for c in group]
         skipped.setdefault((r.dataset, r.model), r.others)
     numbered = [f"[{i + 1}] {n}" for i, n in enumerate(notes)]
+    if untrained:
+        numbered.append(f"'{NOT_TRAINED}': a line of the mission's table that no run in this "
+                        "database has trained; " + ", ".join(
+                            f"`xnorbench run accuracy --recipe resnet18-{ds}-short`"
+                            for ds in untrained) + " fills it (ResNet-18 trains at tens of "
+                        "images/s on a CPU: a GPU's work, or a CPU run with --limit-train).")
     remarks = _not_shown(skipped)
     if any(r.mismatched for r in pairs):
         numbered.append(f"'{MISMATCH}': the two cells of this line were trained under "
