@@ -142,7 +142,7 @@ def _speed_discussion(store: Store, sel: Selection) -> list[str]:
                        f"{p['speedup']:.1f}x against torch eager"
                        if p.get("speedup_vs_fastest") is not None else
                        f"{p['speedup']:.1f}x against torch eager (the only float engine "
-                       "that run timed)")
+                       f"run {p['run_id']} timed)")
             out.append(f"- c={p['channels']}, 3x3, {p.get('input_size')}x{p.get('input_size')},"
                        f" {p['threads']} thread(s): measured {against}, the input's packing "
                        f"included ({p['speedup_nopack']:.1f}x against eager on a packed "
