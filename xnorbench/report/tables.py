@@ -169,8 +169,10 @@ def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
         numbered.append(f"'{NOT_TRAINED}': a line of the mission's table that no run in this "
                         "database has trained; " + ", ".join(
                             f"`xnorbench run accuracy --recipe resnet18-{ds}-short`"
-                            for ds in untrained) + " fills it (ResNet-18 trains at tens of "
-                        "images/s on a CPU: a GPU's work, or a CPU run with --limit-train).")
+                            for ds in untrained)
+                        + (" fills it" if len(untrained) == 1 else " fill them")
+                        + " (ResNet-18 trains at tens of images/s on a CPU: a GPU's work, or "
+                        "a CPU run with --limit-train).")
     remarks = _not_shown(skipped)
     if any(r.mismatched for r in pairs):
         numbered.append(f"'{MISMATCH}': the two cells of this line were trained under "
