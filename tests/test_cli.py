@@ -49,8 +49,8 @@ def test_run_accuracy_then_table_markdown(tmp_path: Path, mnist_dir: Path):
     assert lenet.endswith(f"| {packed:.2f} % (agrees on 100.00 %) |") or "agrees on" in lenet
     mission = next(line for line in lines if line.startswith("| MNIST | ResNet-18 |"))
     assert mission.count("not trained here") == 2  # and a note says how to train it
-    assert any(line.startswith("'not trained here'") and "--recipe resnet18-mnist-short"
-               in line for line in lines)
+    assert "note: 'not trained here'" in res.stderr  # beside the table, not a footnote
+    assert "--recipe resnet18-mnist-short" in res.stderr
     assert any("2 epoch(s)" in line and "train 96 / test 48" in line for line in lines)
 
     out = tmp_path / "t.json"
@@ -61,7 +61,7 @@ def test_run_accuracy_then_table_markdown(tmp_path: Path, mnist_dir: Path):
     assert xnor["accuracy"] == pytest.approx(finals["xnor"])
     assert xnor["n"] == 1 and xnor["per_seed"] == [pytest.approx(finals["xnor"])]
     res = invoke("--db", db, "table", "--format", "csv")
-    assert res.exit_code == 0 and res.output.startswith("dataset,network,variant,accuracy")
+    assert res.exit_code == 0 and res.stdout.startswith("dataset,network,variant,accuracy")
 
     res = invoke("--db", db, "runs")
     assert res.exit_code == 0 and "accuracy" in res.output and "finished" in res.output

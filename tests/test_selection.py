@@ -153,7 +153,7 @@ def test_smoke_recipe_two_seeds_then_quick_run_leaves_the_table(tmp_path: Path,
     res = runner.invoke(app, [*base, "--recipe", "smoke", "--seeds", "0,1", "--batch-size",
                               "32"])
     assert res.exit_code == 0, res.output
-    table = runner.invoke(app, ["--db", db, "table"]).output
+    table = runner.invoke(app, ["--db", db, "table"]).stdout
     line = next(x for x in table.splitlines() if "LeNet-5" in x)
     assert line.count("(n=2)") == 2 and "[1]" in line and "[2]" not in table
     notes = [x for x in table.splitlines() if x.startswith("[")]

@@ -165,15 +165,15 @@ def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
         records += [_record(c, r.mismatched) for c in group]
         skipped.setdefault((r.dataset, r.model), r.others)
     numbered = [f"[{i + 1}] {n}" for i, n in enumerate(notes)]
-    if untrained:
-        numbered.append(f"'{NOT_TRAINED}': a line of the mission's table that no run in this "
-                        "database has trained; " + ", ".join(
-                            f"`xnorbench run accuracy --recipe resnet18-{ds}-short`"
-                            for ds in untrained)
-                        + (" fills it" if len(untrained) == 1 else " fill them")
-                        + " (ResNet-18 trains at tens of images/s on a CPU: a GPU's work, or "
-                        "a CPU run with --limit-train).")
     remarks = _not_shown(skipped)
+    if untrained:  # told beside the table (stderr; the report's remarks), not a footnote
+        remarks.append(f"'{NOT_TRAINED}': a line of the mission's table that no run in this "
+                       "database has trained; " + ", ".join(
+                           f"`xnorbench run accuracy --recipe resnet18-{ds}-short`"
+                           for ds in untrained)
+                       + (" fills it" if len(untrained) == 1 else " fill them")
+                       + " (ResNet-18 trains at tens of images/s on a CPU: a GPU's work, or "
+                       "a CPU run with --limit-train)")
     if any(r.mismatched for r in pairs):
         numbered.append(f"'{MISMATCH}': the two cells of this line were trained under "
                         "different recipes (see their notes); not a like-for-like pair.")
