@@ -23,6 +23,7 @@ import io
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -146,6 +147,26 @@ def engines_ok(names: list[str], flag: str) -> None:
 def available(engines: dict[str, Engine]) -> dict[str, Callable[[], object]]:
     """``{name: run}`` of the engines that can be timed."""
     return {n: e.run for n, e in engines.items() if e.run is not None}
+
+
+def _key(name: str) -> str:
+    return "float" if name == "eager" else f"float_{name}"
+
+
+def timed(engines: dict[str, Engine]) -> dict[str, Callable[[], object]]:
+    """The engines that can be timed, keyed as the timing dicts key float work: eager is
+    ``float`` (the key every suite already times), another engine ``float_<name>``."""
+    return {_key(n): run for n, run in available(engines).items()}
+
+
+def fastest(times: dict[str, Any], engines: dict[str, Engine]) -> tuple[str, dict[str, Any]]:
+    """(timing key of the fastest float engine, the params its rows carry: the engine's
+    name, eager's time beside it, the engines left out and why, its spread). ``times``
+    are :func:`.timing.compare`'s results, which timed ``float`` and :func:`timed`."""
+    names = ["eager", *(n for n in available(engines) if n != "eager")]
+    name = min(names, key=lambda n: times[_key(n)].median_s)
+    return _key(name), {"engine": name, "eager_ms": times["float"].median_ms,
+                        "unavailable": unavailable(engines), **times[_key(name)].spread()}
 
 
 def unavailable(engines: dict[str, Engine]) -> dict[str, str]:

@@ -24,7 +24,7 @@ class Timing:
     median_s: float
     iqr_s: float
     runs: int
-    min_s: float = 0.0
+    min_s: float
 
     @property
     def median_ms(self) -> float:

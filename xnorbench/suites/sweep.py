@@ -25,9 +25,9 @@ from ..harness import options as o
 from ..harness.ceilings import PeakProbe, conv_macs, share
 from ..harness.environment import cpu_info
 from ..harness.float_engines import ENGINES, engines_ok
-from ..harness.float_engines import available as available_engines
 from ..harness.float_engines import build as build_engines
-from ..harness.float_engines import unavailable as unavailable_engines
+from ..harness.float_engines import fastest as fastest_engine
+from ..harness.float_engines import timed as timed_engines
 from ..harness.machine_state import StateProbe
 from ..harness.options import Opt
 from ..harness.registry import InputError, SuiteContext, register
@@ -198,8 +198,7 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         conv = torch.nn.Conv2d(c, c, k, padding=pad, bias=False)
         conv.weight.data.copy_(w)
         engines = build_engines(conv, x, p["float_engines"], threads)
-        floats = {("float" if e == "eager" else f"float_{e}"): run
-                  for e, run in available_engines(engines).items()}
+        floats = timed_engines(engines)
         probe, state = PeakProbe(default_build()), StateProbe()
         t = compare({
             **floats,
@@ -219,12 +218,10 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         yield Row("speedup", t["float"].median_s / t["binary"].median_s, "x", **common)
         yield Row("speedup_nopack", t["float"].median_s / t["binary_nopack"].median_s, "x",
                   **common)
-        fastest = min(floats, key=lambda n: t[n].median_s)
-        engine = "eager" if fastest == "float" else fastest[len("float_"):]
-        fprm = {**base, "engine": engine, "eager_ms": t["float"].median_ms,
-                "unavailable": unavailable_engines(engines)}
+        fastest, fprm = fastest_engine(t, engines)
+        fprm = {**base, **fprm}
         yield Row("fastest_float_ms", t[fastest].median_ms, "ms", model="conv",
-                  variant="float", params={**fprm, **t[fastest].spread()})
+                  variant="float", params=fprm)
         yield Row("speedup_vs_fastest", t[fastest].median_s / t["binary"].median_s, "x",
                   model="conv", variant="xnor", params=fprm)
         yield Row("speedup_nopack_vs_fastest", t[fastest].median_s

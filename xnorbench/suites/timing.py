@@ -23,9 +23,9 @@ from ..db import Row
 from ..harness import options as o
 from ..harness.ceilings import PeakProbe, share
 from ..harness.float_engines import ENGINES, engines_ok
-from ..harness.float_engines import available as available_engines
 from ..harness.float_engines import build as build_engines
-from ..harness.float_engines import unavailable as unavailable_engines
+from ..harness.float_engines import fastest as fastest_engine
+from ..harness.float_engines import timed as timed_engines
 from ..harness.machine_state import StateProbe
 from ..harness.options import Opt
 from ..harness.registry import SuiteContext, register
@@ -105,8 +105,7 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
             fns = {"float": lambda m=fmodel, x=x: m(x),
                    "xnor_simulated": lambda m=xmodel, x=x: m(x)}
             engines = {} if cuda else build_engines(fmodel, x, p["float_engines"], threads)
-            fns.update({f"float_{e}": run for e, run in available_engines(engines).items()
-                        if e != "eager"})
+            fns.update(timed_engines(engines))
             if packed is not None:
                 fns["xnor"] = lambda m=packed, x=x: m(x)
             state = StateProbe()
@@ -132,8 +131,7 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                 engines = build_engines(fmods[lname], xin, p["float_engines"], threads)
                 fns = {"float": lambda m=fmods[lname], x=xin: m(x),
                        "xnor": lambda m=pmods[lname], x=xin: m(x)}
-                fns.update({f"float_{e}": run for e, run in available_engines(engines).items()
-                            if e != "eager"})
+                fns.update(timed_engines(engines))
                 probe, state = PeakProbe(default_build()), StateProbe()
                 with torch.no_grad():
                     t = compare(fns, threads=threads, rounds=p["rounds"],
@@ -169,12 +167,10 @@ def _fastest_rows(what: str, t: dict[str, Any], fast: str, engines: dict[str, An
     """``<what>_fastest_float_ms`` and ``<what>_speedup_vs_fastest``: the XNOR time
     against the fastest float engine that ran (named, with eager's time beside it); each
     engine's own time is already a ``<what>_latency_ms`` row of variant float_<engine>."""
-    floats = ["float", *(f"float_{e}" for e in available_engines(engines) if e != "eager")]
-    fastest = min(floats, key=lambda n: t[n].median_s)
-    fprm = {**prm, "engine": "eager" if fastest == "float" else fastest[len("float_"):],
-            "eager_ms": t["float"].median_ms, "unavailable": unavailable_engines(engines)}
+    fastest, fprm = fastest_engine(t, engines)
+    fprm = {**prm, **fprm}
     yield Row(f"{what}_fastest_float_ms", t[fastest].median_ms, "ms", variant="float",
-              params={**fprm, **t[fastest].spread()}, **tag)
+              params=fprm, **tag)
     yield Row(f"{what}_speedup_vs_fastest", t[fastest].median_s / t[fast].median_s, "x",
               variant=fast, params=fprm, **tag)
 

@@ -23,7 +23,6 @@ from .binarize import GRAD_RULES, filter_alpha, sign
 from .binarize import scaled_sign_grad as scaled_sign_grad_reference
 from .kernels import train_ops
 
-_SHIFTS: dict[torch.device, Tensor] = {}
 _TORCH_OPS = [False]
 
 
@@ -56,18 +55,6 @@ def dense(x: Tensor) -> Tensor:
     return x.contiguous()
 
 
-def _flat(x: Tensor) -> Tensor:
-    """The memory-order 1-D view of a dense tensor."""
-    return x.as_strided((x.numel(),), (1,), x.storage_offset())
-
-
-def _shifts(device: torch.device) -> Tensor:
-    if device not in _SHIFTS:
-        _SHIFTS[device] = torch.tensor([1 << j for j in range(8)], dtype=torch.uint8,
-                                       device=device)
-    return _SHIFTS[device]
-
-
 def pack_bool(mask: Tensor, like: Tensor | None = None) -> Tensor:
     """A dense bool tensor as bits (``ceil(n / 8)`` uint8), in memory order.
 
@@ -76,11 +63,7 @@ def pack_bool(mask: Tensor, like: Tensor | None = None) -> Tensor:
     """
     if like is not None and mask.stride() != like.stride():
         mask = torch.empty_like(like, dtype=torch.bool).copy_(mask)
-    flat = _flat(mask).to(torch.uint8)
-    pad = (-flat.numel()) % 8
-    if pad:
-        flat = torch.nn.functional.pad(flat, (0, pad))
-    return (flat.view(-1, 8) * _shifts(flat.device)).sum(1, dtype=torch.uint8)
+    return compiled.pack_flat(compiled.flat(mask))
 
 
 Layout = tuple[torch.Size, tuple[int, ...]]
@@ -94,8 +77,7 @@ def layout(x: Tensor) -> Layout:
 def unpack_bool(bits: Tensor, like: Layout) -> Tensor:
     """The bool tensor ``pack_bool`` packed, with the shape and strides ``like``."""
     shape, stride = like
-    flat = (bits.view(-1, 1) & _shifts(bits.device)).ne(0).view(-1)[: shape.numel()]
-    return flat.as_strided(shape, stride)
+    return compiled.unpack_flat(bits, shape.numel()).as_strided(shape, stride)
 
 
 def sign_bits(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:

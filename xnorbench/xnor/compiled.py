@@ -45,15 +45,16 @@ def flat(t: Tensor) -> Tensor:
     return t.as_strided((t.numel(),), (1,), t.storage_offset())
 
 
-def _pack(mask: Tensor) -> Tensor:
-    """A 1-D bool tensor as bits: element i is bit ``i % 8`` of byte ``i // 8``."""
+def pack_flat(mask: Tensor) -> Tensor:
+    """A 1-D bool tensor as bits: element i is bit ``i % 8`` of byte ``i // 8`` (the one
+    packing of the torch path, eager in :mod:`.bitops` and inside the graphs here)."""
     pad = (-mask.numel()) % 8
     b = F.pad(mask.to(torch.uint8), (0, pad)).view(-1, 8)
     shifts = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=b.device)
     return (b * shifts).sum(1, dtype=torch.uint8)
 
 
-def _unpack(bits: Tensor, n: int) -> Tensor:
+def unpack_flat(bits: Tensor, n: int) -> Tensor:
     """The first ``n`` bits of ``bits`` as a 1-D bool tensor."""
     shifts = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8,
                           device=bits.device)
@@ -84,7 +85,7 @@ def forward_operands(x: Tensor, weight: Tensor, rule: str | None, bits: bool
     wb, wsum = _binary_weight(weight, rule, x.dtype)
     if not bits:
         return s, wb, wsum, None, None
-    return s, wb, wsum, _pack(neg), _pack(x.abs() < 1)
+    return s, wb, wsum, pack_flat(neg), pack_flat(x.abs() < 1)
 
 
 def backward_operands(neg: Tensor, weight: Tensor, grad: Tensor, n: int, batch: int,
@@ -93,7 +94,7 @@ def backward_operands(neg: Tensor, weight: Tensor, grad: Tensor, n: int, batch: 
     dtype of ``grad`` (the output's gradient, flat); with ``border``, that gradient
     summed over the batch, flat in one sample's memory order (what the border term's
     weight gradient is computed from)."""
-    s = torch.where(_unpack(neg, n), -1.0, 1.0).to(grad.dtype)
+    s = torch.where(unpack_flat(neg, n), -1.0, 1.0).to(grad.dtype)
     return s, _binary_weight(weight, rule, grad.dtype)[0], (
         grad.view(batch, -1).sum(0) if border else None)
 
@@ -107,7 +108,7 @@ def backward_results(gs: Tensor | None, ste: Tensor, gwb: Tensor | None,
     weight's rule (dC/dWt as it is for None)."""
     gx = gw = None
     if gs is not None:
-        gx = torch.where(_unpack(ste, gs.numel()), gs, 0.0).to(x_dtype)
+        gx = torch.where(unpack_flat(ste, gs.numel()), gs, 0.0).to(x_dtype)
     if gwb is not None:
         if g_border is not None:
             gwb = gwb + g_border
