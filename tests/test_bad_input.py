@@ -83,3 +83,132 @@ def test_an_overlong_db_path_or_data_env_is_one_line(tmp_path: Path, monkeypatch
                               "--no-progress"])
     assert res.exit_code == 2 and "at most 255" in res.output, res.output
     assert Store.open(str(tmp_path / "d.db")).runs() == []  # nothing written
+
+
+def _one_error_line(res) -> str:
+    """The output of a refused command: exactly one line, ``error: ...``, exit 2."""
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert res.exit_code == 2, res.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert "Traceback" not in res.output and "SELECT" not in res.output
+    return lines[0]
+
+
+BIG = "99999999999999999999"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--db", "/nonexistent/dir/x.db", "run", "accuracy", "--recipe", "smoke"],
+     "/nonexistent/dir does not exist"),
+    (["--db", "postgresql+psycopg://u:pw@127.0.0.1:notaport/xb", "runs"], "not a valid"),
+    (["--db", "", "runs"], "--db is empty"),
+    (["runs", "show", BIG], "no such run"),
+    (["runs", "tag", BIG, "x"], "no such run"),
+    (["runs", "--limit", BIG], "--limit"),
+    (["table", "--run", BIG], "--run"),
+    (["run", "accuracy", "--resume", BIG], "--resume"),
+    (["runs", "--stale-minutes", "1e308"], "--stale-minutes"),
+    (["runs", "mark-stale", "--minutes", "1e10"], "--minutes"),
+    (["table", "--format", "xml"], "'xml' is not one of"),
+    (["runs", "tag", "1", "two\nlines"], "printable"),
+    (["sweep", "--channels", "16,16"], "16 given twice"),
+    (["run", "accuracy", "--recipe", "smoke", "--lr", "1e300"], "--lr 1e+300"),
+    (["run", "accuracy", "--recipe", "smoke", "--epochs", BIG], "--epochs"),
+    (["run", "accuracy", "--recipe", "smoke", "--epochs", "20000"], "at most 10000"),
+    (["run", "accuracy", "--recipe", "smoke", "--limit-train", "1"], "at least 2 images"),
+])
+def test_round_three_bad_input_is_one_line(tmp_path: Path, args, needle):
+    db = tmp_path / "b.db"
+    Store.open(str(db)).engine.dispose()  # reading commands need an existing file
+    if "--db" not in args:
+        args = ["--db", str(db), *args]
+    line = _one_error_line(runner.invoke(app, args))
+    assert needle in line and "pw" not in line
+    assert Store.open(str(db)).runs() == []
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"XNORBENCH_KERNEL_BUILD": "foo"}, "XNORBENCH_KERNEL_BUILD='foo'"),
+    ({"XNORBENCH_LOADER_WORKERS": "abc"}, "XNORBENCH_LOADER_WORKERS='abc'"),
+])
+def test_bad_settings_are_refused_before_a_run(tmp_path: Path, monkeypatch, env, needle):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    db = tmp_path / "s.db"
+    res = runner.invoke(app, ["--db", str(db), "sweep", "--channels", "16", "--kernel", "1",
+                              "--fixed-channels", "16", "--input-size", "6", "--rounds", "1",
+                              "--no-progress"])
+    assert needle in _one_error_line(res)
+    assert Store.open(str(db)).runs() == []
+
+
+def test_a_distributed_timeout_beyond_a_week_is_refused(monkeypatch):
+    from xnorbench.harness import distributed
+    from xnorbench.harness.registry import InputError
+
+    for value in ("1e400", "1e10", "0", "x"):
+        monkeypatch.setenv("XNORBENCH_DIST_TIMEOUT_S", value)
+        with pytest.raises(InputError, match="XNORBENCH_DIST_TIMEOUT_S"):
+            distributed.timeout()
+
+
+def test_labels_outside_the_classes_are_refused_before_training(tmp_path: Path):
+    import torch
+
+    from .conftest import make_mnist, write_idx
+
+    data = make_mnist(tmp_path / "data")
+    labels = torch.zeros(96, dtype=torch.uint8)
+    labels[7] = 42
+    write_idx(data / "MNIST" / "raw" / "train-labels-idx1-ubyte", labels)
+    db = tmp_path / "l.db"
+    res = runner.invoke(app, ["--db", str(db), "run", "accuracy", "--data-dir", str(data),
+                              "--device", "cpu", "--no-progress", "--epochs", "1"])
+    assert "labels 42 are outside 0..9" in _one_error_line(res)
+    assert Store.open(str(db)).runs() == []
+
+
+def test_a_locked_or_read_only_database_is_one_line(tmp_path: Path, monkeypatch):
+    import sqlite3
+
+    db = tmp_path / "lk.db"
+    store = Store.open(str(db))
+    store.finish_run(store.start_run("sweep", {}, {}), "finished")
+    store.engine.dispose()
+    other = Store.open(str(tmp_path / "other.db"))
+    other.finish_run(other.start_run("memory", {}, {}), "finished")
+    monkeypatch.setenv("XNORBENCH_BUSY_TIMEOUT_S", "0.3")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, past the busy timeout
+    try:
+        for args in (["runs", "tag", "1", "x"], ["runs", "import", str(tmp_path / "other.db")],
+                     ["sweep", "--channels", "16", "--no-progress"]):
+            line = _one_error_line(runner.invoke(app, ["--db", str(db), *args]))
+            assert "locked" in line, args
+    finally:
+        holder.execute("ROLLBACK")
+    read_only = f"sqlite:///file:{db}?mode=ro&uri=true"
+    line = _one_error_line(runner.invoke(app, ["--db", read_only, "runs", "tag", "1", "x"]))
+    assert "readonly" in line and "cannot be written" in line
+
+
+def test_report_notes_that_are_not_text_are_one_line(tmp_path: Path):
+    notes = tmp_path / "notes.md"
+    notes.write_bytes(b"\xff\xfe\x00binary\x80")
+    db = tmp_path / "n.db"
+    Store.open(str(db)).engine.dispose()
+    line = _one_error_line(runner.invoke(app, ["--db", str(db), "report", "--output",
+                                               str(tmp_path / "R.md"), "--notes", str(notes)]))
+    assert "not a readable UTF-8 text file" in line
+
+
+def test_an_unwritable_plot_is_named_not_the_report(tmp_path: Path):
+    db = tmp_path / "p.db"
+    res = runner.invoke(app, ["--db", str(db), "sweep", "--channels", "16", "--kernel", "1",
+                              "--fixed-channels", "16", "--input-size", "6", "--rounds", "1",
+                              "--no-progress", "--float-engines", "eager"])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "sweep_channels.png").mkdir()  # the plot's path cannot be written
+    line = _one_error_line(runner.invoke(app, ["--db", str(db), "report", "--output",
+                                               str(tmp_path / "REPORT.md")]))
+    assert "sweep_channels.png" in line

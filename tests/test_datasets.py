@@ -154,3 +154,19 @@ def test_decoding_progress_counts_images_not_chunks(tmp_path, monkeypatch):
     monkeypatch.setenv("XNORBENCH_CACHE", str(tmp_path / "cache"))  # decode, not load
     data = read_image_folder(root / "cifar10-jpeg" / "train", progress)
     assert seen["total"] == seen["n"] == len(data.split.labels)
+
+
+def test_a_file_rewritten_in_place_with_its_time_put_back_is_decoded_again(tmp_path: Path):
+    """The decode cache's key holds the inode and the nanosecond time, so a file rewritten
+    in place (same size) with its time restored to the second misses the cache."""
+    import os
+
+    from xnorbench.harness.datasets import _folder_key
+
+    f = tmp_path / "img.png"
+    f.write_bytes(b"a" * 100)
+    os.utime(f, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    before = _folder_key([(str(f), 0)])
+    f.write_bytes(b"b" * 100)
+    os.utime(f, (1_700_000_000, 1_700_000_000))  # `touch -d` to the second
+    assert _folder_key([(str(f), 0)]) != before

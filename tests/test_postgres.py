@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -100,7 +101,41 @@ def test_pg_db_current_then_upgrade(pg_url: str):
     res = runner.invoke(app, ["--db", pg_url, "db", "current"])
     assert res.exit_code == 0 and "revision 0001, schema version 1: behind" in res.output
     res = runner.invoke(app, ["--db", pg_url, "db", "upgrade"])
-    assert res.exit_code == 0 and "upgraded from revision 0001 to 0003" in res.output
+    assert res.exit_code == 0 and "upgraded from revision 0001 to 0004" in res.output
     store = Store.open(pg_url)
     assert store.schema().current and [r.value for r in store.results(
         metric="final_test_accuracy")] == [91.5]
+
+
+def test_pg_password_in_the_query_string_is_never_shown_or_stored(pg_url: str,
+                                                                    tmp_path: Path,
+                                                                    monkeypatch):
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(pg_url)
+    secret = parsed.password or ""
+    url = parsed.set(password=None).update_query_dict({"password": secret})
+    url_text = url.render_as_string(hide_password=False)
+    assert f"password={secret}" in url_text
+    needle = f"password={secret}"
+    args = ["--db", url_text, "sweep", "--channels", "16", "--kernel", "1", "--fixed-channels",
+            "16", "--input-size", "6", "--rounds", "1", "--no-progress", "--float-engines",
+            "eager"]
+    monkeypatch.setattr(sys, "argv", ["xnorbench", *args])  # the command a run stores
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "finished" in res.output and needle not in res.output
+    assert "password=***" in res.output
+    (run,) = Store.open(pg_url).runs()
+    assert needle not in (run.command or "") and "password=***" in run.command
+    for args in (["runs", "show", str(run.id)], ["info"], ["runs"]):
+        res = runner.invoke(app, ["--db", url_text, *args])
+        assert res.exit_code == 0 and needle not in res.output, args
+    report = tmp_path / "REPORT.md"
+    res = runner.invoke(app, ["--db", url_text, "report", "--output", str(report)])
+    assert res.exit_code == 0, res.output
+    assert needle not in report.read_text()
+    res = runner.invoke(app, ["--db", str(tmp_path / "copy.db"), "runs", "import", url_text])
+    assert res.exit_code == 0 and needle not in res.output, res.output
+    (copied,) = Store.open(str(tmp_path / "copy.db")).runs()
+    assert needle not in copied.command

@@ -112,13 +112,13 @@ def test_cli_recipe_with_override_stores_resolved_values(tmp_path: Path, mnist_d
 
 @pytest.mark.parametrize("args,message", [
     (["--recipe", "bogus"], "unknown recipe 'bogus'"),
-    (["--seeds", "0,0"], "each seed once"),
+    (["--seeds", "0,0"], "0 given twice"),
     (["--seeds", "1", "--seed", "2"], "not both"),
     (["--seeds", "a,b"], "comma-separated list"),
     (["--schedule", "step"], "needs --milestones"),
     (["--decay-scope", "bn"], "unknown decay scope 'bn'"),
     (["--augment", "mixup"], "unknown augmentation 'mixup'"),
-    (["--tag", ""], "a tag is 1 to 64 characters"),
+    (["--tag", ""], "a tag is 1 to 64 printable characters"),
     (["--limit-train", "-3"], "non-negative"),
 ])
 def test_bad_recipe_input_is_one_line(tmp_path: Path, args, message):

@@ -178,13 +178,13 @@ def test_pre_alembic_v2_file_upgraded_through_alembic(tmp_path: Path):
     assert res.exit_code == 0 and "revision 0002, schema version 2: behind the head" in \
         res.output and "db upgrade" in res.output, res.output
     res = runner.invoke(app, ["--db", str(path), "db", "upgrade"])
-    assert res.exit_code == 0 and "upgraded from revision 0002 to 0003" in res.output
+    assert res.exit_code == 0 and "upgraded from revision 0002 to 0004" in res.output
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
         assert "owner" in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
     assert [r.value for r in Store.open(str(path)).results([rid])] == [1.0]  # nothing lost
     res = runner.invoke(app, ["--db", str(path), "db", "current"])
-    assert "revision 0003, schema version 3: the head" in res.output
+    assert "revision 0004, schema version 4: the head" in res.output
 
 
 def test_unknown_alembic_revision_refused_as_newer(tmp_path: Path):
@@ -312,7 +312,10 @@ def test_labels_and_images_disagree(tmp_path: Path):
     assert res.exit_code == 2 and "Traceback" not in res.output
 
 
-def test_nan_loss_fails_run_naming_epoch(tmp_path: Path, mnist_dir: Path):
+def test_nan_loss_fails_run_naming_epoch(tmp_path: Path, mnist_dir: Path, monkeypatch):
+    from xnorbench.harness import options
+
+    monkeypatch.setattr(options, "MAX_LR", 1e31)  # the cap refuses 1e30; the guard stays
     db = str(tmp_path / "nan.db")
     res = runner.invoke(app, ["--db", db, "run", "accuracy", "--data-dir", str(mnist_dir),
                               "--variant", "float", "--lr", "1e30", "--batch-size", "16",

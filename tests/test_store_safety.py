@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from xnorbench.cli import app
@@ -41,13 +42,18 @@ def test_redact_hides_url_passwords_only():
     assert redact("sqlite:///results.db --lr 0.1") == "sqlite:///results.db --lr 0.1"
 
 
-def test_passwords_never_stored_shown_or_imported(tmp_path: Path):
-    src = _store_with_run(tmp_path / "src.db", f"xnorbench --db {SECRET_URL} run sweep")
+QUERY_URL = "postgresql+psycopg://alice@db.example:5432/xb?password=s3cr3t-pw"
+
+
+@pytest.mark.parametrize("url,hidden", [(SECRET_URL, "alice:***@"),
+                                        (QUERY_URL, "password=***")])
+def test_passwords_never_stored_shown_or_imported(tmp_path: Path, url: str, hidden: str):
+    src = _store_with_run(tmp_path / "src.db", f"xnorbench --db '{url}' run sweep")
     (run,) = src.runs()
-    assert "s3cr3t" not in run.command and "alice:***@" in run.command
+    assert "s3cr3t" not in run.command and hidden in run.command
     # a run stored by an older version, with the password in clear
     with sqlite3.connect(tmp_path / "src.db") as conn:
-        conn.execute("update runs set command = ?", (f"xb --db {SECRET_URL}",))
+        conn.execute("update runs set command = ?", (f"xb --db {url}",))
     shown = runner.invoke(app, ["--db", str(tmp_path / "src.db"), "runs", "show", "1"])
     assert shown.exit_code == 0 and "s3cr3t" not in shown.output
     res = runner.invoke(app, ["--db", str(tmp_path / "dst.db"), "runs", "import",
@@ -55,6 +61,9 @@ def test_passwords_never_stored_shown_or_imported(tmp_path: Path):
     assert res.exit_code == 0, res.output
     (copied,) = Store.open(str(tmp_path / "dst.db")).runs()
     assert "s3cr3t" not in copied.command
+    for args in (["info"], ["runs"]):  # a server that cannot be reached: still hidden
+        res = runner.invoke(app, ["--db", url.replace("db.example", "127.0.0.1:1"), *args])
+        assert "s3cr3t" not in res.output, args
 
 
 def test_missing_driver_error_hides_the_password(tmp_path: Path):
@@ -110,3 +119,52 @@ def test_finished_run_is_in_the_db_file_alone(tmp_path: Path):
         assert json.loads(conn.execute("select params from runs").fetchone()[0]) == {
             "threads": 1}
     store.engine.dispose()
+
+
+def test_redact_hides_every_credential_a_url_can_carry():
+    from xnorbench.db import shown_url
+    from xnorbench.db.store import parse_url
+
+    cases = {
+        "postgresql+psycopg://xb@127.0.0.1:5432/xb?password=SECRET":
+            "postgresql+psycopg://xb@127.0.0.1:5432/xb?password=***",
+        "postgresql://xb@h/xb?sslmode=require&sslpassword=SECRET&passfile=/p/SECRET":
+            "postgresql://xb@h/xb?sslmode=require&sslpassword=***&passfile=***",
+        "postgresql://xb:hun@ter2SECRET@host:5432/xb": "postgresql://xb:***@host:5432/xb",
+        "postgresql://xb:SECRET@host/xb?PASSWORD=SECRET": "postgresql://xb:***@host/xb?PASSWORD=***",
+    }
+    for url, shown in cases.items():
+        assert redact(f"xnorbench --db '{url}' run sweep") == \
+            f"xnorbench --db '{shown}' run sweep"
+        assert "SECRET" not in shown_url(parse_url(url, "--db"))
+    assert redact("sqlite:////data/a@b.db") == "sqlite:////data/a@b.db"
+
+
+def test_import_says_which_way_a_schema_differs(tmp_path: Path):
+    newer = tmp_path / "newer.db"
+    _store_with_run(newer, "xb").engine.dispose()
+    with sqlite3.connect(newer) as conn:
+        conn.execute("update xnorbench_meta set value='99' where key='schema_version'")
+    res = runner.invoke(app, ["--db", str(tmp_path / "dst.db"), "runs", "import", str(newer)])
+    assert res.exit_code == 2 and "newer than this xnorbench reads" in res.output
+    assert "upgrade it" not in res.output
+    unknown = tmp_path / "unknown.db"
+    _store_with_run(unknown, "xb").engine.dispose()
+    with sqlite3.connect(unknown) as conn:  # this version's number, a revision we lack
+        conn.execute("update alembic_version set version_num='9999'")
+    res = runner.invoke(app, ["--db", str(tmp_path / "dst.db"), "runs", "import",
+                              str(unknown)])
+    assert res.exit_code == 2 and "newer than this xnorbench reads" in res.output
+    assert "revision 9999" in res.output
+    assert Store.open(str(tmp_path / "dst.db")).runs() == []
+
+
+def test_the_finished_line_names_the_file_as_written(tmp_path: Path):
+    folder = tmp_path / "a b%20#c"
+    folder.mkdir()
+    db = folder / "x.db"
+    res = runner.invoke(app, ["--db", str(db), "sweep", "--channels", "16", "--kernel", "1",
+                              "--fixed-channels", "16", "--input-size", "6", "--rounds", "1",
+                              "--no-progress", "--float-engines", "eager"])
+    assert res.exit_code == 0, res.output
+    assert f"rows in {db}\n" in res.output

@@ -70,3 +70,20 @@ def test_full_disk_while_checkpointing_leaves_no_tmp_and_the_old_checkpoint(
     assert "\n" not in str(err.value)
     assert not ckpt.with_suffix(".tmp").exists()
     assert torch.load(ckpt, weights_only=False)["epoch"] == 1  # the first one, intact
+
+
+def test_a_write_torch_cuts_short_says_how_much_room_is_left(tmp_path, monkeypatch):
+    """torch's zip writer on a full disk says only ``unexpected pos N vs M``; the message
+    says what that means, in one line."""
+    from xnorbench.harness import training
+
+    def cut_short(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos "
+                           "122176 vs 122072")
+
+    monkeypatch.setattr(training.torch, "save", cut_short)
+    with pytest.raises(training.CheckpointError) as err:
+        training.save_checkpoint(tmp_path / "c.pt", {"a": 1})
+    message = str(err.value)
+    assert "unexpected pos" not in message and "MiB free" in message and "\n" not in message
+    assert not (tmp_path / "c.tmp").exists()

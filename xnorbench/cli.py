@@ -19,7 +19,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from .db import DBError, Store, is_in_memory, is_stale, missing_file, redact
+from .db import DBError, Store, is_in_memory, is_stale, missing_file, redact, shown_url
+
+SQL_INT_MAX = 2**63 - 1
+"""The largest id or count a database integer holds (SQLite's and PostgreSQL's bigint)."""
 
 
 def _paragraphs(text: str) -> str:
@@ -60,8 +63,47 @@ class SuiteGroup(TyperGroup):
         return super().get_command(ctx, name)
 
 
+class AppGroup(TyperGroup):
+    """The root command: whatever a command leaves unhandled that a user can act on is
+    one ``error:`` line and exit code 2, never a traceback or a usage box: a malformed
+    option (``--format xml``), a database locked past the busy timeout or not writable."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from sqlalchemy.exc import DBAPIError
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+        try:
+            return super().invoke(ctx)
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "xnorbench"
+            fail(f"{exc.format_message()} (see `{where} --help`)")
+        except DBAPIError as exc:
+            fail(database_problem(exc))
+
+
+def database_problem(exc: BaseException) -> str:
+    """One line for a database error a command did not expect: which database, the
+    driver's first line (never the SQL or its parameters), and what to do."""
+    msg = redact(str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else "")
+    try:
+        from .db import shown_db
+
+        where = shown_db(State.db)
+    except DBError:
+        where = "the database"
+    if "locked" in msg or "busy" in msg:
+        return (f"{where}: {msg}: another process held it longer than the busy timeout "
+                "(XNORBENCH_BUSY_TIMEOUT_S, default 60 s); try again when it is done")
+    if "readonly" in msg or "read-only" in msg:
+        return (f"{where}: {msg}: the file (or its folder) cannot be written; make it "
+                "writable (chmod, chattr -i) or use another --db")
+    return f"{where}: {msg}"
+
+
 app = typer.Typer(help=_paragraphs(__doc__ or ""), no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=AppGroup)
 run_app = typer.Typer(help="Run a declared suite and store its rows.", no_args_is_help=True,
                       cls=SuiteGroup)
 runs_app = typer.Typer(help="List runs, show one, import another db's, mark dead ones.",
@@ -107,6 +149,9 @@ def main_callback(
         help="Results database: a SQLite file path or a SQLAlchemy URL "
              "\\[default: ./xnorbench.db].")] = None,
 ) -> None:
+    if db is not None and not db.strip():
+        fail("--db is empty: give a SQLite file path or a SQLAlchemy URL (or leave it out "
+             "for ./xnorbench.db)")
     State.db = db
 
 
@@ -135,13 +180,26 @@ def _choose(value: str, choices: tuple[str, ...] | list[str], what: str) -> str:
     return value
 
 
-def _positive(value: int | float | None, what: str, allow_zero: bool = False) -> None:
+def _positive(value: int | float | None, what: str, allow_zero: bool = False,
+              maximum: float = SQL_INT_MAX) -> None:
     if value is None:
         return
     if isinstance(value, float) and not math.isfinite(value):
         fail(f"{what} must be a finite number, got {value}")
     if value < 0 or (value == 0 and not allow_zero):
         fail(f"{what} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+    if value > maximum:
+        fail(f"{what} {value:g} is too large (at most {maximum:g})")
+
+
+def _run_id(value: int | None, what: str = "run id") -> None:
+    """A run id the database can hold (a positive 64-bit integer)."""
+    if value is not None and not 1 <= value <= SQL_INT_MAX:
+        fail(f"{what} {value}: no such run (ids are positive whole numbers below 2^63)")
+
+
+MAX_MINUTES = 10 * 365 * 24 * 60
+"""The longest heartbeat age a command accepts (ten years, in minutes)."""
 
 
 def _path(path: Path | None, what: str) -> None:
@@ -216,6 +274,7 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
     from .harness.registry import InputError
 
     _path(checkpoint_dir, "--checkpoint-dir")
+    _run_id(resume, "--resume")
     if distributed.launched():
         try:
             w = distributed.setup(resolve_device(device.value))
@@ -247,7 +306,7 @@ def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads
                   seed: int | None, progress: bool, checkpoint_dir: Path | None,
                   resume: int | None, tags: list[str] | None, given: set[str] | None) -> int:
     """Rank 0 (or the only process): open the db, run the suite, report the outcome."""
-    from .db import RunLost
+    from .db import DatabaseGone, RunLost
     from .harness.environment import resolve_device
     from .harness.registry import InputError
     from .harness.runner import (
@@ -290,14 +349,13 @@ def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads
             raise typer.Exit(1) from None
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    except (RunLost, StatusNotSaved) as exc:
+    except (RunLost, StatusNotSaved, DatabaseGone) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except ValueError as exc:
         fail(str(exc))
     n = len(store.results([run_id]))
-    typer.echo(f"run {run_id} finished: {n} rows in "
-               f"{store.engine.url.render_as_string(hide_password=True)}")
+    typer.echo(f"run {run_id} finished: {n} rows in {shown_url(store.engine.url)}")
     return run_id
 
 
@@ -342,8 +400,9 @@ def _tags(tags: list[str] | None) -> list[str]:
     out = []
     for t in tags or []:
         t = t.strip()
-        if not t or len(t) > 64 or "," in t:
-            fail(f"--tag {t!r}: a tag is 1 to 64 characters without commas")
+        if not t or len(t) > 64 or "," in t or not t.isprintable():
+            fail(f"--tag {t!r}: a tag is 1 to 64 printable characters (no commas, no line "
+                 "breaks or tabs)")
         out.append(t)
     return out
 
@@ -454,7 +513,7 @@ def info_cmd(
 
     import torch
 
-    from .db import database_url
+    from .db import shown_db
     from .harness.datasets import data_dir
     from .harness.environment import cpu_info
     from .xnor.kernels import build_dir, default_build, expected_isa, kernel_isa, needs_build
@@ -462,7 +521,7 @@ def info_cmd(
     cpu, flags = cpu_info()
     kb = default_build()
     try:
-        db = redact(database_url(State.db))
+        db = shown_db(State.db)
     except DBError as exc:
         db = f"(unusable: {exc})"
     rows = [
@@ -530,6 +589,8 @@ def selection_from(store: Store, run: str | None, tag: str | None) -> Any:
     from .report.selection import Selection
 
     ids = tuple(parse_int_list(run, "--run")) if run is not None else None
+    for i in ids or ():
+        _run_id(i, "--run")
     if ids is not None:
         missing = [i for i in ids if store.run(i) is None]
         if missing:
@@ -614,6 +675,12 @@ def report(
 
     if notes is not None and not notes.is_file():
         fail(f"--notes {notes}: no such file")
+    if notes is not None:
+        try:
+            notes.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            fail(f"--notes {notes}: not a readable UTF-8 text file "
+                 f"({getattr(exc, 'reason', None) or getattr(exc, 'strerror', exc)})")
     _path(output, "--output")
     if output.is_dir() or output.suffix.lower() not in (".md", ".markdown"):
         fail(f"--output {output}: give the report's markdown file, e.g. "
@@ -625,7 +692,7 @@ def report(
     try:
         paths = write_report(store, output, selection, notes)
     except OSError as exc:
-        fail(f"cannot write {output}: {exc.strerror}")
+        fail(f"cannot write {exc.filename or output}: {exc.strerror}")
     for p in paths:
         typer.echo(f"wrote {p}")
 
@@ -642,7 +709,7 @@ def runs_list(
     """List runs, newest first; a running run without heartbeat shows as stale."""
     if ctx.invoked_subcommand is not None:
         return
-    _positive(stale_minutes, "--stale-minutes")
+    _positive(stale_minutes, "--stale-minutes", maximum=MAX_MINUTES)
     _positive(limit, "--limit")
     from rich.console import Console
     from rich.table import Table
@@ -679,6 +746,7 @@ def runs_show(
     from .report.run_view import render_run, run_record
 
     _positive(rows, "--rows", allow_zero=True)
+    _run_id(run_id)
     store = open_store()
     run = store.run(run_id)
     if run is None:
@@ -699,6 +767,7 @@ def runs_tag(
 ) -> None:
     """Tag a run (or --remove a tag); `table --tag NAME` then shows exactly such runs."""
     (name,) = _tags([name])
+    _run_id(run_id)
     store = open_store(write=True)
     if store.run(run_id) is None:
         fail(f"no run with id {run_id}")
@@ -713,7 +782,7 @@ def runs_mark_stale(
     minutes: Annotated[float, typer.Option(help="No heartbeat for this long = dead.")] = 10,
 ) -> None:
     """Mark running runs whose process died (no heartbeat) as interrupted."""
-    _positive(minutes, "--minutes")
+    _positive(minutes, "--minutes", maximum=MAX_MINUTES)
     ids = open_store().mark_stale(timedelta(minutes=minutes))
     typer.echo(f"marked {len(ids)} stale run(s) interrupted: {ids}")
 
@@ -742,11 +811,8 @@ def runs_import(
 def _same_database(a: Store, b: Store) -> bool:
     """Whether two stores are one database (a read-only SQLite URL names its file)."""
     ua, ub = a.engine.url, b.engine.url
-    if ua.get_backend_name() == ub.get_backend_name() == "sqlite":
-        def path(u: Any) -> Path:
-            name = (u.database or "").removeprefix("file:")
-            return Path(name).resolve()
-        return path(ua) == path(ub)
+    if a.path is not None and b.path is not None:
+        return a.path.resolve() == b.path.resolve()
     return ua.render_as_string(hide_password=False) == ub.render_as_string(hide_password=False)
 
 
@@ -762,14 +828,12 @@ def _schema_line(state: Any) -> str:
 def db_current() -> None:
     """Which schema revision the database is at, and whether an upgrade is waiting (the
     database is not changed)."""
-    from .db import database_url
-
     if is_in_memory(State.db):
         fail("--db: an in-memory database has no schema to show")
+    missing = missing_file(State.db)
+    if missing is not None:
+        fail(f"no database file {missing}")
     try:
-        url = database_url(State.db)
-        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-            fail(f"no database file {url.removeprefix('sqlite:///')}")
         store = Store.open(State.db, upgrade=False)
     except DBError as exc:
         fail(str(exc))

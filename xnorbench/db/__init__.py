@@ -3,6 +3,7 @@
 from .models import RUN_STATUSES, SCHEMA_VERSION, Result, Run, RunTag
 from .store import (
     DEFAULT_DB,
+    DatabaseGone,
     DBError,
     Row,
     RunLost,
@@ -13,8 +14,11 @@ from .store import (
     missing_file,
     open_engine,
     redact,
+    shown_db,
+    shown_url,
 )
 
-__all__ = ["DEFAULT_DB", "DBError", "RUN_STATUSES", "SCHEMA_VERSION", "Result", "Row", "Run",
-           "RunLost", "RunTag", "Store", "database_url", "is_in_memory", "is_stale",
-           "missing_file", "open_engine", "redact"]
+__all__ = ["DEFAULT_DB", "DBError", "DatabaseGone", "RUN_STATUSES", "SCHEMA_VERSION",
+           "Result", "Row", "Run", "RunLost", "RunTag", "Store", "database_url",
+           "is_in_memory", "is_stale", "missing_file", "open_engine", "redact", "shown_db",
+           "shown_url"]

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -23,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 
 
@@ -45,6 +46,7 @@ class Meta(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (Index("ux_runs_import_key", "import_key", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     suite: Mapped[str] = mapped_column(String(64), index=True)
@@ -58,6 +60,9 @@ class Run(Base):
     # the process that may write this run's rows now (a token it drew when it started or
     # resumed the run); a process whose token is no longer here writes nothing more
     owner: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # a run copied in by `runs import`: its identity (see store.import_key), unique, so two
+    # imports of one file at once cannot both insert it
+    import_key: Mapped[str | None] = mapped_column(String(40), nullable=True)
     # context
     git_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     git_dirty: Mapped[bool | None] = mapped_column(Boolean, nullable=True)

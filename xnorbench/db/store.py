@@ -7,19 +7,19 @@ several writer processes: WAL journal, a long busy timeout, and short transactio
 
 from __future__ import annotations
 
+import hashlib
 import os
-import re
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy import URL, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from ..paths import path_problem
 from . import faults, migrate
 from .models import RUN_STATUSES, SCHEMA_VERSION, Base, Meta, Result, Run, RunTag, utcnow
+from .urls import redact, shown_url, sqlite_path
 
 DEFAULT_DB = "xnorbench.db"
 
@@ -70,6 +71,9 @@ class Row:
 
 def database_url(db: str | None) -> str:
     """A SQLAlchemy URL from ``--db`` / ``XNORBENCH_DB``: a URL, or a SQLite file path."""
+    if db is not None and not db.strip():
+        raise DBError("--db is empty: give a SQLite file path or a SQLAlchemy URL (or leave "
+                      f"it out for ./{DEFAULT_DB})")
     db = db or os.environ.get("XNORBENCH_DB") or DEFAULT_DB
     if "://" in db:
         return db
@@ -82,12 +86,30 @@ def database_url(db: str | None) -> str:
         raise DBError(f"--db {db}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK) and not (path.exists() and os.access(path, os.W_OK)):
         raise DBError(f"--db {db}: folder {parent} is not writable")
-    return f"sqlite:///{path.resolve()}"
+    return f"sqlite:///{quote(str(path.resolve()), safe='/')}"  # '%', '#', '?' are kept
+
+
+def shown_db(db: str | None) -> str:
+    """How ``--db`` is named to the user: its file path, or its URL without secrets."""
+    return shown_url(parse_url(database_url(db), "--db"))
+
+
+def busy_timeout_s() -> float:
+    """How long a SQLite write waits for another process's lock before giving up
+    (``XNORBENCH_BUSY_TIMEOUT_S``, default 60 s)."""
+    raw = os.environ.get("XNORBENCH_BUSY_TIMEOUT_S", "60")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 86400:
+        raise DBError(f"XNORBENCH_BUSY_TIMEOUT_S={raw!r}: give seconds from 0 to 86400")
+    return value
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
@@ -123,7 +145,7 @@ def _init_schema_once(engine: Engine, upgrade: bool = True) -> None:
     with engine.begin() as conn:
         tables = set(inspect(conn).get_table_names())
         if "runs" in tables and "xnorbench_meta" not in tables:
-            raise DBError(f"{_shown(engine.url)}: has a 'runs' table but no xnorbench schema "
+            raise DBError(f"{shown_url(engine.url)}: has a 'runs' table but no xnorbench schema "
                           "version; not an xnorbench database")
         now = migrate.state(conn) if "runs" in tables else None
         if now is None or (now.version is None and now.revision is None):
@@ -132,15 +154,18 @@ def _init_schema_once(engine: Engine, upgrade: bool = True) -> None:
             Base.metadata.create_all(conn)
             _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
             _set_meta(conn, "database_id", uuid.uuid4().hex, replace=False)
+            here = file_identity(sqlite_file(engine))
+            if here is not None:
+                _set_meta(conn, "database_file", here, replace=False)
             migrate.stamp(conn, "head")
             return
         if (now.version or 0) > SCHEMA_VERSION or (
                 now.revision is not None and now.revision not in migrate.known_revisions()):
             shown = now.revision if now.version is None else now.version
-            raise DBError(f"{_shown(engine.url)}: schema version {shown} is newer than this "
+            raise DBError(f"{shown_url(engine.url)}: schema version {shown} is newer than this "
                           f"xnorbench understands ({SCHEMA_VERSION}); upgrade xnorbench")
         if now.effective is None:
-            raise DBError(f"{_shown(engine.url)}: no migration from schema version "
+            raise DBError(f"{shown_url(engine.url)}: no migration from schema version "
                           f"{now.version}")
         if not upgrade:
             return
@@ -160,22 +185,14 @@ def _check_columns(conn: Any, engine: Engine) -> None:
         have = {c["name"] for c in insp.get_columns(table.name)}
         missing = [c.name for c in table.columns if c.name not in have]
         if missing:
-            raise DBError(f"{_shown(engine.url)}: table {table.name} lacks column(s) "
+            raise DBError(f"{shown_url(engine.url)}: table {table.name} lacks column(s) "
                           f"{', '.join(missing)}; not a usable xnorbench database")
-
-
-def _shown(url: Any) -> str:
-    """How messages name a database: a SQLite file by its path, a server URL without
-    its password."""
-    if url.get_backend_name() == "sqlite" and url.database:
-        return url.database.removeprefix("file:").split("?")[0]
-    return url.render_as_string(hide_password=True)
 
 
 def _check_sqlite_file(engine: Engine) -> None:
     """Refuse a SQLite file with damaged pages (PRAGMA quick_check), naming the file."""
-    path = (engine.url.database or "").removeprefix("file:").split("?")[0]
-    if not path or path == ":memory:" or not Path(path).is_file():
+    path = sqlite_file(engine)
+    if path is None or not path.is_file():
         return
     try:
         with engine.connect() as conn:
@@ -194,13 +211,10 @@ def open_engine(db: str | None = None, upgrade: bool = True) -> Engine:
     """Open (and create or upgrade) the results database; ``DBError`` if it cannot.
     ``upgrade=False`` leaves an older schema as it is (``db current`` reports it)."""
     url = database_url(db)
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise DBError(f"--db {db!r} is not a valid database URL or path") from exc
+    parsed = parse_url(url, "--db")
     try:
         if parsed.get_backend_name() == "sqlite":
-            engine = create_engine(parsed, connect_args={"timeout": 60})
+            engine = create_engine(parsed, connect_args={"timeout": busy_timeout_s()})
             event.listen(engine, "connect", _sqlite_pragmas)
             _check_sqlite_file(engine)
         else:
@@ -210,20 +224,22 @@ def open_engine(db: str | None = None, upgrade: bool = True) -> Engine:
         raise
     except (DatabaseError, OperationalError, sqlite3.DatabaseError) as exc:
         msg = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise DBError(f"cannot use database {parsed.render_as_string(hide_password=True)}: "
-                      f"{msg}") from exc
+        raise DBError(f"cannot use database {shown_url(parsed)}: {redact(msg)}") from exc
     except Exception as exc:  # missing driver, unknown dialect, ...
-        shown = parsed.render_as_string(hide_password=True)
-        raise DBError(f"cannot open database {shown}: {redact(str(exc))}") from exc
+        raise DBError(f"cannot open database {shown_url(parsed)}: {redact(str(exc))}") \
+            from exc
     return engine
 
 
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)([^@\s]+)(@)")
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@host`` URL hidden."""
-    return _URL_PASSWORD.sub(r"\1***\3", text)
+def parse_url(url: str, what: str) -> Any:
+    """SQLAlchemy's URL object of ``url``; ``DBError`` (credentials hidden) if it is not
+    one (a bad port, an unknown shape)."""
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        named = f"{what} {redact(url)!r}".strip()
+        raise DBError(f"{named} is not a valid database URL or path ({redact(str(exc))})") \
+            from None
 
 
 def missing_file(db: str | None) -> Path | None:
@@ -231,8 +247,8 @@ def missing_file(db: str | None) -> Path | None:
     in-memory database or a file that is there): a command that only reads refuses it
     rather than creating an empty database under a mistyped name."""
     try:
-        parsed = make_url(database_url(db))
-    except (ArgumentError, DBError):
+        parsed = parse_url(database_url(db), "--db")
+    except DBError:
         return None
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
@@ -243,10 +259,38 @@ def missing_file(db: str | None) -> Path | None:
 def is_in_memory(db: str | None) -> bool:
     """Whether ``db`` names an in-memory SQLite database (which keeps nothing)."""
     try:
-        parsed = make_url(database_url(db))
-    except ArgumentError:
+        parsed = parse_url(database_url(db), "--db")
+    except DBError:
         return False
     return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+class DatabaseGone(Exception):
+    """The SQLite file this process writes to was deleted or replaced under it: what it
+    writes now goes nowhere a reader will find, so the run stops (its checkpoints kept)."""
+
+    def __init__(self, path: Path, how: str) -> None:
+        super().__init__(f"the database file {path} was {how} while this process was "
+                         "writing to it; the rows written since went with the old file")
+        self.path = path
+        self.how = how
+
+
+def sqlite_file(engine: Engine) -> Path | None:
+    """The file of a SQLite engine (None for a server or an in-memory database)."""
+    path = sqlite_path(engine.url)
+    return None if path is None else Path(path)
+
+
+def file_identity(path: Path | None) -> str | None:
+    """The inode of a database file: a copy (``cp``, a restored backup) has another one,
+    a move within one file system keeps it."""
+    if path is None:
+        return None
+    try:
+        return str(os.stat(path).st_ino)
+    except OSError:
+        return None
 
 
 class Store:
@@ -255,10 +299,39 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._owned: dict[int, str] = {}  # run id -> this process's owner token
+        self.path = sqlite_file(engine)
+        self._identity = file_identity(self.path)  # the file this store opened
+        self.folded = True  # whether the last finish folded SQLite's log into the file
+
+    def check_file(self) -> None:
+        """``DatabaseGone`` if the SQLite file this store opened is no longer at its path
+        (deleted, or replaced by another file): checked before every write of a run."""
+        if self.path is None or self._identity is None:
+            return
+        now = file_identity(self.path)
+        if now != self._identity:
+            raise DatabaseGone(self.path, "deleted" if now is None else "replaced")
 
     def database_id(self) -> str:
         """This database's identity (a random id drawn when it was created): checkpoints
-        carry it, so a run of another database never resumes from them."""
+        carry it, so a run of another database never resumes from them.
+
+        A SQLite file is bound to its inode: a copy of it (which would otherwise share the
+        id, and with it every run's checkpoint folder) draws a fresh id the first time it
+        is used, so two copies' run N never share a folder."""
+        here = file_identity(self.path)
+        if here is not None:
+            with self.engine.begin() as conn:
+                bound = conn.execute(select(Meta.value).where(
+                    Meta.key == "database_file")).scalar()
+                if bound is None:  # a file from before the binding: bind it as it is
+                    _set_meta(conn, "database_file", here)
+                elif bound != here:  # a copy: first statement writes, so one process wins
+                    done = conn.execute(Meta.__table__.update().where(
+                        Meta.key == "database_file", Meta.value == bound).values(
+                        value=here)).rowcount
+                    if done == 1:
+                        _set_meta(conn, "database_id", uuid.uuid4().hex)
         with self.engine.connect() as conn:
             value = conn.execute(select(Meta.value).where(Meta.key == "database_id")).scalar()
         return str(value or "")
@@ -282,37 +355,43 @@ class Store:
         """Another database to read from (``runs import``), opened so that nothing in it
         changes: a SQLite file read-only, no tables created, no journal mode switched.
         ``DBError`` if it is not an xnorbench database of this schema version."""
-        try:
-            parsed = make_url(database_url(db))
-        except ArgumentError as exc:
-            raise DBError(f"{db!r} is not a valid database URL or path") from exc
-        shown = parsed.render_as_string(hide_password=True)
+        parsed = parse_url(database_url(db), "")
+        shown = shown_url(parsed)
         try:
             if parsed.get_backend_name() == "sqlite":
                 path = Path(parsed.database or "")
                 if not parsed.database or not path.is_file():
                     raise DBError(f"no database file {shown}")
-                engine = create_engine(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true",
-                                       connect_args={"timeout": 60})
+                uri = URL.create("sqlite", database="file:" + quote(str(path.resolve()),
+                                                                     safe="/"),
+                                 query={"mode": "ro", "uri": "true"})
+                engine = create_engine(uri, connect_args={"timeout": busy_timeout_s()})
                 _check_sqlite_file(engine)
             else:
                 engine = create_engine(parsed, pool_pre_ping=True)
             with engine.connect() as conn:
                 if not inspect(conn).has_table(Meta.__tablename__):
                     raise DBError(f"{shown} is not an xnorbench database")
-                version = conn.execute(select(Meta.value).where(
-                    Meta.key == "schema_version")).scalar()
-                if str(version) == str(SCHEMA_VERSION):
+                now = migrate.state(conn)
+                if now.version == SCHEMA_VERSION and now.revision in (None, migrate.head()):
                     _check_columns(conn, engine)
         except DBError:
             raise
         except Exception as exc:  # not a database at all, damaged, missing driver, ...
             msg = redact(str(getattr(exc, "orig", exc)).splitlines()[0])
             raise DBError(f"cannot read {shown}: {msg}") from exc
-        if str(version) != str(SCHEMA_VERSION):
-            raise DBError(f"{shown} has schema version {version}, this xnorbench reads "
-                          f"{SCHEMA_VERSION}: open it once with `xnorbench --db ... runs` "
-                          "to upgrade it, then import")
+        newer = (now.version or 0) > SCHEMA_VERSION or (
+            now.revision is not None and now.revision not in migrate.known_revisions())
+        if newer:
+            shown_version = now.version if now.revision in (None, *migrate.known_revisions()) \
+                else f"{now.version} (Alembic revision {now.revision})"
+            raise DBError(f"{shown} has schema version {shown_version}, newer than this "
+                          f"xnorbench reads ({SCHEMA_VERSION}); import it with the newer "
+                          "xnorbench that wrote it")
+        if now.version != SCHEMA_VERSION or now.revision not in (None, migrate.head()):
+            raise DBError(f"{shown} has schema version {now.version}, this xnorbench reads "
+                          f"{SCHEMA_VERSION}: upgrade it first with `xnorbench --db ... db "
+                          "upgrade` (rows are kept), then import")
         return cls(engine)
 
     # -- writes -------------------------------------------------------------------
@@ -338,6 +417,7 @@ class Store:
         """Inside a write transaction: touch the heartbeat (and set ``values``) only if
         this store still owns the run; ``RunLost`` (and the transaction rolls back) if not.
         Runs this store never took ownership of (a tool's own writes) are not checked."""
+        self.check_file()
         token = self._owned.get(run_id)
         q = Run.__table__.update().where(Run.id == run_id).values(heartbeat_at=utcnow(),
                                                                      **values)
@@ -439,15 +519,27 @@ class Store:
         with Session(self.engine) as s, s.begin():
             self._still_mine(s, run_id, status=status, error=error, ended_at=utcnow())
         self._owned.pop(run_id, None)
-        self.checkpoint()
+        self.folded = self.fold_log()
 
-    def checkpoint(self) -> None:
-        """Fold SQLite's write-ahead log into the file, so that copying the ``.db`` alone
-        copies every committed row (best effort: a reader may hold the log)."""
-        if self.engine.url.get_backend_name() != "sqlite":
-            return
-        with suppress(Exception), self.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    def fold_log(self, wait_s: float = 1.0) -> bool:
+        """Fold SQLite's write-ahead log into the ``.db`` file, so that copying the file
+        alone copies every committed row. False if it could not within ``wait_s`` (another
+        connection holds a read transaction, or the file is not writable): the rows are
+        committed, but in the ``-wal`` file beside it until a later fold."""
+        if self.path is None:
+            return True
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
+                try:
+                    busy, log, done = conn.exec_driver_sql(
+                        "PRAGMA wal_checkpoint(TRUNCATE)").one()
+                finally:
+                    conn.exec_driver_sql(
+                        f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
+        except Exception:  # a read-only or immutable file, a full disk, ...
+            return False
+        return busy == 0 and log == done
 
     def tag(self, run_id: int, tag: str, remove: bool = False) -> bool:
         """Give run ``run_id`` the name ``tag`` (or take it away); False if nothing changed."""
@@ -491,28 +583,36 @@ class Store:
 
         A device machine returns its own database; this is how its runs join the
         project's. A run already here (same suite, start time, host and command) is
-        skipped, so importing the same file twice adds nothing.
+        skipped, so importing the same file twice adds nothing, also when two imports run
+        at once: an imported run carries its identity in ``import_key``, which is unique,
+        so of two processes inserting one run the second's transaction fails and skips it.
         """
-        have = {(r.suite, r.started_at, r.hostname, r.command and redact(r.command))
-                for r in self.runs()}
-        run_cols = [c.key for c in Run.__table__.columns if c.key not in ("id", "owner")]
+        have = {import_key(r) for r in self.runs()}
+        run_cols = [c.key for c in Run.__table__.columns
+                    if c.key not in ("id", "owner", "command", "import_key")]
         row_cols = [c.key for c in Result.__table__.columns if c.key not in ("id", "run_id")]
         mapping: dict[int, int] = {}
         for run in reversed(source.runs(suite=suite, status="finished")):  # oldest first
-            command = run.command and redact(run.command)  # no password travels
-            if (run.suite, run.started_at, run.hostname, command) in have:
+            key = import_key(run)
+            if key in have:
                 continue
             rows = source.results([run.id])
             tags = source.tags([run.id]).get(run.id, [])
-            with Session(self.engine) as s, s.begin():
-                new = Run(**{k: getattr(run, k) for k in run_cols if k != "command"},
-                          command=command)
-                s.add(new)
-                s.flush()
-                s.add_all(Result(run_id=new.id, **{k: getattr(r, k) for k in row_cols})
-                          for r in rows)
-                s.add_all(RunTag(run_id=new.id, tag=t) for t in tags)
-                mapping[run.id] = new.id
+            try:
+                with Session(self.engine) as s, s.begin():
+                    new = Run(**{k: getattr(run, k) for k in run_cols},
+                              command=run.command and redact(run.command),  # no secret
+                              import_key=key)
+                    s.add(new)
+                    s.flush()  # the unique key is checked here, before the rows
+                    s.add_all(Result(run_id=new.id, **{k: getattr(r, k) for k in row_cols})
+                              for r in rows)
+                    s.add_all(RunTag(run_id=new.id, tag=t) for t in tags)
+                    mapping[run.id] = new.id
+            except IntegrityError:
+                if key not in {import_key(r) for r in self.runs()}:
+                    raise  # not the import key: a real constraint failure
+                mapping.pop(run.id, None)  # another import inserted it first
         return mapping
 
     # -- reads --------------------------------------------------------------------
@@ -551,6 +651,14 @@ class Store:
     def count_results(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(text("SELECT COUNT(*) FROM results")).scalar_one())
+
+
+def import_key(run: Run) -> str:
+    """A run's identity across databases: its suite, start time, host and (redacted)
+    command, hashed. Two copies of one run have the same key."""
+    text_ = "|".join(str(v) for v in (run.suite, run.started_at, run.hostname,
+                                        run.command and redact(run.command)))
+    return hashlib.sha256(text_.encode()).hexdigest()[:40]
 
 
 def is_stale(run: Run, after: timedelta, now: datetime | None = None) -> bool:

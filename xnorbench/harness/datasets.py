@@ -12,8 +12,9 @@ Layouts read from a data directory (``--data-dir`` / ``XNORBENCH_DATA`` / ``./da
   count come from the data, and so do the per-channel mean and std (of the train split).
 
 A decoded ImageFolder tree is cached as a uint8 tensor file (``XNORBENCH_CACHE``,
-default ``~/.cache/xnorbench``), keyed by the files' names, sizes and times, with its
-classes and per-channel statistics, so the 60,000 JPEGs are decoded once per machine.
+default ``~/.cache/xnorbench``), keyed by the files' names, sizes, inodes and times (to
+the nanosecond), with its classes and per-channel statistics, so the 60,000 JPEGs are
+decoded once per machine.
 Gzipped IDX files are unpacked into the same cache (the data folder is never written).
 """
 
@@ -164,7 +165,8 @@ def _load_mnist_family(name: str, root: Path, download: bool
         if imgs.dim() != 3 or imgs.shape[0] != ds.targets.shape[0]:
             raise DatasetError(f"{cls} under {raw}: images and labels disagree in count")
         splits.append(Split(imgs.unsqueeze(1).contiguous(), ds.targets.long()))
-    prov = {"format": "idx", "class": cls, "files": files}
+    prov = {"format": "idx", "class": cls, "files": files,
+            "fingerprint": content_fingerprint(files)}
     return splits[0], splits[1], prov
 
 
@@ -181,15 +183,45 @@ def _load_cifar_batches(root: Path) -> tuple[Split, Split, dict[str, Any]]:
     for ds in (train, test):
         imgs = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         out.append(Split(imgs, torch.tensor(ds.targets, dtype=torch.long)))
-    return out[0], out[1], {"format": "cifar-10-batches-py",
-                            "files": [str(root / "cifar-10-batches-py")]}
+    folder = str(root / "cifar-10-batches-py")
+    return out[0], out[1], {"format": "cifar-10-batches-py", "files": [folder],
+                            "fingerprint": content_fingerprint([folder])}
 
 
 def _folder_key(files: list[tuple[str, int]]) -> str:
+    """The cache key of decoded files: each file's path, size, inode and modification
+    time to the nanosecond (a file rewritten in place, even with its old time put back
+    by hand to the second, gets a new key)."""
     h = hashlib.sha256()
     for path, _ in files:
         st = os.stat(path)
-        h.update(f"{path}|{st.st_size}|{int(st.st_mtime)}\n".encode())
+        h.update(f"{path}|{st.st_size}|{st.st_ino}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def content_fingerprint(paths: list[str]) -> str:
+    """A hash of these files' bytes (IDX files, CIFAR batches: at most a few hundred MB,
+    hashed in well under a second): what a resumed run checks it reads again."""
+    h = hashlib.sha256()
+    for path in paths:
+        p = Path(path)
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if f.is_file():
+                with open(f, "rb") as stream:
+                    h.update(f"{f.name}|".encode() + hashlib.file_digest(stream, "sha256")
+                             .digest())
+    return h.hexdigest()[:24]
+
+
+def listing_fingerprint(root: Path, samples: list[tuple[str, int]], sizes: bool = True
+                        ) -> str:
+    """A hash of an ImageFolder tree's listing: each file's path under ``root``, its
+    class and (``sizes``) its size. Cheap for 60,000 files; the labels of a tree are its
+    folder names, so a relabelled tree changes it."""
+    h = hashlib.sha256()
+    for path, label in samples:
+        size = os.stat(path).st_size if sizes else -1
+        h.update(f"{os.path.relpath(path, root)}|{label}|{size}\n".encode())
     return h.hexdigest()[:24]
 
 
@@ -247,12 +279,7 @@ class FolderData:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-
-
-def decode_image_folder(folder: Path, progress: Callable[..., Any] | None = None,
-                        rgb: bool = True) -> Split:
-    """Decode an ImageFolder tree to uint8 RGB tensors (cached by file identity)."""
-    return read_image_folder(folder, progress, rgb).split
+    fingerprint: str = ""  # of the tree's listing (see listing_fingerprint)
 
 
 def read_image_folder(folder: Path, progress: Callable[..., Any] | None = None,
@@ -267,6 +294,7 @@ def read_image_folder(folder: Path, progress: Callable[..., Any] | None = None,
         raise DatasetError(f"{folder}: not an ImageFolder tree ({exc})") from exc
     samples = found.samples
     key = _folder_key(samples)
+    listing = listing_fingerprint(folder, samples)
     cache = cache_dir() / f"imagefolder-{key}{'' if rgb else '-auto'}.pt"
     if cache.is_file():
         try:
@@ -274,9 +302,9 @@ def read_image_folder(folder: Path, progress: Callable[..., Any] | None = None,
             split = Split(data["images"], data["labels"])
             if "mean" in data:
                 return FolderData(split, list(data["classes"]), tuple(data["mean"]),
-                                  tuple(data["std"]))
+                                  tuple(data["std"]), listing)
             mean, std = channel_stats(split.images)
-            return FolderData(split, list(found.classes), mean, std)
+            return FolderData(split, list(found.classes), mean, std, listing)
         except Exception:
             cache.unlink(missing_ok=True)
     images = _decode_files([path for path, _ in samples], progress,
@@ -297,7 +325,7 @@ def read_image_folder(folder: Path, progress: Callable[..., Any] | None = None,
         tmp.replace(cache)
     except OSError:
         pass  # a read-only cache only costs a second decode
-    return FolderData(split, list(found.classes), mean, std)
+    return FolderData(split, list(found.classes), mean, std, listing)
 
 
 def _split_dirs(root: Path) -> tuple[Path, Path]:
@@ -325,7 +353,11 @@ def _list_image_folder(root: Path) -> tuple[Any, Any, dict[str, Any]]:
                            f"{test.classes[:5]}..., train/ has {train.classes[:5]}...; they "
                            "must be the same folders")
     prov = {"format": "imagefolder-files", "files": [str(train_dir), str(test_dir)],
-            "classes": train.classes}
+            "classes": train.classes,
+            "fingerprint": "|".join(
+                listing_fingerprint(d, list(zip(s.paths, s.labels.tolist(), strict=True)),
+                                    sizes=False)
+                for d, s in ((train_dir, train), (test_dir, test)))}
     return train, test, prov
 
 
@@ -344,7 +376,7 @@ def _load_image_folder(root: Path, progress: Callable[..., Any] | None
                            f"{tuple(test.split.images.shape[1:])}, train/ images "
                            f"{tuple(train.split.images.shape[1:])}")
     prov = {"format": "imagefolder", "files": [str(train_dir), str(test_dir)],
-            "classes": train.classes}
+            "classes": train.classes, "fingerprint": f"{train.fingerprint}|{test.fingerprint}"}
     return train.split, test.split, prov, train
 
 
@@ -355,13 +387,27 @@ def _load_cifar(root: Path, progress: Callable[..., Any] | None
     if batches.is_dir():
         return _load_cifar_batches(root)
     if (tree / "train").is_dir() and (tree / "test").is_dir():
-        train = decode_image_folder(tree / "train", progress)
-        test = decode_image_folder(tree / "test", progress)
-        return train, test, {"format": "imagefolder", "files": [str(tree / "train"),
-                                                                 str(tree / "test")]}
+        train = read_image_folder(tree / "train", progress)
+        test = read_image_folder(tree / "test", progress)
+        return train.split, test.split, {
+            "format": "imagefolder", "files": [str(tree / "train"), str(tree / "test")],
+            "fingerprint": f"{train.fingerprint}|{test.fingerprint}"}
     raise DatasetError(
         f"CIFAR-10 not found: looked for {batches} and {tree}/{{train,test}}/<class>/. Point "
         "--data-dir (or XNORBENCH_DATA) at the folder that contains one of them.")
+
+
+def _labels_in_range(labels: Tensor, classes: int, where: str) -> None:
+    """``DatasetError`` for a label outside 0..classes-1 (a damaged or foreign label
+    file), found before training rather than after an epoch."""
+    if len(labels) == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        bad = sorted({int(v) for v in labels[(labels < 0) | (labels >= classes)][:1000]})
+        raise DatasetError(f"{where}: labels {', '.join(map(str, bad[:5]))} are outside "
+                           f"0..{classes - 1} ({classes} classes); the label file is not "
+                           "this dataset's or is damaged")
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = False,
@@ -405,9 +451,12 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
                 raise DatasetError(f"CIFAR-10 download to {base} failed: {exc}") from exc
         train, test, prov = _load_cifar(base, progress)
         mean, std = NORMALIZATION[name]
+    for split_name, split in (("train", train), ("test", test)):
+        _labels_in_range(split.labels, num_classes, f"{prov['files'][0]} ({split_name})")
     full = {"train_full": len(train), "test_full": len(test)}
     train, test = _subset(train, limit_train), _subset(test, limit_test)
-    prov.update(full, train_size=len(train), test_size=len(test), data_dir=str(base),
+    prov.update(full, train_size=len(train), test_size=len(test),
+                data_dir=str(base.resolve()),
                 subset_seed=0, mean=list(mean), std=list(std))
     channels = train.in_channels if files and name == "imagefolder" else train.images.shape[1]
     return DataBundle(label, train, test, num_classes=num_classes, in_channels=channels,

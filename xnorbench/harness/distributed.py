@@ -68,8 +68,9 @@ def timeout() -> timedelta:
         seconds = float(raw)
     except ValueError:
         seconds = float("nan")
-    if not seconds > 0:
-        raise InputError(f"{TIMEOUT_ENV}={raw!r}: give a positive number of seconds")
+    if not 0 < seconds <= 7 * 86400:
+        raise InputError(f"{TIMEOUT_ENV}={raw!r}: give a number of seconds above 0 and up "
+                         "to 604800 (a week)")
     return timedelta(seconds=seconds)
 
 

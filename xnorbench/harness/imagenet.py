@@ -97,10 +97,13 @@ def workers() -> int:
     raw = os.environ.get("XNORBENCH_LOADER_WORKERS")
     if raw is not None:
         try:
-            return max(0, int(raw))
+            count = int(raw)
         except ValueError:
-            raise InputError(f"XNORBENCH_LOADER_WORKERS={raw!r}: give a whole number") \
-                from None
+            count = -1
+        if not 0 <= count <= 256:
+            raise InputError(f"XNORBENCH_LOADER_WORKERS={raw!r}: give a whole number of "
+                             "worker processes from 0 to 256")
+        return count
     return min(8, os.cpu_count() or 1)
 
 
@@ -122,9 +125,10 @@ class FileBatchLoader(ShardedLoader):
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self.order()
         count = workers()
+        batches = [range(start, stop) for start, stop in self.spans()]
         loader = torch.utils.data.DataLoader(
-            _Images(self.split, order, self.train), batch_size=self.batch_size,
-            shuffle=False, num_workers=count, generator=self.generator,
+            _Images(self.split, order, self.train), batch_sampler=batches,
+            num_workers=count, generator=self.generator,
             pin_memory=self.device.startswith("cuda"), persistent_workers=False)
         for x, y in loader:
             x = x.to(self.device, non_blocking=True)

@@ -69,8 +69,24 @@ class ShardedLoader:
         shuffling; for gathering predictions)."""
         return shard(torch.arange(len(self.labels)), self.world, pad=False)
 
+    def spans(self) -> list[tuple[int, int]]:
+        """(start, stop) of each batch within this process's share. When training
+        (``shuffle``), a last batch of one image is merged into the one before it:
+        BatchNorm cannot normalize a batch of one (see :attr:`merged`)."""
+        n, b = self.shard_size(), self.batch_size
+        out = [(i, min(i + b, n)) for i in range(0, n, b)]
+        if self.merged:
+            out[-2:] = [(out[-2][0], n)]
+        return out
+
+    @property
+    def merged(self) -> bool:
+        """Whether each epoch's last batch of one image trains with the batch before it."""
+        n = self.shard_size()
+        return self.shuffle and n > self.batch_size and n % self.batch_size == 1
+
     def __len__(self) -> int:
-        return (self.shard_size() + self.batch_size - 1) // self.batch_size
+        return len(self.spans())
 
     def state(self) -> dict[str, Tensor]:
         return {"device": self.generator.get_state(), "epoch": self.epoch_generator.get_state()}
@@ -113,8 +129,8 @@ class BatchLoader(ShardedLoader):
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self.order().to(self.device)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        for start, stop in self.spans():
+            idx = order[start:stop]
             x = (self.images[idx].float() - self.mean) * self.inv_std
             if self.augment:
                 x = random_crop_flip(x, 4, self.generator, self.flip)

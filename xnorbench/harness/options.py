@@ -21,6 +21,12 @@ from .registry import InputError
 MAX_THREADS = 1024
 MAX_SEED = 2**31 - 1
 """Seeds are stored in an INTEGER column on every backend (PostgreSQL's is 32-bit)."""
+MAX_INT = 2**63 - 1
+"""No whole-number option goes above what a database integer holds."""
+MAX_EPOCHS = 10_000
+"""More epochs than any recipe trains: a larger value is a typo, not a run."""
+MAX_LR = 10.0
+"""Above this learning rate no recipe here trains (the loss overflows in the first steps)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,9 @@ class Opt:
         elif self.kind == "path":
             value = str(raw)
             path_ok(value, self.flag)
+        elif self.kind == "int" and not -MAX_INT <= value <= MAX_INT:
+            raise InputError(f"{self.flag} {value}: too large for a whole number stored in "
+                             "the database")
         if self.convert is not None:
             value = self.convert(value, self.flag)
         if self.check is not None:
@@ -109,6 +118,12 @@ def int_list(text: str, flag: str, minimum: int = 1) -> list[int]:
                          f"got {text!r}") from None
     if any(v < minimum for v in values):
         raise InputError(f"{flag} values must be at least {minimum}, got {text!r}")
+    if any(v > MAX_INT for v in values):
+        raise InputError(f"{flag} {text}: a value is too large (at most {MAX_INT})")
+    if len(set(values)) != len(values):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        raise InputError(f"{flag} {text}: {', '.join(map(str, twice))} given twice; give "
+                         "each value once")
     return values
 
 
@@ -145,6 +160,19 @@ def non_negative(value: float | int | None, flag: str) -> None:
         raise InputError(f"{flag} must be a finite number, got {value}")
     if value < 0:
         raise InputError(f"{flag} must be non-negative, got {value}")
+
+
+def epochs_ok(value: int | None, flag: str = "--epochs") -> None:
+    positive(value, flag)
+    if value is not None and value > MAX_EPOCHS:
+        raise InputError(f"{flag} {value}: at most {MAX_EPOCHS}")
+
+
+def lr_ok(value: float | None, flag: str = "--lr") -> None:
+    positive(value, flag)
+    if value is not None and value > MAX_LR:
+        raise InputError(f"{flag} {value:g}: above {MAX_LR:g} no recipe trains (the loss "
+                         f"overflows within steps); give at most {MAX_LR:g}")
 
 
 def probability(value: float | None, flag: str) -> None:

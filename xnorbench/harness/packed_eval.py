@@ -51,10 +51,16 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
     """
     cpu_model = copy.deepcopy(model).float().cpu().eval()
     cpu_model = cpu_model.to(memory_format=torch.contiguous_format)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    file_bytes = save_packed(cpu_model, path)
+    from .training import CheckpointError, eval_loader, write_failure
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_bytes = save_packed(cpu_model, path)
+    except OSError as exc:  # a full disk: no half-written file stays behind
+        path.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write the packed network {path}: "
+                              f"{write_failure(exc, path)}") from None
     packed = pack_model(load_packed(path))
-    from .training import eval_loader
 
     loader = eval_loader(bundle, 256, "cpu")
     preds = predict(packed, loader, progress)

@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 
-from ..db import DBError, Row, RunLost, Store
+from ..db import DatabaseGone, DBError, Row, RunLost, Store
 from ..xnor import kernels
 from . import distributed
 from .environment import capture
+from .imagenet import workers
 from .progress import Progress
 from .registry import InputError, SuiteContext, get_suite
 
@@ -70,13 +71,15 @@ def heartbeat_seconds() -> float:
 
 @contextmanager
 def heartbeat(store: Store, run_id: int, every: float | None = None,
-              lost: threading.Event | None = None) -> Iterator[None]:
+              lost: threading.Event | None = None,
+              why: list[BaseException] | None = None) -> Iterator[None]:
     """Touch the run's heartbeat from a daemon thread while the suite works.
 
     A run whose process dies (SIGKILL, power loss) stops beating; ``xnorbench runs``
     then shows it as stale and ``runs mark-stale`` can close it. If the run is no longer
-    this process's (marked stale, resumed elsewhere), the beat sets ``lost`` and
-    interrupts the main thread, which then stops without writing.
+    this process's (marked stale, resumed elsewhere) or its database file is gone, the
+    beat sets ``lost`` (and puts the reason in ``why``) and interrupts the main thread,
+    which then stops without writing.
     """
     every = heartbeat_seconds() if every is None else every
     stop = threading.Event()
@@ -85,8 +88,10 @@ def heartbeat(store: Store, run_id: int, every: float | None = None,
         while not stop.wait(every):
             try:
                 store.heartbeat(run_id)
-            except RunLost:
+            except (RunLost, DatabaseGone) as exc:
                 if lost is not None and not stop.is_set():
+                    if why is not None:
+                        why.append(exc)
                     lost.set()
                     _thread.interrupt_main()
                 return
@@ -162,7 +167,7 @@ def finish(store: Store, run_id: int, status: str, error: str | None = None) -> 
             try:
                 store.finish_run(run_id, status, error)
                 return
-            except RunLost:
+            except (RunLost, DatabaseGone):
                 raise
             except Exception as exc:  # locked past the busy timeout, disk full, ...
                 reason = str(getattr(exc, "orig", exc)).splitlines()[0] or type(exc).__name__
@@ -186,8 +191,11 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
     """
     suite = get_suite(suite_name)
     w = distributed.world()
+    before: tuple[str, str | None] | None = None  # a resumed run's status and error
     try:
-        beat = heartbeat_seconds()  # a bad XNORBENCH_HEARTBEAT_S: refused before a run exists
+        beat = heartbeat_seconds()  # a bad setting is refused before a run exists
+        kernels.default_build()  # XNORBENCH_KERNEL_BUILD
+        workers()  # XNORBENCH_LOADER_WORKERS
         if w.active and not suite.distributed:
             raise ValueError(f"{suite_name} runs in one process; launch it without torchrun")
         if threads:
@@ -208,6 +216,7 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
                 raise ValueError(f"--resume {resume_run}: the run trained on {stored_world} "
                                  f"process(es); resume it on as many (not {w.size})")
             params = dict(run.params)
+            before = (run.status, run.error)
             root = Path(checkpoint_dir or (run.context or {}).get("checkpoint_dir")
                         or "checkpoints")
             try:
@@ -238,9 +247,11 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
     written = 0
     busy: list[str] = []  # why, per speed row measured on a busy machine
     lost = threading.Event()
+    why: list[BaseException] = []
     try:
         try:
-            with sigterm_as_interrupt(), heartbeat(store, run_id, beat, lost), ctx.progress:
+            with sigterm_as_interrupt(), heartbeat(store, run_id, beat, lost, why), \
+                    ctx.progress:
                 for row in build_rows():  # before any timer starts
                     store.add_rows(run_id, [row])
                 for row in suite.fn(ctx, params):
@@ -251,13 +262,19 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
             missing = suite.check(ctx, params) if suite.check else []
         except KeyboardInterrupt:
             if lost.is_set():
-                raise RunLost(run_id) from None
+                raise (why[0] if why else RunLost(run_id)) from None
             raise
     except RunLost:
         raise
+    except DatabaseGone as exc:
+        raise DatabaseGone(exc.path, f"{exc.how}; run {run_id} stopped, its checkpoints are "
+                           f"kept in {ctx.run_dir}") from None
     except InputError as exc:
         if written == 0 and resume_run is None:
             store.delete_run(run_id)
+            raise RunRejected(exc) from None
+        if written == 0 and before is not None:  # a resume refused: the run as it was
+            finish(store, run_id, *before)
             raise RunRejected(exc) from None
         finish(store, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise RunFailed(run_id, exc) from exc
@@ -278,6 +295,12 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
         raise RunFailed(run_id, exc)
     finish(store, run_id, "finished")
     ctx.discard_checkpoints()
+    if not store.folded:
+        path = store.path
+        print(f"note: run {run_id}'s rows are committed, but still in {path}-wal beside the "
+              f"database (another connection holds it open, or the file is not writable): "
+              f"copying {path} alone would miss them; copy it with "
+              f"`sqlite3 {path} \".backup copy.db\"`", file=sys.stderr, flush=True)
     return run_id
 
 

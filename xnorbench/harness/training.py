@@ -99,8 +99,24 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         tmp.replace(path)
     except (OSError, RuntimeError) as exc:
         tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-        raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
+        raise CheckpointError(f"cannot write checkpoint {path}: {write_failure(exc, path)}") \
+            from None
+
+
+def write_failure(exc: BaseException, path: Path) -> str:
+    """Why a file write failed, in words: the OS's reason, or (torch's zip writer only
+    says ``unexpected pos N vs M``) how much room its file system has left."""
+    reason = getattr(exc, "strerror", None)
+    if reason:
+        return str(reason)
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return "the write was cut short (is the disk full?)"
+    return (f"the write was cut short with {free / 2**20:.1f} MiB free on its file system "
+            "(is the disk full?)")
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -317,6 +333,10 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, recipe)
     train_loader, test_loader = make_loaders(bundle, recipe, device, w)
+    if train_loader.shard_size() < 2:
+        raise InputError(f"{len(bundle.train)} training image(s) give each of {w.size} "
+                         f"process(es) {train_loader.shard_size()}: BatchNorm needs at least "
+                         "2 images per batch; train on more images (--limit-train)")
     sched = make_scheduler(opt, recipe, len(train_loader))
     bin_op = make_xnor_step(model, variant, recipe)
     start_epoch = 0
@@ -350,6 +370,8 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
               "train_size": len(bundle.train), "test_size": len(bundle.test),
               "subset": (len(bundle.train), len(bundle.test)) != full,
               "device": device, **(extra or {})}
+    if train_loader.merged:  # said in every row of the training, so no table hides it
+        params["last_batch"] = "1 image merged into the previous batch (BatchNorm)"
     if w.active:
         params.update(w.describe())
     name = f"{label or variant} seed {recipe.seed}"

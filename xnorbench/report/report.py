@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..db import Run, Store
+from ..db import Run, Store, shown_url
 from .plots import plot_sweeps
 from .selection import Cell, Selection, accuracy_pairs, shown_cells
 from .tables import (
@@ -257,7 +257,7 @@ def database_name(store: Store) -> str:
     url = store.engine.url
     if url.get_backend_name() == "sqlite" and url.database:
         return Path(url.database).name
-    return url.render_as_string(hide_password=True)
+    return shown_url(url)
 
 
 def write_report(store: Store, output: Path, selection: Selection = Selection(),

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..db import Row
 from ..harness import options as o
-from ..harness.datasets import DATASETS, DataBundle, load_dataset
+from ..harness.datasets import DATASETS, DataBundle, DatasetError, data_dir, load_dataset
 from ..harness.distributed import broadcast
 from ..harness.options import Opt
 from ..harness.recipes import (
@@ -111,11 +111,11 @@ def training_options(choice: Opt) -> tuple[Opt, ...]:
                     "paper's ImageNet ResNet-18: 224x224 crops read from an imagefolder "
                     "tree of any image sizes, top-5 beside top-1).", choices=tuple(MODELS)),
         choice,
-        _recipe_opt("epochs", "int", "Training epochs.", check=o.positive),
+        _recipe_opt("epochs", "int", "Training epochs.", check=o.epochs_ok),
         _recipe_opt("batch_size", "int", "Training batch size.", check=o.positive),
         _recipe_opt("optimizer", "str", "sgd or adam.", choices=OPTIMIZERS),
         Opt("lr", "float", None, "Learning rate \\[default: 0.1 for sgd, 1e-3 for adam, or "
-            "the recipe's].", check=o.positive, panel=RECIPE_PANEL, show_default=False),
+            "the recipe's].", check=o.lr_ok, panel=RECIPE_PANEL, show_default=False),
         _recipe_opt("momentum", "float", "SGD momentum.", check=o.non_negative),
         _recipe_opt("nesterov", "bool", "Nesterov momentum (sgd).",
                     "--nesterov/--no-nesterov"),
@@ -167,10 +167,8 @@ def training_options(choice: Opt) -> tuple[Opt, ...]:
 
 
 def _seeds_ok(values: list[int], flag: str) -> None:
-    for v in values:
+    for v in values:  # each once: the list parser refuses a value given twice
         o.seed_ok(v, flag)
-    if len(set(values)) != len(values):
-        raise InputError(f"{flag} {','.join(map(str, values))}: each seed once")
 
 
 DEVICE_OPT = Opt("device", "device", "auto", "Where to compute: auto picks cuda if present.",
@@ -205,10 +203,14 @@ def prepare_training(given: dict[str, Any]) -> dict[str, Any]:
     for limit in ("limit_train", "limit_test"):
         if p[limit] == 0:
             p[limit] = None
+    if p["limit_train"] == 1:
+        raise InputError("--limit-train 1: BatchNorm needs at least 2 images per batch; "
+                         "give 2 or more (or 0 for the whole split)")
     if p["schedule"] == "step" and not p["milestones"]:
         raise InputError("--schedule step needs --milestones (e.g. 15,30,45)")
     p.update(seeds=list(p["seeds"]), milestones=list(p["milestones"]),
-             data_dir=given.get("data_dir"), download=bool(given.get("download")))
+             data_dir=str(data_dir(given.get("data_dir")).resolve()),
+             download=bool(given.get("download")))
     for key in ("variant", "rules"):
         if key in given:
             p[key] = given[key]
@@ -241,11 +243,25 @@ def begin(ctx: SuiteContext, p: dict[str, Any]
     if not ctx.resume:
         return bundle, set(), [data_row]
     have = ctx.store.results([ctx.run_id], metric="dataset_size")
+    for stored in have:
+        same_data(ctx.run_id, stored.params or {}, bundle.provenance)
     done = {(r.variant, r.seed) for r in ctx.store.results([ctx.run_id],
                                                              metric="best_test_accuracy")
             if r.variant}
     done = broadcast(done)  # rank 0 reads the database; the other processes follow it
     return bundle, done, [] if have else [data_row]
+
+
+def same_data(run_id: int, stored: dict[str, Any], now: dict[str, Any]) -> None:
+    """``DatasetError`` if the data a resumed run would read is not what it started on
+    (other files at the stored path, or other sizes): one line that says where it looked."""
+    keys = ("fingerprint", "train_size", "test_size", "train_full", "test_full")
+    differs = [k for k in keys if k in stored and stored[k] != now.get(k)]
+    if differs:
+        raise DatasetError(
+            f"--resume {run_id}: the data at {now.get('data_dir')} is not what run {run_id} "
+            f"started on ({', '.join(differs)} differ; it read {stored.get('data_dir')}); "
+            "point --data-dir or XNORBENCH_DATA at that data, or start a new run")
 
 
 def key_for(recipe: Recipe, p: dict[str, Any], bundle: DataBundle) -> str:

@@ -56,7 +56,10 @@ def _choose_build(portable: bool | None, build: str | None) -> str:
         return "portable" if portable else "native"
     env = os.environ.get("XNORBENCH_KERNEL_BUILD", "")
     if env:
-        return _choose_build(None, env)
+        if env not in BUILDS:
+            raise ValueError(f"XNORBENCH_KERNEL_BUILD={env!r}: unknown kernel build; choose "
+                             f"{', '.join(BUILDS)}")
+        return env
     return "portable" if os.environ.get("XNORBENCH_PORTABLE", "") not in ("", "0") else "native"
 
 

@@ -1,0 +1,69 @@
+"""How a database URL is shown: never with a credential in it.
+
+A SQLAlchemy URL can carry a secret in three places: the password of ``user:pw@host``,
+query items such as ``?password=`` / ``sslpassword=`` / ``passfile=``, and (when a
+password holds an unencoded ``@``) a tail that SQLAlchemy's parser takes for the host.
+Everything the tool prints, stores or copies from another database goes through
+:func:`redact` (free text, e.g. a stored command line) or :func:`shown_url` (one URL).
+Redaction errs on the side of hiding too much.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import unquote
+
+from sqlalchemy.engine import URL
+
+_URL = re.compile(r"\b[a-zA-Z][\w+.-]*://[^\s'\"]*")
+"""A URL inside free text: a scheme, then everything up to a space or a quote."""
+
+_SECRET_QUERY = re.compile(
+    r"([?&;](?:[\w.-]*(?:password|passwd|pwd|passfile|secret|token)[\w.-]*)=)[^&;\s'\"]*",
+    re.IGNORECASE)
+"""A query item whose name says it holds a credential (``password=``, ``sslpassword=``,
+``passfile=``, ``api_token=``...): its value is hidden."""
+
+HIDDEN = "***"
+
+
+def _redact_one(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    if "@" in rest:
+        # the credentials end at the *last* '@': a password may hold an unencoded '@'
+        # (SQLAlchemy splits at the first one and shows the rest as the host)
+        cred, _, tail = rest.rpartition("@")
+        user, colon, _secret = cred.partition(":")
+        rest = f"{user}{colon and ':' + HIDDEN}@{tail}"
+    return f"{scheme}://{_SECRET_QUERY.sub(lambda m: m[1] + HIDDEN, rest)}"
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential of every URL in it hidden (password, and query
+    items that carry one)."""
+    return _URL.sub(lambda m: _redact_one(m[0]), text)
+
+
+def shown_url(url: URL | str | Any) -> str:
+    """How messages, tables and reports name a database: a SQLite file by its plain path
+    (not URL-encoded), a server URL with every credential hidden."""
+    if isinstance(url, str):
+        return redact(url)
+    path = sqlite_path(url)
+    if path is not None:
+        return path
+    return redact(url.render_as_string(hide_password=False))
+
+
+def sqlite_path(url: URL) -> str | None:
+    """The file a SQLite URL opens (None for a server, or an in-memory database); a
+    ``file:`` URI (``?uri=true``, how an import source is opened read-only) is decoded."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    name = url.database
+    if name.startswith("file:"):
+        name = name.removeprefix("file:").split("?")[0]
+        if url.query.get("uri") == "true":
+            name = unquote(name)
+    return name
