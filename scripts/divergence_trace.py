@@ -19,7 +19,8 @@ import torch
 
 from xnorbench.harness.datasets import load_dataset
 from xnorbench.harness.recipes import recipe_from, resolve
-from xnorbench.harness.training import make_loaders, make_optimizer, make_scheduler, train_step
+from xnorbench.harness.split_loaders import make_loaders
+from xnorbench.harness.training import make_optimizer, make_scheduler, train_step
 from xnorbench.xnor import BinOp, binary_layers, models
 
 

@@ -1,4 +1,4 @@
-"""The checks of GRADIENT.md: autograd identity, finite differences, rule relations."""
+"""The checks of docs/GRADIENT.md: autograd identity, finite differences, rule relations."""
 
 import pytest
 import torch
@@ -174,3 +174,27 @@ def test_binop_workflow_clamps_and_centres():
     bin_op.restore()
     for m, p in zip(bin_op.target_layers, bin_op.saved_params):
         assert torch.equal(m.weight.data, p)
+
+
+def test_the_cpp_rules_are_the_python_rules_by_name():
+    """The C++ operators take a rule's code; Python's GradRule and the C++ enum map every
+    name to the same code (reordering either side alone fails here), and C++ refuses a
+    name it does not know."""
+    from xnorbench.xnor.binarize import GradRule
+    from xnorbench.xnor.kernels import train_ops
+
+    ops = train_ops()
+    assert {r.value: ops.grad_rule_code(r.value) for r in GradRule} == \
+        {r.value: r.code for r in GradRule}
+    with pytest.raises(RuntimeError, match="unknown gradient rule"):
+        ops.grad_rule_code("bogus")
+
+
+def test_fused_xnor_reads_each_layers_rule_and_never_rewrites_it():
+    from xnorbench.xnor import FusedXNOR
+
+    model = torch.nn.Sequential(XNORConv2d(3, 4, 3, grad_rule="paper"), torch.nn.Flatten())
+    assert FusedXNOR(model).grad_rule == "paper"
+    with pytest.raises(ValueError, match="use paper, not corrected"):
+        FusedXNOR(model, "corrected")
+    assert model[0].grad_rule == "paper"

@@ -257,6 +257,33 @@ def test_schema_v1_file_upgraded_with_recipe_keys(tmp_path: Path):
     check_v1_upgraded(str(tmp_path / "v1.db"))
 
 
+def test_the_migrations_frozen_recipe_key_equals_the_live_one():
+    """Revision 0002 carries its own copy of the v1 recipe key (no import of the live
+    recipe code); today both give the same key for every kind of v1 training row."""
+    import importlib.util
+
+    from xnorbench.db.migrate import MIGRATIONS_DIR
+    from xnorbench.harness.recipes import Recipe, recipe_key
+
+    path = MIGRATIONS_DIR / "versions" / "0002_seeds_recipe_keys_tags.py"
+    spec = importlib.util.spec_from_file_location("rev0002", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for params, dataset in (
+            ({"epochs": 2, "batch_size": 16, "lr": 0.1, "train_size": 96, "test_size": 48},
+             "mnist"),
+            ({"epochs": 5, "optimizer": "adam", "amp": True, "train_size": 9,
+              "test_size": 3}, "cifar10"),
+            ({"epochs": 1, "weight_decay": 0.0}, "mnist")):
+        known = {k: params[k] for k in ("epochs", "batch_size", "optimizer", "lr",
+                                        "weight_decay", "amp") if k in params}
+        live = recipe_key(Recipe(**known), dataset=dataset, model="lenet5",
+                          train_size=params.get("train_size", 0),
+                          test_size=params.get("test_size", 0))
+        assert module.legacy_recipe_key(params, dataset, "lenet5") == live, params
+    assert module.legacy_recipe_key({"x": 1}, "mnist", "lenet5") is None
+
+
 def test_db_without_migration_path_refused(tmp_path: Path):
     from sqlalchemy import text
 

@@ -45,7 +45,7 @@ def test_full_disk_while_checkpointing_leaves_no_tmp_and_the_old_checkpoint(
     previous checkpoint, and says which file and why in one line."""
     import errno
 
-    from xnorbench.harness import training
+    from xnorbench.harness import checkpoints, training
     from xnorbench.harness.datasets import load_dataset
     from xnorbench.harness.recipes import Recipe
 
@@ -63,8 +63,8 @@ def test_full_disk_while_checkpointing_leaves_no_tmp_and_the_old_checkpoint(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *a, **k)
 
-    monkeypatch.setattr(training.torch, "save", failing_save)
-    with pytest.raises(training.CheckpointError) as err:
+    monkeypatch.setattr(checkpoints.torch, "save", failing_save)
+    with pytest.raises(checkpoints.CheckpointError) as err:
         list(training.train(bundle, "lenet5", "xnor", recipe, checkpoint=ckpt))
     assert str(ckpt) in str(err.value) and "No space left" in str(err.value)
     assert "\n" not in str(err.value)
@@ -75,15 +75,15 @@ def test_full_disk_while_checkpointing_leaves_no_tmp_and_the_old_checkpoint(
 def test_a_write_torch_cuts_short_says_how_much_room_is_left(tmp_path, monkeypatch):
     """torch's zip writer on a full disk says only ``unexpected pos N vs M``; the message
     says what that means, in one line."""
-    from xnorbench.harness import training
+    from xnorbench.harness import checkpoints
 
     def cut_short(obj, f, *a, **k):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos "
                            "122176 vs 122072")
 
-    monkeypatch.setattr(training.torch, "save", cut_short)
-    with pytest.raises(training.CheckpointError) as err:
-        training.save_checkpoint(tmp_path / "c.pt", {"a": 1})
+    monkeypatch.setattr(checkpoints.torch, "save", cut_short)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.save_checkpoint(tmp_path / "c.pt", {"a": 1})
     message = str(err.value)
     assert "unexpected pos" not in message and "MiB free" in message and "\n" not in message
     assert not (tmp_path / "c.tmp").exists()

@@ -337,9 +337,10 @@ def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads
     except (RunRejected, InputError) as exc:
         fail(str(exc))
     except RunFailed as exc:
+        from .harness.checkpoints import CheckpointError
         from .harness.datasets import DatasetError
         from .harness.runner import IncompleteRun
-        from .harness.training import CheckpointError, NonFiniteLoss
+        from .harness.training import NonFiniteLoss
 
         if isinstance(exc.error, (DatasetError, NonFiniteLoss, CheckpointError)):
             typer.echo(f"error: {exc.error} (run {exc.run_id} marked failed)", err=True)

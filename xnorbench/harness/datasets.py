@@ -24,7 +24,7 @@ import hashlib
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..paths import path_problem
 from .registry import InputError
+from .splits import DataBundle, Split
 
 DATASETS = ("mnist", "fashion-mnist", "kmnist", "cifar10", "imagefolder")
 NORMALIZATION = {
@@ -52,34 +53,6 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 
 class DatasetError(InputError):
     """The dataset is missing or unreadable; the message says where we looked and why."""
-
-
-@dataclass
-class Split:
-    images: Tensor   # uint8 [N, C, H, W]
-    labels: Tensor   # int64 [N]
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
-@dataclass
-class DataBundle:
-    name: str
-    train: Split
-    test: Split
-    num_classes: int
-    in_channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(height, width) of every image (the crop size of a file-based split)."""
-        if hasattr(self.train, "image_size"):
-            return tuple(self.train.image_size)  # type: ignore[return-value]
-        return int(self.train.images.shape[2]), int(self.train.images.shape[3])
 
 
 def data_dir(path: str | os.PathLike | None) -> Path:

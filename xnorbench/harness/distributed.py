@@ -112,19 +112,14 @@ def leave_together() -> bool:
 
 
 def shutdown() -> None:
-    """Leave the process group, then give gloo's worker threads the time to finish.
+    """Leave the process group, then give gloo's worker threads time to finish.
 
-    A gloo worker thread frees a finished collective's work object after the caller has
-    moved on; when that work holds tensors Python created (``gather_object`` and
-    ``broadcast_object_list`` make them), freeing them takes the GIL. The group outlives
-    ``destroy_process_group`` once DDP has wrapped a model (DDP keeps references to it),
-    so its threads are not joined there, and a thread still waiting for the GIL when the
-    interpreter finalizes is ended mid-destructor: "terminate called without an active
-    exception", SIGABRT, after a run that had finished (gdb: ``~AsyncGatherWork`` ->
-    ``decref_pyobject`` -> ``take_gil`` -> ``pthread_exit``). Sleeping hands the GIL to
-    such a thread. Two spawned gloo processes doing a DDP step and a gather_object on
-    2 vCPUs: 8 of 60 aborted without, 0 of 60 with a 50 ms sleep; this 0.1 s passed
-    90 of 90 rounds of test_processes_exit_cleanly_after_a_ddp_run beside two CPU hogs."""
+    Once DDP has wrapped a model the process group outlives ``destroy_process_group``,
+    so its worker threads are not joined there; a thread still freeing a finished
+    collective's Python-made tensors needs the GIL, and if the interpreter finalizes
+    first the process aborts ("terminate called without an active exception") after a
+    run that had finished. A short sleep hands such a thread the GIL (the sleep's length
+    and the test that guards it: ``test_processes_exit_cleanly_after_a_ddp_run``)."""
     global _world, _announced
     if _world.active and dist.is_initialized():
         dist.destroy_process_group()

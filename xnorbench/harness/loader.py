@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from .datasets import Split
 from .distributed import World, shard
+from .splits import Split
 
 
 def random_crop_flip(x: Tensor, pad: int, generator: torch.Generator, flip: bool = True

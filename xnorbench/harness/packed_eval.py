@@ -51,7 +51,8 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
     """
     cpu_model = copy.deepcopy(model).float().cpu().eval()
     cpu_model = cpu_model.to(memory_format=torch.contiguous_format)
-    from .training import CheckpointError, eval_loader, write_failure
+    from .checkpoints import CheckpointError, write_failure
+    from .split_loaders import eval_loader
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

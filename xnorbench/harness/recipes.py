@@ -127,23 +127,6 @@ def recipe_key(recipe: Recipe, *, dataset: str, model: str, train_size: int,
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def legacy_recipe_key(params: dict[str, Any], dataset: str | None,
-                      model: str | None) -> str | None:
-    """The key of a training row stored before recipes had keys (schema version 1).
-
-    Those runs fixed momentum 0.9 with Nesterov, weight decay on conv/linear weights, a
-    cosine schedule and crop+flip on CIFAR-10; the rest is in the row's params. None for
-    a row that is not a training row.
-    """
-    if "epochs" not in params or dataset is None or model is None:
-        return None
-    known = {k: params[k] for k in ("epochs", "batch_size", "optimizer", "lr",
-                                    "weight_decay", "amp") if k in params}
-    return recipe_key(Recipe(**known), dataset=dataset, model=model,
-                      train_size=params.get("train_size", 0),
-                      test_size=params.get("test_size", 0))
-
-
 @dataclass(frozen=True)
 class Preset:
     """A named recipe: values for the training options, and where they come from."""

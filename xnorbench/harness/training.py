@@ -26,13 +26,15 @@ from torch import nn
 
 from ..db import Row
 from ..xnor import BinOp, FusedXNOR, models
+from .checkpoints import load_checkpoint, save_checkpoint
 from .datasets import DataBundle
-from .distributed import SINGLE, World, all_sum, gather_to_main, local_batch, world
-from .imagenet import FileBatchLoader, FileSplit
+from .distributed import World, all_sum, gather_to_main, world
+from .imagenet import FileSplit
 from .loader import BatchLoader
 from .progress import Progress
 from .recipes import OPTIMIZERS, Recipe
 from .registry import InputError
+from .split_loaders import make_loaders
 
 __all__ = ["OPTIMIZERS", "NonFiniteLoss", "Recipe", "evaluate", "make_optimizer",
            "make_scheduler", "measure_step_seconds", "train", "train_step"]
@@ -61,62 +63,6 @@ def make_xnor_step(model: nn.Module, variant: str, recipe: Recipe) -> XNORStep |
     if recipe.xnor_path == "fused":
         return FusedXNOR(model, recipe.grad_rule)
     raise ValueError(f"unknown XNOR training path {recipe.xnor_path!r}; choose fused or binop")
-
-
-class CheckpointError(OSError):
-    """A checkpoint could not be written or used; the message names the file and why."""
-
-
-def load_checkpoint(path: Path, device: str, binding: dict[str, Any]) -> dict[str, Any]:
-    """The state in ``path``, if it was written for exactly ``binding`` (this database,
-    run, recipe key, variant and seed); else ``CheckpointError`` naming the file and the
-    first field that differs. A checkpoint of another database's run with the same id, or
-    of other options, is never trained on."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:  # truncated, empty, not a checkpoint
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
-    have = state.get("binding") if isinstance(state, dict) else None
-    if not isinstance(have, dict):
-        raise CheckpointError(f"checkpoint {path} records no run it belongs to (written by an "
-                              "older xnorbench); remove it to train this run from scratch")
-    for key, want in binding.items():
-        if have.get(key) != want:
-            raise CheckpointError(
-                f"checkpoint {path} belongs to {key} {have.get(key)!r}, not this run's "
-                f"{want!r}; remove it (or give the right --checkpoint-dir) to resume")
-    return state
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a ``.tmp`` beside it, then a rename. On any
-    failure (a full disk, say) the partial ``.tmp`` is removed and the previous checkpoint
-    stays as it was."""
-    tmp = path.with_suffix(".tmp")
-    try:
-        torch.save(state, tmp)
-        tmp.replace(path)
-    except (OSError, RuntimeError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write checkpoint {path}: {write_failure(exc, path)}") \
-            from None
-
-
-def write_failure(exc: BaseException, path: Path) -> str:
-    """Why a file write failed, in words: the OS's reason, or (torch's zip writer only
-    says ``unexpected pos N vs M``) how much room its file system has left."""
-    reason = getattr(exc, "strerror", None)
-    if reason:
-        return str(reason)
-    import shutil
-
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        return "the write was cut short (is the disk full?)"
-    return (f"the write was cut short with {free / 2**20:.1f} MiB free on its file system "
-            "(is the disk full?)")
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -248,37 +194,6 @@ def _autocast(device: str, amp: bool) -> Any:
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def make_loaders(bundle: DataBundle, recipe: Recipe, device: str, w: World | None = None
-                 ) -> tuple[Any, Any]:
-    """(train, test) loaders of ``bundle`` as the recipe says (augmentation, batch, seed);
-    with several processes each gets its share, the recipe's batch being the global one.
-    A file-based split (the ImageNet path) gets loaders that decode and crop per batch."""
-    w = w or SINGLE
-    batch = local_batch(recipe.batch_size, w)
-    if isinstance(bundle.train, FileSplit):
-        return (FileBatchLoader(bundle.train, batch, device=device,
-                                train=recipe.augment != "none", seed=recipe.seed,
-                                channels_last=recipe.channels_last, world=w),
-                eval_loader(bundle, max(batch, 64), device, recipe.channels_last, w))
-    train_loader = BatchLoader(bundle.train, batch, mean=bundle.mean,
-                               std=bundle.std, device=device, shuffle=True,
-                               augment=recipe.augmentation(bundle.name) != "none",
-                               flip=recipe.augmentation(bundle.name) == "crop-flip",
-                               seed=recipe.seed, channels_last=recipe.channels_last, world=w)
-    return train_loader, eval_loader(bundle, max(batch, 256), device, recipe.channels_last, w)
-
-
-def eval_loader(bundle: DataBundle, batch: int, device: str, channels_last: bool = False,
-                w: World | None = None) -> Any:
-    """The test split in order (each process its share): decoded tensors, or files
-    resized and center-cropped on the ImageNet path."""
-    if isinstance(bundle.test, FileSplit):
-        return FileBatchLoader(bundle.test, batch, device=device, train=False,
-                               channels_last=channels_last, world=w)
-    return BatchLoader(bundle.test, batch, mean=bundle.mean, std=bundle.std, device=device,
-                       channels_last=channels_last, world=w)
 
 
 def distribute(net: nn.Module, recipe: Recipe, device: str, w: World) -> nn.Module:

@@ -1,7 +1,7 @@
 """Binarization primitives: sign with sign(0)=+1, BinActive, and the scaled sign.
 
 The scaled sign ``alpha * sign(W)`` (alpha = mean |W| per output filter) carries three
-selectable weight-gradient rules (see GRADIENT.md in the project's shared docs):
+selectable weight-gradient rules (derived in docs/GRADIENT.md):
 
 * ``"corrected"`` (default) -- the exact chain rule through alpha with a
   straight-through estimator for sign:
@@ -13,13 +13,29 @@ selectable weight-gradient rules (see GRADIENT.md in the project's shared docs):
 
 from __future__ import annotations
 
-from typing import Literal
+from enum import Enum
 
 import torch
 from torch import Tensor
 
-GradRule = Literal["corrected", "paper", "reference"]
-GRAD_RULES: tuple[str, ...] = ("corrected", "paper", "reference")
+
+class GradRule(str, Enum):
+    """The weight-gradient rules, by name (what the command line, params and rows say)
+    and by code (what the C++ operators take). The C++ side has the same enum
+    (``csrc/train_ops.cpp``); a test checks every name maps to the same code there, so
+    the rule is passed by name and never by a tuple position."""
+
+    corrected = "corrected"
+    paper = "paper"
+    reference = "reference"
+
+    @property
+    def code(self) -> int:
+        return _CODES[self]
+
+
+_CODES = {GradRule.corrected: 0, GradRule.paper: 1, GradRule.reference: 2}
+GRAD_RULES: tuple[str, ...] = tuple(r.value for r in GradRule)
 
 
 def sign(x: Tensor) -> Tensor:

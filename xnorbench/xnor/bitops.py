@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import compiled
-from .binarize import GRAD_RULES, filter_alpha, sign
+from .binarize import GradRule, filter_alpha, sign
 from .binarize import scaled_sign_grad as scaled_sign_grad_reference
 from .kernels import train_ops
 
@@ -148,7 +148,7 @@ def binarize_weight(weight: Tensor) -> Tensor:
 def weight_grad_(grad_wt: Tensor, weight: Tensor, rule: str) -> Tensor:
     """:func:`weight_grad` written into ``grad_wt`` (a gradient the caller owns)."""
     if _native(weight, grad_wt) and grad_wt.is_contiguous() and weight.is_contiguous():
-        train_ops().scaled_sign_grad_(grad_wt, weight, GRAD_RULES.index(rule))
+        train_ops().scaled_sign_grad_(grad_wt, weight, GradRule(rule).code)
         return grad_wt
     return grad_wt.copy_(weight_grad(weight, grad_wt, rule))
 
@@ -171,7 +171,7 @@ def alphas(weight: Tensor) -> Tensor:
 def weight_grad(weight: Tensor, grad_wt: Tensor, rule: str) -> Tensor:
     """dC/dW from dC/dWt by ``rule``: :func:`binarize.scaled_sign_grad`, in one pass."""
     if _native(weight, grad_wt):
-        return train_ops().scaled_sign_grad(weight, grad_wt, GRAD_RULES.index(rule))
+        return train_ops().scaled_sign_grad(weight, grad_wt, GradRule(rule).code)
     return scaled_sign_grad_reference(weight, grad_wt, rule)
 
 

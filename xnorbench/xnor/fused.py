@@ -27,15 +27,21 @@ XNOR_PATHS = ("fused", "binop")
 
 
 class FusedXNOR:
-    """Per-step latent-weight preparation for a model whose XNOR layers binarize themselves."""
+    """Per-step latent-weight preparation for a model whose XNOR layers binarize themselves.
 
-    def __init__(self, model: nn.Module, grad_rule: str = "corrected") -> None:
-        self.grad_rule = check_grad_rule(grad_rule)
+    Each layer's gradient rule is its own (set when the model was built); ``grad_rule``,
+    if given, only checks that every layer carries it, so the rule is set in one place."""
+
+    def __init__(self, model: nn.Module, grad_rule: str | None = None) -> None:
         self.target_layers = [m for _, m in binary_layers(model)]
         if not self.target_layers:
             raise ValueError("FusedXNOR: the model has no XNORConv2d/XNORLinear layer")
+        rules = {layer.grad_rule for layer in self.target_layers}
+        if grad_rule is not None and rules != {check_grad_rule(grad_rule)}:
+            raise ValueError(f"FusedXNOR: the model's layers use {', '.join(sorted(rules))}, "
+                             f"not {grad_rule}; build the model with grad_rule={grad_rule!r}")
+        self.grad_rule = rules.pop() if len(rules) == 1 else "mixed"
         for layer in self.target_layers:
-            layer.grad_rule = self.grad_rule
             layer.weight_is_binarized = False
 
     def binarization(self) -> None:

@@ -225,20 +225,33 @@ torch::Tensor binarize_weight(const torch::Tensor& w) {
   return out;
 }
 
+// The weight-gradient rules, by code. Python's xnor.binarize.GradRule mirrors this enum
+// (name -> code); tests/test_gradient.py checks the two against each other through
+// grad_rule_code, so neither side can reorder or renumber alone.
+enum class GradRule : int64_t { corrected = 0, paper = 1, reference = 2 };
+constexpr const char* kGradRuleNames[] = {"corrected", "paper", "reference"};
+
+int64_t grad_rule_code(c10::string_view name) {
+  for (int64_t code = 0; code < 3; ++code)
+    if (name == kGradRuleNames[code]) return code;
+  TORCH_CHECK(false, "unknown gradient rule '", std::string(name), "'");
+}
+
 // dC/dW_i = (1/n) s_i sum_j g_j s_j + g_i alpha 1[|W_i| <= 1]            (corrected)
 //         = g_i (1/n + alpha 1[|W_i| <= 1])                                  (paper)
 //         = corrected * (1 - 1/C_in) * n                                     (reference)
 // Writes into `out` (which may be `g` itself: each filter is read whole before written).
 void scaled_sign_grad_into(const torch::Tensor& w, const torch::Tensor& g, int64_t rule,
                            torch::Tensor& out) {
-  TORCH_CHECK(rule >= 0 && rule <= 2, "scaled_sign_grad: rule must be 0, 1 or 2");
+  TORCH_CHECK(rule >= 0 && rule <= 2, "scaled_sign_grad: rule must be a GradRule code");
+  const auto which = static_cast<GradRule>(rule);
   TORCH_CHECK(w.sizes() == g.sizes(), "scaled_sign_grad: weight and grad differ in shape");
   TORCH_CHECK(w.is_contiguous() && g.is_contiguous() && out.is_contiguous(),
               "scaled_sign_grad: expected contiguous tensors");
   const float* pw = dense_f32(w, "scaled_sign_grad");
   const float* pg = dense_f32(g, "scaled_sign_grad");
   const int64_t nf = w.size(0), per = w.numel() / nf;
-  const double ref_scale = rule == 2 ? (1.0 - 1.0 / w.size(1)) * per : 1.0;
+  const double ref_scale = which == GradRule::reference ? (1.0 - 1.0 / w.size(1)) * per : 1.0;
   float* po = out.data_ptr<float>();
   at::parallel_for(0, nf, 1, [&](int64_t f0, int64_t f1) {
     for (int64_t f = f0; f < f1; ++f) {
@@ -252,7 +265,7 @@ void scaled_sign_grad_into(const torch::Tensor& w, const torch::Tensor& g, int64
         gs += (a[i] < 0.0f ? -1.0f : 1.0f) * d[i];  // a select of d[i] would not vectorize
       }
       const float alpha = static_cast<float>(abs_sum / per);
-      if (rule == 1) {
+      if (which == GradRule::paper) {
         const float inv = 1.0f / static_cast<float>(per);
 #pragma omp simd
         for (int64_t i = 0; i < per; ++i)
@@ -421,6 +434,7 @@ XNOR_TRAIN_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("grad_through_bits(Tensor g, Tensor bits, Tensor? keep, float scale) -> Tensor");
   m.def("nonzero_bits(Tensor t) -> Tensor");
   m.def("binarize_weight(Tensor w) -> Tensor");
+  m.def("grad_rule_code(str name) -> int", &grad_rule_code);
   m.def("scaled_sign_grad(Tensor w, Tensor g, int rule) -> Tensor");
   m.def("scaled_sign_grad_(Tensor(a!) g, Tensor w, int rule) -> ()");
   m.def("grad_through_bits_(Tensor(a!) g, Tensor bits, Tensor? keep, float scale) -> ()");

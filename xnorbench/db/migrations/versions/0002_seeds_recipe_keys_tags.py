@@ -10,6 +10,10 @@ Revises: 0001
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -19,9 +23,33 @@ branch_labels = None
 depends_on = None
 
 
+def legacy_recipe_key(params: dict[str, Any], dataset: str | None,
+                      model: str | None) -> str | None:
+    """The recipe key of a version-1 training row, frozen as this revision computes it
+    (a copy, not an import: a migration must not change when the live recipe code does;
+    tests/test_reliability.py checks it still equals the live ``recipe_key`` of the same
+    recipe). None for a row that is not a training row."""
+    if "epochs" not in params or dataset is None or model is None:
+        return None
+    optimizer = params.get("optimizer", "sgd")
+    lr = params.get("lr")
+    key: dict[str, Any] = {
+        "epochs": params["epochs"], "batch_size": params.get("batch_size", 128),
+        "optimizer": optimizer,
+        "lr": lr if lr is not None else (0.1 if optimizer == "sgd" else 1e-3),
+        "weight_decay": params.get("weight_decay", 5e-4), "decay_scope": "weights",
+        "schedule": "cosine", "augment": "crop-flip" if dataset == "cifar10" else "none",
+        "bn_clamp": False, "amp": params.get("amp", False),
+        "dataset": dataset, "model": model, "train_size": int(params.get("train_size", 0)),
+        "test_size": int(params.get("test_size", 0))}
+    if optimizer == "sgd":
+        key.update(momentum=0.9, nesterov=True)
+    blob = json.dumps(key, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def upgrade() -> None:
     from xnorbench.db.migrate import add_column_if_missing
-    from xnorbench.harness.recipes import legacy_recipe_key
 
     conn = op.get_bind()
     add_column_if_missing("results", sa.Column("seed", sa.Integer, nullable=True))

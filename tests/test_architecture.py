@@ -1,0 +1,91 @@
+"""The package's structure, drawn from its imports (function-local ones included, since a
+cycle hidden inside a function is still a cycle): no module imports itself back through
+others, and no layer imports one above it. The layers, bottom up, are what
+docs/ARCHITECTURE.md describes."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import xnorbench
+
+ROOT = Path(xnorbench.__file__).parent
+LAYERS = {"__init__": 0, "paths": 0, "db": 1, "xnor": 1, "harness": 2, "suites": 3,
+          "report": 3, "cli": 4, "__main__": 5}
+"""Each top-level part of the package, by layer: a part may import its own layer or a
+lower one, never a higher one."""
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in ROOT.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        out[".".join(("xnorbench", *parts))] = path
+    return out
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's modules that ``name`` imports, anywhere in its file."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                       for a in node.names]
+        else:
+            continue
+        found |= {t for t in targets if t in modules and t != name}
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS[parts[1] if len(parts) > 1 else "__init__"]
+
+
+def test_every_part_of_the_package_has_a_layer():
+    graph = _graph()
+    assert {m.split(".")[1] for m in graph if "." in m} <= set(LAYERS)
+    # the drawing sees function-local and relative imports (else the checks prove nothing)
+    assert "xnorbench.harness.packed_eval" in graph["xnorbench.harness.training"]
+    assert "xnorbench.db.faults" in graph["xnorbench.db.store"]
+
+
+def test_no_layer_imports_a_higher_one():
+    upward = sorted(f"{a} -> {b}" for a, deps in _graph().items() for b in deps
+                    if _layer(b) > _layer(a))
+    assert upward == []
+
+
+def test_no_import_cycle():
+    graph = _graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join(path[path.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, path + [dep])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
