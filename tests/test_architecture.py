@@ -27,8 +27,10 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The package's modules that ``name`` imports, anywhere in its file."""
+def _imports(name: str, path: Path, modules: dict[str, Path],
+             broken: list[str] | None = None) -> set[str]:
+    """The package's modules that ``name`` imports, anywhere in its file (a relative
+    import naming no module of the package goes to ``broken``)."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -39,6 +41,9 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             if node.level:
                 up = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(up + ([base] if base else []))
+                known = base in modules or any(m.startswith(base + ".") for m in modules)
+                if not known and broken is not None:
+                    broken.append(f"{name}: from {'.' * node.level}{node.module or ''}")
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
                        for a in node.names]
         else:
@@ -50,6 +55,15 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def test_every_relative_import_names_a_module_of_the_package():
+    """A function-local import of a module that is not there fails only when the function
+    runs; here it fails at once."""
+    modules, broken = _modules(), []
+    for name, path in modules.items():
+        _imports(name, path, modules, broken)
+    assert broken == []
 
 
 def _layer(module: str) -> int:

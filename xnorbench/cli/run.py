@@ -1,0 +1,335 @@
+"""``xnorbench run <suite>`` and ``xnorbench sweep``: each suite's command built from its
+declared options, resume checks, torchrun orchestration, and the outcome of a run mapped
+to one line and an exit code."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from ..db import Store, shown_url
+from .app import _paragraphs, app, fail, open_store
+from .common import Device, check_path, check_run_id, check_tags
+
+
+class SuiteGroup(TyperGroup):
+    """``xnorbench run``: its commands are built from the registered suites' declarations
+    the first time they are needed, so commands that run no suite (``--help``, ``runs``,
+    ``table``) never import the suites (and torch with them)."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        from .. import suites  # noqa: F401  (registers the built-in suites)
+        from ..harness.registry import REGISTRY
+
+        built = typer.Typer()
+        for suite in REGISTRY.values():
+            built.command(suite.name, help=_paragraphs(suite.doc or suite.help))(
+                suite_command(suite))
+        built.command("_")(lambda: None)  # two commands at least, so it builds a group
+        group = typer.main.get_command(built)
+        for name, command in group.commands.items():  # type: ignore[attr-defined]
+            if name != "_":
+                self.add_command(command, name)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        self._load()
+        return super().get_command(ctx, name)
+
+
+run_app = typer.Typer(help="Run a declared suite and store its rows.", no_args_is_help=True,
+                      cls=SuiteGroup)
+app.add_typer(run_app, name="run")
+
+
+NOT_STORED = frozenset({"progress", "tag", "resume", "checkpoint_dir", "download"})
+"""Options that do not change what a run computes: free to differ on ``--resume``."""
+
+
+def given_options(ctx: typer.Context) -> set[str]:
+    """The options this command line (or the environment) set explicitly."""
+    def source(name: str) -> str:
+        src = ctx.get_parameter_source(name)  # click's ParameterSource (vendored by typer)
+        return getattr(src, "name", "")
+
+    return {name for name in ctx.params if source(name) in ("COMMANDLINE", "ENVIRONMENT")}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+def resume_settings(store: Store, resume: int, params: dict[str, Any], given: set[str],
+                    threads: int | None, device: str) -> tuple[int | None, str]:
+    """A resumed run keeps what it started with: refuse an option given beside
+    ``--resume`` that differs from the stored run, and return the threads and device it
+    ran on (used unless given, and then they must match)."""
+    run = store.run(resume)
+    if run is None:
+        fail(f"--resume {resume}: no such run")
+    stored = run.params or {}
+    for name in sorted(given - NOT_STORED - {"threads", "device"}):
+        key = name if name in params else f"{name}s"  # --seed -> seeds, --kernel -> kernels
+        if key not in params:
+            continue
+        new, old = params[key], stored.get(key)
+        if key == "data_dir" and new and old and Path(new).resolve() == Path(old).resolve():
+            continue
+        if not _same(new, old):
+            from ..harness.recipes import show_value
+
+            fail(f"--resume {resume}: --{name.replace('_', '-')} {show_value(new)} differs "
+                 f"from the run's {show_value(old)}; a resumed run keeps the options it "
+                 "started with (start a new run to change them)")
+    if "threads" in given and run.threads and threads != run.threads:
+        fail(f"--resume {resume}: --threads {threads} differs from the run's {run.threads}; "
+             "leave it out to resume on the same thread count")
+    if "device" in given and device != "auto" and run.device and device != run.device:
+        fail(f"--resume {resume}: --device {device} differs from the run's {run.device}")
+    return (threads if "threads" in given else run.threads), (run.device or device)
+
+
+def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads: int | None,
+                  seed: int | None, progress: bool, checkpoint_dir: Path | None,
+                  resume: int | None, tags: list[str] | None = None,
+                  given: set[str] | None = None) -> int:
+    """Validate the device, open the db, run the suite, map outcomes to exit codes.
+
+    ``given``: the options the command line set explicitly (checked against a resumed
+    run's, see :func:`resume_settings`). Under torchrun, rank 0 does this and the other
+    processes follow it (:func:`follow_suite`)."""
+    from ..harness import distributed
+    from ..harness.environment import resolve_device
+    from ..harness.registry import InputError
+
+    check_path(checkpoint_dir, "--checkpoint-dir")
+    check_run_id(resume, "--resume")
+    if distributed.launched():
+        try:
+            w = distributed.setup(resolve_device(device.value))
+        except (ValueError, InputError) as exc:
+            fail(str(exc))
+        try:
+            if not w.main:
+                follow_suite(suite)
+                if not distributed.leave_together():  # rank 0 left after a failure
+                    raise typer.Exit(1)
+                return 0
+            try:
+                run_id = _execute_main(suite, params, device=device, threads=threads,
+                                       seed=seed, progress=progress,
+                                       checkpoint_dir=checkpoint_dir, resume=resume,
+                                       tags=tags, given=given)
+            finally:  # however rank 0 leaves, the others learn whether there is a run
+                distributed.announce(None)
+            distributed.leave_together()  # reached only when the run finished
+            return run_id
+        finally:
+            distributed.shutdown()
+    return _execute_main(suite, params, device=device, threads=threads, seed=seed,
+                         progress=progress, checkpoint_dir=checkpoint_dir, resume=resume,
+                         tags=tags, given=given)
+
+
+def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads: int | None,
+                  seed: int | None, progress: bool, checkpoint_dir: Path | None,
+                  resume: int | None, tags: list[str] | None, given: set[str] | None) -> int:
+    """Rank 0 (or the only process): open the db, run the suite, report the outcome."""
+    from ..db import DatabaseGone, RunLost
+    from ..harness.environment import resolve_device
+    from ..harness.registry import InputError
+    from ..harness.runner import (
+        RunFailed,
+        RunInterrupted,
+        RunRejected,
+        StatusNotSaved,
+        execute,
+    )
+
+    store = open_store(write=True)
+    dev_name = device.value
+    if resume is not None:
+        threads, dev_name = resume_settings(store, resume, params, given or set(), threads,
+                                            device.value)
+    try:
+        dev = resolve_device(dev_name)
+    except ValueError as exc:
+        fail(str(exc))
+    command = shlex.join(["xnorbench", *sys.argv[1:]]) if sys.argv else None
+    try:
+        run_id = execute(store, suite, params, device=dev, seed=seed, command=command,
+                         progress=progress, checkpoint_dir=checkpoint_dir, resume_run=resume,
+                         threads=threads, tags=tags)
+    except RunInterrupted as exc:
+        typer.echo(f"interrupted: {exc}", err=True)
+        raise typer.Exit(130) from None
+    except (RunRejected, InputError) as exc:
+        fail(str(exc))
+    except RunFailed as exc:
+        from ..harness.checkpoints import CheckpointError
+        from ..harness.datasets import DatasetError
+        from ..harness.runner import IncompleteRun
+        from ..harness.training import NonFiniteLoss
+
+        if isinstance(exc.error, (DatasetError, NonFiniteLoss, CheckpointError)):
+            typer.echo(f"error: {exc.error} (run {exc.run_id} marked failed)", err=True)
+            raise typer.Exit(2) from None
+        if isinstance(exc.error, IncompleteRun):
+            typer.echo(f"error: {exc.error} (marked failed)", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except (RunLost, StatusNotSaved, DatabaseGone) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except ValueError as exc:
+        fail(str(exc))
+    n = len(store.results([run_id]))
+    typer.echo(f"run {run_id} finished: {n} rows in {shown_url(store.engine.url)}")
+    return run_id
+
+
+def follow_suite(suite: str) -> None:
+    """A torchrun process other than rank 0: train in lockstep with it, write nothing;
+    one line and a non-zero exit if it fails (torchrun then stops the others)."""
+    from ..harness.runner import follow
+
+    try:
+        if follow(suite) is None:
+            raise typer.Exit(2)  # rank 0 refused the run and said why
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        from ..harness.distributed import world
+
+        typer.echo(f"error: rank {world().rank}: {type(exc).__name__}: "
+                   f"{str(exc).splitlines()[0] if str(exc) else ''}", err=True)
+        raise typer.Exit(1) from None
+
+
+ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.", metavar="")]
+CkptOpt = Annotated[Path | None, typer.Option(
+    help="Where per-epoch checkpoints go: FOLDER/db-<database id>/run-<id>/ (a resume "
+         "reads them there; removed once the run finishes; the packed XNOR network, "
+         "*.packed, stays) \\[default: ./checkpoints, or the resumed run's].",
+    show_default=False, metavar="FOLDER")]
+ResumeOpt = Annotated[int | None, typer.Option(
+    help="Continue the interrupted or failed run with this id from its checkpoints, with "
+         "the options it started with (an option given beside it must match).",
+    metavar="ID")]
+
+
+TagOpt = Annotated[list[str] | None, typer.Option(
+    "--tag", help="Name this run (repeatable); `table --tag NAME` shows exactly such runs.",
+    metavar="NAME")]
+
+
+# ------------------------------------------------------------------ run <suite>
+def _typer_option(opt: Any) -> tuple[Any, Any]:
+    """(annotation, default) of a declared option as a Typer parameter."""
+    base = {"int": int, "float": float, "bool": bool, "path": Path, "device": Device}.get(
+        opt.kind, str)
+    if opt.kind == "device":
+        default: Any = Device(opt.default)
+    elif opt.default is None:
+        default = None
+    elif opt.kind in ("ints", "strs"):
+        default = opt.shown()
+    else:
+        default = opt.default
+    annotation = base if default is not None else base | None
+    info = typer.Option(*opt.decls, help=opt.help, show_default=opt.show_default,
+                        rich_help_panel=opt.panel, metavar=_metavar(opt))
+    return Annotated[annotation, info], default
+
+
+def _metavar(opt: Any) -> str | None:
+    """What ``--help`` shows for the value: the choices, or the value's shape (nothing
+    for an on/off flag), instead of Typer's ``<str>`` / ``<bool>``."""
+    if opt.kind == "bool":
+        return ""
+    if opt.choices:
+        return "|".join(opt.choices)
+    return {"int": "N", "float": "X", "path": "PATH", "ints": "N,N,...", "strs": "A,B,...",
+            "device": "auto|cpu|cuda"}.get(opt.kind, "TEXT")
+
+
+def suite_command(suite: Any) -> Any:
+    """The ``xnorbench run <suite>`` command of a declared suite: one Typer option per
+    declared option, plus --tag, --progress and, where the suite supports them,
+    --checkpoint-dir and --resume. The stored params are the parsed options, resolved by
+    the suite's ``prepare``."""
+    import inspect
+
+    from ..harness.options import defaults
+    from ..harness.registry import InputError
+
+    shown = [o for o in suite.options if not o.hidden]
+    hidden = defaults([o for o in suite.options if o.hidden])
+
+    def command(ctx: typer.Context, **kw: Any) -> None:
+        try:
+            parsed = {o.name: (kw[o.name].value if o.kind == "device" else o.parse(kw[o.name]))
+                      for o in shown}
+            params = {**hidden, **{o.key: parsed[o.name] for o in shown if o.key}}
+            if suite.prepare is not None:
+                params = suite.prepare(params)
+            tags = check_tags(kw.get("tag"))
+        except InputError as exc:
+            fail(str(exc))
+        seed = parsed.get("seed")
+        if seed is None:
+            seed = (params.get("seeds") or [0])[0]
+        execute_suite(suite.name, params, device=Device(parsed.get("device", "cpu")),
+                      threads=parsed.get("threads", suite.threads), seed=seed,
+                      progress=kw["progress"], checkpoint_dir=kw.get("checkpoint_dir"),
+                      resume=kw.get("resume"), tags=tags, given=given_options(ctx))
+
+    kind = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                annotation=typer.Context)]
+    for opt in shown:
+        annotation, default = _typer_option(opt)
+        params.append(inspect.Parameter(opt.name, kind, default=default, annotation=annotation))
+    params.append(inspect.Parameter("tag", kind, default=None, annotation=TagOpt))
+    params.append(inspect.Parameter("progress", kind, default=True, annotation=ProgressOpt))
+    if suite.checkpoints:
+        params.append(inspect.Parameter("checkpoint_dir", kind, default=None,
+                                        annotation=CkptOpt))
+    if suite.check is not None:
+        params.append(inspect.Parameter("resume", kind, default=None, annotation=ResumeOpt))
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = f"run_{suite.name}"
+    command.__doc__ = suite.doc or suite.help
+    return command
+
+
+@app.command("sweep", add_help_option=False,
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def sweep_alias(ctx: typer.Context) -> None:
+    """Speedup of the XNOR conv over float conv vs channels and filter size (Fig. 4 b-c):
+    the same as `xnorbench run sweep` (its options, its --help)."""
+    run_group = ctx.parent.command.get_command(ctx.parent, "run")  # type: ignore[union-attr]
+    command = run_group.get_command(ctx, "sweep")
+    with command.make_context("sweep", list(ctx.args), parent=ctx.parent) as sub:
+        command.invoke(sub)
+
+
