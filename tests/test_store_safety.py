@@ -122,8 +122,7 @@ def test_finished_run_is_in_the_db_file_alone(tmp_path: Path):
 
 
 def test_redact_hides_every_credential_a_url_can_carry():
-    from xnorbench.db import shown_url
-    from xnorbench.db.store import parse_url
+    from xnorbench.db import parse_url, shown_url
 
     cases = {
         "postgresql+psycopg://xb@127.0.0.1:5432/xb?password=SECRET":
