@@ -128,7 +128,7 @@ def test_compare_one_run_all_rules_then_report(tmp_path: Path, mnist_dir: Path):
 def test_timing_table_keeps_thread_counts_and_batches_apart(tmp_path: Path):
     """A newer 2-thread batch-1 run must not hide the 1-thread rows or older batch-64 rows."""
     from xnorbench.db.store import Row
-    from xnorbench.report.tables import timing_table
+    from xnorbench.report.speed_tables import timing_table
 
     store = Store.open(str(tmp_path / "t.db"))
 

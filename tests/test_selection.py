@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from xnorbench.cli import app
 from xnorbench.db import Row, Store
 from xnorbench.report.selection import Selection, accuracy_pairs, pooled_difference
-from xnorbench.report.tables import accuracy_table, per_seed_table, to_markdown
+from xnorbench.report.table_format import to_markdown
+from xnorbench.report.tables import accuracy_table, per_seed_table
 
 runner = CliRunner()
 

@@ -144,15 +144,15 @@ def table(
     (mean ± std over seeds): full-data recipes before subsets, then the most training;
     --run / --tag choose exactly what is shown.
     """
-    from ..report import tables
+    from ..report import speed_tables, table_format, tables
 
     renderers = {"accuracy": tables.accuracy_table, "seeds": tables.per_seed_table,
                  "cells": tables.cells_table,
-                 "sweep": tables.sweep_table, "memory": tables.memory_table,
-                 "timing": tables.timing_table, "train-step": tables.train_step_table,
-                 "train-memory": tables.train_memory_table,
-                 "saved-by-layer": tables.saved_by_layer_table,
-                 "ceilings": tables.ceilings_table,
+                 "sweep": speed_tables.sweep_table, "memory": speed_tables.memory_table,
+                 "timing": speed_tables.timing_table, "train-step": speed_tables.train_step_table,
+                 "train-memory": speed_tables.train_memory_table,
+                 "saved-by-layer": speed_tables.saved_by_layer_table,
+                 "ceilings": speed_tables.ceilings_table,
                  "compare": tables.compare_table}
     choose(suite, list(renderers), "table suite")
     store = open_store()
@@ -164,7 +164,7 @@ def table(
         chosen = " among the chosen runs" if run or tag else ""
         fail(f"no finished {source} runs{chosen} yet for `table --suite {suite}`; run "
              f"`{command}` first")
-    text = tables.render(rendered, format.value)
+    text = table_format.render(rendered, format.value)
     for remark in rendered.remarks:  # on stderr: the table itself stays as chosen
         typer.echo(f"note: {remark}", err=True)
     if output:
@@ -222,7 +222,7 @@ def plot_sweep(
 ) -> None:
     """Draw Fig. 4(b) and 4(c): measured and theoretical speedup (PNG)."""
     from ..report.plots import plot_sweeps
-    from ..report.tables import sweep_points
+    from ..report.speed_tables import sweep_points
 
     check_path(output_dir, "--output-dir")
     store = open_store()

@@ -15,27 +15,25 @@ from pathlib import Path
 from ..db import Run, Store, shown_url
 from .plots import plot_sweeps
 from .selection import Cell, Selection, accuracy_pairs, shown_cells
-from .tables import (
-    DATASET_NAMES,
-    MODEL_NAMES,
-    Table,
+from .speed_tables import (
     ceilings_table,
-    cells_table,
-    commit_label,
-    compare_table,
     memory_table,
-    per_seed_table,
-    rule_gaps,
     saved_by_layer_table,
     sweep_points,
     sweep_table,
     timing_table,
-    to_markdown,
     train_memory_table,
     train_step_table,
+)
+from .table_format import DATASET_NAMES, MODEL_NAMES, Table, commit_label, to_markdown
+from .tables import accuracy_table as mission_table
+from .tables import (
+    cells_table,
+    compare_table,
+    per_seed_table,
+    rule_gaps,
     training_time_table,
 )
-from .tables import accuracy_table as mission_table
 
 
 def _section(t: Table, empty: str) -> str:
