@@ -394,7 +394,9 @@ class Store:
                     s.add_all(RunTag(run_id=new.id, tag=t) for t in tags)
                     mapping[run.id] = new.id
             except IntegrityError:
-                if key not in {import_key(r) for r in self.runs()}:
+                with self.engine.connect() as conn:  # the unique key says who won
+                    taken = conn.execute(select(Run.id).where(Run.import_key == key)).first()
+                if taken is None:
                     raise  # not the import key: a real constraint failure
                 mapping.pop(run.id, None)  # another import inserted it first
         return mapping
