@@ -4,7 +4,7 @@
 Prints, for each of the first ``--steps`` training steps on MNIST: the loss, the largest
 logit, and per binary layer the mean |dC/dW| the rule hands the optimizer, the layer's
 alpha (mean |W| of its centred, clamped latent weights = the scale of its binary output)
-and the smallest BatchNorm scale in front of it. Uses the harness's own optimizer,
+and the smallest BatchNorm scale in front of it. Uses xnorbench's own optimizer,
 schedule and training step, so the trace is what `xnorbench run accuracy` trains.
 
     python scripts/divergence_trace.py --recipe port-lenet5 --grad-rule reference
@@ -17,11 +17,12 @@ from dataclasses import replace
 
 import torch
 
-from xnorbench.harness.datasets import load_dataset
-from xnorbench.harness.recipes import recipe_from, resolve
-from xnorbench.harness.split_loaders import make_loaders
-from xnorbench.harness.training import make_optimizer, make_scheduler, train_step
+from xnorbench.data.datasets import load_dataset
+from xnorbench.training.loaders import make_loaders
+from xnorbench.training.optim import make_optimizer, make_scheduler
+from xnorbench.training.recipes import recipe_from, resolve
 from xnorbench.xnor import BinOp, binary_layers, models
+from xnorbench.xnor.step import train_step
 
 
 def main() -> None:

@@ -34,20 +34,20 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import xnorbench.suites  # noqa: F401  (registers the built-in suites)
+from xnorbench.data.datasets import load_dataset
 from xnorbench.db import Store
-from xnorbench.harness.datasets import load_dataset
-from xnorbench.harness.recipes import recipe_from, resolve
-from xnorbench.harness.runner import RunFailed, RunInterrupted, execute
-from xnorbench.harness.training import (
+from xnorbench.report.report import write_report
+from xnorbench.runs.runner import RunFailed, RunInterrupted, execute
+from xnorbench.training.loop import (
     build_model,
     make_loaders,
-    make_optimizer,
     make_xnor_step,
     measure_step_seconds,
-    train_step,
 )
-from xnorbench.report.report import write_report
+from xnorbench.training.optim import make_optimizer
+from xnorbench.training.recipes import recipe_from, resolve
 from xnorbench.xnor import compiled
+from xnorbench.xnor.step import train_step
 
 # (dataset, named recipe, share of the budget)
 PLAN = [("mnist", "resnet18-mnist-short", 0.2), ("cifar10", "resnet18-cifar10-short", 0.8)]

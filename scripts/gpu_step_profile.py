@@ -17,8 +17,8 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from xnorbench.harness.training import train_step
 from xnorbench.xnor import FusedXNOR, compiled, models
+from xnorbench.xnor.step import train_step
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 
 Before: ImageFolder + RandomCrop/Flip/ToTensor/Normalize + DataLoader (decode and
 augment each image in worker processes). After: xnorbench's decoded uint8 tensors with
-batched augmentation (harness.loader.BatchLoader). Both yield normalised float batches
+batched augmentation (data.loader.BatchLoader). Both yield normalised float batches
 of CIFAR-10 training images. Usage: python scripts/loader_speed.py DATA_DIR [N_IMAGES]
 """
 
@@ -15,8 +15,8 @@ import time
 import torch
 from torchvision import datasets, transforms
 
-from xnorbench.harness.datasets import NORMALIZATION, load_dataset
-from xnorbench.harness.loader import BatchLoader
+from xnorbench.data.datasets import NORMALIZATION, load_dataset
+from xnorbench.data.loader import BatchLoader
 
 
 def main() -> None:

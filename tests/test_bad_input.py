@@ -143,8 +143,8 @@ def test_bad_settings_are_refused_before_a_run(tmp_path: Path, monkeypatch, env,
 
 
 def test_a_distributed_timeout_beyond_a_week_is_refused(monkeypatch):
-    from xnorbench.harness import distributed
-    from xnorbench.harness.registry import InputError
+    from xnorbench import distributed
+    from xnorbench.errors import InputError
 
     for value in ("1e400", "1e10", "0", "x"):
         monkeypatch.setenv("XNORBENCH_DIST_TIMEOUT_S", value)

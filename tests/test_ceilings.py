@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import kernels_of
 from xnorbench.cli import app
-from xnorbench.harness.ceilings import conv_macs, measure
+from xnorbench.measure.ceilings import conv_macs, measure
 
 
 @pytest.mark.parametrize("build,isa", [("native", None), ("avx2", "avx2-pshufb"),

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from tests.test_fused import _close_grads, _grads
-from xnorbench.harness.timing import launched_ops
-from xnorbench.harness.training import train_step
+from xnorbench.measure.timing import launched_ops
 from xnorbench.xnor import BinOp, FusedXNOR, bitops, compiled, models
 from xnorbench.xnor.layers import XNORConv2d
+from xnorbench.xnor.step import train_step
 
 
 @pytest.mark.parametrize("rule", ["corrected", "paper", "reference"])

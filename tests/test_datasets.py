@@ -12,8 +12,10 @@ import torch
 from typer.testing import CliRunner
 
 from xnorbench.cli import app
+from xnorbench.data.datasets import load_dataset
+from xnorbench.data.files import DatasetError
+from xnorbench.data.folders import channel_stats
 from xnorbench.db import Store
-from xnorbench.harness.datasets import DatasetError, channel_stats, load_dataset
 
 from .conftest import make_mnist
 
@@ -138,7 +140,7 @@ def test_train_on_fashion_mnist_and_on_an_image_folder(tmp_path: Path):
 def test_decoding_progress_counts_images_not_chunks(tmp_path, monkeypatch):
     """The decode's progress runs over images (its total is the number of files), so
     its rate is images per second, not 500-image chunks per second."""
-    from xnorbench.harness.datasets import read_image_folder
+    from xnorbench.data.folders import read_image_folder
 
     from .conftest import make_cifar_folder
 
@@ -161,12 +163,12 @@ def test_a_file_rewritten_in_place_with_its_time_put_back_is_decoded_again(tmp_p
     in place (same size) with its time restored to the second misses the cache."""
     import os
 
-    from xnorbench.harness.datasets import _folder_key
+    from xnorbench.data.files import file_key
 
     f = tmp_path / "img.png"
     f.write_bytes(b"a" * 100)
     os.utime(f, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
-    before = _folder_key([(str(f), 0)])
+    before = file_key([(str(f), 0)])
     f.write_bytes(b"b" * 100)
     os.utime(f, (1_700_000_000, 1_700_000_000))  # `touch -d` to the second
-    assert _folder_key([(str(f), 0)]) != before
+    assert file_key([(str(f), 0)]) != before

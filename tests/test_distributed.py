@@ -19,8 +19,8 @@ import torch
 import torch.multiprocessing as mp
 
 from xnorbench.db import Store
-from xnorbench.harness.distributed import World, local_batch, shard
-from xnorbench.harness.registry import InputError
+from xnorbench.distributed import World, local_batch, shard
+from xnorbench.errors import InputError
 
 from .conftest import make_mnist
 
@@ -58,10 +58,12 @@ def _one_step(rank: int, world: int, port: int, path: str, xnor_path: str) -> No
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from xnorbench.harness import distributed
-    from xnorbench.harness.recipes import Recipe
-    from xnorbench.harness.training import distribute, make_optimizer, make_xnor_step, train_step
+    from xnorbench import distributed
+    from xnorbench.training.loop import distribute, make_xnor_step
+    from xnorbench.training.optim import make_optimizer
+    from xnorbench.training.recipes import Recipe
     from xnorbench.xnor import models
+    from xnorbench.xnor.step import train_step
 
     w = distributed.setup("cpu") if world > 1 else distributed.world()
     torch.manual_seed(0)

@@ -143,9 +143,9 @@ def test_a_suite_is_one_declaration(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     from xnorbench import cli
     from xnorbench.db import Row
-    from xnorbench.harness import options as o
-    from xnorbench.harness.options import Opt
-    from xnorbench.harness.registry import REGISTRY, register
+    from xnorbench.runs import options as o
+    from xnorbench.runs.options import Opt
+    from xnorbench.runs.registry import REGISTRY, register
 
     opts = (Opt("size", "int", 3, "How big.", check=o.positive),
             Opt("names", "strs", ["a"], "Which.", choices=("a", "b"), noun="name"),
@@ -175,8 +175,8 @@ def test_a_suite_is_one_declaration(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_every_suite_command_matches_its_declaration():
     """No drift: each built-in suite's `run` command offers exactly its declared options,
     and what a run given no option stores is what the suite's defaults know."""
-    from xnorbench.harness.options import defaults
-    from xnorbench.harness.registry import REGISTRY
+    from xnorbench.runs.options import defaults
+    from xnorbench.runs.registry import REGISTRY
 
     assert {"accuracy", "compare", "sweep", "timing", "memory", "ceilings"} <= set(REGISTRY)
     for suite in REGISTRY.values():
@@ -187,7 +187,7 @@ def test_every_suite_command_matches_its_declaration():
         stored = defaults(suite.options)  # what a run given no option stores
         stored = suite.prepare(stored) if suite.prepare else stored
         assert set(stored) <= set(suite.defaults) | {"recipe", "overridden"}, suite.name
-    registry = Path(__file__).parents[1] / "xnorbench" / "harness" / "registry.py"
+    registry = Path(__file__).parents[1] / "xnorbench" / "runs" / "registry.py"
     assert "import suites" not in registry.read_text()  # no import back up the layers
 
 
@@ -204,7 +204,7 @@ def test_commands_that_run_no_suite_do_not_import_them():
 
 def test_a_slow_loop_reads_in_seconds_per_item():
     """An epoch of two minutes is '120.0 s/it', not '0.01 it/s' (or '0.00')."""
-    from xnorbench.harness.progress import _rate, _Task
+    from xnorbench.progress import _rate, _Task
 
     assert _rate(_Task("epochs", 3, done=1), 120.0) == "120.0 s/it"
     assert _rate(_Task("points", 9, done=6), 2.0) == "3.00 it/s"

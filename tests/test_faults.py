@@ -213,6 +213,27 @@ def test_checkpoints_are_bound_to_their_database_and_run(tmp_path: Path, data: P
     assert Store.open(b).run(1).status == "failed"
 
 
+def test_only_an_option_that_declares_itself_free_may_differ_on_resume(tmp_path: Path):
+    """``--download`` changes how a run gets its data, not what it computes: its option
+    says so (``resume_free``) and a resume accepts a new value; any other suite option
+    that differs is refused."""
+    import typer
+
+    from xnorbench.cli.run import resume_settings
+    from xnorbench.runs.registry import get_suite
+
+    store = Store.open(str(tmp_path / "free.db"))
+    rid = store.start_run("accuracy", {"download": False, "epochs": 3}, {})
+    free = frozenset(o.name for o in get_suite("accuracy").options if o.resume_free)
+    assert free == {"download"}
+    new = {"download": True, "epochs": 3}
+    assert resume_settings(store, rid, new, {"download"}, None, "cpu", free) == (None, "cpu")
+    with pytest.raises(typer.Exit):
+        resume_settings(store, rid, new, {"download"}, None, "cpu", frozenset())
+    with pytest.raises(typer.Exit):
+        resume_settings(store, rid, {**new, "epochs": 4}, {"epochs"}, None, "cpu", free)
+
+
 def test_resume_keeps_the_options_it_started_with(tmp_path: Path, data: Path):
     db = str(tmp_path / "opts.db")
     args = [*TRAIN, "--data-dir", str(data), "--variant", "float"]
@@ -236,7 +257,7 @@ def test_resume_keeps_the_options_it_started_with(tmp_path: Path, data: Path):
 
 def test_final_status_write_retried_then_one_line(tmp_path: Path, data: Path,
                                                   monkeypatch: pytest.MonkeyPatch):
-    from xnorbench.harness import runner as runner_mod
+    from xnorbench.runs import runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "FINAL_WRITE_DELAYS", (0.0, 0.0))
     real = Store.finish_run
@@ -269,7 +290,7 @@ def test_final_status_write_retried_then_one_line(tmp_path: Path, data: Path,
 
 
 def test_signals_are_held_while_the_final_status_is_written():
-    from xnorbench.harness.runner import signals_deferred
+    from xnorbench.runs.runner import signals_deferred
 
     with signals_deferred():
         os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C during cleanup

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from xnorbench.cli import app
 from xnorbench.db import Store
-from xnorbench.harness import float_engines
+from xnorbench.measure import float_engines
 from xnorbench.xnor import models
 
 runner = CliRunner()
@@ -95,13 +95,13 @@ def test_timing_quotes_the_fastest_engine_for_the_network(tmp_path: Path):
     store = _run(db, "run", "timing", "--model", "lenet5", "--batches", "1", "--threads", "1",
                  "--rounds", "1", "--no-per-layer")
     lat = {r.variant: r.value for r in store.results([1], metric="inference_latency_ms")}
-    assert {"float", "float_compile", "float_onnxruntime", "xnor"} <= set(lat)
+    assert {"float", "float_compile", "float_onnxruntime", "xnor", "xnor_packed"} <= set(lat)
     (fastest,) = store.results([1], metric="inference_fastest_float_ms")
     engine = fastest.params["engine"]
     assert fastest.value == lat["float" if engine == "eager" else f"float_{engine}"]
     assert fastest.value == min(v for k, v in lat.items() if k.startswith("float"))
     (speedup,) = store.results([1], metric="inference_speedup_vs_fastest")
-    assert speedup.value == pytest.approx(fastest.value / lat["xnor"])
+    assert speedup.value == pytest.approx(fastest.value / lat["xnor_packed"])
     table = runner.invoke(app, ["--db", db, "table", "--suite", "timing"]).output
     assert f"({engine})" in table and "Speedup vs eager" in table
 

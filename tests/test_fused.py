@@ -20,15 +20,16 @@ import pytest
 import torch
 
 from tests.conftest import kernels_of
-from xnorbench.harness.datasets import load_dataset
-from xnorbench.harness.recipes import Recipe
-from xnorbench.harness.saved import saved_bytes_by_unit
-from xnorbench.harness.timing import dispatched_ops
-from xnorbench.harness.training import train, train_step
+from xnorbench.data.datasets import load_dataset
+from xnorbench.measure.saved import saved_bytes_by_unit
+from xnorbench.measure.timing import dispatched_ops
+from xnorbench.training.loop import train
+from xnorbench.training.recipes import Recipe
 from xnorbench.xnor import GRAD_RULES, BinOp, FusedXNOR, binary_layers, bitops, models
 from xnorbench.xnor.binarize import filter_alpha, scaled_sign_grad, sign
 from xnorbench.xnor.kernels import train_ops
 from xnorbench.xnor.layers import XNORConv2d, XNORLinear
+from xnorbench.xnor.step import train_step
 
 
 def _grads(layer: torch.nn.Module, x: torch.Tensor, forward, g: torch.Tensor | None, seed: int):

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from xnorbench.cli import app
 from xnorbench.db import Row, Store
-from xnorbench.harness import ceilings, machine_state
+from xnorbench.measure import ceilings, machine_state
 
 runner = CliRunner()
 SWEEP = ["sweep", "--channels", "32", "--kernel", "3", "--fixed-channels", "32",

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from xnorbench.cli import app
 from xnorbench.db import Store
-from xnorbench.harness.summary import summarize
+from xnorbench.measure.summary import summarize
 from xnorbench.xnor import XNORConv2d, XNORLinear, models
 
 runner = CliRunner()
@@ -139,9 +139,9 @@ def test_timing_table_keeps_thread_counts_and_batches_apart(tmp_path: Path):
             prm = {"batch": batch, "threads": threads}
             rows += [Row("inference_latency_ms", f, "ms", model="resnet18", variant="float",
                          params=prm),
-                     Row("inference_latency_ms", x, "ms", model="resnet18", variant="xnor",
+                     Row("inference_latency_ms", x, "ms", model="resnet18", variant="xnor_packed",
                          params=prm),
-                     Row("inference_speedup", f / x, "x", model="resnet18", variant="xnor",
+                     Row("inference_speedup", f / x, "x", model="resnet18", variant="xnor_packed",
                          params=prm)]
         store.add_rows(rid, rows)
         store.finish_run(rid, "finished")

@@ -2,7 +2,7 @@
 
 import torch
 
-from xnorbench.harness.memprobe import measure
+from xnorbench.measure.memprobe import measure
 
 
 def test_probe_peak_ignores_a_large_parent():

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from xnorbench.harness.datasets import load_dataset
-from xnorbench.harness.loader import BatchLoader
-from xnorbench.harness.recipes import Recipe
-from xnorbench.harness.training import evaluate, make_optimizer, train, train_step
+from xnorbench.data.datasets import load_dataset
+from xnorbench.data.loader import BatchLoader
+from xnorbench.training.loop import evaluate, train
+from xnorbench.training.optim import make_optimizer
+from xnorbench.training.recipes import Recipe
 from xnorbench.xnor import BinOp, binary_layers, load_packed, models, save_packed
 from xnorbench.xnor.packed import pack_model
+from xnorbench.xnor.step import train_step
 
 
 def test_pack_model_after_binop_equals_the_simulated_model():

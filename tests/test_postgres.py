@@ -101,7 +101,7 @@ def test_pg_db_current_then_upgrade(pg_url: str):
     res = runner.invoke(app, ["--db", pg_url, "db", "current"])
     assert res.exit_code == 0 and "revision 0001, schema version 1: behind" in res.output
     res = runner.invoke(app, ["--db", pg_url, "db", "upgrade"])
-    assert res.exit_code == 0 and "upgraded from revision 0001 to 0004" in res.output
+    assert res.exit_code == 0 and "upgraded from revision 0001 to 0005" in res.output
     store = Store.open(pg_url)
     assert store.schema().current and [r.value for r in store.results(
         metric="final_test_accuracy")] == [91.5]

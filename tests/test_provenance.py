@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from xnorbench.harness.environment import code_changes
+from xnorbench.runs.environment import code_changes
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -47,7 +47,7 @@ def test_a_changed_source_file_makes_it_dirty(tmp_path: Path):
 def test_the_copiers_stamp_wins_over_a_copys_stale_git(monkeypatch):
     """The device machine's copy carried a .git of an earlier state: runs of a clean
     commit were stored as that earlier commit, dirty. A stamp set by the copier wins."""
-    from xnorbench.harness.environment import git_state
+    from xnorbench.runs.environment import git_state
 
     here, _ = git_state()  # this checkout has a .git
     assert here is not None

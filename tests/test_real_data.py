@@ -2,7 +2,7 @@
 
 import pytest
 
-from xnorbench.harness.datasets import load_dataset
+from xnorbench.data.datasets import load_dataset
 
 from .conftest import SHARED_DATA
 

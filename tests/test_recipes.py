@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from xnorbench.cli import app
 from xnorbench.db import Store
-from xnorbench.harness.recipes import PRESETS, Recipe, recipe_from, recipe_key, resolve
+from xnorbench.training.recipes import PRESETS, Recipe, recipe_from, recipe_key, resolve
 
 runner = CliRunner()
 
@@ -47,6 +47,18 @@ def test_every_preset_resolves_to_a_recipe():
         r = recipe_from(p)
         assert r.epochs >= 1 and r.learning_rate > 0 and p["seeds"]
         assert r.describe()
+
+
+def test_a_preset_is_a_recipe_and_a_run_under_it_trains_exactly_that():
+    """Presets are :class:`Recipe` instances; resolving one and reading the recipe back
+    gives that recipe (first seed), the data and the network it names."""
+    for name, preset in PRESETS.items():
+        assert isinstance(preset.recipe, Recipe)
+        p = resolve(name, {})
+        assert recipe_from(p) == replace(preset.recipe, seed=preset.seeds[0]), name
+        assert (p["dataset"], p["model"], p["seeds"]) == (preset.dataset, preset.model,
+                                                          preset.seeds)
+        assert (p["limit_train"], p["limit_test"]) == (preset.limit_train, preset.limit_test)
 
 
 def _key(recipe: Recipe, **kw) -> str:

@@ -112,7 +112,7 @@ def test_live_run_is_not_stale(tmp_path: Path):
 WRITER = """
 import sys
 from xnorbench.db import Row, Store
-from xnorbench.harness.environment import capture
+from xnorbench.runs.environment import capture
 store = Store.open(sys.argv[1])
 rid = store.start_run("writer", {"i": int(sys.argv[2])}, capture("cpu"))
 for j in range(int(sys.argv[3])):
@@ -178,13 +178,13 @@ def test_pre_alembic_v2_file_upgraded_through_alembic(tmp_path: Path):
     assert res.exit_code == 0 and "revision 0002, schema version 2: behind the head" in \
         res.output and "db upgrade" in res.output, res.output
     res = runner.invoke(app, ["--db", str(path), "db", "upgrade"])
-    assert res.exit_code == 0 and "upgraded from revision 0002 to 0004" in res.output
+    assert res.exit_code == 0 and "upgraded from revision 0002 to 0005" in res.output
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
         assert "owner" in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
     assert [r.value for r in Store.open(str(path)).results([rid])] == [1.0]  # nothing lost
     res = runner.invoke(app, ["--db", str(path), "db", "current"])
-    assert "revision 0004, schema version 4: the head" in res.output
+    assert "revision 0005, schema version 5: the head" in res.output
 
 
 def test_unknown_alembic_revision_refused_as_newer(tmp_path: Path):
@@ -232,7 +232,7 @@ def check_v1_upgraded(url: str) -> None:
     from sqlalchemy import inspect, text
 
     from xnorbench.db import SCHEMA_VERSION
-    from xnorbench.harness.recipes import Recipe, recipe_key
+    from xnorbench.training.recipes import Recipe, recipe_key
 
     rid, row_id = make_v1_db(url)
     store = Store.open(url)
@@ -263,7 +263,7 @@ def test_the_migrations_frozen_recipe_key_equals_the_live_one():
     import importlib.util
 
     from xnorbench.db.migrate import MIGRATIONS_DIR
-    from xnorbench.harness.recipes import Recipe, recipe_key
+    from xnorbench.training.recipes import Recipe, recipe_key
 
     path = MIGRATIONS_DIR / "versions" / "0002_seeds_recipe_keys_tags.py"
     spec = importlib.util.spec_from_file_location("rev0002", path)
@@ -340,7 +340,7 @@ def test_labels_and_images_disagree(tmp_path: Path):
 
 
 def test_nan_loss_fails_run_naming_epoch(tmp_path: Path, mnist_dir: Path, monkeypatch):
-    from xnorbench.harness import options
+    from xnorbench.runs import options
 
     monkeypatch.setattr(options, "MAX_LR", 1e31)  # the cap refuses 1e30; the guard stays
     db = str(tmp_path / "nan.db")
@@ -372,3 +372,59 @@ def test_same_seed_same_rows_and_command_recorded(tmp_path: Path, mnist_dir: Pat
     shown = json.loads(res.output)
     assert shown["params"]["seeds"] == [3] and shown["seed"] == 3 and shown["threads"] == 1
     assert shown["command"].startswith("xnorbench")
+
+
+def test_version_4_variant_names_renamed_to_one_vocabulary(tmp_path: Path):
+    """Schema 5 renames what v4 rows called ``xnor`` by what was measured: the packed
+    kernel (timing, sweep), the fused step, or the BinOp step of a run that predates the
+    fused path; the simulated network keeps ``xnor``; a run without a device ran on the
+    CPU. Training rows of other suites are untouched."""
+    import sqlite3
+
+    path = tmp_path / "v4.db"
+    store = Store.open(str(path))
+    old = {}  # (suite, tag) -> run id
+    for suite, tag, rows in (
+            ("timing", "new", [("inference_latency_ms", "xnor"),
+                               ("inference_latency_ms", "xnor_simulated"),
+                               ("layer_binary_pct_of_peak", "xnor"),
+                               ("train_step_ms", "xnor"), ("train_step_ms", "xnor_binop")]),
+            ("timing", "pre-fused", [("train_step_ms", "xnor"), ("train_step_ms", "float")]),
+            ("memory", "new", [("train_rss_increase_mib", "xnor"),
+                               ("train_rss_increase_mib", "xnor_binop"),
+                               ("inference_rss_increase_mib", "xnor"),
+                               ("layer_saved_activation_kib", "xnor"),
+                               ("packed_model_mib", "xnor")]),
+            ("memory", "pre-fused", [("train_saved_activation_mib", "xnor")]),
+            ("sweep", "new", [("binary_ms", "xnor"), ("float_ms", "float")]),
+            ("accuracy", "new", [("final_test_accuracy", "xnor"),
+                                 ("train_loss", "xnor")])):
+        rid = store.start_run(suite, {}, {})
+        store.add_rows(rid, [Row(m, 1.0, variant=v) for m, v in rows])
+        store.finish_run(rid, "finished")
+        old[(suite, tag)] = rid
+    store.engine.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE runs SET device = NULL")
+        conn.execute("UPDATE alembic_version SET version_num='0004'")
+        conn.execute("UPDATE xnorbench_meta SET value='4' WHERE key='schema_version'")
+    store = Store.open(str(path))  # upgraded on open
+
+    def names(key: tuple[str, str]) -> list[tuple[str, str]]:
+        return [(r.metric, r.variant) for r in store.results([old[key]])]
+
+    assert names(("timing", "new")) == [
+        ("inference_latency_ms", "xnor_packed"), ("inference_latency_ms", "xnor"),
+        ("layer_binary_pct_of_peak", "xnor_packed"), ("train_step_ms", "xnor_fused"),
+        ("train_step_ms", "xnor_binop")]
+    assert names(("timing", "pre-fused")) == [("train_step_ms", "xnor_binop"),
+                                              ("train_step_ms", "float")]
+    assert names(("memory", "new")) == [
+        ("train_rss_increase_mib", "xnor_fused"), ("train_rss_increase_mib", "xnor_binop"),
+        ("inference_rss_increase_mib", "xnor"), ("layer_saved_activation_kib", "xnor_fused"),
+        ("packed_model_mib", "xnor")]
+    assert names(("memory", "pre-fused")) == [("train_saved_activation_mib", "xnor_binop")]
+    assert names(("sweep", "new")) == [("binary_ms", "xnor_packed"), ("float_ms", "float")]
+    assert names(("accuracy", "new")) == [("final_test_accuracy", "xnor"),
+                                          ("train_loss", "xnor")]
+    assert {r.device for r in store.runs()} == {"cpu"}

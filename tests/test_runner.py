@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from xnorbench.db import Row, Store
-from xnorbench.harness import registry
-from xnorbench.harness.runner import RunFailed, RunInterrupted, execute
+from xnorbench.runs import registry
+from xnorbench.runs.runner import RunFailed, RunInterrupted, execute
 
 
 @pytest.fixture()

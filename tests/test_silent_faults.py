@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from xnorbench.data.loader import BatchLoader
+from xnorbench.data.splits import Split
 from xnorbench.db import DatabaseGone, Row, Store
-from xnorbench.harness.datasets import Split
-from xnorbench.harness.loader import BatchLoader
 
 from .conftest import make_mnist
 from .test_faults import SWEEP, cli

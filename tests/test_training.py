@@ -45,9 +45,9 @@ def test_full_disk_while_checkpointing_leaves_no_tmp_and_the_old_checkpoint(
     previous checkpoint, and says which file and why in one line."""
     import errno
 
-    from xnorbench.harness import checkpoints, training
-    from xnorbench.harness.datasets import load_dataset
-    from xnorbench.harness.recipes import Recipe
+    from xnorbench.data.datasets import load_dataset
+    from xnorbench.training import checkpoints, loop
+    from xnorbench.training.recipes import Recipe
 
     bundle = load_dataset("mnist", mnist_dir)
     ckpt = tmp_path / "xnor-seed0.pt"
@@ -65,7 +65,7 @@ def test_full_disk_while_checkpointing_leaves_no_tmp_and_the_old_checkpoint(
 
     monkeypatch.setattr(checkpoints.torch, "save", failing_save)
     with pytest.raises(checkpoints.CheckpointError) as err:
-        list(training.train(bundle, "lenet5", "xnor", recipe, checkpoint=ckpt))
+        list(loop.train(bundle, "lenet5", "xnor", recipe, checkpoint=ckpt))
     assert str(ckpt) in str(err.value) and "No space left" in str(err.value)
     assert "\n" not in str(err.value)
     assert not ckpt.with_suffix(".tmp").exists()
@@ -75,7 +75,7 @@ def test_full_disk_while_checkpointing_leaves_no_tmp_and_the_old_checkpoint(
 def test_a_write_torch_cuts_short_says_how_much_room_is_left(tmp_path, monkeypatch):
     """torch's zip writer on a full disk says only ``unexpected pos N vs M``; the message
     says what that means, in one line."""
-    from xnorbench.harness import checkpoints
+    from xnorbench.training import checkpoints
 
     def cut_short(obj, f, *a, **k):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos "

@@ -22,8 +22,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xnorbench.harness.ceilings import conv_macs, measure
-from xnorbench.harness.timing import compare
+from xnorbench.measure.ceilings import conv_macs, measure
+from xnorbench.measure.timing import compare
 from xnorbench.xnor import models
 from xnorbench.xnor.kernels import cpu_has_avx2, load_kernels
 from xnorbench.xnor.packed import pack_model

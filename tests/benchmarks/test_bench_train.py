@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xnorbench.harness.training import train_step
 from xnorbench.xnor import BinOp, FusedXNOR, models
+from xnorbench.xnor.step import train_step
 
 
 @pytest.mark.parametrize("path", ["float", "xnor_fused", "xnor_binop"])

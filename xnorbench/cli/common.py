@@ -3,9 +3,10 @@ each a one-line error (exit 2) through :func:`.app.fail`."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from .app import fail
 
@@ -19,34 +20,39 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-def parse_int_list(text: str, name: str, minimum: int = 1) -> list[int]:
-    """'16,32,64' -> [16, 32, 64]; anything else is a one-line error."""
-    from ..harness.options import int_list
-    from ..harness.registry import InputError
+def _one_line(check: Callable[..., Any], *args: Any) -> Any:
+    """Run one of :mod:`xnorbench.runs.options`' checks; its ``InputError`` becomes the
+    command's one-line error (the suites' options and these flags share every check)."""
+    from ..errors import InputError
 
     try:
-        return int_list(text, name, minimum)
+        return check(*args)
     except InputError as exc:
         fail(str(exc))
 
 
+def parse_int_list(text: str, name: str, minimum: int = 1) -> list[int]:
+    """'16,32,64' -> [16, 32, 64]; anything else is a one-line error."""
+    from ..runs.options import int_list
+
+    return _one_line(int_list, text, name, minimum)
+
+
 def choose(value: str, choices: tuple[str, ...] | list[str], what: str) -> str:
     """Return ``value`` if it is one of ``choices``; else a one-line error."""
-    if value not in choices:
-        fail(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
-    return value
+    from ..runs.options import choose as choose_one
+
+    return _one_line(choose_one, value, choices, what)
 
 
 def positive(value: int | float | None, what: str, allow_zero: bool = False,
               maximum: float = SQL_INT_MAX) -> None:
-    if value is None:
-        return
-    if isinstance(value, float) and not math.isfinite(value):
-        fail(f"{what} must be a finite number, got {value}")
-    if value < 0 or (value == 0 and not allow_zero):
-        fail(f"{what} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
-    if value > maximum:
-        fail(f"{what} {value:g} is too large (at most {maximum:g})")
+    """``value`` > 0 (>= 0 with ``allow_zero``), finite and at most ``maximum``."""
+    from ..runs.options import at_most, non_negative
+    from ..runs.options import positive as above_zero
+
+    _one_line(non_negative if allow_zero else above_zero, value, what)
+    _one_line(at_most, value, what, maximum)
 
 
 def check_run_id(value: int | None, what: str = "run id") -> None:
@@ -61,11 +67,9 @@ MAX_MINUTES = 10 * 365 * 24 * 60
 
 def check_path(path: Path | None, what: str) -> None:
     """A path option the file system cannot hold (a name over 255 bytes): one line."""
-    from ..paths import path_problem
+    from ..runs.options import path_ok
 
-    problem = path_problem(path) if path is not None else None
-    if problem:
-        fail(f"{what} {str(path)[:60]}...: {problem}")
+    _one_line(path_ok, path, what)
 
 
 def check_tags(tags: list[str] | None) -> list[str]:

@@ -31,9 +31,9 @@ def info_cmd(
 
     import torch
 
+    from ..data.files import data_dir
     from ..db import shown_db
-    from ..harness.datasets import data_dir
-    from ..harness.environment import cpu_info
+    from ..runs.environment import cpu_info
     from ..xnor.kernels import build_dir, default_build, expected_isa, kernel_isa, needs_build
 
     cpu, flags = cpu_info()
@@ -69,11 +69,12 @@ def recipes_cmd(
     name: Annotated[str | None, typer.Argument(help="Show only this recipe.",
                                                metavar="NAME")] = None,
 ) -> None:
-    """List the named recipes (--recipe NAME): every value they set, and its source."""
+    """List the named recipes (--recipe NAME): what each sets away from the defaults, and
+    the source of every choice."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    from ..harness.recipes import PRESETS, show_value
+    from ..training.recipes import PRESETS, show_value
 
     if name is not None and name not in PRESETS:
         fail(f"unknown recipe {name!r}; choose one of {', '.join(PRESETS)}")
@@ -81,11 +82,12 @@ def recipes_cmd(
     for preset in PRESETS.values():
         if name is not None and preset.name != name:
             continue
-        values = "\n".join(f"{k} = {show_value(v)}" for k, v in preset.values.items())
+        values = "\n".join(f"{k} = {show_value(v)}" for k, v in preset.changes().items())
         t.add_row(preset.name, preset.summary, values, preset.source)
     Console(width=160).print(t)
-    typer.echo("Options given beside --recipe override it; runs store the resolved values "
-               "(`xnorbench runs show ID`).")
+    typer.echo("Every option a recipe does not list keeps its default (`xnorbench run "
+               "accuracy --help`). Options given beside --recipe override it; runs store the "
+               "resolved values (`xnorbench runs show ID`).")
 
 
 # ---------------------------------------------------------------------------- table
@@ -144,14 +146,14 @@ def table(
     (mean ± std over seeds): full-data recipes before subsets, then the most training;
     --run / --tag choose exactly what is shown.
     """
-    from ..report import speed_tables, table_format, tables
+    from ..report import memory_tables, speed_tables, table_format, tables
 
     renderers = {"accuracy": tables.accuracy_table, "seeds": tables.per_seed_table,
                  "cells": tables.cells_table,
-                 "sweep": speed_tables.sweep_table, "memory": speed_tables.memory_table,
+                 "sweep": speed_tables.sweep_table, "memory": memory_tables.memory_table,
                  "timing": speed_tables.timing_table, "train-step": speed_tables.train_step_table,
-                 "train-memory": speed_tables.train_memory_table,
-                 "saved-by-layer": speed_tables.saved_by_layer_table,
+                 "train-memory": memory_tables.train_memory_table,
+                 "saved-by-layer": memory_tables.saved_by_layer_table,
                  "ceilings": speed_tables.ceilings_table,
                  "compare": tables.compare_table}
     choose(suite, list(renderers), "table suite")
@@ -222,7 +224,7 @@ def plot_sweep(
 ) -> None:
     """Draw Fig. 4(b) and 4(c): measured and theoretical speedup (PNG)."""
     from ..report.plots import plot_sweeps
-    from ..report.speed_tables import sweep_points
+    from ..report.queries import sweep_points
 
     check_path(output_dir, "--output-dir")
     store = open_store()

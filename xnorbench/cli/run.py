@@ -29,7 +29,7 @@ class SuiteGroup(TyperGroup):
             return
         self._loaded = True
         from .. import suites  # noqa: F401  (registers the built-in suites)
-        from ..harness.registry import REGISTRY
+        from ..runs.registry import REGISTRY
 
         built = typer.Typer()
         for suite in REGISTRY.values():
@@ -55,8 +55,10 @@ run_app = typer.Typer(help="Run a declared suite and store its rows.", no_args_i
 app.add_typer(run_app, name="run")
 
 
-NOT_STORED = frozenset({"progress", "tag", "resume", "checkpoint_dir", "download"})
-"""Options that do not change what a run computes: free to differ on ``--resume``."""
+RUN_SETTINGS = frozenset({"progress", "tag", "resume", "checkpoint_dir"})
+"""The command's own options (not a suite's): how this process runs, free to differ on
+``--resume``. A suite's option says so itself (``Opt.resume_free``); ``--threads`` and
+``--device`` are checked against the run below."""
 
 
 def given_options(ctx: typer.Context) -> set[str]:
@@ -75,15 +77,17 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def resume_settings(store: Store, resume: int, params: dict[str, Any], given: set[str],
-                    threads: int | None, device: str) -> tuple[int | None, str]:
+                    threads: int | None, device: str, free: frozenset[str] = frozenset()
+                    ) -> tuple[int | None, str]:
     """A resumed run keeps what it started with: refuse an option given beside
     ``--resume`` that differs from the stored run, and return the threads and device it
-    ran on (used unless given, and then they must match)."""
+    ran on (used unless given, and then they must match). ``free``: the suite's options
+    that may differ (they change how the run reads its input, not what it computes)."""
     run = store.run(resume)
     if run is None:
         fail(f"--resume {resume}: no such run")
     stored = run.params or {}
-    for name in sorted(given - NOT_STORED - {"threads", "device"}):
+    for name in sorted(given - RUN_SETTINGS - free - {"threads", "device"}):
         key = name if name in params else f"{name}s"  # --seed -> seeds, --kernel -> kernels
         if key not in params:
             continue
@@ -91,7 +95,7 @@ def resume_settings(store: Store, resume: int, params: dict[str, Any], given: se
         if key == "data_dir" and new and old and Path(new).resolve() == Path(old).resolve():
             continue
         if not _same(new, old):
-            from ..harness.recipes import show_value
+            from ..training.recipes import show_value
 
             fail(f"--resume {resume}: --{name.replace('_', '-')} {show_value(new)} differs "
                  f"from the run's {show_value(old)}; a resumed run keeps the options it "
@@ -113,9 +117,9 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
     ``given``: the options the command line set explicitly (checked against a resumed
     run's, see :func:`resume_settings`). Under torchrun, rank 0 does this and the other
     processes follow it (:func:`follow_suite`)."""
-    from ..harness import distributed
-    from ..harness.environment import resolve_device
-    from ..harness.registry import InputError
+    from .. import distributed
+    from ..errors import InputError
+    from ..runs.environment import resolve_device
 
     check_path(checkpoint_dir, "--checkpoint-dir")
     check_run_id(resume, "--resume")
@@ -151,21 +155,18 @@ def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads
                   resume: int | None, tags: list[str] | None, given: set[str] | None) -> int:
     """Rank 0 (or the only process): open the db, run the suite, report the outcome."""
     from ..db import DatabaseGone, RunLost
-    from ..harness.environment import resolve_device
-    from ..harness.registry import InputError
-    from ..harness.runner import (
-        RunFailed,
-        RunInterrupted,
-        RunRejected,
-        StatusNotSaved,
-        execute,
-    )
+    from ..errors import InputError
+    from ..runs.environment import resolve_device
+    from ..runs.runner import RunFailed, RunInterrupted, RunRejected, StatusNotSaved, execute
 
     store = open_store(write=True)
     dev_name = device.value
     if resume is not None:
+        from ..runs.registry import get_suite
+
+        free = frozenset(o.name for o in get_suite(suite).options if o.resume_free)
         threads, dev_name = resume_settings(store, resume, params, given or set(), threads,
-                                            device.value)
+                                            device.value, free)
     try:
         dev = resolve_device(dev_name)
     except ValueError as exc:
@@ -181,10 +182,10 @@ def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads
     except (RunRejected, InputError) as exc:
         fail(str(exc))
     except RunFailed as exc:
-        from ..harness.checkpoints import CheckpointError
-        from ..harness.datasets import DatasetError
-        from ..harness.runner import IncompleteRun
-        from ..harness.training import NonFiniteLoss
+        from ..data.files import DatasetError
+        from ..runs.runner import IncompleteRun
+        from ..training.checkpoints import CheckpointError
+        from ..training.loop import NonFiniteLoss
 
         if isinstance(exc.error, (DatasetError, NonFiniteLoss, CheckpointError)):
             typer.echo(f"error: {exc.error} (run {exc.run_id} marked failed)", err=True)
@@ -207,7 +208,7 @@ def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads
 def follow_suite(suite: str) -> None:
     """A torchrun process other than rank 0: train in lockstep with it, write nothing;
     one line and a non-zero exit if it fails (torchrun then stops the others)."""
-    from ..harness.runner import follow
+    from ..runs.runner import follow
 
     try:
         if follow(suite) is None:
@@ -217,7 +218,7 @@ def follow_suite(suite: str) -> None:
     except typer.Exit:
         raise
     except Exception as exc:
-        from ..harness.distributed import world
+        from ..distributed import world
 
         typer.echo(f"error: rank {world().rank}: {type(exc).__name__}: "
                    f"{str(exc).splitlines()[0] if str(exc) else ''}", err=True)
@@ -278,8 +279,8 @@ def suite_command(suite: Any) -> Any:
     the suite's ``prepare``."""
     import inspect
 
-    from ..harness.options import defaults
-    from ..harness.registry import InputError
+    from ..errors import InputError
+    from ..runs.options import defaults
 
     shown = [o for o in suite.options if not o.hidden]
     hidden = defaults([o for o in suite.options if o.hidden])

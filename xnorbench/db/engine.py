@@ -26,7 +26,7 @@ from sqlalchemy.exc import (
 
 from ..paths import path_problem
 from . import migrate
-from .models import SCHEMA_VERSION, Base, Meta
+from .models import SCHEMA_VERSION, Base, Meta, table
 from .urls import redact, shown_url, sqlite_path
 
 DEFAULT_DB = "xnorbench.db"
@@ -100,9 +100,9 @@ def init_schema(engine: Engine, attempts: int = 8, upgrade: bool = True) -> None
 def set_meta(conn: Any, key: str, value: str, replace: bool = True) -> None:
     have = conn.execute(select(Meta.value).where(Meta.key == key)).first()
     if have is None:
-        conn.execute(Meta.__table__.insert().values(key=key, value=value))
+        conn.execute(table(Meta).insert().values(key=key, value=value))
     elif replace and have[0] != value:
-        conn.execute(Meta.__table__.update().where(Meta.key == key).values(value=value))
+        conn.execute(table(Meta).update().where(Meta.key == key).values(value=value))
 
 
 def init_schema_once(engine: Engine, upgrade: bool = True) -> None:
@@ -148,11 +148,11 @@ def init_schema_once(engine: Engine, upgrade: bool = True) -> None:
 def check_columns(conn: Any, engine: Engine) -> None:
     """Every column the models use is there (a hand-edited file may have lost one)."""
     insp = inspect(conn)
-    for table in Base.metadata.sorted_tables:
-        have = {c["name"] for c in insp.get_columns(table.name)}
-        missing = [c.name for c in table.columns if c.name not in have]
+    for tbl in Base.metadata.sorted_tables:
+        have = {c["name"] for c in insp.get_columns(tbl.name)}
+        missing = [c.name for c in tbl.columns if c.name not in have]
         if missing:
-            raise DBError(f"{shown_url(engine.url)}: table {table.name} lacks column(s) "
+            raise DBError(f"{shown_url(engine.url)}: table {tbl.name} lacks column(s) "
                           f"{', '.join(missing)}; not a usable xnorbench database")
 
 

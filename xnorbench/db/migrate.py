@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-REVISION_OF_VERSION = {1: "0001", 2: "0002", 3: "0003", 4: "0004"}
+REVISION_OF_VERSION = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005"}
 """Schema version -> Alembic revision."""
 VERSION_OF_REVISION = {rev: v for v, rev in REVISION_OF_VERSION.items()}
 

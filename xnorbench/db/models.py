@@ -8,7 +8,7 @@ its dataset / model / variant / metric / unit. Tables and reports read these row
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -19,12 +19,14 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 
 
@@ -101,7 +103,7 @@ class Result(Base):
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    # training rows: which seed, and which resolved recipe (see harness.recipes)
+    # training rows: which seed, and which resolved recipe (see training.recipes)
     seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     recipe_key: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
@@ -119,3 +121,15 @@ class RunTag(Base):
     tag: Mapped[str] = mapped_column(String(64), index=True)
 
     run: Mapped[Run] = relationship(back_populates="tags")
+
+
+def table(model: type[Base]) -> Table:
+    """A model's table, typed as one (SQLAlchemy declares ``__table__`` a ``FromClause``,
+    which has no ``insert``/``update``/``delete``)."""
+    return cast(Table, model.__table__)
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE matched (``Session.execute`` is typed as returning a
+    plain ``Result``; for these statements it is a ``CursorResult``)."""
+    return int(cast(CursorResult, result).rowcount)

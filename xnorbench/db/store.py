@@ -6,19 +6,14 @@ Opening the database is :mod:`.engine`'s job.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import URL, Engine, create_engine, inspect, select, text
-from sqlalchemy.exc import (
-    IntegrityError,
-)
 from sqlalchemy.orm import Session
 
 from . import faults, migrate
@@ -35,7 +30,19 @@ from .engine import (
     set_meta,
     sqlite_file,
 )
-from .models import RUN_STATUSES, SCHEMA_VERSION, Meta, Result, Run, RunTag, utcnow
+from .imports import import_runs
+from .models import (
+    RUN_STATUSES,
+    SCHEMA_VERSION,
+    Meta,
+    Result,
+    Run,
+    RunTag,
+    rowcount,
+    table,
+    utcnow,
+)
+from .row import Row
 from .urls import redact, shown_url
 
 
@@ -47,23 +54,6 @@ class RunLost(Exception):
         super().__init__(f"run {run_id} is no longer this process's: another process "
                          "resumed it or it was marked stale; stopped without writing more")
         self.run_id = run_id
-
-
-@dataclass
-class Row:
-    """One measured value as a suite yields it."""
-
-    metric: str
-    value: float | None
-    unit: str = ""
-    dataset: str | None = None
-    model: str | None = None
-    variant: str | None = None
-    epoch: int | None = None
-    step: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    seed: int | None = None
-    recipe_key: str | None = None
 
 
 class DatabaseGone(Exception):
@@ -111,9 +101,9 @@ class Store:
                 if bound is None:  # a file from before the binding: bind it as it is
                     set_meta(conn, "database_file", here)
                 elif bound != here:  # a copy: first statement writes, so one process wins
-                    done = conn.execute(Meta.__table__.update().where(
+                    done = rowcount(conn.execute(table(Meta).update().where(
                         Meta.key == "database_file", Meta.value == bound).values(
-                        value=here)).rowcount
+                        value=here)))
                     if done == 1:
                         set_meta(conn, "database_id", uuid.uuid4().hex)
         with self.engine.connect() as conn:
@@ -203,12 +193,12 @@ class Store:
         Runs this store never took ownership of (a tool's own writes) are not checked."""
         self.check_file()
         token = self._owned.get(run_id)
-        q = Run.__table__.update().where(Run.id == run_id).values(heartbeat_at=utcnow(),
+        q = table(Run).update().where(Run.id == run_id).values(heartbeat_at=utcnow(),
                                                                      **values)
         if token is None:
             s.execute(q)
             return
-        done = s.execute(q.where(Run.owner == token, Run.status == "running")).rowcount
+        done = rowcount(s.execute(q.where(Run.owner == token, Run.status == "running")))
         if done != 1:
             raise RunLost(run_id)
 
@@ -235,10 +225,11 @@ class Store:
         finished, or gone."""
         token = uuid.uuid4().hex
         with Session(self.engine) as s, s.begin():
-            done = s.execute(Run.__table__.update()
-                             .where(Run.id == run_id, Run.status.in_(("interrupted", "failed")))
-                             .values(status="running", error=None, ended_at=None, owner=token,
-                                     heartbeat_at=utcnow())).rowcount
+            done = rowcount(s.execute(
+                table(Run).update()
+                .where(Run.id == run_id, Run.status.in_(("interrupted", "failed")))
+                .values(status="running", error=None, ended_at=None, owner=token,
+                        heartbeat_at=utcnow())))
             if done != 1:
                 run = s.get(Run, run_id)
                 if run is None:
@@ -256,9 +247,9 @@ class Store:
     def delete_run(self, run_id: int) -> None:
         """Remove a run and its rows (a run that refused its input wrote nothing)."""
         with Session(self.engine) as s, s.begin():
-            s.execute(Result.__table__.delete().where(Result.run_id == run_id))
-            s.execute(RunTag.__table__.delete().where(RunTag.run_id == run_id))
-            s.execute(Run.__table__.delete().where(Run.id == run_id))
+            s.execute(table(Result).delete().where(Result.run_id == run_id))
+            s.execute(table(RunTag).delete().where(RunTag.run_id == run_id))
+            s.execute(table(Run).delete().where(Run.id == run_id))
 
     def delete_results_after(self, run_id: int, variant: str, epoch: int,
                              seed: int | None = None, metrics: Iterable[str] = ()) -> int:
@@ -270,7 +261,7 @@ class Store:
         """
         with Session(self.engine) as s, s.begin():
             self._still_mine(s, run_id)
-            q = Result.__table__.delete().where(Result.run_id == run_id,
+            q = table(Result).delete().where(Result.run_id == run_id,
                                                 Result.variant == variant)
             if seed is not None:
                 q = q.where(Result.seed == seed)
@@ -280,7 +271,7 @@ class Store:
             metrics = list(metrics)
             if metrics:
                 cond = cond | Result.metric.in_(metrics)
-            return s.execute(q.where(cond)).rowcount
+            return rowcount(s.execute(q.where(cond)))
 
     def delete_rows(self, run_id: int, row_ids: Iterable[int]) -> int:
         """Drop these rows of run ``run_id`` (a resumed sweep's half-measured point)."""
@@ -289,8 +280,8 @@ class Store:
             self._still_mine(s, run_id)
             if not ids:
                 return 0
-            return s.execute(Result.__table__.delete().where(
-                Result.run_id == run_id, Result.id.in_(ids))).rowcount
+            return rowcount(s.execute(table(Result).delete().where(
+                Result.run_id == run_id, Result.id.in_(ids))))
 
     def heartbeat(self, run_id: int) -> None:
         """Touch the run's heartbeat; ``RunLost`` if this store no longer owns it."""
@@ -357,49 +348,15 @@ class Store:
             ids = list(s.scalars(select(Run.id).where(Run.status == "running",
                                                       Run.heartbeat_at < cutoff)))
             if ids:
-                s.execute(Run.__table__.update().where(Run.id.in_(ids)).values(
+                s.execute(table(Run).update().where(Run.id.in_(ids)).values(
                     status="interrupted", ended_at=utcnow(),
                     error="no heartbeat: the process died (marked stale)"))
         return ids
 
     def import_runs(self, source: Store, suite: str | None = None) -> dict[int, int]:
-        """Copy ``source``'s finished runs and their rows into this store: {old: new id}.
-
-        A device machine returns its own database; this is how its runs join the
-        project's. A run already here (same suite, start time, host and command) is
-        skipped, so importing the same file twice adds nothing, also when two imports run
-        at once: an imported run carries its identity in ``import_key``, which is unique,
-        so of two processes inserting one run the second's transaction fails and skips it.
-        """
-        have = {import_key(r) for r in self.runs()}
-        run_cols = [c.key for c in Run.__table__.columns
-                    if c.key not in ("id", "owner", "command", "import_key")]
-        row_cols = [c.key for c in Result.__table__.columns if c.key not in ("id", "run_id")]
-        mapping: dict[int, int] = {}
-        for run in reversed(source.runs(suite=suite, status="finished")):  # oldest first
-            key = import_key(run)
-            if key in have:
-                continue
-            rows = source.results([run.id])
-            tags = source.tags([run.id]).get(run.id, [])
-            try:
-                with Session(self.engine) as s, s.begin():
-                    new = Run(**{k: getattr(run, k) for k in run_cols},
-                              command=run.command and redact(run.command),  # no secret
-                              import_key=key)
-                    s.add(new)
-                    s.flush()  # the unique key is checked here, before the rows
-                    s.add_all(Result(run_id=new.id, **{k: getattr(r, k) for k in row_cols})
-                              for r in rows)
-                    s.add_all(RunTag(run_id=new.id, tag=t) for t in tags)
-                    mapping[run.id] = new.id
-            except IntegrityError:
-                with self.engine.connect() as conn:  # the unique key says who won
-                    taken = conn.execute(select(Run.id).where(Run.import_key == key)).first()
-                if taken is None:
-                    raise  # not the import key: a real constraint failure
-                mapping.pop(run.id, None)  # another import inserted it first
-        return mapping
+        """Copy ``source``'s finished runs and their rows here: {old id: new id}
+        (:func:`.imports.import_runs`)."""
+        return import_runs(self.engine, source, suite)
 
     # -- reads --------------------------------------------------------------------
     def runs(self, suite: str | None = None, status: str | None = None,
@@ -437,14 +394,6 @@ class Store:
     def count_results(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(text("SELECT COUNT(*) FROM results")).scalar_one())
-
-
-def import_key(run: Run) -> str:
-    """A run's identity across databases: its suite, start time, host and (redacted)
-    command, hashed. Two copies of one run have the same key."""
-    text_ = "|".join(str(v) for v in (run.suite, run.started_at, run.hostname,
-                                        run.command and redact(run.command)))
-    return hashlib.sha256(text_.encode()).hexdigest()[:40]
 
 
 def is_stale(run: Run, after: timedelta, now: datetime | None = None) -> bool:

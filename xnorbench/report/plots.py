@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ def _plot(points: list[dict[str, Any]], sweep: str, axis: str, xlabel: str, titl
                         else ("speedup", "torch eager"))
         ax.plot(xs, [p[key] for p in pts], "o-",
                 label=f"vs {against}, packing included ({threads} thr)")
-        ax.plot(xs, [p.get(f"{key[:7]}_nopack{key[7:]}") for p in pts], "s--", alpha=0.7,
+        nopack = [p.get(f"{key[:7]}_nopack{key[7:]}") for p in pts]
+        ax.plot(xs, [math.nan if v is None else v for v in nopack], "s--", alpha=0.7,
                 label=f"vs {against}, packed input ({threads} thr)")
         if vs_fastest:
             ax.plot(xs, [p["speedup"] for p in pts], "^:", alpha=0.5,

@@ -13,16 +13,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..db import Run, Store, shown_url
+from .memory_tables import memory_table, saved_by_layer_table, train_memory_table
 from .plots import plot_sweeps
+from .queries import sweep_points
 from .selection import Cell, Selection, accuracy_pairs, shown_cells
 from .speed_tables import (
     ceilings_table,
-    memory_table,
-    saved_by_layer_table,
-    sweep_points,
     sweep_table,
     timing_table,
-    train_memory_table,
     train_step_table,
 )
 from .table_format import DATASET_NAMES, MODEL_NAMES, Table, commit_label, to_markdown
@@ -76,7 +74,10 @@ def _accuracy_discussion(store: Store, sel: Selection) -> list[str]:
                            f"{'float' if f else 'XNOR'} was trained under this recipe "
                            f"({_pm(have)}; {_recipe_words(have)}); no pair to compare.")
             continue
-        gap = f.mean("final_test_accuracy") - x.mean("final_test_accuracy")
+        final_f, final_x = f.mean("final_test_accuracy"), x.mean("final_test_accuracy")
+        if final_f is None or final_x is None:  # a cell is one because it has this value
+            continue
+        gap = final_f - final_x
         runs = sorted({run.id for c in (x, f) for run in c.runs})
         text = (f"- {_name(r.dataset, r.model)}: XNOR ({x.rule} rule) {_pm(x)} vs float "
                 f"{_pm(f)}, a gap of {gap:.2f} points in final accuracy (best over epochs: "
@@ -122,10 +123,12 @@ def _memory_discussion(store: Store, sel: Selection) -> list[str]:
         out.append(line + ".")
     rows = store.results(metric="paper_fig4a_float_mb")
     rowsb = store.results(metric="paper_fig4a_binary_mb")
-    if out and rows and rowsb:
-        out.append(f"- The paper's Fig. 4(a) quotes {rows[-1].value:.0f} MB (double "
-                   f"precision, ImageNet ResNet-18) -> {rowsb[-1].value:.1f} MB binary "
-                   f"({rows[-1].value / rowsb[-1].value:.0f}x, whose 64x limit comes from "
+    paper_float = rows[-1].value if rows else None
+    paper_binary = rowsb[-1].value if rowsb else None
+    if out and paper_float and paper_binary:
+        out.append(f"- The paper's Fig. 4(a) quotes {paper_float:.0f} MB (double "
+                   f"precision, ImageNet ResNet-18) -> {paper_binary:.1f} MB binary "
+                   f"({paper_float / paper_binary:.0f}x, whose 64x limit comes from "
                    "64-bit doubles); against float32 the limit is 32x.")
     return out or ["- No memory run yet."]
 

@@ -29,7 +29,7 @@ def resolved_params(run: Run) -> dict[str, Any]:
     """The run's options; a training run's through its recipe, so lr is a number."""
     params = dict(run.params or {})
     if run.suite in TRAINING_SUITES:
-        from ..harness.recipes import recipe_from
+        from ..training.recipes import recipe_from
 
         try:
             recipe = recipe_from(params)
@@ -72,7 +72,7 @@ def run_record(store: Store, run: Run) -> dict[str, Any]:
 
 
 def _kv(title: str, items: list[tuple[str, Any]]) -> Table:
-    from ..harness.recipes import show_value
+    from ..training.recipes import show_value
 
     t = Table(title=title, title_justify="left", show_header=False, box=None,
               padding=(0, 2))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..db import Run, Store
-from ..harness.recipes import Recipe, recipe_from
+from ..training.recipes import Recipe, recipe_from
 
 CELL_METRICS = ("final_test_accuracy", "best_test_accuracy", "packed_test_accuracy",
                 "packed_agreement", "packed_file_bytes", "xnor_packed_latency_ms",
@@ -126,12 +126,12 @@ def collect_cells(store: Store, runs: Iterable[Run]) -> list[Cell]:
             p = r.params or {}
             rule = None if r.variant == "float" else p.get("grad_rule")
             key = (r.dataset, r.model, r.recipe_key, r.variant, rule)
-            cell = cells.setdefault(key, Cell(r.dataset, r.model, r.variant, rule,
+            cell = cells.setdefault(key, Cell(r.dataset or "", r.model or "", r.variant, rule,
                                               r.recipe_key, p))
             seed = r.seed if r.seed is not None else p.get("seed")
             sv = cell.seeds.setdefault(seed, SeedValues(seed, run))
-            if sv.run.id == run.id:  # an older run of a seed already seen is ignored
-                sv.values.setdefault(r.metric, r.value)
+            if sv.run.id == run.id and r.value is not None:  # an older run of a seed
+                sv.values.setdefault(r.metric, r.value)      # already seen is ignored
     return [c for c in cells.values() if c.values("final_test_accuracy")]
 
 

@@ -1,97 +1,23 @@
-"""The measurement tables (sweep, ceilings, memory, timing, training step): each reads
-the latest finished run that has its rows (per machine and thread count where that
-matters), with the spread and the machine beside every figure."""
+"""The speed tables (sweep, ceilings, timing, training step): each shows the latest
+finished run that has its rows (per machine and thread count where that matters), read
+by :mod:`.queries`, with the spread and the machine beside every figure."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..db import Result, Run, Store
+from ..db import Run, Store
+from ..variants import TRAINING_STEPS
+from .queries import latest_rows, sweep_points, timing_devices
 from .selection import Selection
 from .table_format import (
     MODEL_NAMES,
-    NOT_RUN,
     Table,
     fmt,
     machine_label,
     pct,
     ratio,
 )
-
-SWEEP_METRICS = ("float_ms", "binary_ms", "binary_nopack_ms", "speedup", "speedup_nopack",
-                 "theoretical_speedup")
-
-
-def sweep_points(store: Store, selection: Selection = Selection()) -> list[dict[str, Any]]:
-    """One dict per (threads, sweep, channels, kernel) from the newest finished runs.
-
-    A point's shares of peak that were marked disturbed are listed under ``disturbed``
-    (and never shown as results), a busy machine under ``busy``; an older run of the
-    same point whose speedup differs beyond both measurements' spread is listed under
-    ``disagrees`` as (run, speedup)."""
-    points: dict[tuple, dict[str, Any]] = {}
-    spreads: dict[tuple, dict[int, dict[str, Any]]] = {}  # key -> run -> metric -> row
-    same: dict[int, tuple] = {}  # run -> (commit, cpu, isa): what makes two runs comparable
-    for run in selection.runs(store, "sweep"):  # newest first
-        same[run.id] = (run.git_commit, run.git_dirty, run.cpu_model)
-        for r in store.results([run.id]):
-            p = r.params or {}
-            if "sweep" not in p:
-                continue
-            key = (p["threads"], p["sweep"], p["channels"], p["kernel"])
-            if r.metric in ("speedup", "float_ms", "binary_ms"):
-                spreads.setdefault(key, {}).setdefault(run.id, {})[r.metric] = r
-            pt = points.setdefault(key, {"threads": p["threads"], "sweep": p["sweep"],
-                                         "channels": p["channels"], "kernel": p["kernel"],
-                                         "input_size": p.get("input_size"),
-                                         "cpu": p.get("cpu"), "kernel_isa": p.get("kernel_isa"),
-                                         "run_id": run.id})
-            if pt["run_id"] == run.id and r.metric not in pt:
-                pt[r.metric] = r.value
-                if p.get("disturbed"):
-                    pt.setdefault("disturbed", {})[r.metric] = p["disturbed"]
-                if p.get("busy"):
-                    pt["busy"] = p["busy"]
-                if r.metric == "fastest_float_ms":
-                    pt["fastest_engine"] = p.get("engine")
-                    pt["unavailable_engines"] = p.get("unavailable") or {}
-    for key, pt in points.items():
-        alike = {rid: rows for rid, rows in spreads.get(key, {}).items()
-                 if same[rid] == same[pt["run_id"]] and same[rid][0] and not same[rid][1]}
-        pt["disagrees"] = _disagreements(pt["run_id"], alike)
-    return sorted(points.values(), key=lambda d: (d["threads"], d["sweep"], d["channels"],
-                                                  d["kernel"]))
-
-
-def _relative_spread(rows: dict[str, Any]) -> float | None:
-    """The speedup's relative spread from its two times' IQRs (None if not stored)."""
-    out = 0.0
-    for metric in ("float_ms", "binary_ms"):
-        r = rows.get(metric)
-        iqr = (r.params or {}).get("iqr_ms") if r is not None else None
-        if iqr is None or not r.value:
-            return None
-        out += iqr / r.value
-    return out
-
-
-def _disagreements(newest: int, by_run: dict[int, dict[str, Any]]) -> list[tuple[int, float]]:
-    """Older runs of one point (same clean commit, same CPU) whose speedup lies outside
-    the two measurements' spread."""
-    new = by_run.get(newest, {})
-    if "speedup" not in new:
-        return []
-    s_new, rel_new = new["speedup"].value, _relative_spread(new)
-    out = []
-    for run_id, rows in by_run.items():
-        if run_id == newest or "speedup" not in rows:
-            continue
-        s_old, rel_old = rows["speedup"].value, _relative_spread(rows)
-        if rel_new is None or rel_old is None:
-            continue
-        if abs(s_new - s_old) > s_new * rel_new + s_old * rel_old:
-            out.append((run_id, s_old))
-    return out
 
 
 def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
@@ -213,173 +139,12 @@ def ceilings_table(store: Store, selection: Selection = Selection()) -> Table:
                   "Float conv %", "Speedup"], rows, notes, records)
 
 
-def _latest_rows(store: Store, suite: str, by_threads: bool = False,
-                 selection: Selection = Selection(), device: str | None = None
-                 ) -> dict[tuple, tuple[Result, Run]]:
-    """{(dataset, model, variant, metric, batch, mode, threads): (row, run)}, newest runs.
-
-    A model's rows all come from the newest finished run that measured it. With
-    ``by_threads`` (timings) that holds per thread count, batch size and metric: a 2-thread
-    run does not hide a 1-thread one, nor a batch-1 run an older batch-64 measurement.
-    """
-    out: dict[tuple, tuple[Result, Run]] = {}
-    seen: dict[tuple, int] = {}
-    for run in selection.runs(store, suite):
-        if device is not None and _device_kind(run) != device:
-            continue
-        threads = run.threads if by_threads else None
-        for r in store.results([run.id]):
-            p = r.params or {}
-            scope = (r.model or "", threads) + ((p.get("batch"), r.metric) if by_threads else ())
-            if seen.setdefault(scope, run.id) != run.id:
-                continue  # an older run of what a newer run already covers
-            key = (r.dataset, r.model, r.variant, r.metric, p.get("batch"), p.get("mode"),
-                   threads)
-            out.setdefault(key, (r, run))
-    return out
-
-
-def _device_kind(run: Run) -> str:
-    """'cuda' for a run on a GPU, else 'cpu' (runs stored before devices were: cpu)."""
-    return "cuda" if (run.device or "cpu").startswith("cuda") else "cpu"
-
-
-def _timing_devices(store: Store, selection: Selection) -> list[str]:
-    return sorted({_device_kind(r) for r in selection.runs(store, "timing")})
-
-
-def memory_table(store: Store, selection: Selection = Selection()) -> Table:
-    """Packed vs float32 sizes and runtime memory peaks, per network (newest run)."""
-    rows_by = _latest_rows(store, "memory", selection=selection)
-    models_ = sorted({k[1] for k in rows_by if k[1]})
-    rows, records, runs = [], [], {}
-
-    def get(model: str, variant: str, metric: str, mode: str | None = None) -> float | None:
-        for (_, m, v, met, _b, md, _t), (r, run) in rows_by.items():
-            if m == model and v == variant and met == metric and (mode is None or md == mode):
-                runs[run.id] = run
-                return r.value
-        return None
-
-    for m in models_:
-        rec = {
-            "model": m,
-            "packed_mib": get(m, "xnor", "packed_model_mib"),
-            "float32_mib": get(m, "float", "float32_model_mib"),
-            "compression": get(m, "xnor", "compression"),
-            "packed_file_bytes": get(m, "xnor", "packed_file_bytes"),
-            "float32_file_bytes": get(m, "float", "float32_file_bytes"),
-            "binary_mac_share": get(m, "xnor", "binary_mac_share"),
-            "infer_rss_float": get(m, "float", "inference_rss_increase_mib"),
-            "infer_rss_xnor_packed": get(m, "xnor_packed", "inference_rss_increase_mib"),
-            "train_rss_float": get(m, "float", "train_rss_increase_mib"),
-            "train_rss_xnor": get(m, "xnor", "train_rss_increase_mib"),
-            "infer_cuda_float": get(m, "float", "inference_cuda_max_allocated_mib"),
-            "infer_cuda_xnor": get(m, "xnor", "inference_cuda_max_allocated_mib"),
-            "train_cuda_float": get(m, "float", "train_cuda_max_allocated_mib"),
-            "train_cuda_xnor": get(m, "xnor", "train_cuda_max_allocated_mib"),
-        }
-        records.append(rec)
-        fb = rec["packed_file_bytes"]
-        ff = rec["float32_file_bytes"]
-        rows.append([MODEL_NAMES.get(m, m), fmt(rec["packed_mib"], 3),
-                     fmt(rec["float32_mib"], 3), fmt(rec["compression"], 1) + "x",
-                     NOT_RUN if fb is None else f"{fb / 2**20:.3f}",
-                     NOT_RUN if ff is None else f"{ff / 2**20:.3f}",
-                     fmt(rec["binary_mac_share"], 2) + " %",
-                     fmt(rec["infer_rss_float"], 1), fmt(rec["infer_rss_xnor_packed"], 1)])
-    notes = [f"run {rid}: {machine_label(run)}; RSS columns: peak RSS of a fresh process minus "
-             f"its RSS after imports (MiB), batch {(run.params or {}).get('batch')}; training "
-             "memory has its own table" for rid, run in sorted(runs.items())]
-    for rec in records:
-        if rec["train_cuda_float"] is not None:
-            notes.append(f"{MODEL_NAMES.get(rec['model'], rec['model'])} on CUDA "
-                         "(max_memory_allocated, MiB): inference float "
-                         f"{fmt(rec['infer_cuda_float'], 1)}, XNOR "
-                         f"{fmt(rec['infer_cuda_xnor'], 1)}; training step float "
-                         f"{fmt(rec['train_cuda_float'], 1)}, XNOR "
-                         f"{fmt(rec['train_cuda_xnor'], 1)}")
-    return Table("Memory footprint: packed 1-bit vs float32",
-                 ["Network", "Packed MiB", "Float32 MiB", "Compression", "Packed file MiB",
-                  "Float32 file MiB", "Binary MACs", "Infer +RSS float",
-                  "Infer +RSS XNOR packed"],
-                 rows, notes, records)
-
-
-def train_memory_table(store: Store, selection: Selection = Selection()) -> Table:
-    """Training memory per network: bytes kept for backward and peak RSS, float vs XNOR.
-
-    Runs from before the fused path measured XNOR training through BinOp only, under the
-    variant name ``xnor``; such a run (no ``xnor_binop`` rows) shows it as BinOp.
-    """
-    rows_by = _latest_rows(store, "memory", selection=selection)
-    wanted = {"train_saved_activation_mib": "saved", "train_rss_increase_mib": "rss",
-              "train_cuda_max_allocated_mib": "cuda"}
-    cells: dict[str, dict[str, Any]] = {}
-    runs: dict[int, Run] = {}
-    for (_d, model, variant, metric, _b, _m, _t), (r, run) in rows_by.items():
-        if metric not in wanted:
-            continue
-        rec = cells.setdefault(model, {"model": model, "run_id": run.id,
-                                       "batch": (r.params or {}).get("batch")})
-        rec[f"{wanted[metric]}_{variant}"] = r.value
-        runs[run.id] = run
-    rows, records = [], []
-    for model, rec in sorted(cells.items()):
-        if not any(k.endswith("_xnor_binop") for k in rec):  # a run from before fused
-            for what in ("saved", "rss", "cuda"):
-                if f"{what}_xnor" in rec:
-                    rec[f"{what}_xnor_binop"] = rec.pop(f"{what}_xnor")
-        records.append(rec)
-        cols = [rec.get(f"{w}_{v}") for w in ("saved", "rss", "cuda")
-                for v in ("float", "xnor", "xnor_binop")]
-        rows.append([MODEL_NAMES.get(model, model), str(rec["batch"]),
-                     *[fmt(v, 1) for v in cols]])
-    notes = [f"run {rid}: {machine_label(run)}; saved for backward: every tensor autograd keeps, "
-             "each storage once, parameters excluded (exact); +RSS: peak RSS of a fresh "
-             "process minus its RSS after imports, glibc mmap threshold fixed at 64 KiB so "
-             "freed tensors leave RSS; CUDA: max_memory_allocated (MiB)"
-             for rid, run in sorted(runs.items())]
-    notes.append("XNOR fused keeps 2 bits per binarized input (sign, |x| < 1) where float "
-                 "keeps the BN output's activation; BinOp also holds a saved copy of every "
-                 "latent weight.")
-    return Table("Training memory (one SGD step): float vs XNOR fused vs XNOR BinOp",
-                 ["Network", "Batch", "Saved float MiB", "Saved XNOR fused MiB",
-                  "Saved XNOR BinOp MiB", "+RSS float", "+RSS XNOR fused", "+RSS XNOR BinOp",
-                  "CUDA float", "CUDA XNOR fused", "CUDA XNOR BinOp"], rows, notes, records)
-
-
-def saved_by_layer_table(store: Store, selection: Selection = Selection()) -> Table:
-    """Bytes kept for backward per XNOR unit (and its float counterpart), per network."""
-    rows_by = _latest_rows(store, "memory", selection=selection)
-    layers: dict[tuple[str, str], dict[str, Any]] = {}
-    runs: dict[int, Run] = {}
-    for run in {id(run): run for _r, run in rows_by.values()}.values():
-        for r in store.results([run.id], metric="layer_saved_activation_kib"):
-            layer = (r.params or {}).get("layer")
-            rec = layers.setdefault((r.model or "", layer), {"model": r.model, "layer": layer,
-                                                             "run_id": run.id})
-            rec[f"{r.variant}_kib"] = r.value
-            runs[run.id] = run
-    rows, records = [], []
-    for (model, _layer), rec in layers.items():
-        f, x = rec.get("float_kib"), rec.get("xnor_kib")
-        rec["ratio"] = x / f if f and x is not None else None
-        records.append(rec)
-        rows.append([MODEL_NAMES.get(model, model), rec["layer"], fmt(f, 1), fmt(x, 1),
-                     ratio(rec["ratio"])])
-    notes = [f"run {rid}: {machine_label(run)}" for rid, run in sorted(runs.items())]
-    return Table("Saved for backward, per layer (KiB): float unit vs XNOR unit",
-                 ["Network", "Layer", "Float KiB", "XNOR fused KiB", "XNOR / float"],
-                 rows, notes, records)
-
-
 def timing_table(store: Store, selection: Selection = Selection()) -> Table:
     """Inference latency, float vs XNOR, one row per thread count (and device: on a GPU
     the XNOR column is the simulated model, there being no GPU bit kernel)."""
     rows, records, runs = [], [], {}
-    for device in _timing_devices(store, selection):
-        rows_by = _latest_rows(store, "timing", by_threads=True, selection=selection,
+    for device in timing_devices(store, selection):
+        rows_by = latest_rows(store, "timing", by_threads=True, selection=selection,
                                device=device)
         keys = sorted({(k[1], k[4], k[6]) for k in rows_by if k[3] == "inference_latency_ms"},
                       key=lambda t: (t[0] or "", t[2] or 0, t[1] or 0))
@@ -399,20 +164,21 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
             return None if r is None else r.value
 
         for model, batch, threads in keys:
-            packed = get(model, "xnor", "inference_latency_ms", batch, threads)
+            packed = get(model, "xnor_packed", "inference_latency_ms", batch, threads)
             rec = {"model": model, "batch": batch, "threads": threads, "device": device,
                    "float_ms": get(model, "float", "inference_latency_ms", batch, threads),
                    "xnor_packed_ms": packed,
-                   "xnor_simulated_ms": get(model, "xnor_simulated", "inference_latency_ms",
+                   "xnor_simulated_ms": get(model, "xnor", "inference_latency_ms",
                                             batch, threads),
-                   "speedup": get(model, "xnor" if packed is not None else "xnor_simulated",
+                   "speedup": get(model, "xnor_packed" if packed is not None else "xnor",
                                   "inference_speedup", batch, threads)}
             fastest = row(model, "float", "inference_fastest_float_ms", batch, threads)
             if fastest is not None:
                 rec.update(fastest_float_ms=fastest.value,
                            fastest_engine=(fastest.params or {}).get("engine"),
-                           speedup_vs_fastest=get(model, "xnor", "inference_speedup_vs_fastest",
-                                                  batch, threads))
+                           speedup_vs_fastest=get(model, "xnor_packed",
+                                                  "inference_speedup_vs_fastest", batch,
+                                                  threads))
             records.append(rec)
             best = (f"{fmt(rec['fastest_float_ms'], 3)} ({rec['fastest_engine']})"
                     if fastest is not None else "n/a (eager only)")
@@ -441,15 +207,11 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
 
 
 def train_step_table(store: Store, selection: Selection = Selection()) -> Table:
-    """Training step time and dispatched operators: float vs XNOR fused vs XNOR BinOp.
-
-    Runs from before the fused path timed only BinOp, under the variant name ``xnor``;
-    such a run (no ``xnor_binop`` rows) is shown in the BinOp column, where it belongs.
-    """
+    """Training step time and dispatched operators: float vs XNOR fused vs XNOR BinOp."""
     cells: dict[tuple, dict[str, Any]] = {}
     runs: dict[int, Run] = {}
-    for device in _timing_devices(store, selection):
-        rows_by = _latest_rows(store, "timing", by_threads=True, selection=selection,
+    for device in timing_devices(store, selection):
+        rows_by = latest_rows(store, "timing", by_threads=True, selection=selection,
                                device=device)
         for (_d, model, variant, metric, batch, _m, threads), (r, run) in rows_by.items():
             if metric not in ("train_step_ms", "train_step_ops", "train_step_launches"):
@@ -462,11 +224,9 @@ def train_step_table(store: Store, selection: Selection = Selection()) -> Table:
     rows, records = [], []
     for (device, model, batch, threads), rec in sorted(cells.items(), key=lambda kv: (
             kv[0][0], kv[0][1] or "", kv[0][2] or 0, kv[0][3] or 0)):
-        if "xnor_binop_train_step_ms" not in rec and "xnor_train_step_ops" not in rec:
-            rec["xnor_binop_train_step_ms"] = rec.pop("xnor_train_step_ms", None)
-        f, x, b = (rec.get(f"{v}_train_step_ms") for v in ("float", "xnor", "xnor_binop"))
-        of, ox, ob = (rec.get(f"{v}_train_step_ops") for v in ("float", "xnor", "xnor_binop"))
-        lf, lx = (rec.get(f"{v}_train_step_launches") for v in ("float", "xnor"))
+        f, x, b = (rec.get(f"{v}_train_step_ms") for v in TRAINING_STEPS)
+        of, ox, ob = (rec.get(f"{v}_train_step_ops") for v in TRAINING_STEPS)
+        lf, lx = (rec.get(f"{v}_train_step_launches") for v in TRAINING_STEPS[:2])
         rec.update(fused_ratio=x / f if f and x else None, binop_ratio=b / f if f and b else None,
                    fused_ops_ratio=ox / of if of and ox else None,
                    fused_launches_ratio=lx / lf if lf and lx else None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import Run, Store
-from ..harness.recipes import show_value
+from ..training.recipes import show_value
 from .selection import (
     Cell,
     PairRow,
@@ -132,14 +132,15 @@ def accuracy_table(store: Store, selection: Selection = Selection()) -> Table:
     for r in pairs:
         lines_per_net[(r.dataset, r.model)] = lines_per_net.get((r.dataset, r.model), 0) + 1
     skipped: dict[tuple[str, str], list[Cell]] = {}
-    for _, r in lines:
-        if isinstance(r, tuple):
-            ds, model = r
+    for _, line in lines:
+        if isinstance(line, tuple):
+            ds, model = line
             untrained.append(ds)
             rows.append([DATASET_NAMES[ds], MODEL_NAMES[model], NOT_TRAINED, NOT_TRAINED, "-"])
             records += [{"dataset": ds, "network": model, "variant": v, "accuracy": None}
                         for v in ("xnor", "float")]
             continue
+        r = line
         net = MODEL_NAMES.get(r.model, r.model)
         if r.xnor is not None and lines_per_net[(r.dataset, r.model)] > 1:
             net += f" ({r.xnor.rule} rule)"
@@ -254,7 +255,8 @@ def cells_table(store: Store, selection: Selection = Selection()) -> Table:
     cells.sort(key=lambda c: (c.dataset, c.model, min(r.id for r in c.runs), c.variant))
     for c in cells:
         std = c.std("final_test_accuracy")
-        rec = {"dataset": c.dataset, "network": c.model, "variant": c.variant,
+        rec: dict[str, Any] = {"dataset": c.dataset, "network": c.model,
+                               "variant": c.variant,
                "grad_rule": c.rule, "recipe": _preset_and_changes(c), "recipe_key": c.key,
                "epochs": c.params.get("epochs"), "train_size": c.params.get("train_size"),
                "n": c.n, "final": c.mean("final_test_accuracy"), "final_std": std,
@@ -275,15 +277,19 @@ def training_time_table(store: Store, selection: Selection = Selection()) -> Tab
     """Seconds per epoch and images/s of the training runs behind the results table."""
     rows, records = [], []
     for c in shown_cells(sorted_pairs(store, selection)):
-        secs, ips = [], []
+        secs: list[float] = []
+        ips: list[float] = []
         for sv in c.seeds.values():
             kw = {"variant": c.variant, "model": c.model, "seed": sv.seed}
-            secs += [x.value for x in store.results([sv.run.id], metric="epoch_seconds", **kw)]
+            secs += [x.value for x in store.results([sv.run.id], metric="epoch_seconds", **kw)
+                     if x.value is not None]
             ips += [x.value for x in store.results([sv.run.id],
-                                                   metric="train_images_per_second", **kw)]
+                                                   metric="train_images_per_second", **kw)
+                    if x.value is not None]
         if not secs:
             continue
-        rec = {"dataset": c.dataset, "model": c.model, "variant": c.variant,
+        rec: dict[str, Any] = {"dataset": c.dataset, "model": c.model,
+                               "variant": c.variant,
                "grad_rule": c.rule, "run_ids": [r.id for r in c.runs],
                "mean_epoch_s": sum(secs) / len(secs), "mean_images_per_s": sum(ips) / len(ips),
                "device": "; ".join(sorted({machine_label(r) for r in c.runs}))}
@@ -315,8 +321,9 @@ def compare_table(store: Store, selection: Selection = Selection()) -> Table:
         notes.append(f"run {run.id}: {recipe_note(cells)}")
         for c in cells:
             secs = [x.value for x in store.results([run.id], metric="epoch_seconds",
-                                                     variant=c.variant)]
-            rec = {"run_id": run.id, "dataset": c.dataset, "model": c.model,
+                                                     variant=c.variant) if x.value is not None]
+            rec: dict[str, Any] = {"run_id": run.id, "dataset": c.dataset,
+                                   "model": c.model,
                    "variant": c.variant, "n": c.n, "final": c.mean("final_test_accuracy"),
                    "final_std": c.std("final_test_accuracy"),
                    "best": c.mean("best_test_accuracy"),

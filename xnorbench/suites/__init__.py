@@ -1,6 +1,6 @@
 """Declared suites: importing this package registers every module in it.
 
-A suite is one module that calls :func:`~xnorbench.harness.registry.register`; a new
+A suite is one module that calls :func:`~xnorbench.runs.registry.register`; a new
 file here is found without being listed.
 """
 

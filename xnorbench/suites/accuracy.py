@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..db import Row
-from ..harness.options import Opt
-from ..harness.recipes import recipe_from
-from ..harness.registry import SuiteContext, register
-from ..harness.training import train
+from ..runs.options import Opt
+from ..runs.registry import SuiteContext, register
+from ..training.loop import train
+from ..training.recipes import recipe_from
 from .common import (
     TRAINING_DEFAULTS,
+    Job,
     begin,
     forget_after,
     key_for,
@@ -30,9 +31,9 @@ from .common import (
 DEFAULTS: dict[str, Any] = {**TRAINING_DEFAULTS, "variant": "both"}
 
 
-def jobs(p: dict[str, Any]) -> list[tuple[str, str]]:
-    """(row label, variant) of each training per seed."""
-    return [(v, v) for v in variants(p.get("variant", "both"))]
+def jobs(p: dict[str, Any]) -> list[Job]:
+    """The trainings of each seed: float and/or XNOR, labelled by their variant."""
+    return [Job(v, v) for v in variants(p.get("variant", "both"))]
 
 
 OPTIONS = training_options(Opt("variant", "str", "both", "float, xnor or both.",

@@ -2,7 +2,7 @@
 
 Per kernel build (``native``: the CPU's best path, AVX-512 VPOPCNTDQ where it has it;
 ``avx2``: the VPSHUFB table path, on any AVX2 CPU): the register-only peaks of
-:mod:`..harness.ceilings`, their ratio (the most a binary conv can gain over a perfect
+:mod:`..measure.ceilings`, their ratio (the most a binary conv can gain over a perfect
 float conv on this core), and one conv point (default c=256, 3x3, 14x14, batch 1, the
 paper's Fig. 4 setting) timed as binary on a packed input, binary with packing, and
 float ``F.conv2d``, each stated as a share of its ceiling. One thread: per core.
@@ -10,19 +10,21 @@ float ``F.conv2d``, each stated as a share of its ceiling. One thread: per core.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..db import Row
-from ..harness import options as o
-from ..harness.ceilings import PeakProbe, conv_macs, share
-from ..harness.machine_state import StateProbe
-from ..harness.options import Opt
-from ..harness.registry import InputError, SuiteContext, register
-from ..harness.timing import compare
+from ..errors import InputError
+from ..measure.ceilings import PeakProbe, conv_macs, share
+from ..measure.machine_state import StateProbe
+from ..measure.timing import compare
+from ..runs import options as o
+from ..runs.options import Opt
+from ..runs.registry import SuiteContext, register
 from ..xnor.kernels import BUILDS, cpu_has_avx2, kernel_isa, load_kernels
 
 OPTIONS = (
@@ -78,11 +80,11 @@ def run_ceilings(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         kern = load_kernels(build=build)
         wp = kern.pack_weight(w)
         packed_x = kern.pack_input(x, pad, pad)
-        fns = {
-            "binary_nopack": lambda kern=kern, wp=wp, px=packed_x: kern.xnor_conv2d_packed(
-                px, c, wp, alpha, None, None, c, k, k, 1, 1, False),
-            "binary": lambda kern=kern, wp=wp: kern.xnor_conv2d(
-                x, wp, alpha, None, None, c, k, k, 1, 1, pad, pad, False),
+        fns: dict[str, Callable[[], object]] = {
+            "binary_nopack": partial(kern.xnor_conv2d_packed, packed_x, c, wp, alpha, None,
+                                     None, c, k, k, 1, 1, False),
+            "binary": partial(kern.xnor_conv2d, x, wp, alpha, None, None, c, k, k, 1, 1, pad,
+                              pad, False),
         }
         if build == "native":
             fns["float"] = lambda: F.conv2d(x, w, None, 1, pad)
@@ -96,7 +98,7 @@ def run_ceilings(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
             native_fp32 = ceil.fp32_flops
         prm = {**ceil.as_params(), **probe.spread(), **machine.as_params(), "kernel_isa": isa,
                "threads": 1}
-        tag = {"model": "conv", "variant": build}
+        tag: dict[str, Any] = {"model": "conv", "variant": build}
         yield Row("fp32_peak_gflops", ceil.fp32_flops / 1e9, "GFLOP/s", params=prm, **tag)
         yield Row("binary_peak_gmacs", ceil.binary_macs / 1e9, "GMAC/s", params=prm, **tag)
         yield Row("peak_ratio", ceil.ratio, "x", params=prm, **tag)

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
+from ..data.datasets import DATASETS, load_dataset
+from ..data.files import DatasetError, data_dir
+from ..data.splits import DataBundle
 from ..db import Row
-from ..harness import options as o
-from ..harness.datasets import DATASETS, DataBundle, DatasetError, data_dir, load_dataset
-from ..harness.distributed import broadcast
-from ..harness.options import Opt
-from ..harness.recipes import (
+from ..distributed import broadcast
+from ..errors import InputError
+from ..runs import options as o
+from ..runs.options import Opt
+from ..runs.registry import CheckFn, SuiteContext
+from ..training.recipes import (
     AUGMENTATIONS,
     BASE,
     DECAY_SCOPES,
     OPTIMIZERS,
     PRESETS,
+    RECIPE_FIELDS,
     SCHEDULES,
     Recipe,
     recipe_key,
     resolve,
     show_value,
 )
-from ..harness.registry import CheckFn, InputError, SuiteContext
 from ..xnor import GRAD_RULES, XNOR_PATHS
 from ..xnor.models import IMAGENET_MODELS, MODELS
 
@@ -44,10 +48,19 @@ EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
 """Rows a training yields once per epoch."""
 
 
-def training_check(jobs: Callable[[dict[str, Any]], list[tuple[str, str]]]) -> CheckFn:
-    """The completeness check of a training suite whose ``jobs(p)`` are the (label,
-    variant) trainings of each seed: one ``dataset_size`` row, every epoch's rows and
-    every summary row of every training, each exactly once."""
+class Job(NamedTuple):
+    """One training of a seed: the label its rows carry, the variant trained (``float``
+    or ``xnor``) and, for a comparison of rules, the gradient rule (None: the recipe's)."""
+
+    label: str
+    variant: str
+    rule: str | None = None
+
+
+def training_check(jobs: Callable[[dict[str, Any]], list[Job]]) -> CheckFn:
+    """The completeness check of a training suite whose ``jobs(p)`` are the trainings of
+    each seed: one ``dataset_size`` row, every epoch's rows and every summary row of
+    every training, each exactly once."""
 
     def check(ctx: SuiteContext, params: dict[str, Any]) -> list[str]:
         p = training_params({"seeds": [0]}, params)
@@ -59,7 +72,7 @@ def training_check(jobs: Callable[[dict[str, Any]], list[tuple[str, str]]]) -> C
             out.append(f"dataset_size ({n_data} rows, want 1)")
         epochs = int(p["epochs"])
         for seed in p["seeds"]:
-            for label, variant in jobs(p):
+            for label, variant, _rule in jobs(p):
                 per_epoch = EPOCH_METRICS + (("test_top5_accuracy",) if p.get("model") in
                                              IMAGENET_MODELS else ())
                 want = [(m, e) for e in range(1, epochs + 1) for m in per_epoch]
@@ -161,7 +174,7 @@ def training_options(choice: Opt) -> tuple[Opt, ...]:
         Opt("data_dir", "path", None, "Folder holding MNIST/raw (FashionMNIST/raw, "
             "KMNIST/raw), cifar10-jpeg or cifar-10-batches-py, or the ImageFolder tree "
             "itself \\[default: $XNORBENCH_DATA, else ./data].", show_default=False),
-        Opt("download", "bool", False, "Download the dataset if missing."),
+        Opt("download", "bool", False, "Download the dataset if missing.", resume_free=True),
         DEVICE_OPT, THREADS_OPT,
     )
 
@@ -176,11 +189,10 @@ DEVICE_OPT = Opt("device", "device", "auto", "Where to compute: auto picks cuda 
 THREADS_OPT = Opt("threads", "int", None, "torch intra-op threads (recorded).", param=None,
                   check=o.threads_ok)
 
-RECIPE_FLAGS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum",
-                "nesterov", "weight_decay", "decay_scope", "schedule", "milestones",
-                "lr_gamma", "augment", "bn_clamp", "grad_rule", "limit_train", "limit_test",
-                "amp", "channels_last", "xnor_path", "sync_bn", "label_smoothing")
-"""The options that override a recipe (None: not given)."""
+RECIPE_FLAGS = ("dataset", "model", *(f for f in RECIPE_FIELDS if f != "seed"),
+                "limit_train", "limit_test")
+"""The options that override a recipe (None: not given): every :class:`Recipe` field but
+the seed (``--seed``/``--seeds``), the data and the network."""
 
 
 def prepare_training(given: dict[str, Any]) -> dict[str, Any]:
@@ -191,10 +203,10 @@ def prepare_training(given: dict[str, Any]) -> dict[str, Any]:
     over = {k: given.get(k) for k in RECIPE_FLAGS}
     if given.get("seed") is not None:
         over["seeds"] = (given["seed"],)
-    elif given.get("seeds") is not None:
-        over["seeds"] = tuple(given["seeds"])
-    if over.get("milestones") is not None:
-        over["milestones"] = tuple(over["milestones"])
+    elif (seeds := given.get("seeds")) is not None:
+        over["seeds"] = tuple(seeds)
+    if (milestones := over.get("milestones")) is not None:
+        over["milestones"] = tuple(milestones)
     recipe = given.get("recipe")
     if recipe is not None and recipe not in PRESETS:
         raise InputError(f"unknown recipe {recipe!r}; choose one of {', '.join(PRESETS)} "

@@ -14,13 +14,14 @@ from dataclasses import replace
 from typing import Any
 
 from ..db import Row
-from ..harness.options import Opt
-from ..harness.recipes import recipe_from
-from ..harness.registry import SuiteContext, register
-from ..harness.training import train
+from ..runs.options import Opt
+from ..runs.registry import SuiteContext, register
+from ..training.loop import train
+from ..training.recipes import recipe_from
 from ..xnor import GRAD_RULES
 from .common import (
     TRAINING_DEFAULTS,
+    Job,
     begin,
     forget_after,
     key_for,
@@ -33,10 +34,11 @@ from .common import (
 DEFAULTS: dict[str, Any] = {**TRAINING_DEFAULTS, "rules": list(GRAD_RULES)}
 
 
-def jobs(p: dict[str, Any]) -> list[tuple[str, str]]:
-    """(row label, variant) of each training per seed: float, then XNOR per rule."""
-    return [("float", "float")] + [(f"xnor-{r}", "xnor")
-                                   for r in p.get("rules", GRAD_RULES)]
+def jobs(p: dict[str, Any]) -> list[Job]:
+    """The trainings of each seed: float, then XNOR under each rule, labelled
+    ``xnor-<rule>`` so the rows of the rules stay apart."""
+    return [Job("float", "float")] + [Job(f"xnor-{r}", "xnor", r)
+                                      for r in p.get("rules", GRAD_RULES)]
 
 
 OPTIONS = training_options(Opt("rules", "strs", list(GRAD_RULES),
@@ -58,9 +60,8 @@ def run_compare(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     for seed in p["seeds"]:
         recipe = recipe_from(p, seed)
         key = key_for(recipe, p, bundle)
-        for label, variant in jobs(p):
-            rec = recipe if variant == "float" else replace(
-                recipe, grad_rule=label.removeprefix("xnor-"))
+        for label, variant, rule in jobs(p):
+            rec = recipe if rule is None else replace(recipe, grad_rule=rule)
             if (label, seed) in done:
                 continue
             name = f"{label}-seed{seed}"

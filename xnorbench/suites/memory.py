@@ -18,12 +18,14 @@ from typing import Any
 import torch
 
 from ..db import Row
-from ..harness import options as o
-from ..harness.memprobe import measure
-from ..harness.options import Opt
-from ..harness.registry import SuiteContext, register
-from ..harness.saved import training_step_saved
-from ..harness.summary import summarize
+from ..measure.memprobe import measure
+from ..measure.saved import training_step_saved
+from ..measure.summary import summarize
+from ..runs import options as o
+from ..runs.options import Opt
+from ..runs.registry import SuiteContext, register
+from ..variants import TRAINING_STEPS
+from ..variants import Variant as V
 from ..xnor import models, save_packed
 from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
 
@@ -58,7 +60,7 @@ def file_sizes(name: str) -> tuple[int, int]:
 def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     p = {**DEFAULTS, **params}
     for name in ctx.progress.track(p["models"], "models"):
-        tag = {"dataset": NATIVE_DATASET[name], "model": name}
+        tag: dict[str, Any] = {"dataset": NATIVE_DATASET[name], "model": name}
         s = summarize(models.build(name, binary=True), INPUT_SHAPE[name])
         for layer in s.layers:
             yield Row("layer_memory_kib", layer.memory_bytes / 1024, "KiB", variant="xnor",
@@ -93,16 +95,16 @@ def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         if not p["runtime"]:
             continue
         device = ctx.device
-        cases = [("float", "inference"), ("xnor", "inference"), ("float", "train"),
-                 ("xnor", "train"), ("xnor_binop", "train")]
+        cases = [(V.FLOAT, "inference"), (V.XNOR, "inference"), (V.FLOAT, "train"),
+                 (V.XNOR_FUSED, "train"), (V.XNOR_BINOP, "train")]
         if device == "cpu":
-            cases.insert(2, ("xnor_packed", "inference"))
+            cases.insert(2, (V.XNOR_PACKED, "inference"))
         for variant, mode in ctx.progress.track(cases, f"{name} runtime memory"):
             m = measure(name, variant, mode, p["batch"], device)
             note = ""
-            if variant == "xnor" and mode == "train":
+            if variant == V.XNOR_FUSED:
                 note = "fused path: bits kept for backward, weights binarized on the fly"
-            elif variant == "xnor_binop":
+            elif variant == V.XNOR_BINOP:
                 note = ("the port's BinOp workflow: a saved copy of every latent weight "
                         "beside the binarized one")
             prm = {"mode": mode, "batch": p["batch"], "device": device, "note": note,
@@ -119,15 +121,15 @@ def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                           "MiB", variant=variant, params=prm, **tag)
 
 
-def _saved_rows(name: str, batch: int, device: str, tag: dict[str, str]) -> Iterator[Row]:
+def _saved_rows(name: str, batch: int, device: str, tag: dict[str, Any]) -> Iterator[Row]:
     """Bytes one training step keeps for backward: in total and per layer, per variant."""
     prm = {"batch": batch, "device": device}
-    for variant in ("float", "xnor", "xnor_binop"):
+    for variant in TRAINING_STEPS:
         per_unit = training_step_saved(name, variant, batch, device)
         yield Row("train_saved_activation_mib", sum(per_unit.values()) / MIB, "MiB",
                   variant=variant, params={**prm, "note": "tensors saved for backward, "
                                            "each storage once, parameters excluded"}, **tag)
-        if variant == "xnor_binop":
+        if variant == V.XNOR_BINOP:
             continue
         for unit, nbytes in per_unit.items():
             yield Row("layer_saved_activation_kib", nbytes / 1024, "KiB", variant=variant,

@@ -6,7 +6,7 @@ first checks the binary output against a float reference (a point that fails is 
 as failed and never timed), then times float ``F.conv2d`` and the packed XNOR op side
 by side (interleaved, same thread count), with the input's sign-packing included and
 excluded. The paper's theoretical speedup ``64 c N_W / (c N_W + 64)`` is stored beside
-the measured one, and so is this core's ceiling (:mod:`..harness.ceilings`): each point
+the measured one, and so is this core's ceiling (:mod:`..measure.ceilings`): each point
 says what share of the binary peak its binary conv reaches and of the fp32 peak the float
 conv reaches (peaks per core times the thread count).
 """
@@ -14,24 +14,27 @@ conv reaches (peaks per core times the thread count).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..db import Row
-from ..harness import options as o
-from ..harness.ceilings import PeakProbe, conv_macs, share
-from ..harness.environment import cpu_info
-from ..harness.float_engines import ENGINES, engines_ok
-from ..harness.float_engines import build as build_engines
-from ..harness.float_engines import fastest as fastest_engine
-from ..harness.float_engines import timed as timed_engines
-from ..harness.machine_state import StateProbe
-from ..harness.options import Opt
-from ..harness.registry import InputError, SuiteContext, register
-from ..harness.timing import compare
+from ..errors import InputError
+from ..measure.ceilings import PeakProbe, conv_macs, share
+from ..measure.float_engines import ENGINES, engines_ok
+from ..measure.float_engines import build as build_engines
+from ..measure.float_engines import fastest as fastest_engine
+from ..measure.float_engines import timed as timed_engines
+from ..measure.machine_state import StateProbe
+from ..measure.timing import compare
+from ..runs import options as o
+from ..runs.environment import cpu_info
+from ..runs.options import Opt
+from ..runs.registry import SuiteContext, register
+from ..variants import Variant as V
 from ..xnor.kernels import default_build, kernel_isa, load_kernels
 
 OPTIONS = (
@@ -122,14 +125,18 @@ that runs here adds its ``float_<engine>_ms`` (:data:`ENGINE_METRICS`)."""
 ENGINE_METRICS = tuple(f"float_{e}_ms" for e in ENGINES if e != "eager")
 
 
-def _point_of(row: Any) -> tuple[str, int, int]:
+Point = tuple[str | None, int | None, int | None]
+"""(sweep, channels, kernel) as a row's params say (None where a row has none)."""
+
+
+def _point_of(row: Any) -> Point:
     prm = row.params or {}
     return prm.get("sweep"), prm.get("channels"), prm.get("kernel")
 
 
-def point_counts(ctx: SuiteContext) -> dict[tuple[str, int, int], Counter[str]]:
+def point_counts(ctx: SuiteContext) -> dict[Point, Counter[str]]:
     """{(sweep, channels, kernel): rows per metric} of this run's stored rows."""
-    out: dict[tuple[str, int, int], Counter[str]] = defaultdict(Counter)
+    out: dict[Point, Counter[str]] = defaultdict(Counter)
     for r in ctx.store.results([ctx.run_id]):
         out[_point_of(r)][r.metric] += 1
     return out
@@ -150,18 +157,19 @@ def check_sweep(ctx: SuiteContext, params: dict[str, Any]) -> list[str]:
     return out
 
 
-def done_points(ctx: SuiteContext) -> set[tuple[str, int, int]]:
+def done_points(ctx: SuiteContext) -> set[Point]:
     """On ``--resume``: the points already complete; rows of a point cut short are
     dropped (it is measured again)."""
-    done, partial = set(), set()
+    done: set[Point] = set()
+    cut_short: set[Point] = set()
     for pt, have in point_counts(ctx).items():
         if have["ceiling_speedup"] or have["point_failed"]:
             done.add(pt)
         else:
-            partial.add(pt)
-    if partial:
+            cut_short.add(pt)
+    if cut_short:
         ctx.store.delete_rows(ctx.run_id, [r.id for r in ctx.store.results([ctx.run_id])
-                                           if _point_of(r) in partial])
+                                           if _point_of(r) in cut_short])
     return done
 
 
@@ -178,10 +186,10 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     todo = [pt for pt in sweep_points(p) if pt not in done]
     for sweep, c, k in ctx.progress.track(todo, "sweep points"):
         pad = (k - 1) // 2
-        base = {"sweep": sweep, "channels": c, "kernel": k, "input_size": size,
+        base: dict[str, Any] = {"sweep": sweep, "channels": c, "kernel": k, "input_size": size,
                 "batch": batch, "threads": threads, "padding": pad, "kernel_isa": isa,
                 "cpu": cpu}
-        common = {"model": "conv", "variant": "xnor", "params": base}
+        common: dict[str, Any] = {"model": "conv", "variant": V.XNOR_PACKED, "params": base}
         ctx.progress.info(f"c={c} k={k}")
         err = check_point(c, k, size, batch, pad, p["seed"])
         if err is not None:
@@ -200,20 +208,21 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         engines = build_engines(conv, x, p["float_engines"], threads)
         floats = timed_engines(engines)
         probe, state = PeakProbe(default_build()), StateProbe()
-        t = compare({
+        fns: dict[str, Callable[[], object]] = {
             **floats,
-            "binary": lambda x=x, wp=wp, alpha=alpha, c=c, k=k, pad=pad: kern.xnor_conv2d(
-                x, wp, alpha, None, None, c, k, k, 1, 1, pad, pad, False),
-            "binary_nopack": lambda P=packed_x, wp=wp, alpha=alpha, c=c, k=k: (
-                kern.xnor_conv2d_packed(P, c, wp, alpha, None, None, c, k, k, 1, 1, False)),
-        }, threads=threads, rounds=p["rounds"], min_run_time=p["min_run_time"],
-            between=probe)
+            "binary": partial(kern.xnor_conv2d, x, wp, alpha, None, None, c, k, k, 1, 1, pad,
+                              pad, False),
+            "binary_nopack": partial(kern.xnor_conv2d_packed, packed_x, c, wp, alpha, None,
+                                     None, c, k, k, 1, 1, False),
+        }
+        t = compare(fns, threads=threads, rounds=p["rounds"], min_run_time=p["min_run_time"],
+                    between=probe)
         machine = state.stop()
         base = {**base, **machine.as_params()}
         common = {**common, "params": base}
         for name in (*floats, "binary", "binary_nopack"):
             yield Row(f"{name}_ms", t[name].median_ms, "ms", model="conv",
-                      variant="float" if name.startswith("float") else "xnor",
+                      variant=V.FLOAT if name.startswith("float") else V.XNOR_PACKED,
                       params={**base, **t[name].spread()})
         yield Row("speedup", t["float"].median_s / t["binary"].median_s, "x", **common)
         yield Row("speedup_nopack", t["float"].median_s / t["binary_nopack"].median_s, "x",
@@ -221,11 +230,11 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         fastest, fprm = fastest_engine(t, engines)
         fprm = {**base, **fprm}
         yield Row("fastest_float_ms", t[fastest].median_ms, "ms", model="conv",
-                  variant="float", params=fprm)
+                  variant=V.FLOAT, params=fprm)
         yield Row("speedup_vs_fastest", t[fastest].median_s / t["binary"].median_s, "x",
-                  model="conv", variant="xnor", params=fprm)
+                  model="conv", variant=V.XNOR_PACKED, params=fprm)
         yield Row("speedup_nopack_vs_fastest", t[fastest].median_s
-                  / t["binary_nopack"].median_s, "x", model="conv", variant="xnor",
+                  / t["binary_nopack"].median_s, "x", model="conv", variant=V.XNOR_PACKED,
                   params=fprm)
         yield Row("theoretical_speedup", theoretical_speedup(c, k), "x", **common)
         macs = conv_macs(batch, c, c, k, k, size + 2 * pad - k + 1, size + 2 * pad - k + 1)
@@ -234,13 +243,13 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                 threads, "peaks": "best of the blocks run between this point's rounds"}
         for metric, rate, peak, variant in (
                 ("binary_pct_of_peak", macs / t["binary_nopack"].median_s, ceil.binary_macs,
-                 "xnor"),
+                 V.XNOR_PACKED),
                 ("float_pct_of_peak", 2 * macs / t["float"].median_s, ceil.fp32_flops,
-                 "float")):
+                 V.FLOAT)):
             pct, disturbed = share(rate, peak * threads)
             yield Row(metric, pct, "%", model="conv", variant=variant,
                       params={**cprm, "disturbed": disturbed})
-        yield Row("ceiling_speedup", ceil.ratio, "x", model="conv", variant="xnor",
+        yield Row("ceiling_speedup", ceil.ratio, "x", model="conv", variant=V.XNOR_PACKED,
                   params={**cprm, "note": "binary MACs per float MAC at the two peaks: the "
                           "most a binary conv can gain over a perfect float conv here"})
 

@@ -12,29 +12,31 @@ steps run on the GPU; every row says its device.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from ..db import Row
-from ..harness import options as o
-from ..harness.ceilings import PeakProbe, share
-from ..harness.float_engines import ENGINES, engines_ok
-from ..harness.float_engines import build as build_engines
-from ..harness.float_engines import fastest as fastest_engine
-from ..harness.float_engines import timed as timed_engines
-from ..harness.machine_state import StateProbe
-from ..harness.options import Opt
-from ..harness.registry import SuiteContext, register
-from ..harness.timing import compare, dispatched_ops, launched_ops
-from ..harness.training import train_step
-from ..xnor import BinOp, FusedXNOR, binary_layers, compiled, models
+from ..measure.ceilings import PeakProbe, share
+from ..measure.float_engines import ENGINES, engines_ok
+from ..measure.float_engines import build as build_engines
+from ..measure.float_engines import fastest as fastest_engine
+from ..measure.float_engines import timed as timed_engines
+from ..measure.machine_state import StateProbe
+from ..measure.timing import compare, dispatched_ops, launched_ops
+from ..runs import options as o
+from ..runs.options import Opt
+from ..runs.registry import SuiteContext, register
+from ..variants import TRAINING_STEPS
+from ..variants import Variant as V
+from ..xnor import binary_layers, compiled, models
 from ..xnor.kernels import default_build, kernel_isa
 from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
 from ..xnor.packed import pack_model
+from ..xnor.step import step_for, train_step
 
 OPTIONS = (
     Opt("model", "strs", ["resnet18", "lenet5", "nin"], "Comma-separated: resnet18,lenet5,nin.",
@@ -76,7 +78,7 @@ def _layer_macs(layer: nn.Module, x: torch.Tensor) -> int:
     with torch.no_grad():
         out = layer(x)
     if x.dim() == 4:
-        kh, kw = layer.kernel_size
+        kh, kw = cast(tuple[int, int], layer.kernel_size)
         return out.numel() * x.shape[1] * kh * kw
     return out.numel() * x.flatten(1).shape[1]
 
@@ -99,15 +101,15 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         fmodel, xmodel = fmodel.to(device), xmodel.to(device)
         base = {"threads": threads, "kernel_isa": isa, "input": list(INPUT_SHAPE[name]),
                 "device": device}
-        tag = {"dataset": NATIVE_DATASET[name], "model": name}
+        tag: dict[str, Any] = {"dataset": NATIVE_DATASET[name], "model": name}
         for batch in p["batches"]:
             x = torch.randn(batch, *INPUT_SHAPE[name], device=device)
-            fns = {"float": lambda m=fmodel, x=x: m(x),
-                   "xnor_simulated": lambda m=xmodel, x=x: m(x)}
+            fns: dict[str, Callable[[], object]] = {V.FLOAT: partial(fmodel, x),
+                                                    V.XNOR: partial(xmodel, x)}
             engines = {} if cuda else build_engines(fmodel, x, p["float_engines"], threads)
             fns.update(timed_engines(engines))
             if packed is not None:
-                fns["xnor"] = lambda m=packed, x=x: m(x)
+                fns[V.XNOR_PACKED] = partial(packed, x)
             state = StateProbe()
             with torch.no_grad():
                 t = compare(fns, threads=threads, rounds=p["rounds"],
@@ -116,8 +118,8 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
             for variant, tm in t.items():
                 yield Row("inference_latency_ms", tm.median_ms, "ms", variant=variant,
                           params={**prm, **tm.spread()}, **tag)
-            fast = "xnor" if packed is not None else "xnor_simulated"
-            yield Row("inference_speedup", t["float"].median_s / t[fast].median_s, "x",
+            fast = V.XNOR_PACKED if packed is not None else V.XNOR
+            yield Row("inference_speedup", t[V.FLOAT].median_s / t[fast].median_s, "x",
                       variant=fast, params=prm, **tag)
             if engines:
                 yield from _fastest_rows("inference", t, fast, engines, prm, tag)
@@ -129,8 +131,8 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
             for lname in ctx.progress.track(names, f"{name} layers"):
                 xin = inputs[lname]
                 engines = build_engines(fmods[lname], xin, p["float_engines"], threads)
-                fns = {"float": lambda m=fmods[lname], x=xin: m(x),
-                       "xnor": lambda m=pmods[lname], x=xin: m(x)}
+                fns = {V.FLOAT: partial(fmods[lname], xin),
+                       V.XNOR_PACKED: partial(pmods[lname], xin)}
                 fns.update(timed_engines(engines))
                 probe, state = PeakProbe(default_build()), StateProbe()
                 with torch.no_grad():
@@ -148,65 +150,63 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                         "peaks_scaled_by_threads": threads, "note": "the whole unit (BN, "
                         "sign or ReLU, conv) against the conv's peak"}
                 for metric, rate, peak, variant in (
-                        ("layer_binary_pct_of_peak", macs / t["xnor"].median_s,
-                         ceil.binary_macs, "xnor"),
-                        ("layer_float_pct_of_peak", 2 * macs / t["float"].median_s,
-                         ceil.fp32_flops, "float")):
+                        ("layer_binary_pct_of_peak", macs / t[V.XNOR_PACKED].median_s,
+                         ceil.binary_macs, V.XNOR_PACKED),
+                        ("layer_float_pct_of_peak", 2 * macs / t[V.FLOAT].median_s,
+                         ceil.fp32_flops, V.FLOAT)):
                     pct, disturbed = share(rate, peak * threads)
                     yield Row(metric, pct, "%", variant=variant,
                               params={**cprm, "disturbed": disturbed}, **tag)
-                yield Row("layer_speedup", t["float"].median_s / t["xnor"].median_s, "x",
-                          variant="xnor", params=prm, **tag)
-                yield from _fastest_rows("layer", t, "xnor", engines, prm, tag)
+                yield Row("layer_speedup", t[V.FLOAT].median_s / t[V.XNOR_PACKED].median_s,
+                          "x", variant=V.XNOR_PACKED, params=prm, **tag)
+                yield from _fastest_rows("layer", t, V.XNOR_PACKED, engines, prm, tag)
         yield from _train_step_rows(name, p, {**base, "batch": p["train_batch"]}, tag,
                                     device)
 
 
 def _fastest_rows(what: str, t: dict[str, Any], fast: str, engines: dict[str, Any],
-                  prm: dict[str, Any], tag: dict[str, str]) -> Iterator[Row]:
+                  prm: dict[str, Any], tag: dict[str, Any]) -> Iterator[Row]:
     """``<what>_fastest_float_ms`` and ``<what>_speedup_vs_fastest``: the XNOR time
     against the fastest float engine that ran (named, with eager's time beside it); each
     engine's own time is already a ``<what>_latency_ms`` row of variant float_<engine>."""
     fastest, fprm = fastest_engine(t, engines)
     fprm = {**prm, **fprm}
-    yield Row(f"{what}_fastest_float_ms", t[fastest].median_ms, "ms", variant="float",
+    yield Row(f"{what}_fastest_float_ms", t[fastest].median_ms, "ms", variant=V.FLOAT,
               params=fprm, **tag)
     yield Row(f"{what}_speedup_vs_fastest", t[fastest].median_s / t[fast].median_s, "x",
               variant=fast, params=fprm, **tag)
 
 
 def _train_step_rows(name: str, p: dict[str, Any], prm: dict[str, Any],
-                     tag: dict[str, str], device: str = "cpu") -> Iterator[Row]:
+                     tag: dict[str, Any], device: str = "cpu") -> Iterator[Row]:
     """Training step: float autograd vs XNOR fused vs XNOR through BinOp, interleaved."""
     torch.manual_seed(p["seed"])
     xb = torch.randn(p["train_batch"], *INPUT_SHAPE[name], device=device)
     yb = torch.randint(0, 10, (p["train_batch"],), device=device)
-    steps = {}
-    for variant, binary, xnor_step in (("float", False, None), ("xnor", True, FusedXNOR),
-                                       ("xnor_binop", True, BinOp)):
-        model = models.build(name, binary=binary).to(device).train()
+    steps: dict[str, Callable[[], object]] = {}
+    for variant in TRAINING_STEPS:
+        model = models.build(name, binary=variant != V.FLOAT).to(device).train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-        steps[variant] = partial(train_step, model, xb, yb, opt,
-                                 xnor_step(model) if xnor_step else None)
+        steps[variant] = partial(train_step, model, xb, yb, opt, step_for(model, variant))
     state = StateProbe()
     t = compare(steps, threads=p["threads"], rounds=p["rounds"], min_run_time=p["min_run_time"])
     prm = {**prm, **state.stop().as_params()}
     ops = {variant: dispatched_ops(fn) for variant, fn in steps.items()}
     launches = {variant: launched_ops(fn) for variant, fn in steps.items()}
-    for variant, tm in t.items():
-        yield Row("train_step_ms", tm.median_ms, "ms", variant=variant,
+    for measured, tm in t.items():
+        yield Row("train_step_ms", tm.median_ms, "ms", variant=measured,
                   params={**prm, **tm.spread()}, **tag)
-        yield Row("train_step_ops", ops[variant], "ops", variant=variant,
+        yield Row("train_step_ops", ops[measured], "ops", variant=measured,
                   params={**prm, "counted": "torch.profiler, nested operators included"},
                   **tag)
-        yield Row("train_step_launches", launches[variant], "kernels", variant=variant,
+        yield Row("train_step_launches", launches[measured], "kernels", variant=measured,
                   params={**prm, "counted": "top-level operators + compiled kernels "
-                          "(harness.timing.launched_ops)", "xnor_graphs": compiled.mode()},
+                          "(measure.timing.launched_ops)", "xnor_graphs": compiled.mode()},
                   **tag)
-    for variant in ("xnor", "xnor_binop"):
-        yield Row("train_step_ratio", t[variant].median_s / t["float"].median_s, "x",
-                  variant=variant, params=prm, **tag)
-        yield Row("train_step_ops_ratio", ops[variant] / ops["float"], "x", variant=variant,
+    for xnor in (V.XNOR_FUSED, V.XNOR_BINOP):
+        yield Row("train_step_ratio", t[xnor].median_s / t[V.FLOAT].median_s, "x",
+                  variant=xnor, params=prm, **tag)
+        yield Row("train_step_ops_ratio", ops[xnor] / ops[V.FLOAT], "x", variant=xnor,
                   params=prm, **tag)
-        yield Row("train_step_launches_ratio", launches[variant] / launches["float"], "x",
-                  variant=variant, params=prm, **tag)
+        yield Row("train_step_launches_ratio", launches[xnor] / launches[V.FLOAT], "x",
+                  variant=xnor, params=prm, **tag)

@@ -86,13 +86,13 @@ class _ScaledSign(torch.autograd.Function):
     """Forward ``alpha * sign(W)``; backward by the selected rule."""
 
     @staticmethod
-    def forward(ctx, weight: Tensor, rule: str) -> Tensor:  # type: ignore[override]
+    def forward(ctx, weight: Tensor, rule: str) -> Tensor:
         ctx.save_for_backward(weight)
         ctx.rule = rule
         return filter_alpha(weight) * sign(weight)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor):
         (weight,) = ctx.saved_tensors
         return scaled_sign_grad(weight, grad_out, ctx.rule), None
 
@@ -107,12 +107,12 @@ class _BinActive(torch.autograd.Function):
     """Forward ``sign(x)``; backward straight-through ``g * 1[|x| < 1]``."""
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor) -> Tensor:
         ctx.save_for_backward(x)
         return sign(x)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor):
         (x,) = ctx.saved_tensors
         return grad_out * (x.abs() < 1).to(grad_out.dtype)
 

@@ -142,7 +142,7 @@ class _Compiled:
             cfg = torch._dynamo.config
             cfg.recompile_limit = max(cfg.recompile_limit, RECOMPILE_LIMIT)
             # the CPU kernels announce themselves to the profiler, so that the launches
-            # of this path can be counted on a CPU (harness.timing.launched_ops)
+            # of this path can be counted on a CPU (measure.timing.launched_ops)
             self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True,
                                           options={"cpp.enable_kernel_profile": True})
         try:

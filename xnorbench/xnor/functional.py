@@ -45,7 +45,7 @@ def _as_layout(t: Tensor, like: bitops.Layout) -> Tensor:
 
 class _BinaryConv2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None,  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None,
                 stride: tuple[int, int], padding: tuple[int, int], rule: str | None,
                 dropout: float, owns_input: bool) -> Tensor:
         x = bitops.dense(x)
@@ -75,7 +75,7 @@ class _BinaryConv2d(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         if ctx.compiled:
             return (*_compiled_backward(ctx, bitops.dense(grad)), None, None, None, None, None)
         neg, ste, keep, weight = ctx.saved_tensors
@@ -102,7 +102,7 @@ class _BinaryConv2d(torch.autograd.Function):
 
 class _BinaryLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None,  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None,
                 rule: str | None, dropout: float) -> Tensor:
         x = x.contiguous()
         s, neg, ste = bitops.sign_bits(x)
@@ -117,7 +117,7 @@ class _BinaryLinear(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         neg, ste, keep, weight = ctx.saved_tensors
         x_layout, x_dtype, s_dtype, rule, dropout = ctx.meta
         wb = weight if rule is None else bitops.binarize_weight(weight)  # not kept: recomputed
@@ -168,7 +168,8 @@ def _compiled_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | 
         padding, (1, 1), False, (0, 0), 1, (need_x, need_w, need_b and has_bias))
     g_border = None
     if border:  # the border term's weight gradient (the same for every input channel)
-        ring = bitops.padding_ring(shape[2], shape[3], *padding, grad.dtype, grad.device)
+        ring = bitops.padding_ring(shape[2], shape[3], padding[0], padding[1], grad.dtype,
+                                  grad.device)
         grad_sum = grad_sum.as_strided((1, *grad.shape[1:]), grad.stride())  # one sample
         g_border = torch.ops.aten.convolution_backward(
             grad_sum, ring, wb.new_empty(wb.shape[0], 1, *wb.shape[2:]), None, stride,

@@ -29,7 +29,9 @@ from types import ModuleType
 from typing import Any
 
 _CSRC = Path(__file__).parent / "csrc"
-_SOURCES = (_CSRC / "xnor_kernels.cpp", _CSRC / "train_ops.cpp", _CSRC / "ceilings.cpp")
+_SOURCES = tuple(_CSRC / name for name in (
+    "xnor_conv.cpp", "train_ops.cpp", "ceilings.cpp", "bindings.cpp"))
+"""The translation units; ``xnor_conv.cpp`` includes the kernel headers (``csrc/*.h``)."""
 
 BUILDS: dict[str, list[str]] = {
     "native": ["-march=native"],
@@ -109,7 +111,7 @@ def needs_build(build: str) -> bool:
     if not lib.is_file():
         return True
     built = lib.stat().st_mtime
-    return any(src.stat().st_mtime > built for src in _SOURCES)
+    return any(src.stat().st_mtime > built for src in (*_SOURCES, *_CSRC.glob("*.h")))
 
 
 def _module_name(build: str) -> str:

@@ -183,8 +183,9 @@ def resnet18(binary: bool = False, in_channels: int = 3, num_classes: int = 10,
              input_size: tuple[int, int] | None = None) -> nn.Module:
     """Pre-activation ResNet-18 (CIFAR stem); ``binary=True`` for XNOR-Net. Any input
     size (global average pooling); ``input_size`` is accepted for a uniform signature."""
-    kw = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
-          "grad_rule": grad_rule, "scale_input": scale_input}
+    kw: dict[str, Any] = {"binary": binary, "in_channels": in_channels,
+                          "num_classes": num_classes, "grad_rule": grad_rule,
+                          "scale_input": scale_input}
     return _with_spec(ResNet18(**kw), "resnet18", kw)
 
 
@@ -194,8 +195,9 @@ def resnet18_imagenet(binary: bool = False, in_channels: int = 3, num_classes: i
     """The paper's ImageNet ResNet-18: a 7x7 stride-2 stem and a max-pool before the
     four stages (224x224 crops); the stem conv and the classifier stay float in the XNOR
     variant, as the paper keeps the first and last layers real-valued."""
-    kw = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
-          "grad_rule": grad_rule, "scale_input": scale_input}
+    kw: dict[str, Any] = {"binary": binary, "in_channels": in_channels,
+                          "num_classes": num_classes, "grad_rule": grad_rule,
+                          "scale_input": scale_input}
     return _with_spec(ResNet18(**kw, stem="imagenet"), "resnet18-imagenet", kw)
 
 
@@ -215,8 +217,8 @@ def nin(binary: bool = False, in_channels: int = 3, num_classes: int = 10,
         grad_rule: str = "corrected", input_size: tuple[int, int] | None = None) -> nn.Module:
     """Network-in-Network as in the original port (CIFAR-10, 32x32; any input size:
     global average pooling; ``input_size`` is accepted for a uniform signature)."""
-    kw = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
-          "grad_rule": grad_rule}
+    kw: dict[str, Any] = {"binary": binary, "in_channels": in_channels,
+                          "num_classes": num_classes, "grad_rule": grad_rule}
     return _with_spec(NIN(**kw), "nin", kw)
 
 

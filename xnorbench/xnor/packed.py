@@ -15,6 +15,7 @@ pre-activation block for one that hands its shortcut to the second conv.
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +152,9 @@ def bn_thresholds(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     is 0 outputs its bias everywhere: t = +inf (always -1) or -inf (never) by its sign.
     Computed in float64, then rounded once.
     """
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("a BatchNorm folded into the packing threshold needs running "
+                         "statistics (track_running_stats=True)")
     with torch.no_grad():
         mean = bn.running_mean.double()
         std = torch.sqrt(bn.running_var.double() + bn.eps)
@@ -172,13 +176,15 @@ class PackedPreActBlock(nn.Module):
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
-        self.unit1, self.unit2, self.shortcut = block.unit1, block.unit2, block.shortcut
+        self.unit1 = cast(nn.Module, block.unit1)
+        self.unit2 = cast(nn.Module, block.unit2)
+        self.shortcut = cast(nn.Module, block.shortcut)
 
     def forward(self, x: Tensor, inplace: bool = False) -> Tensor:
         """``inplace``: the caller will not read ``x`` again (see PackedBlocks)."""
         u1, u2 = self.unit1, self.unit2
-        if not (isinstance(u1, PackedXNORConv2d) and u1.fused and u2.fused
-                and x.dtype == torch.float32):
+        if not (isinstance(u1, PackedXNORConv2d) and isinstance(u2, PackedXNORConv2d)
+                and u1.fused and u2.fused and x.dtype == torch.float32):
             return u2(u1(x), residual=self.shortcut(x))
         bits = u1.to_bits(x, u2)
         residual = self.shortcut(x)
@@ -195,7 +201,7 @@ class PackedBlocks(nn.Sequential):
     """A ResNet's chain of packed blocks: every block after the first overwrites its
     input, which only this chain produced and holds (no new activation per block)."""
 
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor) -> Tensor:
         for i, block in enumerate(self):
             x = block(x, inplace=i > 0) if isinstance(block, PackedPreActBlock) else block(x)
         return x

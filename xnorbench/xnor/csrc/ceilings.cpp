@@ -37,7 +37,7 @@
 #define CEIL_AVX2 0
 #endif
 
-namespace {
+namespace xnor_ceilings {
 
 double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -147,13 +147,4 @@ double binary_peak(int64_t iters) {
 std::string binary_peak_isa() { return "scalar-popcnt: xor+popcnt+add"; }
 #endif
 
-}  // namespace
-
-#define XNOR_CEIL_FRAGMENT(ns, m) TORCH_LIBRARY_FRAGMENT(ns, m)
-
-XNOR_CEIL_FRAGMENT(TORCH_EXTENSION_NAME, m) {
-  m.def("fma_peak(int iters) -> float", &fma_peak);
-  m.def("binary_peak(int iters) -> float", &binary_peak);
-  m.def("binary_peak_isa() -> str", &binary_peak_isa);
-  m.def("fma_isa() -> str", &fma_isa);
-}
+}  // namespace xnor_ceilings

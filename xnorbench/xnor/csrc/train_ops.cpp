@@ -1,6 +1,6 @@
 // Training-side operators of the fused XNOR path (CPU, float32), registered with the
-// dispatcher under this extension's name (torch.ops.<TORCH_EXTENSION_NAME>.*), so the
-// profiler counts each as the one operator it is.
+// dispatcher (bindings.cpp) under this extension's name (torch.ops.<TORCH_EXTENSION_NAME>.*),
+// so the profiler counts each as the one operator it is.
 //
 // Why they exist: an XNOR training step in plain torch ops runs a dozen elementwise
 // passes per layer (sign, |x| < 1, casts, masks, alpha, the gradient rule) and keeps
@@ -41,7 +41,7 @@
 #define TRAIN_AVX512 0
 #endif
 
-namespace {
+namespace xnor_train {
 
 constexpr int64_t GRAIN = 1 << 14;  // bytes of bits per parallel chunk
 
@@ -422,40 +422,4 @@ void center_clamp_(at::TensorList ws) {
   }
 }
 
-}  // namespace
-
-#define XNOR_TRAIN_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
-#define XNOR_TRAIN_IMPL(ns, m) TORCH_LIBRARY_IMPL(ns, CPU, m)
-
-XNOR_TRAIN_LIBRARY(TORCH_EXTENSION_NAME, m) {
-  m.def("sign_bits(Tensor x) -> (Tensor, Tensor, Tensor)");
-  m.def("sign_bits_(Tensor(a!) x) -> (Tensor, Tensor)");
-  m.def("signs_from_bits(Tensor bits, int n, Tensor? keep, float scale) -> Tensor");
-  m.def("grad_through_bits(Tensor g, Tensor bits, Tensor? keep, float scale) -> Tensor");
-  m.def("nonzero_bits(Tensor t) -> Tensor");
-  m.def("binarize_weight(Tensor w) -> Tensor");
-  m.def("grad_rule_code(str name) -> int", &grad_rule_code);
-  m.def("scaled_sign_grad(Tensor w, Tensor g, int rule) -> Tensor");
-  m.def("scaled_sign_grad_(Tensor(a!) g, Tensor w, int rule) -> ()");
-  m.def("grad_through_bits_(Tensor(a!) g, Tensor bits, Tensor? keep, float scale) -> ()");
-  m.def("center_clamp_(Tensor(a!)[] ws) -> ()");
-  m.def("border_add_(Tensor(a!) out, Tensor wb, int H, int W, int sh, int sw, int ph, "
-        "int pw) -> ()");
-  m.def("border_grad_add_(Tensor(a!) gwb, Tensor grad, int H, int W, int sh, int sw, "
-        "int ph, int pw) -> ()");
-}
-
-XNOR_TRAIN_IMPL(TORCH_EXTENSION_NAME, m) {
-  m.impl("sign_bits", &sign_bits);
-  m.impl("sign_bits_", &sign_bits_);
-  m.impl("signs_from_bits", &signs_from_bits);
-  m.impl("grad_through_bits", &grad_through_bits);
-  m.impl("nonzero_bits", &nonzero_bits);
-  m.impl("binarize_weight", &binarize_weight);
-  m.impl("scaled_sign_grad", &scaled_sign_grad);
-  m.impl("scaled_sign_grad_", &scaled_sign_grad_);
-  m.impl("grad_through_bits_", &grad_through_bits_);
-  m.impl("center_clamp_", &center_clamp_);
-  m.impl("border_add_", &border_add_);
-  m.impl("border_grad_add_", &border_grad_add_);
-}
+}  // namespace xnor_train

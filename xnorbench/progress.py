@@ -68,8 +68,9 @@ class _Lines:
     def advance(self, task: _Task, item: Any) -> None:
         task.done += 1
         first = item[0] if isinstance(item, (tuple, list)) and item else None
-        if getattr(first, "shape", None):
-            task.images += int(first.shape[0])
+        shape = getattr(first, "shape", None)
+        if shape:
+            task.images += int(shape[0])
         now = time.perf_counter()
         if now - self.last >= self.interval:
             self.last = now

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .registry import InputError
+from ..errors import InputError
+from ..variants import Variant, float_engine
 
 ENGINES = ("eager", "compile", "onnxruntime")
 """Every float engine, in the order rows and tables list them."""
@@ -80,16 +83,18 @@ def _onnxruntime(module: nn.Module, x: Tensor, threads: int) -> Callable[[], obj
     except ImportError:
         raise RuntimeError("ONNX Runtime is not installed (pip install 'xnorbench[onnx]')"
                            ) from None
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            tempfile.TemporaryDirectory() as folder:
         warnings.simplefilter("ignore")  # the exporter's notices, not the user's business
-        torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=17,
+        path = Path(folder) / "module.onnx"
+        torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=17,
                           input_names=["x"], output_names=["y"])
+        graph = path.read_bytes()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     feed = {"x": x.numpy()}
     return lambda: session.run(None, feed)[0]
 
@@ -99,7 +104,7 @@ _BUILDERS: dict[str, Callable[[nn.Module, Tensor, int], Callable[[], object]]] =
 
 
 def _as_tensor(out: object) -> Tensor:
-    return out if isinstance(out, Tensor) else torch.from_numpy(out)  # type: ignore[arg-type]
+    return out if isinstance(out, Tensor) else torch.from_numpy(out)
 
 
 def build(module: nn.Module, x: Tensor, names: Sequence[str], threads: int
@@ -150,7 +155,7 @@ def available(engines: dict[str, Engine]) -> dict[str, Callable[[], object]]:
 
 
 def _key(name: str) -> str:
-    return "float" if name == "eager" else f"float_{name}"
+    return Variant.FLOAT if name == "eager" else float_engine(name)
 
 
 def timed(engines: dict[str, Engine]) -> dict[str, Callable[[], object]]:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..paths import path_problem
-from .registry import InputError
 
 MAX_THREADS = 1024
 MAX_SEED = 2**31 - 1
@@ -41,7 +41,9 @@ class Opt:
     validates the parsed value. ``decls`` spell the flag (e.g. ``--nesterov/--no-nesterov``);
     ``hidden`` options are stored with their default and never on the command line;
     ``convert(value, flag)`` turns the parsed value into the stored one (e.g. ``i/n``);
-    ``noun`` names one value in messages ("unknown kernel build 'x'").
+    ``noun`` names one value in messages ("unknown kernel build 'x'"). ``resume_free``:
+    the option may differ on ``--resume`` (it changes how the run gets its input, not
+    what it computes, e.g. ``--download``); every other option must match the run's.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Opt:
     minimum: int = 1
     convert: Callable[[Any, str], Any] | None = None
     noun: str = ""
+    resume_free: bool = False
 
     @property
     def key(self) -> str | None:
@@ -160,6 +163,11 @@ def non_negative(value: float | int | None, flag: str) -> None:
         raise InputError(f"{flag} must be a finite number, got {value}")
     if value < 0:
         raise InputError(f"{flag} must be non-negative, got {value}")
+
+
+def at_most(value: float | int | None, flag: str, maximum: float) -> None:
+    if value is not None and value > maximum:
+        raise InputError(f"{flag} {value:g} is too large (at most {maximum:g})")
 
 
 def epochs_ok(value: int | None, flag: str = "--epochs") -> None:

@@ -1,6 +1,6 @@
 """Peak memory of one inference pass or one training step, measured in a fresh process.
 
-Run as ``python -m xnorbench.harness.memprobe MODEL VARIANT MODE BATCH DEVICE``; prints one
+Run as ``python -m xnorbench.measure.memprobe MODEL VARIANT MODE BATCH DEVICE``; prints one
 JSON line. A fresh process per measurement keeps peaks clean: nothing else this
 program did before inflates them. CPU: peak RSS (``VmHWM`` of the child's own address
 space; ``ru_maxrss`` would also count the parent's RSS at fork time, which Linux keeps
@@ -12,8 +12,9 @@ instead of what the heap kept from earlier frees (with glibc's default, growing
 threshold, float and XNOR training peaks differed by 1 % although XNOR keeps half the
 bytes for backward). CUDA: ``max_memory_allocated`` and ``max_memory_reserved``.
 
-Variants: ``float``, ``xnor`` (training: the fused path), ``xnor_binop`` (training
-through the port's BinOp workflow), ``xnor_packed`` (inference on the packed kernels).
+Variants (:mod:`xnorbench.variants`): inference ``float``, ``xnor`` (simulated) or
+``xnor_packed`` (the packed kernels); a training step ``float``, ``xnor_fused`` or
+``xnor_binop``.
 """
 
 from __future__ import annotations
@@ -42,29 +43,29 @@ def probe(model_name: str, variant: str, mode: str, batch: int, device: str) -> 
     import psutil
     import torch
 
-    from ..xnor import BinOp, FusedXNOR, models
+    from ..variants import Variant
+    from ..xnor import models
     from ..xnor.models import INPUT_SHAPE
     from ..xnor.packed import pack_model
-    from .training import train_step
+    from ..xnor.step import step_for, train_step
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
     base_rss = psutil.Process().memory_info().rss
-    model = models.build(model_name, binary=variant != "float").to(device)
+    model = models.build(model_name, binary=variant != Variant.FLOAT).to(device)
     x = torch.randn(batch, *INPUT_SHAPE[model_name], device=device)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     if mode == "inference":
         model.eval()
-        if variant == "xnor_packed":
+        if variant == Variant.XNOR_PACKED:
             model = pack_model(model.cpu())
         with torch.no_grad():
             model(x)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        bin_op = {"xnor": FusedXNOR, "xnor_binop": BinOp}.get(variant)
-        bin_op = bin_op(model) if bin_op else None
+        bin_op = step_for(model, variant)
         y = torch.randint(0, 10, (batch,), device=device)
         for _ in range(2):  # the second step has optimizer state too
             train_step(model, x, y, opt, bin_op)
@@ -83,7 +84,7 @@ MMAP_THRESHOLD = 65536
 def measure(model_name: str, variant: str, mode: str, batch: int, device: str
             ) -> dict[str, Any]:
     """Run :func:`probe` in a fresh interpreter and return its JSON."""
-    cmd = [sys.executable, "-m", "xnorbench.harness.memprobe", model_name, variant, mode,
+    cmd = [sys.executable, "-m", "xnorbench.measure.memprobe", model_name, variant, mode,
            str(batch), device]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)

@@ -16,6 +16,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..variants import Variant
+from ..xnor import binary_layers, models
+from ..xnor.models import INPUT_SHAPE
+from ..xnor.step import step_for, train_step
+
 
 def saved_bytes_by_module(model: nn.Module, step: Callable[[], object]) -> dict[str, int]:
     """Run ``step`` (one forward + backward of ``model``); bytes saved, by module name.
@@ -75,19 +80,15 @@ def training_step_saved(model_name: str, variant: str, batch: int,
                         device: str = "cpu") -> dict[str, int]:
     """Bytes saved for backward by one training step, per XNOR unit (+ ``"other"``).
 
-    ``variant``: float, xnor (the fused path) or xnor_binop (the port's BinOp workflow).
+    ``variant``: one of :data:`~xnorbench.variants.TRAINING_STEPS` (float, xnor_fused,
+    xnor_binop).
     Units are named as in the XNOR model; the float model's unit of the same name is its
     BN -> ReLU -> conv, so the two compare unit by unit.
     """
-    from ..xnor import BinOp, FusedXNOR, binary_layers, models
-    from ..xnor.models import INPUT_SHAPE
-    from .training import train_step
-
     torch.manual_seed(0)
-    model = models.build(model_name, binary=variant != "float").to(device).train()
+    model = models.build(model_name, binary=variant != Variant.FLOAT).to(device).train()
     units = [n for n, _ in binary_layers(models.build(model_name, binary=True))]
-    xnor_step = {"xnor": FusedXNOR, "xnor_binop": BinOp}.get(variant)
-    bin_op = xnor_step(model) if xnor_step else None
+    bin_op = step_for(model, variant)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(batch, *INPUT_SHAPE[model_name], device=device)
     y = torch.randint(0, 10, (batch,), device=device)

@@ -18,13 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.splits import DataBundle
 from ..db import Row
+from ..measure.timing import compare
+from ..progress import Progress
 from ..xnor import load_packed, models, save_packed
 from ..xnor.kernels import kernel_isa
 from ..xnor.packed import pack_model
-from .datasets import DataBundle
-from .progress import Progress
-from .timing import compare
+from .checkpoints import CheckpointError, write_failure
+from .loaders import eval_loader
 
 LATENCY_ROUNDS = 3
 
@@ -51,9 +53,6 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
     """
     cpu_model = copy.deepcopy(model).float().cpu().eval()
     cpu_model = cpu_model.to(memory_format=torch.contiguous_format)
-    from .checkpoints import CheckpointError, write_failure
-    from .split_loaders import eval_loader
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         file_bytes = save_packed(cpu_model, path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 OPTIMIZERS = ("sgd", "adam")
@@ -129,19 +129,42 @@ def recipe_key(recipe: Recipe, *, dataset: str, model: str, train_size: int,
 
 @dataclass(frozen=True)
 class Preset:
-    """A named recipe: values for the training options, and where they come from."""
+    """A named recipe: how the network trains (a :class:`Recipe`; its ``seed`` is unused,
+    the preset's ``seeds`` are the run's), on which data and network, and the source of
+    every choice."""
 
     name: str
     summary: str
     source: str
-    values: dict[str, Any] = field(default_factory=dict)
+    dataset: str
+    model: str
+    recipe: Recipe
+    seeds: tuple[int, ...] = (0,)
+    limit_train: int | None = None
+    limit_test: int | None = None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """Every option the preset sets, as ``--recipe NAME`` applies them."""
+        out: dict[str, Any] = {"dataset": self.dataset, "model": self.model}
+        out.update((k, v) for k, v in asdict(self.recipe).items() if k != "seed")
+        out.update(seeds=self.seeds, limit_train=self.limit_train, limit_test=self.limit_test)
+        return out
+
+    def changes(self) -> dict[str, Any]:
+        """What the preset sets away from the defaults (what ``xnorbench recipes`` lists)."""
+        return {k: v for k, v in self.values.items() if BASE.get(k) != v}
 
 
-_SHORT: dict[str, Any] = {
-    "model": "resnet18", "batch_size": 512, "optimizer": "adam", "lr": 2e-3,
-    "weight_decay": 5e-5, "decay_scope": "weights", "schedule": "cosine",
-    "label_smoothing": 0.1, "grad_rule": "corrected", "seeds": (0,)}
+_SHORT_RECIPE = Recipe(batch_size=512, optimizer="adam", lr=2e-3, weight_decay=5e-5,
+                       decay_scope="weights", schedule="cosine", label_smoothing=0.1,
+                       grad_rule="corrected")
 """What the two short-budget ResNet-18 recipes share (their sources say why)."""
+
+_CIFAR_RESNET = Recipe(epochs=200, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
+                       nesterov=True, weight_decay=5e-4, decay_scope="weights",
+                       schedule="cosine", augment="crop-flip", grad_rule="corrected")
+"""The standard CIFAR ResNet recipe (resnet18-cifar10's source says where it comes from)."""
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
@@ -152,11 +175,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "(its adjust_learning_rate counts epochs from 1, so the first drop is at epoch 15), "
         "no augmentation, seed 1, its BinOp gradient (our `reference` rule); "
         "MNIST/models/LeNet_5.py clamps every BatchNorm scale to >= 0.01 before a forward.",
-        {"dataset": "mnist", "model": "lenet5", "epochs": 60, "batch_size": 128,
-         "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False,
-         "weight_decay": 1e-4, "decay_scope": "all", "schedule": "step",
-         "milestones": (15, 30, 45, 60), "lr_gamma": 0.1, "augment": "none",
-         "bn_clamp": True, "grad_rule": "reference", "seeds": (1,)}),
+        dataset="mnist", model="lenet5", seeds=(1,),
+        recipe=Recipe(epochs=60, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
+                      nesterov=False, weight_decay=0.0001, decay_scope="all", schedule="step",
+                      milestones=(15, 30, 45, 60), lr_gamma=0.1, augment="none", bn_clamp=True,
+                      grad_rule="reference")),
     Preset(
         "port-nin",
         "The original PyTorch port's CIFAR-10 recipe for Network-in-Network.",
@@ -165,10 +188,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "319 epochs (range(1, 320)), lr x0.1 at epochs 120, 200, 240 and 280, seed 1, its "
         "BinOp gradient (`reference`). The port trains on a GCN+ZCA-whitened copy of CIFAR-10 "
         "with no augmentation; here the images are normalised per channel (no ZCA).",
-        {"dataset": "cifar10", "model": "nin", "epochs": 319, "batch_size": 128,
-         "optimizer": "adam", "lr": 0.01, "weight_decay": 1e-5, "decay_scope": "all",
-         "schedule": "step", "milestones": (120, 200, 240, 280), "lr_gamma": 0.1,
-         "augment": "none", "grad_rule": "reference", "seeds": (1,)}),
+        dataset="cifar10", model="nin", seeds=(1,),
+        recipe=Recipe(epochs=319, batch_size=128, optimizer="adam", lr=0.01, weight_decay=1e-05,
+                      decay_scope="all", schedule="step", milestones=(120, 200, 240, 280),
+                      lr_gamma=0.1, augment="none", grad_rule="reference")),
     Preset(
         "resnet18-cifar10",
         "ResNet-18 (pre-activation, CIFAR stem) on CIFAR-10, one recipe for float and XNOR.",
@@ -178,20 +201,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "Nesterov momentum as in the pre-activation reference. The XNOR variant uses the "
         "corrected gradient; binary networks keep their float first and last layers "
         "(paper sec. 4.1). A time-boxed run overrides --epochs, and the override is stored.",
-        {"dataset": "cifar10", "model": "resnet18", "epochs": 200, "batch_size": 128,
-         "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
-         "weight_decay": 5e-4, "decay_scope": "weights", "schedule": "cosine",
-         "augment": "crop-flip", "grad_rule": "corrected", "seeds": (0, 1)}),
+        dataset="cifar10", model="resnet18", seeds=(0, 1), recipe=_CIFAR_RESNET),
     Preset(
         "resnet18-mnist",
         "ResNet-18 (pre-activation, CIFAR stem on 28x28) on MNIST, one recipe for both.",
         "The CIFAR recipe above with 20 epochs and no augmentation: MNIST converges long "
         "before 200 epochs (float ResNets reach about 99.6 % within 20), and crops or flips "
         "change digits' meaning (a flipped 2 is no 2).",
-        {"dataset": "mnist", "model": "resnet18", "epochs": 20, "batch_size": 128,
-         "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
-         "weight_decay": 5e-4, "decay_scope": "weights", "schedule": "cosine",
-         "augment": "none", "grad_rule": "corrected", "seeds": (0, 1)}),
+        dataset="mnist", model="resnet18", seeds=(0, 1),
+        recipe=replace(_CIFAR_RESNET, epochs=20, augment="none")),
     Preset(
         "resnet18-cifar10-short",
         "ResNet-18 on CIFAR-10 in minutes of a GPU: one recipe for float and XNOR, sized "
@@ -206,14 +224,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "decay pulls latent binary weights towards sign flips), label smoothing 0.1 "
         "(Szegedy et al. 2016; a regularizer that costs nothing per step, for the float "
         "net the small decay leaves under-regularized), random crop (pad 4) + flip.",
-        {**_SHORT, "dataset": "cifar10", "epochs": 100, "augment": "crop-flip"}),
+        dataset="cifar10", model="resnet18", seeds=(0,),
+        recipe=replace(_SHORT_RECIPE, epochs=100, augment="crop-flip")),
     Preset(
         "resnet18-mnist-short",
         "ResNet-18 on MNIST in a minute of a GPU: the CIFAR-10 short recipe, crops only.",
         "resnet18-cifar10-short's optimizer, lr, batch, decay and label smoothing; random "
         "crops (pad 4) but no flips (a flipped digit is another digit, or none); at most 15 "
         "epochs (float ResNets reach about 99.6 % within 10 on MNIST).",
-        {**_SHORT, "dataset": "mnist", "epochs": 15, "augment": "crop"}),
+        dataset="mnist", model="resnet18", seeds=(0,),
+        recipe=replace(_SHORT_RECIPE, epochs=15, augment="crop")),
     Preset(
         "resnet18-imagenet",
         "The paper's ImageNet ResNet-18 (7x7 stem + max-pool, 224x224 crops), float and XNOR "
@@ -226,19 +246,19 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "weight decay (decay on binary latent weights fights their sign), batch 256, 45 "
         "epochs with lr x0.1 from epochs 30 and 40. Point --data-dir at a tree with train/ "
         "and val/; launch with torchrun on several GPUs.",
-        {"dataset": "imagefolder", "model": "resnet18-imagenet", "epochs": 45,
-         "batch_size": 256, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
-         "decay_scope": "weights", "schedule": "step", "milestones": (30, 40),
-         "lr_gamma": 0.1, "augment": "auto", "grad_rule": "corrected", "seeds": (0,)}),
+        dataset="imagefolder", model="resnet18-imagenet", seeds=(0,),
+        recipe=Recipe(epochs=45, batch_size=256, optimizer="adam", lr=0.001, weight_decay=0.0,
+                      decay_scope="weights", schedule="step", milestones=(30, 40), lr_gamma=0.1,
+                      augment="auto", grad_rule="corrected")),
     Preset(
         "smoke",
         "Seconds on a CPU: LeNet-5 on 2,048 MNIST training and 1,024 test images, 1 epoch.",
         "A first try of the whole pipeline (train, test, pack, run the packed kernel); its "
         "numbers are a subset's and are labelled so in every table.",
-        {"dataset": "mnist", "model": "lenet5", "epochs": 1, "batch_size": 64,
-         "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "decay_scope": "weights",
-         "schedule": "cosine", "augment": "none", "grad_rule": "corrected",
-         "limit_train": 2048, "limit_test": 1024, "seeds": (0,)}),
+        dataset="mnist", model="lenet5", seeds=(0,), limit_train=2048, limit_test=1024,
+        recipe=Recipe(epochs=1, batch_size=64, optimizer="adam", lr=0.002, weight_decay=0.0,
+                      decay_scope="weights", schedule="cosine", augment="none",
+                      grad_rule="corrected")),
 )}
 
 BASE: dict[str, Any] = {

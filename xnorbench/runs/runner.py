@@ -23,13 +23,14 @@ from typing import Any
 
 import torch
 
+from .. import distributed
+from ..data.imagenet import workers
 from ..db import DatabaseGone, DBError, Row, RunLost, Store
+from ..errors import InputError
+from ..progress import Progress
 from ..xnor import kernels
-from . import distributed
 from .environment import capture
-from .imagenet import workers
-from .progress import Progress
-from .registry import InputError, SuiteContext, get_suite
+from .registry import SuiteContext, get_suite
 
 
 class RunFailed(Exception):
@@ -290,9 +291,9 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
               f"{busy[0]}); their params say busy=..., the tables mark them",
               file=sys.stderr, flush=True)
     if missing:
-        exc = IncompleteRun(run_id, missing)
-        finish(store, run_id, "failed", str(exc))
-        raise RunFailed(run_id, exc)
+        incomplete = IncompleteRun(run_id, missing)
+        finish(store, run_id, "failed", str(incomplete))
+        raise RunFailed(run_id, incomplete)
     finish(store, run_id, "finished")
     ctx.discard_checkpoints()
     if not store.folded:

@@ -17,27 +17,28 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..data.imagenet import FileSplit
+from ..data.loader import BatchLoader
+from ..data.splits import DataBundle
 from ..db import Row
+from ..distributed import World, all_sum, gather_to_main, world
+from ..errors import InputError
+from ..progress import Progress
 from ..xnor import BinOp, FusedXNOR, models
+from ..xnor.step import XNORStep, autocast, clamp_bn_scales, train_step
 from .checkpoints import load_checkpoint, save_checkpoint
-from .datasets import DataBundle
-from .distributed import World, all_sum, gather_to_main, world
-from .imagenet import FileSplit
-from .loader import BatchLoader
-from .progress import Progress
-from .recipes import OPTIMIZERS, Recipe
-from .registry import InputError
-from .split_loaders import make_loaders
+from .loaders import make_loaders
+from .optim import make_optimizer, make_scheduler
+from .packed_eval import packed_rows
+from .recipes import Recipe
 
-__all__ = ["OPTIMIZERS", "NonFiniteLoss", "Recipe", "evaluate", "make_optimizer",
-           "make_scheduler", "measure_step_seconds", "train", "train_step"]
+__all__ = ["NonFiniteLoss", "evaluate", "measure_step_seconds", "train"]
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -50,10 +51,6 @@ def build_model(model_name: str, variant: str, bundle: DataBundle, grad_rule: st
                         input_size=bundle.image_size)
 
 
-XNORStep = BinOp | FusedXNOR
-"""What a training step calls around forward/backward for an XNOR model (same API)."""
-
-
 def make_xnor_step(model: nn.Module, variant: str, recipe: Recipe) -> XNORStep | None:
     """The recipe's XNOR training path for ``model`` (None for float)."""
     if variant != "xnor":
@@ -63,53 +60,6 @@ def make_xnor_step(model: nn.Module, variant: str, recipe: Recipe) -> XNORStep |
     if recipe.xnor_path == "fused":
         return FusedXNOR(model, recipe.grad_rule)
     raise ValueError(f"unknown XNOR training path {recipe.xnor_path!r}; choose fused or binop")
-
-
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """SGD or Adam; weight decay on conv/linear weights only, or on every parameter."""
-    if recipe.decay_scope == "all":
-        groups = [{"params": list(model.parameters()), "weight_decay": recipe.weight_decay}]
-    else:
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            (no_decay if p.dim() <= 1 or "bn" in name else decay).append(p)
-        groups = [{"params": decay, "weight_decay": recipe.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.learning_rate, momentum=recipe.momentum,
-                               nesterov=recipe.nesterov and recipe.momentum > 0)
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.learning_rate)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose sgd or adam")
-
-
-def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int
-                   ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The recipe's schedule as a per-step multiplier of the base lr."""
-    total = max(1, recipe.epochs * steps_per_epoch)
-    if recipe.schedule == "cosine":
-        def factor(s: int) -> float:
-            return 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    elif recipe.schedule == "step":
-        def factor(s: int) -> float:
-            return recipe.lr_factor(s // max(1, steps_per_epoch))
-    elif recipe.schedule == "constant":
-        def factor(s: int) -> float:
-            return 1.0
-    else:
-        raise ValueError(f"unknown schedule {recipe.schedule!r}; choose cosine, step or "
-                         "constant")
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def clamp_bn_scales(model: nn.Module, minimum: float | None) -> None:
-    """The port's guard: every affine BatchNorm scale clamped to >= ``minimum``."""
-    if minimum is None:
-        return
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
-                m.weight.clamp_(min=minimum)
 
 
 @torch.no_grad()
@@ -126,11 +76,14 @@ def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: XNORStep 
     model.eval()
     if bin_op is not None:
         bin_op.binarization()
-    correct, correct5, total, loss_sum = 0, 0, 0, 0.0
+    correct: float = 0
+    correct5: float = 0
+    total: float = 0
+    loss_sum = 0.0
     local: list[torch.Tensor] = []
     try:
         for x, y in loader:
-            with _autocast(loader.device, amp):
+            with autocast(loader.device, amp):
                 out = model(x)
             loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum").item()
             pred = out.argmax(1)
@@ -157,38 +110,6 @@ def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: XNORStep 
     if top5 is not None:
         top5.append(100.0 * correct5 / max(total, 1))
     return 100.0 * correct / max(total, 1), loss_sum / max(total, 1)
-
-
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               opt: torch.optim.Optimizer, bin_op: XNORStep | None = None, amp: bool = False,
-               bn_gamma_min: float | None = None, label_smoothing: float = 0.0
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step; XNOR models go through ``bin_op``. Returns (out, loss).
-
-    BinOp: binarize the latent weights in place, forward/backward on the binarized
-    weights, restore the latent weights, turn dC/dWt into dC/dW, then step.
-    FusedXNOR: center and clamp the latent weights; the layers do the rest.
-    """
-    clamp_bn_scales(model, bn_gamma_min)
-    if bin_op is not None:
-        bin_op.binarization()
-    with _autocast(x.device.type, amp):
-        out = model(x)
-        loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if bin_op is not None:
-        bin_op.restore()
-        bin_op.updateBinaryGradWeight()
-    opt.step()
-    return out, loss
-
-
-def _autocast(device: str, amp: bool) -> Any:
-    if not amp:
-        return nullcontext()
-    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu",
-                          dtype=torch.bfloat16)
 
 
 def _sync(device: str) -> None:
@@ -238,8 +159,6 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
     Checkpoints carry ``binding`` (database and run) plus the recipe key, the variant
     label and the seed; a resume refuses one that does not match (:func:`load_checkpoint`).
     """
-    from .packed_eval import packed_rows
-
     progress = progress or Progress(enabled=False)
     w = world()
     torch.manual_seed(recipe.seed)
@@ -272,8 +191,9 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         on_resume(start_epoch)
     warm_up(model, bundle, variant, recipe, device)  # builds stay out of epoch 1's time
     trained = distribute(model, recipe, device, w)  # what the steps run (DDP or the net)
-    base = {"dataset": bundle.name, "model": model_name, "variant": label or variant,
-            "seed": recipe.seed, "recipe_key": recipe_key}
+    base: dict[str, Any] = {"dataset": bundle.name, "model": model_name,
+                            "variant": label or variant, "seed": recipe.seed,
+                            "recipe_key": recipe_key}
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     full = (bundle.provenance.get("train_full", len(bundle.train)),
@@ -342,7 +262,7 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
         simulated = []
         test_acc, _ = evaluate(model, test_loader, recipe.amp, bin_op, predictions=simulated,
                                top5=top5)
-    end = {"epoch": recipe.epochs, "params": params, **base}
+    end: dict[str, Any] = {"epoch": recipe.epochs, "params": params, **base}
     yield Row("final_test_accuracy", test_acc, "%", **end)
     if top5:
         yield Row("final_test_top5_accuracy", top5[-1], "%", **end)
@@ -376,7 +296,7 @@ def warm_up(model: nn.Module, bundle: DataBundle, variant: str, recipe: Recipe,
     with torch.random.fork_rng(devices=cuda):  # dropout's draws leave no trace
         train_step(probe, x, y, opt, step, recipe.amp, None, recipe.label_smoothing)
         probe.eval()
-        with torch.no_grad(), _autocast(device, recipe.amp):
+        with torch.no_grad(), autocast(device, recipe.amp):
             probe(x)
     _sync(device)
 

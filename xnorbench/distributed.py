@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .registry import InputError
+from .errors import InputError
 
 TIMEOUT_ENV = "XNORBENCH_DIST_TIMEOUT_S"
 _SETTLE_S = 0.1  # see shutdown

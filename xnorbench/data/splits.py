@@ -37,5 +37,5 @@ class DataBundle:
     def image_size(self) -> tuple[int, int]:
         """(height, width) of every image (the crop size of a file-based split)."""
         if hasattr(self.train, "image_size"):
-            return tuple(self.train.image_size)  # type: ignore[return-value]
+            return tuple(self.train.image_size)
         return int(self.train.images.shape[2]), int(self.train.images.shape[3])

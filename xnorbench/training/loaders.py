@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .distributed import SINGLE, World, local_batch
-from .imagenet import FileBatchLoader, FileSplit
-from .loader import BatchLoader
+from ..data.imagenet import FileBatchLoader, FileSplit
+from ..data.loader import BatchLoader
+from ..data.splits import DataBundle
+from ..distributed import SINGLE, World, local_batch
 from .recipes import Recipe
-from .splits import DataBundle
 
 
 def make_loaders(bundle: DataBundle, recipe: Recipe, device: str, w: World | None = None

@@ -12,7 +12,7 @@ import os
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +39,7 @@ def _timer(fn: Callable[[], object], threads: int) -> Timer:
     return Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
 
 
-def compare(fns: dict[str, Callable[[], object]], threads: int, rounds: int = 5,
+def compare(fns: Mapping[str, Callable[[], object]], threads: int, rounds: int = 5,
             min_run_time: float = 0.05, between: Callable[[], None] | None = None
             ) -> dict[str, Timing]:
     """Time several callables interleaved: ``rounds`` alternating blocks each.

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from .distributed import World, shard
+from ..distributed import World, shard
 from .splits import Split
 
 

@@ -15,15 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..db import Row, Store
-from .progress import Progress
-
-
-class InputError(Exception):
-    """The user's input is unusable (e.g. a missing or corrupt dataset).
-
-    Raised by a suite before it produced any row, it leaves nothing in the database:
-    the runner deletes the run row and the CLI answers with one line and exit code 2.
-    """
+from ..progress import Progress
 
 
 @dataclass

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .distributed import SINGLE, World
+from ..distributed import SINGLE, World
+from ..errors import InputError
 from .loader import ShardedLoader
-from .registry import InputError
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -107,6 +107,20 @@ def workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
+class _Batches:
+    """Each batch's image indices, made when the loader asks for them (a list of lists for
+    a whole ImageNet epoch would hold a million Python ints)."""
+
+    def __init__(self, spans: list[tuple[int, int]]) -> None:
+        self.spans = spans
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (list(range(start, stop)) for start, stop in self.spans)
+
+
 class FileBatchLoader(ShardedLoader):
     """Batches of transformed crops on ``device``: the same interface as
     :class:`.loader.BatchLoader` (per-process share, resumable epoch order)."""
@@ -125,7 +139,7 @@ class FileBatchLoader(ShardedLoader):
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self.order()
         count = workers()
-        batches = [range(start, stop) for start, stop in self.spans()]
+        batches = _Batches(self.spans())
         loader = torch.utils.data.DataLoader(
             _Images(self.split, order, self.train), batch_sampler=batches,
             num_workers=count, generator=self.generator,

@@ -1,0 +1,120 @@
+"""What the measurement tables read: the rows of the newest finished runs, keyed the
+way each table pairs them. Builders (:mod:`.speed_tables`, :mod:`.memory_tables`) only
+arrange and format what these return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..db import Result, Run, Store
+from .selection import Selection
+
+SWEEP_METRICS = ("float_ms", "binary_ms", "binary_nopack_ms", "speedup", "speedup_nopack",
+                 "theoretical_speedup")
+
+
+def sweep_points(store: Store, selection: Selection = Selection()) -> list[dict[str, Any]]:
+    """One dict per (threads, sweep, channels, kernel) from the newest finished runs.
+
+    A point's shares of peak that were marked disturbed are listed under ``disturbed``
+    (and never shown as results), a busy machine under ``busy``; an older run of the
+    same point whose speedup differs beyond both measurements' spread is listed under
+    ``disagrees`` as (run, speedup)."""
+    points: dict[tuple, dict[str, Any]] = {}
+    spreads: dict[tuple, dict[int, dict[str, Any]]] = {}  # key -> run -> metric -> row
+    same: dict[int, tuple] = {}  # run -> (commit, cpu, isa): what makes two runs comparable
+    for run in selection.runs(store, "sweep"):  # newest first
+        same[run.id] = (run.git_commit, run.git_dirty, run.cpu_model)
+        for r in store.results([run.id]):
+            p = r.params or {}
+            if "sweep" not in p:
+                continue
+            key = (p["threads"], p["sweep"], p["channels"], p["kernel"])
+            if r.metric in ("speedup", "float_ms", "binary_ms"):
+                spreads.setdefault(key, {}).setdefault(run.id, {})[r.metric] = r
+            pt = points.setdefault(key, {"threads": p["threads"], "sweep": p["sweep"],
+                                         "channels": p["channels"], "kernel": p["kernel"],
+                                         "input_size": p.get("input_size"),
+                                         "cpu": p.get("cpu"), "kernel_isa": p.get("kernel_isa"),
+                                         "run_id": run.id})
+            if pt["run_id"] == run.id and r.metric not in pt:
+                pt[r.metric] = r.value
+                if p.get("disturbed"):
+                    pt.setdefault("disturbed", {})[r.metric] = p["disturbed"]
+                if p.get("busy"):
+                    pt["busy"] = p["busy"]
+                if r.metric == "fastest_float_ms":
+                    pt["fastest_engine"] = p.get("engine")
+                    pt["unavailable_engines"] = p.get("unavailable") or {}
+    for key, pt in points.items():
+        alike = {rid: rows for rid, rows in spreads.get(key, {}).items()
+                 if same[rid] == same[pt["run_id"]] and same[rid][0] and not same[rid][1]}
+        pt["disagrees"] = _disagreements(pt["run_id"], alike)
+    return sorted(points.values(), key=lambda d: (d["threads"], d["sweep"], d["channels"],
+                                                  d["kernel"]))
+
+
+def _relative_spread(rows: dict[str, Any]) -> float | None:
+    """The speedup's relative spread from its two times' IQRs (None if not stored)."""
+    out = 0.0
+    for metric in ("float_ms", "binary_ms"):
+        r = rows.get(metric)
+        iqr = (r.params or {}).get("iqr_ms") if r is not None else None
+        if r is None or iqr is None or not r.value:
+            return None
+        out += iqr / r.value
+    return out
+
+
+def _disagreements(newest: int, by_run: dict[int, dict[str, Any]]) -> list[tuple[int, float]]:
+    """Older runs of one point (same clean commit, same CPU) whose speedup lies outside
+    the two measurements' spread."""
+    new = by_run.get(newest, {})
+    if "speedup" not in new:
+        return []
+    s_new, rel_new = new["speedup"].value, _relative_spread(new)
+    out = []
+    for run_id, rows in by_run.items():
+        if run_id == newest or "speedup" not in rows:
+            continue
+        s_old, rel_old = rows["speedup"].value, _relative_spread(rows)
+        if rel_new is None or rel_old is None:
+            continue
+        if abs(s_new - s_old) > s_new * rel_new + s_old * rel_old:
+            out.append((run_id, s_old))
+    return out
+
+
+def latest_rows(store: Store, suite: str, by_threads: bool = False,
+                 selection: Selection = Selection(), device: str | None = None
+                 ) -> dict[tuple, tuple[Result, Run]]:
+    """{(dataset, model, variant, metric, batch, mode, threads): (row, run)}, newest runs.
+
+    A model's rows all come from the newest finished run that measured it. With
+    ``by_threads`` (timings) that holds per thread count, batch size and metric: a 2-thread
+    run does not hide a 1-thread one, nor a batch-1 run an older batch-64 measurement.
+    """
+    out: dict[tuple, tuple[Result, Run]] = {}
+    seen: dict[tuple, int] = {}
+    for run in selection.runs(store, suite):
+        if device is not None and device_kind(run) != device:
+            continue
+        threads = run.threads if by_threads else None
+        for r in store.results([run.id]):
+            p = r.params or {}
+            scope = (r.model or "", threads) + ((p.get("batch"), r.metric) if by_threads else ())
+            if seen.setdefault(scope, run.id) != run.id:
+                continue  # an older run of what a newer run already covers
+            key = (r.dataset, r.model, r.variant, r.metric, p.get("batch"), p.get("mode"),
+                   threads)
+            out.setdefault(key, (r, run))
+    return out
+
+
+def device_kind(run: Run) -> str:
+    """'cuda' for a run on a GPU, else 'cpu' (runs stored before devices were: cpu)."""
+    return "cuda" if (run.device or "cpu").startswith("cuda") else "cpu"
+
+
+def timing_devices(store: Store, selection: Selection) -> list[str]:
+    return sorted({device_kind(r) for r in selection.runs(store, "timing")})

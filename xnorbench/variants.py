@@ -1,0 +1,60 @@
+"""What a row measured: the network in float, or one of the forms of its XNOR version.
+
+One vocabulary for suites, stored rows, tables and the report. Each name says which
+code produced the number, because the same XNOR network is measured in four ways that
+differ by an order of magnitude in speed and memory:
+
+* ``float``: the float network (torch eager; other float engines are
+  ``float_<engine>``, see :mod:`xnorbench.measure.float_engines`).
+* ``xnor``: the XNOR network *simulated* in float arithmetic: binary values (+-1 times
+  alpha) through torch's float conv. What training evaluates, so what an accuracy is.
+* ``xnor_packed``: the XNOR network packed to bits and run through the C++
+  XNOR-popcount kernels (inference on the CPU).
+* ``xnor_fused``: an XNOR training step through the fused layers (weights binarized in
+  forward, the gradient rule in backward, bits kept for backward).
+* ``xnor_binop``: an XNOR training step through the original port's BinOp workflow
+  (binarize in place, restore, correct the gradient after backward).
+
+Sizes of the stored network (the memory suite's packed and float32 bytes) are rows of
+``xnor`` and ``float``: they describe the network, whatever runs it. Rows stored before
+this vocabulary (schema version 4 and older) said ``xnor`` for the packed kernel in
+timing and sweep rows, for the fused step (or, before the fused path existed, the
+BinOp step) in training-step and training-memory rows, and ``xnor_simulated`` for the
+simulated network in timing rows; migration ``0005`` renames them, so readers see one
+vocabulary only.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Variant(StrEnum):
+    """The things measured (see the module docstring)."""
+
+    FLOAT = "float"
+    XNOR = "xnor"
+    XNOR_PACKED = "xnor_packed"
+    XNOR_FUSED = "xnor_fused"
+    XNOR_BINOP = "xnor_binop"
+
+    @property
+    def label(self) -> str:
+        """How tables and the report name it."""
+        return LABELS[self]
+
+
+LABELS = {Variant.FLOAT: "float", Variant.XNOR: "XNOR simulated",
+          Variant.XNOR_PACKED: "XNOR packed", Variant.XNOR_FUSED: "XNOR fused",
+          Variant.XNOR_BINOP: "XNOR BinOp"}
+
+TRAINING_STEPS = (Variant.FLOAT, Variant.XNOR_FUSED, Variant.XNOR_BINOP)
+"""The ways a training step runs: float autograd and the two XNOR training paths."""
+
+INFERENCE = (Variant.FLOAT, Variant.XNOR, Variant.XNOR_PACKED)
+"""The ways a forward pass runs: float, XNOR simulated, XNOR packed (CPU only)."""
+
+
+def float_engine(engine: str) -> str:
+    """The variant of a float engine's rows (``float_compile``, ``float_onnxruntime``)."""
+    return f"float_{engine}"

@@ -1,0 +1,62 @@
+// Every function the extension offers Python, declared once. bindings.cpp registers them;
+// each is defined in the file named beside its group.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+
+// xnor_conv.cpp: packing and the XNOR-popcount convolution (inference)
+torch::Tensor pack_weight(torch::Tensor w);
+torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw);
+torch::Tensor xnor_conv2d_packed(torch::Tensor P, int64_t C, torch::Tensor wpacked,
+                                 torch::Tensor alpha, c10::optional<torch::Tensor> bias,
+                                 c10::optional<torch::Tensor> kscale, int64_t OC, int64_t KH,
+                                 int64_t KW, int64_t sh, int64_t sw, bool integer);
+torch::Tensor xnor_conv2d(torch::Tensor x, torch::Tensor wpacked, torch::Tensor alpha,
+                          c10::optional<torch::Tensor> bias, c10::optional<torch::Tensor> kscale,
+                          int64_t OC, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
+                          int64_t ph, int64_t pw, bool integer);
+torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch::Tensor> thresh,
+                                c10::optional<torch::Tensor> flip, torch::Tensor wpacked,
+                                torch::Tensor alpha, c10::optional<torch::Tensor> bias,
+                                c10::optional<torch::Tensor> residual, bool inplace,
+                                c10::optional<torch::Tensor> next_thresh,
+                                c10::optional<torch::Tensor> next_flip, int64_t next_ph,
+                                int64_t next_pw, int64_t OC, int64_t KH, int64_t KW,
+                                int64_t sh, int64_t sw, int64_t ph, int64_t pw);
+std::string isa();
+int64_t threads_used();
+
+// train_ops.cpp: the fused training path's operators
+namespace xnor_train {
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> sign_bits(const torch::Tensor& x);
+std::tuple<torch::Tensor, torch::Tensor> sign_bits_(torch::Tensor x);
+torch::Tensor signs_from_bits(const torch::Tensor& bits, int64_t n,
+                              const std::optional<torch::Tensor>& keep, double scale);
+torch::Tensor grad_through_bits(const torch::Tensor& g, const torch::Tensor& bits,
+                                const std::optional<torch::Tensor>& keep, double scale);
+void grad_through_bits_(torch::Tensor g, const torch::Tensor& bits,
+                        const std::optional<torch::Tensor>& keep, double scale);
+torch::Tensor nonzero_bits(const torch::Tensor& t);
+torch::Tensor binarize_weight(const torch::Tensor& w);
+int64_t grad_rule_code(c10::string_view name);
+torch::Tensor scaled_sign_grad(const torch::Tensor& w, const torch::Tensor& g, int64_t rule);
+void scaled_sign_grad_(torch::Tensor g, const torch::Tensor& w, int64_t rule);
+void border_add_(torch::Tensor out, const torch::Tensor& wb, int64_t H, int64_t W,
+                 int64_t sh, int64_t sw, int64_t ph, int64_t pw);
+void border_grad_add_(torch::Tensor gwb, const torch::Tensor& grad, int64_t H, int64_t W,
+                      int64_t sh, int64_t sw, int64_t ph, int64_t pw);
+void center_clamp_(at::TensorList ws);
+}  // namespace xnor_train
+
+// ceilings.cpp: this core's peak rates
+namespace xnor_ceilings {
+double fma_peak(int64_t iters);
+double binary_peak(int64_t iters);
+std::string fma_isa();
+std::string binary_peak_isa();
+}  // namespace xnor_ceilings
