@@ -224,3 +224,22 @@ def test_runs_show_says_which_point_a_sweep_row_belongs_to(tmp_path: Path):
     res = runner.invoke(app, ["--db", db, "runs", "show", str(rid)], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "channels=64 kernel=3" in res.output and "channels=256 kernel=3" in res.output
+
+
+def test_an_installed_package_ships_every_kernel_source():
+    """The kernels compile on the user's machine from the files the package ships: every
+    file in xnor/csrc (the .cpp units and the headers they include) is package data, so a
+    non-editable install builds too."""
+    import ast
+    import fnmatch
+    import re
+
+    root = Path(__file__).parents[1]  # tomllib is 3.11+; the line is read as it stands
+    line = re.search(r'^"xnorbench\.xnor" = (\[.*\])$', (root / "pyproject.toml").read_text(),
+                     re.M)
+    assert line, "pyproject.toml names no package data for xnorbench.xnor"
+    patterns = ast.literal_eval(line.group(1))
+    csrc = root / "xnorbench" / "xnor" / "csrc"
+    files = sorted(p.relative_to(csrc.parent).as_posix() for p in csrc.iterdir() if p.is_file())
+    assert files and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files), (
+        files, patterns)

@@ -17,6 +17,6 @@ def test_probe_peak_ignores_a_large_parent():
 def test_fused_xnor_training_peak_is_below_float():
     """ResNet-18 keeps bits, not floats, for backward: the step's peak RSS shows it."""
     f = measure("resnet18", "float", "train", 16, "cpu")
-    x = measure("resnet18", "xnor", "train", 16, "cpu")
+    x = measure("resnet18", "xnor_fused", "train", 16, "cpu")
     grow = {k: m["peak_rss_bytes"] - m["base_rss_bytes"] for k, m in (("f", f), ("x", x))}
     assert grow["x"] < grow["f"], grow
