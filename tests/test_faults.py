@@ -217,21 +217,26 @@ def test_only_an_option_that_declares_itself_free_may_differ_on_resume(tmp_path:
     """``--download`` changes how a run gets its data, not what it computes: its option
     says so (``resume_free``) and a resume accepts a new value; any other suite option
     that differs is refused."""
+    from dataclasses import replace
+
     import typer
 
     from xnorbench.cli.run import resume_settings
     from xnorbench.runs.registry import get_suite
 
     store = Store.open(str(tmp_path / "free.db"))
-    rid = store.start_run("accuracy", {"download": False, "epochs": 3}, {})
-    free = frozenset(o.name for o in get_suite("accuracy").options if o.resume_free)
-    assert free == {"download"}
-    new = {"download": True, "epochs": 3}
-    assert resume_settings(store, rid, new, {"download"}, None, "cpu", free) == (None, "cpu")
+    rid = store.start_run("accuracy", {"download": False, "epochs": 3, "seeds": [0]}, {})
+    options = get_suite("accuracy").options
+    assert {o.name for o in options if o.resume_free} == {"download"}
+    new = {"download": True, "epochs": 3, "seeds": [0]}
+    assert resume_settings(store, rid, new, {"download"}, None, "cpu", options) == (None, "cpu")
+    bound = [replace(o, resume_free=False) if o.name == "download" else o for o in options]
+    with pytest.raises(typer.Exit):  # without the declaration it is refused
+        resume_settings(store, rid, new, {"download"}, None, "cpu", bound)
     with pytest.raises(typer.Exit):
-        resume_settings(store, rid, new, {"download"}, None, "cpu", frozenset())
-    with pytest.raises(typer.Exit):
-        resume_settings(store, rid, {**new, "epochs": 4}, {"epochs"}, None, "cpu", free)
+        resume_settings(store, rid, {**new, "epochs": 4}, {"epochs"}, None, "cpu", options)
+    with pytest.raises(typer.Exit):  # --seed is compared with the seeds it is stored as
+        resume_settings(store, rid, {**new, "seeds": [5]}, {"seed"}, None, "cpu", options)
 
 
 def test_resume_keeps_the_options_it_started_with(tmp_path: Path, data: Path):

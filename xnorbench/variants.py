@@ -26,17 +26,25 @@ vocabulary only.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum
 
 
-class Variant(StrEnum):
-    """The things measured (see the module docstring)."""
+class Variant(str, Enum):
+    """The things measured (see the module docstring). A member is its name wherever a
+    string goes (a row's variant column, a dict key, an f-string), on every Python this
+    package supports (``enum.StrEnum`` is 3.11+)."""
 
     FLOAT = "float"
     XNOR = "xnor"
     XNOR_PACKED = "xnor_packed"
     XNOR_FUSED = "xnor_fused"
     XNOR_BINOP = "xnor_binop"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
     @property
     def label(self) -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -15,6 +16,9 @@ from typer.core import TyperGroup
 from ..db import Store, shown_url
 from .app import _paragraphs, app, fail, open_store
 from .common import Device, check_path, check_run_id, check_tags
+
+if TYPE_CHECKING:
+    from ..runs.options import Opt
 
 
 class SuiteGroup(TyperGroup):
@@ -77,19 +81,22 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def resume_settings(store: Store, resume: int, params: dict[str, Any], given: set[str],
-                    threads: int | None, device: str, free: frozenset[str] = frozenset()
+                    threads: int | None, device: str, options: Sequence[Opt] = ()
                     ) -> tuple[int | None, str]:
     """A resumed run keeps what it started with: refuse an option given beside
     ``--resume`` that differs from the stored run, and return the threads and device it
-    ran on (used unless given, and then they must match). ``free``: the suite's options
-    that may differ (they change how the run reads its input, not what it computes)."""
+    ran on (used unless given, and then they must match). ``options``: the suite's
+    declared options, which say under which key each is stored and whether it may differ
+    (``resume_free``: it changes how the run reads its input, not what it computes)."""
     run = store.run(resume)
     if run is None:
         fail(f"--resume {resume}: no such run")
     stored = run.params or {}
+    free = {o.name for o in options if o.resume_free}
+    keys = {o.name: o.stored_as or o.key for o in options}
     for name in sorted(given - RUN_SETTINGS - free - {"threads", "device"}):
-        key = name if name in params else f"{name}s"  # --seed -> seeds, --kernel -> kernels
-        if key not in params:
+        key = keys.get(name)
+        if key is None or key not in params:  # not stored: nothing to compare
             continue
         new, old = params[key], stored.get(key)
         if key == "data_dir" and new and old and Path(new).resolve() == Path(old).resolve():
@@ -164,9 +171,8 @@ def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads
     if resume is not None:
         from ..runs.registry import get_suite
 
-        free = frozenset(o.name for o in get_suite(suite).options if o.resume_free)
         threads, dev_name = resume_settings(store, resume, params, given or set(), threads,
-                                            device.value, free)
+                                            device.value, get_suite(suite).options)
     try:
         dev = resolve_device(dev_name)
     except ValueError as exc:

@@ -48,9 +48,11 @@ def content_fingerprint(paths: list[str]) -> str:
         p = Path(path)
         for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
             if f.is_file():
+                digest = hashlib.sha256()  # hashlib.file_digest is 3.11+
                 with open(f, "rb") as stream:
-                    h.update(f"{f.name}|".encode() + hashlib.file_digest(stream, "sha256")
-                             .digest())
+                    for chunk in iter(lambda: stream.read(1 << 20), b""):
+                        digest.update(chunk)
+                h.update(f"{f.name}|".encode() + digest.digest())
     return h.hexdigest()[:24]
 
 

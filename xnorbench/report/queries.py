@@ -118,3 +118,10 @@ def device_kind(run: Run) -> str:
 
 def timing_devices(store: Store, selection: Selection) -> list[str]:
     return sorted({device_kind(r) for r in selection.runs(store, "timing")})
+
+
+def run_values(store: Store, run_id: int, metric: str, **match: Any) -> list[float]:
+    """The values of ``metric`` in run ``run_id``'s rows that match ``match`` (columns:
+    variant, model, seed, ...), in row order; rows without a value are left out."""
+    return [r.value for r in store.results([run_id], metric=metric, **match)
+            if r.value is not None]

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..db import Run, Store
 from ..training.recipes import show_value
+from .queries import run_values
 from .selection import (
     Cell,
     PairRow,
@@ -281,11 +282,8 @@ def training_time_table(store: Store, selection: Selection = Selection()) -> Tab
         ips: list[float] = []
         for sv in c.seeds.values():
             kw = {"variant": c.variant, "model": c.model, "seed": sv.seed}
-            secs += [x.value for x in store.results([sv.run.id], metric="epoch_seconds", **kw)
-                     if x.value is not None]
-            ips += [x.value for x in store.results([sv.run.id],
-                                                   metric="train_images_per_second", **kw)
-                    if x.value is not None]
+            secs += run_values(store, sv.run.id, "epoch_seconds", **kw)
+            ips += run_values(store, sv.run.id, "train_images_per_second", **kw)
         if not secs:
             continue
         rec: dict[str, Any] = {"dataset": c.dataset, "model": c.model,
@@ -320,8 +318,7 @@ def compare_table(store: Store, selection: Selection = Selection()) -> Table:
     for run, cells in compare_groups(store, selection):
         notes.append(f"run {run.id}: {recipe_note(cells)}")
         for c in cells:
-            secs = [x.value for x in store.results([run.id], metric="epoch_seconds",
-                                                     variant=c.variant) if x.value is not None]
+            secs = run_values(store, run.id, "epoch_seconds", variant=c.variant)
             rec: dict[str, Any] = {"run_id": run.id, "dataset": c.dataset,
                                    "model": c.model,
                    "variant": c.variant, "n": c.n, "final": c.mean("final_test_accuracy"),

@@ -44,6 +44,8 @@ class Opt:
     ``noun`` names one value in messages ("unknown kernel build 'x'"). ``resume_free``:
     the option may differ on ``--resume`` (it changes how the run gets its input, not
     what it computes, e.g. ``--download``); every other option must match the run's.
+    ``stored_as``: the params key a suite's ``prepare`` stores the value under when it is
+    not :attr:`key` (``--seed N`` is stored as ``seeds``); a resume compares that key.
     """
 
     name: str
@@ -61,6 +63,7 @@ class Opt:
     convert: Callable[[Any, str], Any] | None = None
     noun: str = ""
     resume_free: bool = False
+    stored_as: str | None = None
 
     @property
     def key(self) -> str | None:

@@ -160,7 +160,7 @@ def training_options(choice: Opt) -> tuple[Opt, ...]:
                     "within the run; tables show mean +- std (n).", check=_seeds_ok,
                     minimum=0),
         Opt("seed", "int", None, "One seed (the same as --seeds N).", check=o.seed_ok,
-            panel=RECIPE_PANEL, show_default=False),
+            panel=RECIPE_PANEL, show_default=False, stored_as="seeds"),
         _recipe_opt("amp", "bool", "bf16 autocast.", "--amp/--no-amp"),
         _recipe_opt("channels_last", "bool", "channels_last memory format.",
                     "--channels-last/--no-channels-last"),
