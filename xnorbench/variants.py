@@ -59,10 +59,6 @@ LABELS = {Variant.FLOAT: "float", Variant.XNOR: "XNOR simulated",
 TRAINING_STEPS = (Variant.FLOAT, Variant.XNOR_FUSED, Variant.XNOR_BINOP)
 """The ways a training step runs: float autograd and the two XNOR training paths."""
 
-INFERENCE = (Variant.FLOAT, Variant.XNOR, Variant.XNOR_PACKED)
-"""The ways a forward pass runs: float, XNOR simulated, XNOR packed (CPU only)."""
-
-
 def float_engine(engine: str) -> str:
     """The variant of a float engine's rows (``float_compile``, ``float_onnxruntime``)."""
     return f"float_{engine}"

@@ -11,11 +11,9 @@ Layouts read from a data directory (``--data-dir`` / ``XNORBENCH_DATA`` / ``./da
   (or ``<dir>/val/``); channels (1 if every image is grey, else 3), image size and class
   count come from the data, and so do the per-channel mean and std (of the train split).
 
-A decoded ImageFolder tree is cached as a uint8 tensor file (``XNORBENCH_CACHE``,
-default ``~/.cache/xnorbench``), keyed by the files' names, sizes, inodes and times (to
-the nanosecond), with its classes and per-channel statistics, so the 60,000 JPEGs are
-decoded once per machine.
-Gzipped IDX files are unpacked into the same cache (the data folder is never written).
+Image trees are decoded once and cached (:mod:`.folders`); gzipped IDX files are
+unpacked into the same cache (``XNORBENCH_CACHE``, :mod:`.files`), and the data folder is
+never written.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ processes (``XNORBENCH_LOADER_WORKERS``, default: the CPU count, at most 8) with
 standard transforms: a random-resized 224x224 crop and a horizontal flip to train, a
 resize to 256 and a 224x224 center crop to evaluate, normalized with ImageNet's
 per-channel mean and std. Each process of a torchrun launch reads its share of every
-epoch (:func:`.distributed.shard`), as the in-memory loader does.
+epoch (:func:`xnorbench.distributed.shard`), as the in-memory loader does.
 """
 
 from __future__ import annotations

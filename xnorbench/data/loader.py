@@ -100,7 +100,7 @@ class BatchLoader(ShardedLoader):
     """Iterates (images, labels) batches as normalised float tensors on ``device``.
 
     With a ``world`` of several processes each one iterates its own share of every
-    epoch (:func:`.distributed.shard`; padded when shuffling for training, exact for
+    epoch (:func:`xnorbench.distributed.shard`; padded when shuffling for training, exact for
     evaluation) in batches of ``batch_size`` (the per-process batch)."""
 
     def __init__(self, split: Split, batch_size: int, *, mean: tuple[float, ...],

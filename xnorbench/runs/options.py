@@ -3,7 +3,7 @@ parses it, and how it is checked. The CLI builds ``xnorbench run <suite>`` from 
 declarations and the stored params are exactly their parsed values, so the two cannot
 drift; a suite's ``DEFAULTS`` are the declared defaults.
 
-A parser or check raises :class:`~.registry.InputError` with a one-line message; the CLI
+A parser or check raises :class:`~xnorbench.errors.InputError` with a one-line message; the CLI
 prints it and exits 2 before a run exists.
 """
 

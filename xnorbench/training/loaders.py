@@ -1,7 +1,8 @@
 """The loaders a training uses, built from its recipe: the train split shuffled and
 augmented as the recipe says, the test split in order; each process of a torchrun launch
-gets its share. Decoded tensors go through :class:`.loader.BatchLoader`, an ImageFolder
-tree of files (the ImageNet path) through :class:`.imagenet.FileBatchLoader`."""
+gets its share. Decoded tensors go through :class:`~xnorbench.data.loader.BatchLoader`,
+an ImageFolder tree of files (the ImageNet path) through
+:class:`~xnorbench.data.imagenet.FileBatchLoader`."""
 
 from __future__ import annotations
 

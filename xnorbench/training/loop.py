@@ -30,8 +30,9 @@ from ..db import Row
 from ..distributed import World, all_sum, gather_to_main, world
 from ..errors import InputError
 from ..progress import Progress
-from ..xnor import BinOp, FusedXNOR, models
-from ..xnor.step import XNORStep, autocast, clamp_bn_scales, train_step
+from ..variants import Variant
+from ..xnor import BinOp, models
+from ..xnor.step import XNORStep, autocast, clamp_bn_scales, step_for, train_step
 from .checkpoints import load_checkpoint, save_checkpoint
 from .loaders import make_loaders
 from .optim import make_optimizer, make_scheduler
@@ -55,11 +56,11 @@ def make_xnor_step(model: nn.Module, variant: str, recipe: Recipe) -> XNORStep |
     """The recipe's XNOR training path for ``model`` (None for float)."""
     if variant != "xnor":
         return None
-    if recipe.xnor_path == "binop":
-        return BinOp(model, recipe.grad_rule)
-    if recipe.xnor_path == "fused":
-        return FusedXNOR(model, recipe.grad_rule)
-    raise ValueError(f"unknown XNOR training path {recipe.xnor_path!r}; choose fused or binop")
+    path = {"fused": Variant.XNOR_FUSED, "binop": Variant.XNOR_BINOP}.get(recipe.xnor_path)
+    if path is None:
+        raise ValueError(f"unknown XNOR training path {recipe.xnor_path!r}; choose fused or "
+                         "binop")
+    return step_for(model, path, recipe.grad_rule)
 
 
 @torch.no_grad()

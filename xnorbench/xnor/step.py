@@ -66,13 +66,16 @@ def autocast(device: str, amp: bool) -> Any:
                           dtype=torch.bfloat16)
 
 
-def step_for(model: nn.Module, variant: str) -> XNORStep | None:
+def step_for(model: nn.Module, variant: str, grad_rule: str | None = None
+             ) -> XNORStep | None:
     """The training path a variant names for ``model`` (:mod:`xnorbench.variants`):
-    ``xnor_fused`` or ``xnor_binop``; None for ``float`` (plain autograd)."""
+    ``xnor_fused`` or ``xnor_binop``; None for ``float`` (plain autograd). ``grad_rule``:
+    the rule BinOp applies (the fused layers carry their own; it is checked against
+    them); None: the default, corrected."""
     if variant == Variant.XNOR_FUSED:
-        return FusedXNOR(model)
+        return FusedXNOR(model, grad_rule)
     if variant == Variant.XNOR_BINOP:
-        return BinOp(model)
+        return BinOp(model, grad_rule or "corrected")
     if variant != Variant.FLOAT:
         raise ValueError(f"{variant!r} names no training step; choose one of "
                          "float, xnor_fused, xnor_binop")
