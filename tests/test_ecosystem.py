@@ -139,21 +139,30 @@ def test_info_names_kernel_path_and_where_things_live(tmp_path: Path):
 def test_a_suite_is_one_declaration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A suite declared in one place gets its `run` command from the declaration, and
     what the run stores is exactly the parsed options (hidden ones at their defaults)."""
+    from dataclasses import dataclass
+
     import typer
 
     from xnorbench import cli
     from xnorbench.db import Row
     from xnorbench.runs import options as o
     from xnorbench.runs.options import Opt
+    from xnorbench.runs.params import SuiteParams
     from xnorbench.runs.registry import REGISTRY, register
 
     opts = (Opt("size", "int", 3, "How big.", check=o.positive),
             Opt("names", "strs", ["a"], "Which.", choices=("a", "b"), noun="name"),
             Opt("every", "float", 0.5, "Hidden.", hidden=True))
 
-    @register("toy", "A toy suite.", o.defaults(opts), options=opts)
+    @dataclass(frozen=True)
+    class ToyParams(SuiteParams):
+        size: int = 3
+        names: tuple[str, ...] = ("a",)
+        every: float = 0.5
+
+    @register("toy", "A toy suite.", ToyParams, options=opts)
     def toy(ctx, params):
-        yield Row("size", float(params["size"]))
+        yield Row("size", float(params.size))
 
     try:
         t = typer.Typer()
@@ -173,9 +182,11 @@ def test_a_suite_is_one_declaration(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_every_suite_command_matches_its_declaration():
-    """No drift: each built-in suite's `run` command offers exactly its declared options,
-    and what a run given no option stores is what the suite's defaults know."""
+    """No drift: each built-in suite's `run` command offers exactly its declared options;
+    every stored option is a field of the suite's params class with the same default, and
+    what the command stores given no option (after ``prepare``) has exactly its fields."""
     from xnorbench.runs.options import defaults
+    from xnorbench.runs.params import _held
     from xnorbench.runs.registry import REGISTRY
 
     assert {"accuracy", "compare", "sweep", "timing", "memory", "ceilings"} <= set(REGISTRY)
@@ -184,9 +195,17 @@ def test_every_suite_command_matches_its_declaration():
         assert res.exit_code == 0, suite.name
         for opt in suite.options:
             assert (opt.flag in res.output) != opt.hidden, (suite.name, opt.name)
+        keys = {o.stored_as or o.key for o in suite.options if o.key}
+        fields = set(suite.params.field_names())
+        assert keys <= fields, (suite.name, keys - fields)
+        for opt in suite.options:
+            if opt.key and opt.default is not None:
+                assert _held(opt.default) == getattr(suite.params(), opt.key), opt.name
         stored = defaults(suite.options)  # what a run given no option stores
         stored = suite.prepare(stored) if suite.prepare else stored
-        assert set(stored) <= set(suite.defaults) | {"recipe", "overridden"}, suite.name
+        assert set(stored) == fields, (suite.name, set(stored) ^ fields)
+        assert suite.params.from_stored(stored, strict=True).asdict().keys() == \
+            suite.defaults.keys(), suite.name
     registry = Path(__file__).parents[1] / "xnorbench" / "runs" / "registry.py"
     assert "import suites" not in registry.read_text()  # no import back up the layers
 

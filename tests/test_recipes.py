@@ -151,9 +151,22 @@ def test_help_names_the_defaults_and_the_recipe():
 
 def test_a_run_stored_with_one_seed_keeps_it_on_resume():
     """Runs stored before --seeds had `seed` only; resuming them must not switch to 0."""
-    from xnorbench.suites.accuracy import DEFAULTS
-    from xnorbench.suites.common import training_params
+    from xnorbench.suites.accuracy import AccuracyParams
 
-    assert training_params(DEFAULTS, {"seed": 3})["seeds"] == [3]
-    assert training_params(DEFAULTS, {"seeds": [0, 1], "seed": 3})["seeds"] == [0, 1]
-    assert training_params(DEFAULTS, {})["seeds"] == DEFAULTS["seeds"]
+    assert AccuracyParams.from_stored({"seed": 3}).seeds == (3,)
+    assert AccuracyParams.from_stored({"seeds": [0, 1], "seed": 3}).seeds == (0, 1)
+    assert AccuracyParams.from_stored({}).seeds == AccuracyParams().seeds == (0,)
+
+
+def test_training_params_hold_every_recipe_field_with_its_default():
+    """The training suites' params class cannot drift from :class:`Recipe`: every field
+    but the seed, at Recipe's default, and a seed's recipe is exactly Recipe's."""
+    from xnorbench.suites.common import TrainingParams
+    from xnorbench.training.recipes import BASE
+
+    assert set(BASE) | {"data_dir", "download", "recipe", "overridden"} == \
+        set(TrainingParams.field_names())
+    assert all(getattr(TrainingParams(), k) == v for k, v in BASE.items())
+    p = TrainingParams.from_stored({"epochs": 7, "milestones": [2, 4], "seeds": [5, 6]})
+    assert p.recipe_for(6) == Recipe(epochs=7, milestones=(2, 4), seed=6)
+    assert p.recipe_for(5) == recipe_from(p.asdict())

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from xnorbench.db import Row, Store
+from xnorbench.errors import InputError
 from xnorbench.runs import registry
+from xnorbench.runs.params import SuiteParams
 from xnorbench.runs.runner import RunFailed, RunInterrupted, execute
+
+
+@dataclass(frozen=True)
+class KParams(SuiteParams):
+    k: int = 0
+    sizes: tuple[int, ...] = (1, 2)
 
 
 @pytest.fixture()
@@ -21,7 +30,7 @@ def temp_suite():
     names = []
 
     def add(name, fn):
-        registry.register(name, "test suite", {})(fn)
+        registry.register(name, "test suite", KParams)(fn)
         names.append(name)
 
     yield add
@@ -70,7 +79,41 @@ def test_rows_are_committed_as_they_arrive(store: Store, temp_suite):
     run_id = execute(store, "t_watch", {"k": 1}, progress=False, seed=5)
     assert seen_counts == [1, 2, 3]
     run = store.run(run_id)
-    assert run.status == "finished" and run.params == {"k": 1} and run.seed == 5
+    assert run.status == "finished" and run.seed == 5
+    assert run.params == {"k": 1, "sizes": [1, 2]}  # every field, lists for tuples
+
+
+def test_a_suite_receives_its_typed_params_and_the_run_stores_their_asdict(store: Store,
+                                                                          temp_suite):
+    got = []
+
+    def typed(ctx, p):
+        got.append(p)
+        yield Row("k", float(p.k + sum(p.sizes)))
+
+    temp_suite("t_typed", typed)
+    run_id = execute(store, "t_typed", KParams(k=2, sizes=(3,)), progress=False)
+    assert got == [KParams(k=2, sizes=(3,))]
+    assert store.run(run_id).params == {"k": 2, "sizes": [3]}
+    run_id = execute(store, "t_typed", {"sizes": [4, 5]}, progress=False)
+    assert got[-1] == KParams(k=0, sizes=(4, 5)) and isinstance(got[-1].sizes, tuple)
+    assert store.results([run_id])[0].value == 9.0
+
+
+def test_a_misspelt_parameter_is_refused_before_a_run_exists(store: Store, temp_suite):
+    def never(ctx, p):
+        raise AssertionError("must not run")
+        yield
+
+    temp_suite("t_typo", never)
+    with pytest.raises(InputError, match="unknown parameter.*kk.*known: k, sizes"):
+        execute(store, "t_typo", {"kk": 1}, progress=False)
+    assert store.runs() == []
+
+
+def test_an_old_runs_params_read_back_fill_new_fields_and_drop_gone_ones():
+    old = {"k": 4, "retired_option": True}  # stored by an older version
+    assert KParams.from_stored(old) == KParams(k=4, sizes=(1, 2))
 
 
 def test_unknown_suite(store: Store):

@@ -45,7 +45,7 @@ def probe(model_name: str, variant: str, mode: str, batch: int, device: str) -> 
 
     from ..variants import Variant
     from ..xnor import models
-    from ..xnor.models import INPUT_SHAPE
+    from ..xnor.models import input_shape
     from ..xnor.packed import pack_model
     from ..xnor.step import step_for, train_step
 
@@ -53,7 +53,7 @@ def probe(model_name: str, variant: str, mode: str, batch: int, device: str) -> 
     torch.set_num_threads(1)
     base_rss = psutil.Process().memory_info().rss
     model = models.build(model_name, binary=variant != Variant.FLOAT).to(device)
-    x = torch.randn(batch, *INPUT_SHAPE[model_name], device=device)
+    x = torch.randn(batch, *input_shape(model_name), device=device)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

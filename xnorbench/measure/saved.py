@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..variants import Variant
 from ..xnor import binary_layers, models
-from ..xnor.models import INPUT_SHAPE
+from ..xnor.models import input_shape
 from ..xnor.step import step_for, train_step
 
 
@@ -90,6 +90,6 @@ def training_step_saved(model_name: str, variant: str, batch: int,
     units = [n for n, _ in binary_layers(models.build(model_name, binary=True))]
     bin_op = step_for(model, variant)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.randn(batch, *INPUT_SHAPE[model_name], device=device)
+    x = torch.randn(batch, *input_shape(model_name), device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     return saved_bytes_by_unit(model, lambda: train_step(model, x, y, opt, bin_op), units)

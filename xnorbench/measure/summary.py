@@ -9,6 +9,7 @@ that are binary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,11 @@ class LayerSummary:
     @property
     def memory_bytes(self) -> float:
         return self.params_1bit / 8 + self.params_32bit * 4
+
+    @property
+    def outputs(self) -> int:
+        """Output values per sample."""
+        return math.prod(self.output_shape[1:])
 
 
 @dataclass
@@ -74,6 +80,18 @@ class ModelSummary:
         total = self.macs_binary + self.macs_float
         return self.macs_binary / total if total else 0.0
 
+    @property
+    def theoretical_speedup(self) -> float:
+        """The paper's estimate (Sec. 4) for the whole network: a binary layer costs its
+        MACs / 64 (64 binary operations per CPU instruction) plus one float operation
+        per output (the alpha scaling), so one conv alone gives ``64 c N_W / (c N_W +
+        64)``; every float MAC costs one. 1.0 for a network with no binary layer."""
+        total = self.macs_binary + self.macs_float
+        binary = sum(layer.macs_binary / 64 + layer.outputs for layer in self.layers
+                     if layer.macs_binary)
+        cost = self.macs_float + binary
+        return total / cost if cost else 1.0
+
 
 def _macs(module: nn.Module, out: torch.Tensor) -> int:
     if isinstance(module, (nn.Conv2d, XNORConv2d)):
@@ -86,7 +104,9 @@ def _macs(module: nn.Module, out: torch.Tensor) -> int:
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
-    """Per-layer summary for one sample of ``input_shape`` (C, H, W)."""
+    """Per-layer summary for one sample of ``input_shape`` (C, H, W): every module with
+    parameters of its own that the forward calls, XNOR layers as one (their BatchNorm
+    included), for any model, float or binarized."""
     summary = ModelSummary()
     inside_xnor = {id(m) for x in model.modules() if isinstance(x, (XNORConv2d, XNORLinear))
                    for m in x.modules() if m is not x}

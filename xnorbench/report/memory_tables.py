@@ -8,7 +8,7 @@ from typing import Any
 
 from ..db import Run, Store
 from ..variants import TRAINING_STEPS
-from .queries import latest_rows
+from .queries import latest_rows, layer_values
 from .selection import Selection
 from .table_format import MODEL_NAMES, NOT_RUN, Table, fmt, machine_label, ratio
 
@@ -116,13 +116,13 @@ def saved_by_layer_table(store: Store, selection: Selection = Selection()) -> Ta
     rows_by = latest_rows(store, "memory", selection=selection)
     layers: dict[tuple[str, str | None], dict[str, Any]] = {}
     runs: dict[int, Run] = {}
-    for run in {id(run): run for _r, run in rows_by.values()}.values():
-        for r in store.results([run.id], metric="layer_saved_activation_kib"):
-            layer = (r.params or {}).get("layer")
-            rec = layers.setdefault((r.model or "", layer), {"model": r.model, "layer": layer,
-                                                             "run_id": run.id})
-            rec[f"{r.variant}_kib"] = r.value
-            runs[run.id] = run
+    newest = list({id(run): run for _r, run in rows_by.values()}.values())
+    for v in layer_values(store, newest, "layer_saved_activation_kib"):
+        rec = layers.setdefault((v["model"] or "", v["layer"]),
+                                {"model": v["model"], "layer": v["layer"],
+                                 "run_id": v["run_id"]})
+        rec[f"{v['variant']}_kib"] = v["value"]
+        runs[v["run_id"]] = next(run for run in newest if run.id == v["run_id"])
     rows, records = [], []
     for (model, _layer), rec in layers.items():
         f, x = rec.get("float_kib"), rec.get("xnor_fused_kib")

@@ -125,3 +125,51 @@ def run_values(store: Store, run_id: int, metric: str, **match: Any) -> list[flo
     variant, model, seed, ...), in row order; rows without a value are left out."""
     return [r.value for r in store.results([run_id], metric=metric, **match)
             if r.value is not None]
+
+
+def ceilings_records(store: Store, selection: Selection = Selection()
+                     ) -> tuple[list[dict[str, Any]], dict[int, Run]]:
+    """One dict per kernel build from the newest ceilings run that measured it (its
+    metrics, the shares marked disturbed, the conv point), and those runs by id."""
+    records: list[dict[str, Any]] = []
+    runs: dict[int, Run] = {}
+    seen: set[str] = set()
+    for run in selection.runs(store, "ceilings"):  # newest first
+        by_build: dict[str, dict[str, Any]] = {}
+        for r in store.results([run.id]):
+            if r.variant in seen:
+                continue
+            rec = by_build.setdefault(r.variant or "", {"build": r.variant, "run_id": run.id,
+                                                         "disturbed": {}})
+            rec[r.metric] = r.value
+            p = r.params or {}
+            if p.get("disturbed"):
+                rec["disturbed"][r.metric] = p["disturbed"]
+            for k in ("binary_isa", "fma_isa", "channels", "kernel", "input_size"):
+                if p.get(k) is not None:
+                    rec.setdefault(k, p[k])
+        for build, rec in by_build.items():
+            seen.add(build)
+            records.append(rec)
+            runs[run.id] = run
+    return records, runs
+
+
+def layer_values(store: Store, runs: list[Run], metric: str) -> list[dict[str, Any]]:
+    """Per-layer rows of ``metric`` in ``runs``: model, layer, variant, value, run id."""
+    return [{"model": r.model, "layer": (r.params or {}).get("layer"), "variant": r.variant,
+             "value": r.value, "run_id": run.id}
+            for run in runs for r in store.results([run.id], metric=metric)]
+
+
+def newest_value(store: Store, metric: str) -> float | None:
+    """The value of the newest stored row of ``metric`` (any run; None if none)."""
+    rows = store.results(metric=metric)
+    return rows[-1].value if rows else None
+
+
+def kernel_path(store: Store, run_id: int) -> str | None:
+    """The kernel path (``kernel_isa``) a timing run's inference rows were measured on."""
+    for r in store.results([run_id], metric="inference_latency_ms")[:1]:
+        return (r.params or {}).get("kernel_isa")
+    return None

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..db import Run, Store, shown_url
 from .memory_tables import memory_table, saved_by_layer_table, train_memory_table
 from .plots import plot_sweeps
-from .queries import sweep_points
+from .queries import newest_value, sweep_points
 from .selection import Cell, Selection, accuracy_pairs, shown_cells
 from .speed_tables import (
     ceilings_table,
@@ -121,10 +121,8 @@ def _memory_discussion(store: Store, sel: Selection) -> list[str]:
                      f"{rec['packed_file_bytes'] / 2**20:.3f} MiB vs "
                      f"{rec['float32_file_bytes'] / 2**20:.3f} MiB for the float32 state_dict")
         out.append(line + ".")
-    rows = store.results(metric="paper_fig4a_float_mb")
-    rowsb = store.results(metric="paper_fig4a_binary_mb")
-    paper_float = rows[-1].value if rows else None
-    paper_binary = rowsb[-1].value if rowsb else None
+    paper_float = newest_value(store, "paper_fig4a_float_mb")
+    paper_binary = newest_value(store, "paper_fig4a_binary_mb")
     if out and paper_float and paper_binary:
         out.append(f"- The paper's Fig. 4(a) quotes {paper_float:.0f} MB (double "
                    f"precision, ImageNet ResNet-18) -> {paper_binary:.1f} MB binary "

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..db import Run, Store
 from ..variants import TRAINING_STEPS
-from .queries import latest_rows, sweep_points, timing_devices
+from .queries import ceilings_records, kernel_path, latest_rows, sweep_points, timing_devices
 from .selection import Selection
 from .table_format import (
     MODEL_NAMES,
@@ -90,27 +90,7 @@ def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
 
 def ceilings_table(store: Store, selection: Selection = Selection()) -> Table:
     """Per-core peaks per kernel build and the conv point as a share of them (newest run)."""
-    records: list[dict[str, Any]] = []
-    runs: dict[int, Run] = {}
-    seen: set[str] = set()
-    for run in selection.runs(store, "ceilings"):  # newest first
-        by_build: dict[str, dict[str, Any]] = {}
-        for r in store.results([run.id]):
-            if r.variant in seen:
-                continue
-            rec = by_build.setdefault(r.variant or "", {"build": r.variant, "run_id": run.id,
-                                                         "disturbed": {}})
-            rec[r.metric] = r.value
-            p = r.params or {}
-            if p.get("disturbed"):
-                rec["disturbed"][r.metric] = p["disturbed"]
-            for k in ("binary_isa", "fma_isa", "channels", "kernel", "input_size"):
-                if p.get(k) is not None:
-                    rec.setdefault(k, p[k])
-        for build, rec in by_build.items():
-            seen.add(build)
-            records.append(rec)
-            runs[run.id] = run
+    records, runs = ceilings_records(store, selection)
     rows = [[str(r["run_id"]), r["build"], str(r.get("binary_isa")),
              fmt(r.get("fp32_peak_gflops"), 1), fmt(r.get("binary_peak_gmacs"), 0),
              fmt(r.get("peak_ratio"), 1) + "x",
@@ -186,10 +166,7 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
                          str(threads), best, fmt(rec["float_ms"], 3),
                          fmt(rec["xnor_packed_ms"], 3), fmt(rec["xnor_simulated_ms"], 3),
                          ratio(rec.get("speedup_vs_fastest")), ratio(rec["speedup"])])
-    isa = {}
-    for run in runs.values():
-        for r in store.results([run.id], metric="inference_latency_ms")[:1]:
-            isa[run.id] = (r.params or {}).get("kernel_isa")
+    isa = {run_id: kernel_path(store, run_id) for run_id in runs}
     notes = [f"run {rid}: {machine_label(run)}, kernel path {isa.get(rid)}; medians of "
              "interleaved torch.utils.benchmark blocks" for rid, run in sorted(runs.items())]
     if any(rec["device"] == "cuda" for rec in records):

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-import xnorbench
+from ..version import __version__
 
 _ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vpopcntdq",
               "avx512vpopcntdq", "avx512_vnni", "popcnt", "bmi2", "neon", "asimd", "sve")
@@ -82,7 +82,7 @@ def git_state() -> tuple[str | None, bool | None]:
     as the session's first commit, dirty). The script that copies it sets
     ``XNORBENCH_GIT_COMMIT`` (and ``XNORBENCH_GIT_DIRTY`` = 0 or 1), which win when set.
     """
-    root = Path(xnorbench.__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if os.environ.get(COMMIT_ENV):  # the copier said what it copied: a copy's .git (the
         # device machine's is the session's first state) may not be the tree's commit
         dirty = os.environ.get(DIRTY_ENV)
@@ -117,7 +117,7 @@ def capture(device: str = "cpu", seed: int | None = None) -> dict[str, Any]:
     model, flags = cpu_info()
     ctx: dict[str, Any] = {
         "git_commit": commit, "git_dirty": dirty,
-        "xnorbench_version": xnorbench.__version__,
+        "xnorbench_version": __version__,
         "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
         "python_version": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",

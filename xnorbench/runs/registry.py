@@ -16,6 +16,7 @@ from typing import Any
 
 from ..db import Row, Store
 from ..progress import Progress
+from .params import SuiteParams
 
 
 @dataclass
@@ -53,11 +54,14 @@ class SuiteContext:
             self.run_dir.rmdir()  # only if empty
 
 
-SuiteFn = Callable[[SuiteContext, dict[str, Any]], Iterator[Row]]
+SuiteFn = Callable[[SuiteContext, Any], Iterator[Row]]
+"""A row generator; its second argument is the suite's :class:`~.params.SuiteParams`
+subclass (``Any`` here: a callable taking the subclass is not one taking the base)."""
 
 
-CheckFn = Callable[[SuiteContext, dict[str, Any]], list[str]]
-"""What a finished run of a suite must hold: the rows it lacks, as short phrases."""
+CheckFn = Callable[[SuiteContext, Any], list[str]]
+"""What a finished run of a suite must hold (given its params): the rows it lacks, as
+short phrases."""
 
 PrepareFn = Callable[[dict[str, Any]], dict[str, Any]]
 """From the parsed options to the params a run stores (cross-option checks and
@@ -66,15 +70,17 @@ resolution); raises ``InputError``."""
 
 @dataclass(frozen=True)
 class Suite:
-    """A declared suite. ``options`` (:class:`~.options.Opt`) make its command line;
-    ``doc`` is the command's long help; ``check`` makes it resumable; ``checkpoints``:
-    it writes per-epoch checkpoints (``--checkpoint-dir``); ``threads``: a fixed thread count;
+    """A declared suite. ``params``: its :class:`~.params.SuiteParams` class (what a run
+    stores and the suite receives); ``options`` (:class:`~.options.Opt`) make its
+    command line, each stored option a field of ``params``; ``doc`` is the command's
+    long help; ``check`` makes it resumable; ``checkpoints``: it writes per-epoch
+    checkpoints (``--checkpoint-dir``); ``threads``: a fixed thread count;
     ``distributed``: it can train on several processes (torchrun)."""
 
     name: str
     help: str
     fn: SuiteFn
-    defaults: dict[str, Any]
+    params: type[SuiteParams]
     check: CheckFn | None = None
     options: tuple[Any, ...] = ()
     prepare: PrepareFn | None = None
@@ -83,20 +89,25 @@ class Suite:
     threads: int | None = None
     distributed: bool = False
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """What a run given no option stores."""
+        return self.params().asdict()
+
 
 REGISTRY: dict[str, Suite] = {}
 
 
-def register(name: str, help: str, defaults: dict[str, Any], check: CheckFn | None = None,
+def register(name: str, help: str, params: type[SuiteParams], check: CheckFn | None = None,
              **cli: Any) -> Callable[[SuiteFn], SuiteFn]:
-    """Decorator: ``@register("accuracy", "...", defaults={...})`` on a row generator.
+    """Decorator: ``@register("accuracy", "...", AccuracyParams)`` on a row generator.
 
     ``check(ctx, params)``, if given, lists the rows a complete run lacks; the runner
     calls it before it marks a run ``finished`` (a resumable suite needs one). ``cli``:
     the command-line fields of :class:`Suite` (options, prepare, doc, ...)."""
 
     def wrap(fn: SuiteFn) -> SuiteFn:
-        REGISTRY[name] = Suite(name, help, fn, dict(defaults), check, **cli)
+        REGISTRY[name] = Suite(name, help, fn, params, check, **cli)
         return fn
 
     return wrap

@@ -30,6 +30,7 @@ from ..errors import InputError
 from ..progress import Progress
 from ..xnor import kernels
 from .environment import capture
+from .params import SuiteParams, coerce
 from .registry import SuiteContext, get_suite
 
 
@@ -177,11 +178,16 @@ def finish(store: Store, run_id: int, status: str, error: str | None = None) -> 
     raise StatusNotSaved(run_id, status, reason)
 
 
-def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: str = "cpu",
+def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any], *,
+            device: str = "cpu",
             seed: int | None = None, command: str | None = None, progress: bool = True,
             checkpoint_dir: Path | str | None = None, resume_run: int | None = None,
             threads: int | None = None, tags: list[str] | None = None) -> int:
     """Run one suite to completion and return its run id (``tags`` name the run).
+
+    ``params``: the suite's :class:`~.params.SuiteParams` or a mapping of its fields
+    (missing ones at their default; an unknown key is an ``InputError``); the run
+    stores their ``asdict()``. A resume reads the stored params back instead.
 
     Raises :class:`RunFailed` or :class:`RunInterrupted` after recording the status,
     ``RunLost`` if another process took the run over, :class:`StatusNotSaved` if the
@@ -216,7 +222,7 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
             if stored_world != w.size:
                 raise ValueError(f"--resume {resume_run}: the run trained on {stored_world} "
                                  f"process(es); resume it on as many (not {w.size})")
-            params = dict(run.params)
+            typed: SuiteParams = suite.params.from_stored(run.params or {})
             before = (run.status, run.error)
             root = Path(checkpoint_dir or (run.context or {}).get("checkpoint_dir")
                         or "checkpoints")
@@ -226,10 +232,11 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
                 raise ValueError(f"--resume {resume_run}: {exc}") from None
             run_id = resume_run
         else:
+            typed = coerce(params, suite.params, strict=True)
             root = Path(checkpoint_dir or "checkpoints")
             context = {**capture(device, seed), "checkpoint_dir": str(root.resolve()),
                        **w.describe()}
-            run_id = store.start_run(suite_name, params, context, command)
+            run_id = store.start_run(suite_name, typed.asdict(), context, command)
         for tag in tags or []:
             store.tag(run_id, tag)
         database = store.database_id()
@@ -241,7 +248,7 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
                        checkpoint_dir=root / f"db-{database[:12]}",
                        resume=resume_run is not None,
                        binding={"database": database, "run": run_id})
-    distributed.announce({"run_id": run_id, "params": params, "device": device,
+    distributed.announce({"run_id": run_id, "params": typed.asdict(), "device": device,
                            "threads": torch.get_num_threads(), "resume": ctx.resume,
                            "checkpoint_dir": str(ctx.checkpoint_dir),
                            "binding": ctx.binding})
@@ -255,12 +262,12 @@ def execute(store: Store, suite_name: str, params: dict[str, Any], *, device: st
                     ctx.progress:
                 for row in build_rows():  # before any timer starts
                     store.add_rows(run_id, [row])
-                for row in suite.fn(ctx, params):
+                for row in suite.fn(ctx, typed):
                     store.add_rows(run_id, [row])
                     written += 1
                     if (row.params or {}).get("busy"):
                         busy.append(row.params["busy"])
-            missing = suite.check(ctx, params) if suite.check else []
+            missing = suite.check(ctx, typed) if suite.check else []
         except KeyboardInterrupt:
             if lost.is_set():
                 raise (why[0] if why else RunLost(run_id)) from None
@@ -350,7 +357,8 @@ def follow(suite_name: str) -> int | None:
                        checkpoint_dir=Path(info["checkpoint_dir"]), resume=info["resume"],
                        binding=info["binding"])
     with sigterm_as_interrupt():
-        deque(suite.fn(ctx, info["params"]), maxlen=0)  # train; the rows are rank 0's
+        params = suite.params.from_stored(info["params"])
+        deque(suite.fn(ctx, params), maxlen=0)  # train; the rows are rank 0's
     return int(info["run_id"])
 
 

@@ -8,58 +8,61 @@ network is also packed and evaluated through the C++ kernel.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
 
 from ..db import Row
 from ..runs.options import Opt
 from ..runs.registry import SuiteContext, register
 from ..training.loop import train
-from ..training.recipes import recipe_from
 from .common import (
-    TRAINING_DEFAULTS,
     Job,
+    TrainingParams,
     begin,
     forget_after,
     key_for,
     prepare_training,
     training_check,
     training_options,
-    training_params,
     variants,
 )
 
-DEFAULTS: dict[str, Any] = {**TRAINING_DEFAULTS, "variant": "both"}
+
+@dataclass(frozen=True)
+class AccuracyParams(TrainingParams):
+    """A training run's params, and which variants it trains (float, xnor or both)."""
+
+    variant: str = "both"
 
 
-def jobs(p: dict[str, Any]) -> list[Job]:
+def jobs(p: AccuracyParams) -> list[Job]:
     """The trainings of each seed: float and/or XNOR, labelled by their variant."""
-    return [Job(v, v) for v in variants(p.get("variant", "both"))]
+    return [Job(v, v) for v in variants(p.variant)]
 
 
 OPTIONS = training_options(Opt("variant", "str", "both", "float, xnor or both.",
                                choices=("float", "xnor", "both")))
 
 
-@register("accuracy", "Train + test a model as float and XNOR under one recipe.", DEFAULTS,
+@register("accuracy", "Train + test a model as float and XNOR under one recipe.",
+          AccuracyParams,
           check=training_check(jobs), options=OPTIONS, prepare=prepare_training,
           checkpoints=True, distributed=True,
           doc="Train and test a model as float and as XNOR under one recipe (per seed).\n\n"
               "The XNOR network is then packed to 1 bit per weight, reloaded, and evaluated "
               "with the C++ XNOR-popcount kernel on the CPU (packed accuracy beside "
               "simulated accuracy).")
-def run_accuracy(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
-    p = training_params(DEFAULTS, params)
+def run_accuracy(ctx: SuiteContext, p: AccuracyParams) -> Iterator[Row]:
     bundle, done, first = begin(ctx, p)
     yield from first
-    extra = {"recipe": p["recipe"], "seeds": list(p["seeds"])}
-    for seed in p["seeds"]:
-        recipe = recipe_from(p, seed)
+    extra = {"recipe": p.recipe, "seeds": list(p.seeds)}
+    for seed in p.seeds:
+        recipe = p.recipe_for(seed)
         key = key_for(recipe, p, bundle)
-        for variant in variants(p["variant"]):
+        for variant in variants(p.variant):
             if (variant, seed) in done:
                 continue
             name = f"{variant}-seed{seed}"
-            yield from train(bundle, p["model"], variant, recipe, device=ctx.device,
+            yield from train(bundle, p.model, variant, recipe, device=ctx.device,
                              progress=ctx.progress, checkpoint=ctx.checkpoint_path(name),
                              resume=ctx.resume, on_resume=forget_after(ctx, variant, seed),
                              recipe_key=key, extra=extra, binding=ctx.binding,

@@ -11,6 +11,7 @@ float ``F.conv2d``, each stated as a share of its ceiling. One thread: per core.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..measure.machine_state import StateProbe
 from ..measure.timing import compare
 from ..runs import options as o
 from ..runs.options import Opt
+from ..runs.params import SuiteParams
 from ..runs.registry import SuiteContext, register
 from ..xnor.kernels import BUILDS, cpu_has_avx2, kernel_isa, load_kernels
 
@@ -40,7 +42,20 @@ OPTIONS = (
         hidden=True),
     Opt("seed", "int", 0, "Random seed.", hidden=True),
 )
-DEFAULTS: dict[str, Any] = o.defaults(OPTIONS)
+
+
+@dataclass(frozen=True)
+class CeilingsParams(SuiteParams):
+    """The kernel builds measured and the conv point timed against their peaks."""
+
+    builds: tuple[str, ...] = ("native", "avx2")
+    channels: int = 256
+    kernel: int = 3
+    input_size: int = 14
+    rounds: int = 5
+    batch: int = 1
+    min_run_time: float = 0.05
+    seed: int = 0
 
 
 
@@ -55,16 +70,15 @@ def prepare(p: dict[str, Any]) -> dict[str, Any]:
 
 
 @register("ceilings", "fp32 FMA and binary popcount peaks per core; convs as % of them.",
-          DEFAULTS, options=OPTIONS, prepare=prepare, threads=1,
+          CeilingsParams, options=OPTIONS, prepare=prepare, threads=1,
           doc="This core's fp32 FMA and binary XOR+popcount peaks, and the convs as % of "
               "them. One thread. The ratio of the two peaks is the most a binary conv can "
               "gain over a perfect float conv on this CPU.")
-def run_ceilings(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
-    p = {**DEFAULTS, **params}
+def run_ceilings(ctx: SuiteContext, p: CeilingsParams) -> Iterator[Row]:
     torch.set_num_threads(1)
-    c, k, size, batch = p["channels"], p["kernel"], p["input_size"], p["batch"]
+    c, k, size, batch = p.channels, p.kernel, p.input_size, p.batch
     pad = (k - 1) // 2
-    g = torch.Generator().manual_seed(p["seed"])
+    g = torch.Generator().manual_seed(p.seed)
     x = torch.randn(batch, c, size, size, generator=g)
     w = torch.randn(c, c, k, k, generator=g)
     alpha = w.abs().mean(dim=(1, 2, 3))
@@ -72,7 +86,7 @@ def run_ceilings(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
     point = {"channels": c, "kernel": k, "input_size": size, "batch": batch, "threads": 1,
              "macs": macs}
     native_fp32 = None
-    for build in ctx.progress.track(p["builds"], "kernel builds"):
+    for build in ctx.progress.track(p.builds, "kernel builds"):
         if build == "avx2" and not cpu_has_avx2():
             ctx.progress.log("skipping the avx2 build: this CPU has no AVX2")
             continue
@@ -90,7 +104,7 @@ def run_ceilings(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
             fns["float"] = lambda: F.conv2d(x, w, None, 1, pad)
         # the peaks run between the rounds of the work they bound, best block kept
         probe, state = PeakProbe(build), StateProbe()
-        t = compare(fns, threads=1, rounds=p["rounds"], min_run_time=p["min_run_time"],
+        t = compare(fns, threads=1, rounds=p.rounds, min_run_time=p.min_run_time,
                     between=probe)
         machine = state.stop()
         ceil = probe.ceilings()

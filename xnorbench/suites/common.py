@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..data.datasets import DATASETS, load_dataset
@@ -14,6 +15,7 @@ from ..distributed import broadcast
 from ..errors import InputError
 from ..runs import options as o
 from ..runs.options import Opt
+from ..runs.params import SuiteParams
 from ..runs.registry import CheckFn, SuiteContext
 from ..training.recipes import (
     AUGMENTATIONS,
@@ -29,11 +31,59 @@ from ..training.recipes import (
     show_value,
 )
 from ..xnor import GRAD_RULES, XNOR_PATHS
-from ..xnor.models import IMAGENET_MODELS, MODELS
+from ..xnor.models import IMAGENET_MODELS, model_ok
 
-TRAINING_DEFAULTS: dict[str, Any] = {**BASE, "data_dir": None, "download": False,
-                                     "recipe": None, "overridden": []}
-"""Options of the training suites (accuracy, compare): the recipe's, plus where data is."""
+_R = Recipe()
+
+
+@dataclass(frozen=True)
+class TrainingParams(SuiteParams):
+    """What a training run (accuracy, compare) stores: the data and the network, every
+    :class:`Recipe` field but ``seed`` (the run's ``seeds`` instead), the preset it was
+    resolved from (``recipe``) and the options given beside it (``overridden``), where
+    the data is. Defaults are :data:`BASE`'s."""
+
+    dataset: str = "mnist"
+    model: str = "lenet5"
+    limit_train: int | None = None
+    limit_test: int | None = None
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = _R.epochs
+    batch_size: int = _R.batch_size
+    optimizer: str = _R.optimizer
+    lr: float | None = _R.lr
+    momentum: float = _R.momentum
+    nesterov: bool = _R.nesterov
+    weight_decay: float = _R.weight_decay
+    decay_scope: str = _R.decay_scope
+    schedule: str = _R.schedule
+    milestones: tuple[int, ...] = _R.milestones
+    lr_gamma: float = _R.lr_gamma
+    augment: str = _R.augment
+    bn_clamp: bool = _R.bn_clamp
+    grad_rule: str = _R.grad_rule
+    amp: bool = _R.amp
+    channels_last: bool = _R.channels_last
+    xnor_path: str = _R.xnor_path
+    sync_bn: bool = _R.sync_bn
+    label_smoothing: float = _R.label_smoothing
+    data_dir: str | None = None
+    download: bool = False
+    recipe: str | None = None
+    overridden: tuple[str, ...] = ()
+
+    @classmethod
+    def upgrade(cls, stored: dict[str, Any]) -> dict[str, Any]:
+        """A run stored with one ``seed`` (before ``seeds``) keeps it."""
+        if "seeds" not in stored and "seed" in stored:
+            stored["seeds"] = [stored.pop("seed")]
+        return stored
+
+    def recipe_for(self, seed: int) -> Recipe:
+        """The :class:`Recipe` one seed of this run trains under."""
+        kw = {k: getattr(self, k) for k in RECIPE_FIELDS if k != "seed"}
+        return Recipe(**kw, seed=seed)
+
 
 PACKED_METRICS = ("packed_test_accuracy", "packed_agreement", "packed_file_bytes",
                   "float_latency_ms", "xnor_packed_latency_ms")
@@ -57,27 +107,26 @@ class Job(NamedTuple):
     rule: str | None = None
 
 
-def training_check(jobs: Callable[[dict[str, Any]], list[Job]]) -> CheckFn:
+def training_check(jobs: Callable[[Any], list[Job]]) -> CheckFn:
     """The completeness check of a training suite whose ``jobs(p)`` are the trainings of
     each seed: one ``dataset_size`` row, every epoch's rows and every summary row of
     every training, each exactly once."""
 
-    def check(ctx: SuiteContext, params: dict[str, Any]) -> list[str]:
-        p = training_params({"seeds": [0]}, params)
+    def check(ctx: SuiteContext, p: TrainingParams) -> list[str]:
         counts = Counter((r.metric, r.variant, r.seed, r.epoch)
                          for r in ctx.store.results([ctx.run_id]))
         out = []
         n_data = sum(v for (m, *_), v in counts.items() if m == "dataset_size")
         if n_data != 1:
             out.append(f"dataset_size ({n_data} rows, want 1)")
-        epochs = int(p["epochs"])
-        for seed in p["seeds"]:
+        epochs = p.epochs
+        imagenet = p.model in IMAGENET_MODELS
+        for seed in p.seeds:
             for label, variant, _rule in jobs(p):
-                per_epoch = EPOCH_METRICS + (("test_top5_accuracy",) if p.get("model") in
-                                             IMAGENET_MODELS else ())
+                per_epoch = EPOCH_METRICS + (("test_top5_accuracy",) if imagenet else ())
                 want = [(m, e) for e in range(1, epochs + 1) for m in per_epoch]
                 summary = ["final_test_accuracy", "best_test_accuracy"]
-                if p.get("model") in IMAGENET_MODELS:
+                if imagenet:
                     summary.append("final_test_top5_accuracy")
                 if variant == "xnor":
                     summary += PACKED_METRICS
@@ -122,7 +171,10 @@ def training_options(choice: Opt) -> tuple[Opt, ...]:
                     "classes and normalization from the data).", choices=DATASETS),
         _recipe_opt("model", "str", "resnet18, lenet5, nin, or resnet18-imagenet (the "
                     "paper's ImageNet ResNet-18: 224x224 crops read from an imagefolder "
-                    "tree of any image sizes, top-5 beside top-1).", choices=tuple(MODELS)),
+                    "tree of any image sizes, top-5 beside top-1), torchvision:NAME "
+                    "(untrained; :cifar for a 3x3 stem on 32x32 images) or "
+                    "module.path:function (your factory returning an nn.Module); XNOR "
+                    "variants go through xnorbench.binarize.", check=model_ok),
         choice,
         _recipe_opt("epochs", "int", "Training epochs.", check=o.epochs_ok),
         _recipe_opt("batch_size", "int", "Training batch size.", check=o.positive),
@@ -229,26 +281,17 @@ def prepare_training(given: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
-def training_params(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """A suite's ``defaults`` under ``params``; a run stored with one ``seed`` keeps it."""
-    p = {**defaults, **params}
-    if "seeds" not in params and "seed" in params:
-        p["seeds"] = [params["seed"]]
-    return p
-
-
-def load_for_run(ctx: SuiteContext, p: dict[str, Any]) -> tuple[DataBundle, Row]:
-    """Load ``p['dataset']`` as the run asks, and a row that records which files and sizes."""
-    bundle = load_dataset(p["dataset"], p.get("data_dir"), download=p.get("download", False),
-                          limit_train=p.get("limit_train"), limit_test=p.get("limit_test"),
-                          progress=ctx.progress.track,
-                          files=p.get("model") in IMAGENET_MODELS)
+def load_for_run(ctx: SuiteContext, p: TrainingParams) -> tuple[DataBundle, Row]:
+    """Load ``p.dataset`` as the run asks, and a row that records which files and sizes."""
+    bundle = load_dataset(p.dataset, p.data_dir, download=p.download,
+                          limit_train=p.limit_train, limit_test=p.limit_test,
+                          progress=ctx.progress.track, files=p.model in IMAGENET_MODELS)
     row = Row("dataset_size", len(bundle.train), "images", dataset=bundle.name,
               params={**bundle.provenance})
     return bundle, row
 
 
-def begin(ctx: SuiteContext, p: dict[str, Any]
+def begin(ctx: SuiteContext, p: TrainingParams
           ) -> tuple[DataBundle, set[tuple[str, int | None]], list[Row]]:
     """Dataset, the (variant, seed) trainings already finished (on --resume), first rows."""
     bundle, data_row = load_for_run(ctx, p)
@@ -276,9 +319,9 @@ def same_data(run_id: int, stored: dict[str, Any], now: dict[str, Any]) -> None:
             "point --data-dir or XNORBENCH_DATA at that data, or start a new run")
 
 
-def key_for(recipe: Recipe, p: dict[str, Any], bundle: DataBundle) -> str:
-    """The recipe key of a training of ``p['model']`` on ``bundle`` under ``recipe``."""
-    return recipe_key(recipe, dataset=bundle.name, model=p["model"],
+def key_for(recipe: Recipe, p: TrainingParams, bundle: DataBundle) -> str:
+    """The recipe key of a training of ``p.model`` on ``bundle`` under ``recipe``."""
+    return recipe_key(recipe, dataset=bundle.name, model=p.model,
                       train_size=len(bundle.train), test_size=len(bundle.test))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +24,37 @@ from ..measure.saved import training_step_saved
 from ..measure.summary import summarize
 from ..runs import options as o
 from ..runs.options import Opt
+from ..runs.params import SuiteParams
 from ..runs.registry import SuiteContext, register
 from ..variants import TRAINING_STEPS
 from ..variants import Variant as V
-from ..xnor import models, save_packed
-from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
+from ..xnor import model_spec, models, save_packed
+from ..xnor.convert import binarize
+from ..xnor.models import input_shape, models_ok, native_dataset
 
 OPTIONS = (
-    Opt("model", "strs", ["resnet18", "lenet5", "nin"], "Comma-separated: resnet18,lenet5,nin.",
-        param="models", choices=tuple(models.MODELS), noun="model"),
+    Opt("model", "strs", ["resnet18", "lenet5", "nin"], "Comma-separated: resnet18, lenet5, "
+        "nin, resnet18-imagenet, torchvision:NAME (untrained, binarized by "
+        "xnorbench.binarize; 3x224x224 input, or 3x32x32 with torchvision:NAME:cifar) or "
+        "module.path:function (your factory returning an nn.Module).",
+        param="models", check=models_ok, noun="model"),
     Opt("batch", "int", 64, "Batch of the runtime-memory probes.", check=o.positive),
     Opt("runtime", "bool", True, "Also measure runtime peaks (subprocesses)."),
     Opt("device", "device", "auto", "Where to compute: auto picks cuda if present.",
         param=None),
     Opt("seed", "int", 0, "Random seed (recorded).", param=None, check=o.seed_ok),
 )
-DEFAULTS: dict[str, Any] = o.defaults(OPTIONS)
+
+
+@dataclass(frozen=True)
+class MemoryParams(SuiteParams):
+    """The networks measured and the batch of the runtime probes (if ``runtime``)."""
+
+    models: tuple[str, ...] = ("resnet18", "lenet5", "nin")
+    batch: int = 64
+    runtime: bool = True
+
+
 MIB = 1024 * 1024
 
 
@@ -54,14 +70,13 @@ def file_sizes(name: str) -> tuple[int, int]:
 
 
 @register("memory", "Model size packed vs float32 (counted, files) and runtime peaks.",
-          DEFAULTS, options=OPTIONS,
+          MemoryParams, options=OPTIONS,
           doc="Packed vs float32 size (counted per layer, and as files) and runtime memory "
               "peaks.")
-def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
-    p = {**DEFAULTS, **params}
-    for name in ctx.progress.track(p["models"], "models"):
-        tag: dict[str, Any] = {"dataset": NATIVE_DATASET[name], "model": name}
-        s = summarize(models.build(name, binary=True), INPUT_SHAPE[name])
+def run_memory(ctx: SuiteContext, p: MemoryParams) -> Iterator[Row]:
+    for name in ctx.progress.track(p.models, "models"):
+        tag: dict[str, Any] = {"dataset": native_dataset(name), "model": name}
+        s = summarize(models.build(name, binary=True), input_shape(name))
         for layer in s.layers:
             yield Row("layer_memory_kib", layer.memory_bytes / 1024, "KiB", variant="xnor",
                       params={"layer": layer.name, "kind": layer.kind,
@@ -81,6 +96,12 @@ def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         yield Row("compression", s.compression, "x", variant="xnor", params=counts, **tag)
         yield Row("binary_mac_share", 100 * s.binary_mac_share, "%", variant="xnor",
                   params=counts, **tag)
+        yield Row("network_theoretical_speedup", s.theoretical_speedup, "x", variant="xnor",
+                  params={**counts, "note": "the paper's estimate for the whole network: "
+                          "binary MACs at 1/64, one float operation per binary output"},
+                  **tag)
+        if model_spec.is_spec(name):
+            yield _binarize_row(name, tag)
         packed_file, float_file = file_sizes(name)
         yield Row("packed_file_bytes", packed_file, "B", variant="xnor", **tag)
         yield Row("float32_file_bytes", float_file, "B", variant="float", **tag)
@@ -91,8 +112,8 @@ def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                               "(ImageNet) in double precision"}, **tag)
             yield Row("paper_fig4a_binary_mb", 1.5, "MB", variant="xnor",
                       params={"source": "Rastegari et al. 2016, Fig. 4(a)"}, **tag)
-        yield from _saved_rows(name, p["batch"], ctx.device, tag)
-        if not p["runtime"]:
+        yield from _saved_rows(name, p.batch, ctx.device, tag)
+        if not p.runtime:
             continue
         device = ctx.device
         cases = [(V.FLOAT, "inference"), (V.XNOR, "inference"), (V.FLOAT, "train"),
@@ -100,14 +121,14 @@ def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         if device == "cpu":
             cases.insert(2, (V.XNOR_PACKED, "inference"))
         for variant, mode in ctx.progress.track(cases, f"{name} runtime memory"):
-            m = measure(name, variant, mode, p["batch"], device)
+            m = measure(name, variant, mode, p.batch, device)
             note = ""
             if variant == V.XNOR_FUSED:
                 note = "fused path: bits kept for backward, weights binarized on the fly"
             elif variant == V.XNOR_BINOP:
                 note = ("the port's BinOp workflow: a saved copy of every latent weight "
                         "beside the binarized one")
-            prm = {"mode": mode, "batch": p["batch"], "device": device, "note": note,
+            prm = {"mode": mode, "batch": p.batch, "device": device, "note": note,
                    "base_rss_mib": m["base_rss_bytes"] / MIB}
             yield Row(f"{mode}_peak_rss_mib", m["peak_rss_bytes"] / MIB, "MiB",
                       variant=variant, params=prm, **tag)
@@ -119,6 +140,18 @@ def run_memory(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                           "MiB", variant=variant, params=prm, **tag)
                 yield Row(f"{mode}_cuda_max_reserved_mib", m["cuda_max_reserved_bytes"] / MIB,
                           "MiB", variant=variant, params=prm, **tag)
+
+
+def _binarize_row(name: str, tag: dict[str, Any]) -> Row:
+    """What :func:`binarize` did to a spec's network: per conv/linear layer binarized or
+    kept float (and why), and which binary layers take their sign before a ReLU."""
+    report = binarize(models.build(name, binary=False)).report
+    return Row("binarized_layers", len(report.binarized), "layers", variant="xnor",
+               params={"layers": len(report.layers), "binarized": report.binarized,
+                       "kept_float": {d.name: d.why for d in report.layers
+                                      if not d.binarized},
+                       "rewired": {d.name: d.rewired for d in report.layers if d.rewired}},
+               **tag)
 
 
 def _saved_rows(name: str, batch: int, device: str, tag: dict[str, Any]) -> Iterator[Row]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -33,6 +34,7 @@ from ..measure.timing import compare
 from ..runs import options as o
 from ..runs.environment import cpu_info
 from ..runs.options import Opt
+from ..runs.params import SuiteParams
 from ..runs.registry import SuiteContext, register
 from ..variants import Variant as V
 from ..xnor.kernels import default_build, kernel_isa, load_kernels
@@ -57,7 +59,26 @@ OPTIONS = (
     Opt("min_run_time", "float", 0.05, "Seconds each timing block runs at least.",
         hidden=True),
 )
-DEFAULTS: dict[str, Any] = o.defaults(OPTIONS)
+
+
+@dataclass(frozen=True)
+class SweepParams(SuiteParams):
+    """The two sweeps (channels at ``fixed_kernel``, filter sizes at ``fixed_channels``),
+    the point's shape and how each point is timed; ``shard`` (i, n) runs points
+    i, i+n, ..."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
+    kernels: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 9, 11)
+    input_size: int = 14
+    threads: int = 1
+    fixed_channels: int = 256
+    fixed_kernel: int = 3
+    batch: int = 1
+    rounds: int = 5
+    shard: tuple[int, int] | None = None
+    seed: int = 0
+    float_engines: tuple[str, ...] = tuple(ENGINES)
+    min_run_time: float = 0.05
 MAX_SWEEP_CHANNELS = 16384
 MAX_SWEEP_BYTES = 8 * 2**30
 
@@ -86,13 +107,12 @@ def theoretical_speedup(c: int, k: int) -> float:
     return 64.0 * c * nw / (c * nw + 64.0)
 
 
-def sweep_points(p: dict[str, Any]) -> list[tuple[str, int, int]]:
+def sweep_points(p: SweepParams) -> list[tuple[str, int, int]]:
     """(sweep name, channels, kernel) for every point, shard-filtered."""
-    points = [("channels", c, p["fixed_kernel"]) for c in p["channels"]]
-    points += [("kernel", p["fixed_channels"], k) for k in p["kernels"]]
-    shard = p.get("shard")
-    if shard:
-        i, n = shard
+    points = [("channels", c, p.fixed_kernel) for c in p.channels]
+    points += [("kernel", p.fixed_channels, k) for k in p.kernels]
+    if p.shard:
+        i, n = p.shard
         points = [pt for j, pt in enumerate(points) if j % n == i]
     return points
 
@@ -142,11 +162,11 @@ def point_counts(ctx: SuiteContext) -> dict[Point, Counter[str]]:
     return out
 
 
-def check_sweep(ctx: SuiteContext, params: dict[str, Any]) -> list[str]:
+def check_sweep(ctx: SuiteContext, p: SweepParams) -> list[str]:
     """Each point of the sweep: every metric once, or one ``point_failed`` row."""
     counts = point_counts(ctx)
     out = []
-    for pt in sweep_points({**DEFAULTS, **params}):
+    for pt in sweep_points(p):
         have = counts.get(pt, Counter())
         if have == Counter({"point_failed": 1}):
             continue
@@ -174,11 +194,10 @@ def done_points(ctx: SuiteContext) -> set[Point]:
 
 
 @register("sweep", "Speedup of the XNOR conv over float conv vs channels and filter size "
-          "(Fig. 4 b-c).", DEFAULTS, check=check_sweep, options=OPTIONS, prepare=prepare)
-def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
-    p = {**DEFAULTS, **params}
+          "(Fig. 4 b-c).", SweepParams, check=check_sweep, options=OPTIONS, prepare=prepare)
+def run_sweep(ctx: SuiteContext, p: SweepParams) -> Iterator[Row]:
     done = done_points(ctx) if ctx.resume else set()
-    threads, size, batch = p["threads"], p["input_size"], p["batch"]
+    threads, size, batch = p.threads, p.input_size, p.batch
     kern = load_kernels()
     isa = kernel_isa()
     cpu, _ = cpu_info()
@@ -191,13 +210,13 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                 "cpu": cpu}
         common: dict[str, Any] = {"model": "conv", "variant": V.XNOR_PACKED, "params": base}
         ctx.progress.info(f"c={c} k={k}")
-        err = check_point(c, k, size, batch, pad, p["seed"])
+        err = check_point(c, k, size, batch, pad, p.seed)
         if err is not None:
             yield Row("point_failed", 1.0, "", params={**base, "error": err},
                       **{k_: v for k_, v in common.items() if k_ != "params"})
             continue
         yield Row("correct", 1.0, "", **common)
-        g = torch.Generator().manual_seed(p["seed"] + 1)
+        g = torch.Generator().manual_seed(p.seed + 1)
         x = torch.randn(batch, c, size, size, generator=g)
         w = torch.randn(c, c, k, k, generator=g)
         alpha = w.abs().mean(dim=(1, 2, 3))
@@ -205,7 +224,7 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
         packed_x = kern.pack_input(x, pad, pad)
         conv = torch.nn.Conv2d(c, c, k, padding=pad, bias=False)
         conv.weight.data.copy_(w)
-        engines = build_engines(conv, x, p["float_engines"], threads)
+        engines = build_engines(conv, x, p.float_engines, threads)
         floats = timed_engines(engines)
         probe, state = PeakProbe(default_build()), StateProbe()
         fns: dict[str, Callable[[], object]] = {
@@ -215,7 +234,7 @@ def run_sweep(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
             "binary_nopack": partial(kern.xnor_conv2d_packed, packed_x, c, wp, alpha, None,
                                      None, c, k, k, 1, 1, False),
         }
-        t = compare(fns, threads=threads, rounds=p["rounds"], min_run_time=p["min_run_time"],
+        t = compare(fns, threads=threads, rounds=p.rounds, min_run_time=p.min_run_time,
                     between=probe)
         machine = state.stop()
         base = {**base, **machine.as_params()}

@@ -13,6 +13,7 @@ steps run on the GPU; every row says its device.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
@@ -29,18 +30,22 @@ from ..measure.machine_state import StateProbe
 from ..measure.timing import compare, dispatched_ops, launched_ops
 from ..runs import options as o
 from ..runs.options import Opt
+from ..runs.params import SuiteParams
 from ..runs.registry import SuiteContext, register
 from ..variants import TRAINING_STEPS
 from ..variants import Variant as V
 from ..xnor import binary_layers, compiled, models
 from ..xnor.kernels import default_build, kernel_isa
-from ..xnor.models import INPUT_SHAPE, NATIVE_DATASET
+from ..xnor.models import input_shape, models_ok, native_dataset
 from ..xnor.packed import pack_model
 from ..xnor.step import step_for, train_step
 
 OPTIONS = (
-    Opt("model", "strs", ["resnet18", "lenet5", "nin"], "Comma-separated: resnet18,lenet5,nin.",
-        param="models", choices=tuple(models.MODELS), noun="model"),
+    Opt("model", "strs", ["resnet18", "lenet5", "nin"], "Comma-separated: resnet18, lenet5, "
+        "nin, resnet18-imagenet, torchvision:NAME (untrained, binarized by "
+        "xnorbench.binarize; 3x224x224 input, or 3x32x32 with torchvision:NAME:cifar) or "
+        "module.path:function (your factory returning an nn.Module).",
+        param="models", check=models_ok, noun="model"),
     Opt("batches", "ints", [1, 64], "Inference batch sizes."),
     Opt("train_batch", "int", 32, "Batch of the timed training step.", check=o.positive),
     Opt("per_layer", "bool", True, "Also time every binary layer."),
@@ -57,7 +62,21 @@ OPTIONS = (
     Opt("min_run_time", "float", 0.05, "Seconds each timing block runs at least.",
         hidden=True),
 )
-DEFAULTS: dict[str, Any] = o.defaults(OPTIONS)
+
+
+@dataclass(frozen=True)
+class TimingParams(SuiteParams):
+    """The networks, batches and thread count timed, and how (see the options' help)."""
+
+    models: tuple[str, ...] = ("resnet18", "lenet5", "nin")
+    batches: tuple[int, ...] = (1, 64)
+    train_batch: int = 32
+    per_layer: bool = True
+    rounds: int = 3
+    threads: int = 1
+    seed: int = 0
+    float_engines: tuple[str, ...] = tuple(ENGINES)
+    min_run_time: float = 0.05
 
 
 def _layer_inputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
@@ -84,36 +103,35 @@ def _layer_macs(layer: nn.Module, x: torch.Tensor) -> int:
 
 
 @register("timing", "Latency per layer and end to end, float vs packed XNOR; train steps.",
-          DEFAULTS, options=OPTIONS,
+          TimingParams, options=OPTIONS,
           doc="Inference latency (per layer, end to end) and training step, float vs XNOR.")
-def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
-    p = {**DEFAULTS, **params}
-    threads = p["threads"]
+def run_timing(ctx: SuiteContext, p: TimingParams) -> Iterator[Row]:
+    threads = p.threads
     torch.set_num_threads(threads)
     device = ctx.device
     cuda = device.startswith("cuda")
     isa = kernel_isa()
-    for name in ctx.progress.track(p["models"], "models"):
-        torch.manual_seed(p["seed"])
+    for name in ctx.progress.track(p.models, "models"):
+        torch.manual_seed(p.seed)
         fmodel = models.build(name, binary=False).eval()
         xmodel = models.build(name, binary=True).eval()
         packed = None if cuda else pack_model(xmodel)
         fmodel, xmodel = fmodel.to(device), xmodel.to(device)
-        base = {"threads": threads, "kernel_isa": isa, "input": list(INPUT_SHAPE[name]),
+        base = {"threads": threads, "kernel_isa": isa, "input": list(input_shape(name)),
                 "device": device}
-        tag: dict[str, Any] = {"dataset": NATIVE_DATASET[name], "model": name}
-        for batch in p["batches"]:
-            x = torch.randn(batch, *INPUT_SHAPE[name], device=device)
+        tag: dict[str, Any] = {"dataset": native_dataset(name), "model": name}
+        for batch in p.batches:
+            x = torch.randn(batch, *input_shape(name), device=device)
             fns: dict[str, Callable[[], object]] = {V.FLOAT: partial(fmodel, x),
                                                     V.XNOR: partial(xmodel, x)}
-            engines = {} if cuda else build_engines(fmodel, x, p["float_engines"], threads)
+            engines = {} if cuda else build_engines(fmodel, x, p.float_engines, threads)
             fns.update(timed_engines(engines))
             if packed is not None:
                 fns[V.XNOR_PACKED] = partial(packed, x)
             state = StateProbe()
             with torch.no_grad():
-                t = compare(fns, threads=threads, rounds=p["rounds"],
-                            min_run_time=p["min_run_time"])
+                t = compare(fns, threads=threads, rounds=p.rounds,
+                            min_run_time=p.min_run_time)
             prm = {**base, "batch": batch, **state.stop().as_params()}
             for variant, tm in t.items():
                 yield Row("inference_latency_ms", tm.median_ms, "ms", variant=variant,
@@ -123,21 +141,21 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                       variant=fast, params=prm, **tag)
             if engines:
                 yield from _fastest_rows("inference", t, fast, engines, prm, tag)
-        if p["per_layer"] and packed is not None:
+        if p.per_layer and packed is not None:
             names = [n for n, _ in binary_layers(xmodel)]
-            x1 = torch.randn(1, *INPUT_SHAPE[name])
+            x1 = torch.randn(1, *input_shape(name))
             inputs = _layer_inputs(xmodel, x1, names)
             fmods, pmods = dict(fmodel.named_modules()), dict(packed.named_modules())
             for lname in ctx.progress.track(names, f"{name} layers"):
                 xin = inputs[lname]
-                engines = build_engines(fmods[lname], xin, p["float_engines"], threads)
+                engines = build_engines(fmods[lname], xin, p.float_engines, threads)
                 fns = {V.FLOAT: partial(fmods[lname], xin),
                        V.XNOR_PACKED: partial(pmods[lname], xin)}
                 fns.update(timed_engines(engines))
                 probe, state = PeakProbe(default_build()), StateProbe()
                 with torch.no_grad():
-                    t = compare(fns, threads=threads, rounds=p["rounds"],
-                                min_run_time=p["min_run_time"] / 2, between=probe)
+                    t = compare(fns, threads=threads, rounds=p.rounds,
+                                min_run_time=p.min_run_time / 2, between=probe)
                 machine = state.stop()
                 prm = {**base, "batch": 1, "layer": lname, "layer_input": list(xin.shape),
                        **machine.as_params()}
@@ -160,7 +178,7 @@ def run_timing(ctx: SuiteContext, params: dict[str, Any]) -> Iterator[Row]:
                 yield Row("layer_speedup", t[V.FLOAT].median_s / t[V.XNOR_PACKED].median_s,
                           "x", variant=V.XNOR_PACKED, params=prm, **tag)
                 yield from _fastest_rows("layer", t, V.XNOR_PACKED, engines, prm, tag)
-        yield from _train_step_rows(name, p, {**base, "batch": p["train_batch"]}, tag,
+        yield from _train_step_rows(name, p, {**base, "batch": p.train_batch}, tag,
                                     device)
 
 
@@ -177,19 +195,19 @@ def _fastest_rows(what: str, t: dict[str, Any], fast: str, engines: dict[str, An
               variant=fast, params=fprm, **tag)
 
 
-def _train_step_rows(name: str, p: dict[str, Any], prm: dict[str, Any],
+def _train_step_rows(name: str, p: TimingParams, prm: dict[str, Any],
                      tag: dict[str, Any], device: str = "cpu") -> Iterator[Row]:
     """Training step: float autograd vs XNOR fused vs XNOR through BinOp, interleaved."""
-    torch.manual_seed(p["seed"])
-    xb = torch.randn(p["train_batch"], *INPUT_SHAPE[name], device=device)
-    yb = torch.randint(0, 10, (p["train_batch"],), device=device)
+    torch.manual_seed(p.seed)
+    xb = torch.randn(p.train_batch, *input_shape(name), device=device)
+    yb = torch.randint(0, 10, (p.train_batch,), device=device)
     steps: dict[str, Callable[[], object]] = {}
     for variant in TRAINING_STEPS:
         model = models.build(name, binary=variant != V.FLOAT).to(device).train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         steps[variant] = partial(train_step, model, xb, yb, opt, step_for(model, variant))
     state = StateProbe()
-    t = compare(steps, threads=p["threads"], rounds=p["rounds"], min_run_time=p["min_run_time"])
+    t = compare(steps, threads=p.threads, rounds=p.rounds, min_run_time=p.min_run_time)
     prm = {**prm, **state.stop().as_params()}
     ops = {variant: dispatched_ops(fn) for variant, fn in steps.items()}
     launches = {variant: launched_ops(fn) for variant, fn in steps.items()}

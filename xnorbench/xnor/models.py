@@ -19,6 +19,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import InputError
+from . import model_spec
 from .layers import XNORConv2d, XNORLinear
 
 
@@ -241,7 +243,41 @@ IMAGENET_MODELS = ("resnet18-imagenet",)
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
-    """Build a model by name; ``ValueError`` names the known models otherwise."""
+    """Build a model by name, or by a spec (``torchvision:NAME``, ``module:function``,
+    :mod:`.model_spec`); ``ValueError`` names the known models otherwise."""
+    if model_spec.is_spec(name):
+        return model_spec.build_spec(name, **kwargs)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, or "
+                         "give torchvision:NAME or module.path:function")
     return MODELS[name](**kwargs)
+
+
+def input_shape(name: str) -> tuple[int, int, int]:
+    """One sample's (C, H, W) for a built-in network's dataset, or a spec's input."""
+    return model_spec.input_shape(name) if model_spec.is_spec(name) else INPUT_SHAPE[name]
+
+
+def native_dataset(name: str) -> str:
+    """The dataset rows on random inputs of ``name`` are labelled with: a built-in
+    network's own, ``imagenet`` for a spec at 3x224x224, else ``input-CxHxW``."""
+    if not model_spec.is_spec(name):
+        return NATIVE_DATASET[name]
+    shape = model_spec.input_shape(name)
+    return "imagenet" if shape == model_spec.DEFAULT_INPUT else \
+        "input-" + "x".join(map(str, shape))
+
+
+def model_ok(value: str, flag: str = "--model") -> None:
+    """A built-in network's name or a spec that can be built; ``InputError`` otherwise."""
+    if model_spec.is_spec(value):
+        model_spec.check_spec(value, flag)
+    elif value not in MODELS:
+        raise InputError(f"unknown model {value!r}; choose one of {', '.join(MODELS)}, or "
+                         "give torchvision:NAME or module.path:function")
+
+
+def models_ok(values: list[str], flag: str = "--model") -> None:
+    """Each of ``values`` passes :func:`model_ok`."""
+    for value in values:
+        model_ok(value, flag)

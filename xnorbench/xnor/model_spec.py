@@ -1,0 +1,166 @@
+"""Networks named by a spec instead of by xnorbench: ``torchvision:NAME`` (any torchvision
+classification builder, untrained) and ``module.path:function`` (a factory of yours that
+returns an ``nn.Module``). ``binary=True`` gives the network through :func:`~.convert.binarize`.
+
+Why specs rather than registering more built-in networks: the question users bring is
+about *their* network. Everything that builds a model (training, packing, the memory and
+timing probes, ``load_packed``) goes through :func:`~.models.build`, which hands a spec
+here, so a spec works wherever a built-in name does. The model records its spec and
+arguments (``xnorbench_spec``), so a packed file of it can be rebuilt.
+
+``torchvision:NAME:cifar`` replaces the stem for 32x32 images: the first conv becomes
+3x3 stride 1 and a max-pool right after it (``maxpool``) is removed, as CIFAR ResNets do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..errors import InputError
+
+DEFAULT_INPUT = (3, 224, 224)
+CIFAR_INPUT = (3, 32, 32)
+
+
+def is_spec(name: str) -> bool:
+    """Whether ``name`` is a spec (it has a ``:``) rather than a built-in network's name."""
+    return ":" in name
+
+
+def torchvision_models() -> list[str]:
+    """The names of torchvision's classification builders."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _parse(spec: str) -> tuple[str, str, str]:
+    """(source, name, variant): ``torchvision``/``NAME``/``cifar|""``, or module/function/""."""
+    source, _, rest = spec.partition(":")
+    name, _, variant = rest.partition(":")
+    if not source or not name:
+        raise InputError(f"model {spec!r}: give torchvision:NAME or module.path:function")
+    if source != "torchvision" and variant:
+        raise InputError(f"model {spec!r}: a factory spec is module.path:function")
+    if variant not in ("", "cifar"):
+        raise InputError(f"model {spec!r}: the only variant is :cifar (a 3x3 stem for 32x32 "
+                         "images)")
+    return source, name, variant
+
+
+def _factory(spec: str) -> Callable[..., Any]:
+    """The function a ``module.path:function`` spec names (the working folder importable,
+    as ``python -m`` makes it)."""
+    module_name, function = spec.split(":", 1)
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"model {spec!r}: cannot import {module_name!r} ({exc})") from None
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise InputError(f"model {spec!r}: {module_name} has no function {function!r}")
+    return fn
+
+
+def check_spec(spec: str, flag: str = "--model") -> None:
+    """``InputError`` (one line) unless ``spec`` names a network that can be built."""
+    source, name, _variant = _parse(spec)
+    if source == "torchvision":
+        known = torchvision_models()
+        if name not in known:
+            close = [k for k in known if k.startswith(name[:4])][:6]
+            raise InputError(f"{flag} {spec}: torchvision has no classification model "
+                             f"{name!r}" + (f" (did you mean {', '.join(close)}?)"
+                                            if close else ""))
+    else:
+        _factory(spec)
+
+
+def input_shape(spec: str) -> tuple[int, int, int]:
+    """One sample's (C, H, W) for timing and counting a spec's network: 3x32x32 for
+    ``:cifar``, a factory's ``input_shape`` attribute if it has one, else 3x224x224."""
+    source, _name, variant = _parse(spec)
+    if variant == "cifar":
+        return CIFAR_INPUT
+    if source != "torchvision":
+        given = getattr(_factory(spec), "input_shape", None)
+        if given is not None:
+            return tuple(int(v) for v in given)  # type: ignore[return-value]
+    return DEFAULT_INPUT
+
+
+def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None:
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            parent_name, _, child = name.rpartition(".")
+            return model.get_submodule(parent_name), child, m
+    return None
+
+
+def _adapt_stem(model: nn.Module, in_channels: int, cifar: bool) -> None:
+    """The first conv for ``in_channels`` inputs (and a 3x3 stride-1 stem if ``cifar``)."""
+    found = _first_conv(model)
+    if found is None:
+        return
+    parent, child, conv = found
+    if conv.in_channels == in_channels and not cifar:
+        return
+    kernel, stride, padding = (3, 1, 1) if cifar else (conv.kernel_size, conv.stride,
+                                                       conv.padding)
+    new = nn.Conv2d(in_channels, conv.out_channels, kernel, stride,  # type: ignore[arg-type]
+                    padding, bias=conv.bias is not None)  # type: ignore[arg-type]
+    setattr(parent, child, new)
+    if cifar and isinstance(getattr(model, "maxpool", None), nn.MaxPool2d):
+        model.maxpool = nn.Identity()
+
+
+def build_spec(spec: str, binary: bool = False, in_channels: int = 3,
+               num_classes: int | None = None, grad_rule: str = "corrected",
+               input_size: tuple[int, int] | None = None) -> nn.Module:
+    """The network ``spec`` names, float or (``binary``) binarized by :func:`binarize`.
+
+    ``num_classes`` None: 10 for ``:cifar``, else the builder's default (1000 for
+    torchvision). ``input_size`` is accepted for :func:`~.models.build`'s signature (the
+    networks here pool globally). A factory is called with ``num_classes`` and
+    ``in_channels`` where its signature takes them; otherwise its first conv is adapted.
+    """
+    from .convert import binarize
+
+    source, name, variant = _parse(spec)
+    if num_classes is None and variant == "cifar":
+        num_classes = 10
+    if source == "torchvision":
+        check_spec(spec)
+        import torchvision
+
+        kw: dict[str, Any] = {"weights": None}
+        if num_classes is not None:
+            kw["num_classes"] = num_classes
+        model = torchvision.models.get_model(name, **kw)
+        _adapt_stem(model, in_channels, variant == "cifar")
+    else:
+        fn = _factory(spec)
+        accepts = inspect.signature(fn).parameters
+        kw = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels))
+              if k in accepts and v is not None}
+        model = fn(**kw)
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model {spec!r}: {name}() returned {type(model).__name__}, not "
+                             "an nn.Module")
+        if "in_channels" not in accepts:
+            _adapt_stem(model, in_channels, False)
+    if binary:
+        model = binarize(model, grad_rule=grad_rule).model
+    args = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
+            "grad_rule": grad_rule}
+    setattr(model, "xnorbench_spec", {"name": spec, "kwargs": args})  # noqa: B010
+    return model
