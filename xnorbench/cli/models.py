@@ -53,11 +53,12 @@ def summary_cmd(
     larq's models.summary). For a spec, what binarize did to each conv and linear."""
     from rich.console import Console
     from rich.table import Table
+    from torch import nn
 
     from ..errors import InputError
     from ..measure.summary import summarize
-    from ..xnor import models
-    from ..xnor.convert import BinarizeError, binarize
+    from ..xnor import model_spec, models
+    from ..xnor.convert import BinarizeError
 
     if classes is not None and classes < 1:
         fail(f"--classes must be positive, got {classes}")
@@ -69,10 +70,9 @@ def summary_cmd(
         if classes is not None:
             kw["num_classes"] = classes
         report = None
-        if models.model_spec.is_spec(model):
-            net = models.build(model, binary=False, **kw)
-            if binary:
-                net, report = binarize(net)
+        net: nn.Module
+        if binary and model_spec.is_spec(model):
+            net, report = model_spec.binarize_spec(model, **kw)
         else:
             net = models.build(model, binary=binary, **kw)
     except (InputError, BinarizeError, ValueError) as exc:

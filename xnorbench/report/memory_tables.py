@@ -116,13 +116,13 @@ def saved_by_layer_table(store: Store, selection: Selection = Selection()) -> Ta
     rows_by = latest_rows(store, "memory", selection=selection)
     layers: dict[tuple[str, str | None], dict[str, Any]] = {}
     runs: dict[int, Run] = {}
-    newest = list({id(run): run for _r, run in rows_by.values()}.values())
-    for v in layer_values(store, newest, "layer_saved_activation_kib"):
+    newest = {run.id: run for _r, run in rows_by.values()}
+    for v in layer_values(store, list(newest.values()), "layer_saved_activation_kib"):
         rec = layers.setdefault((v["model"] or "", v["layer"]),
                                 {"model": v["model"], "layer": v["layer"],
                                  "run_id": v["run_id"]})
         rec[f"{v['variant']}_kib"] = v["value"]
-        runs[v["run_id"]] = next(run for run in newest if run.id == v["run_id"])
+        runs[v["run_id"]] = newest[v["run_id"]]
     rows, records = [], []
     for (model, _layer), rec in layers.items():
         f, x = rec.get("float_kib"), rec.get("xnor_fused_kib")

@@ -83,8 +83,9 @@ class Opt:
             value = int_list(raw, self.flag, self.minimum)
         elif self.kind == "strs":
             value = name_list(raw, self.flag, self.noun or "name")
-            for v in value if self.choices else ():
-                choose(v, self.choices, self.noun or self.flag)
+            if self.choices:  # else ``check`` decides (e.g. a model name or a spec)
+                for v in value:
+                    choose(v, self.choices, self.noun or self.flag)
         elif self.kind == "str" and self.choices:
             choose(value, self.choices, self.noun or self.flag)
         elif self.kind == "path":

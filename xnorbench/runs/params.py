@@ -15,7 +15,7 @@ could be appended to would not be frozen).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from ..errors import InputError
@@ -66,10 +66,6 @@ class SuiteParams:
     def asdict(self) -> dict[str, Any]:
         """What a run stores: every field, lists for tuples."""
         return {f.name: _stored(getattr(self, f.name)) for f in fields(self)}
-
-    def but(self: P, **changes: Any) -> P:
-        """A copy with ``changes`` (list values held as tuples)."""
-        return replace(self, **{k: _held(v) for k, v in changes.items()})
 
 
 def coerce(params: SuiteParams | Mapping[str, Any], cls: type[P], *, strict: bool) -> P:

@@ -26,6 +26,7 @@ from ..training.recipes import (
     RECIPE_FIELDS,
     SCHEDULES,
     Recipe,
+    recipe_from,
     recipe_key,
     resolve,
     show_value,
@@ -81,8 +82,7 @@ class TrainingParams(SuiteParams):
 
     def recipe_for(self, seed: int) -> Recipe:
         """The :class:`Recipe` one seed of this run trains under."""
-        kw = {k: getattr(self, k) for k in RECIPE_FIELDS if k != "seed"}
-        return Recipe(**kw, seed=seed)
+        return recipe_from(self.asdict(), seed)
 
 
 PACKED_METRICS = ("packed_test_accuracy", "packed_agreement", "packed_file_bytes",

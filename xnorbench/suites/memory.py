@@ -29,7 +29,6 @@ from ..runs.registry import SuiteContext, register
 from ..variants import TRAINING_STEPS
 from ..variants import Variant as V
 from ..xnor import model_spec, models, save_packed
-from ..xnor.convert import binarize
 from ..xnor.models import input_shape, models_ok, native_dataset
 
 OPTIONS = (
@@ -145,7 +144,7 @@ def run_memory(ctx: SuiteContext, p: MemoryParams) -> Iterator[Row]:
 def _binarize_row(name: str, tag: dict[str, Any]) -> Row:
     """What :func:`binarize` did to a spec's network: per conv/linear layer binarized or
     kept float (and why), and which binary layers take their sign before a ReLU."""
-    report = binarize(models.build(name, binary=False)).report
+    report = model_spec.binarize_spec(name).report
     return Row("binarized_layers", len(report.binarized), "layers", variant="xnor",
                params={"layers": len(report.layers), "binarized": report.binarized,
                        "kept_float": {d.name: d.why for d in report.layers

@@ -225,11 +225,10 @@ def _xnor_copy(layer: nn.Module, grad_rule: str) -> nn.Module:
     """The binary layer that replaces ``layer``: its weight and bias, its own BN."""
     new: XNORConv2d | XNORLinear
     if isinstance(layer, nn.Conv2d):
-        padding = tuple(int(p) for p in layer.padding)
-        new = XNORConv2d(layer.in_channels, layer.out_channels,
-                         tuple(layer.kernel_size), tuple(layer.stride),  # type: ignore[arg-type]
-                         padding, bias=layer.bias is not None,  # type: ignore[arg-type]
-                         grad_rule=grad_rule)
+        (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+        ph, pw = (int(p) for p in layer.padding)
+        new = XNORConv2d(layer.in_channels, layer.out_channels, (kh, kw), (sh, sw), (ph, pw),
+                         bias=layer.bias is not None, grad_rule=grad_rule)
     else:
         assert isinstance(layer, nn.Linear)
         new = XNORLinear(layer.in_features, layer.out_features, bias=layer.bias is not None,
@@ -273,9 +272,8 @@ def binarize(model: nn.Module, *, keep: Iterable[str] = (),
             node.target = torch.relu
         if node.op == "call_function" and node.target is operator.iadd:
             node.target = operator.add
-    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(
-        gm.get_submodule(str(n.target)), (nn.Conv2d, nn.Linear))
-        and not isinstance(gm.get_submodule(str(n.target)), BINARY_LAYERS)]
+    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and _is(
+        n, gm, (nn.Conv2d, nn.Linear), (), ())]
     if not nodes:
         raise BinarizeError(f"{type(model).__name__} has no nn.Conv2d or nn.Linear layer "
                             "called in its forward: nothing to binarize")

@@ -24,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import InputError
+from .convert import Binarized, binarize
 
 DEFAULT_INPUT = (3, 224, 224)
 CIFAR_INPUT = (3, 32, 32)
@@ -94,7 +95,8 @@ def input_shape(spec: str) -> tuple[int, int, int]:
     if source != "torchvision":
         given = getattr(_factory(spec), "input_shape", None)
         if given is not None:
-            return tuple(int(v) for v in given)  # type: ignore[return-value]
+            c, h, w = (int(v) for v in given)
+            return c, h, w
     return DEFAULT_INPUT
 
 
@@ -114,10 +116,14 @@ def _adapt_stem(model: nn.Module, in_channels: int, cifar: bool) -> None:
     parent, child, conv = found
     if conv.in_channels == in_channels and not cifar:
         return
-    kernel, stride, padding = (3, 1, 1) if cifar else (conv.kernel_size, conv.stride,
-                                                       conv.padding)
-    new = nn.Conv2d(in_channels, conv.out_channels, kernel, stride,  # type: ignore[arg-type]
-                    padding, bias=conv.bias is not None)  # type: ignore[arg-type]
+    bias = conv.bias is not None
+    if cifar:
+        new = nn.Conv2d(in_channels, conv.out_channels, 3, 1, 1, bias=bias)
+    else:
+        (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+        pad = conv.padding if isinstance(conv.padding, str) else (conv.padding[0],
+                                                                  conv.padding[1])
+        new = nn.Conv2d(in_channels, conv.out_channels, (kh, kw), (sh, sw), pad, bias=bias)
     setattr(parent, child, new)
     if cifar and isinstance(getattr(model, "maxpool", None), nn.MaxPool2d):
         model.maxpool = nn.Identity()
@@ -126,18 +132,46 @@ def _adapt_stem(model: nn.Module, in_channels: int, cifar: bool) -> None:
 def build_spec(spec: str, binary: bool = False, in_channels: int = 3,
                num_classes: int | None = None, grad_rule: str = "corrected",
                input_size: tuple[int, int] | None = None) -> nn.Module:
-    """The network ``spec`` names, float or (``binary``) binarized by :func:`binarize`.
+    """The network ``spec`` names, float or (``binary``) through :func:`binarize_spec`.
 
     ``num_classes`` None: 10 for ``:cifar``, else the builder's default (1000 for
     torchvision). ``input_size`` is accepted for :func:`~.models.build`'s signature (the
     networks here pool globally). A factory is called with ``num_classes`` and
     ``in_channels`` where its signature takes them; otherwise its first conv is adapted.
     """
-    from .convert import binarize
+    if binary:
+        return binarize_spec(spec, in_channels, num_classes, grad_rule).model
+    model = _network(spec, in_channels, num_classes)
+    return _recorded(model, spec, False, in_channels, num_classes, grad_rule)
 
+
+def binarize_spec(spec: str, in_channels: int = 3, num_classes: int | None = None,
+                  grad_rule: str = "corrected") -> Binarized:
+    """The network ``spec`` names through :func:`binarize`: the XNOR model (its spec
+    recorded) and binarize's report of what it did to each layer."""
+    out = binarize(_network(spec, in_channels, num_classes), grad_rule=grad_rule)
+    _recorded(out.model, spec, True, in_channels, num_classes, grad_rule)
+    return out
+
+
+def _classes(spec: str, num_classes: int | None) -> int | None:
+    """The classes a spec's network is built with (None: its builder's default)."""
+    return 10 if num_classes is None and _parse(spec)[2] == "cifar" else num_classes
+
+
+def _recorded(model: nn.Module, spec: str, binary: bool, in_channels: int,
+              num_classes: int | None, grad_rule: str) -> nn.Module:
+    """``model`` carrying how it was built, so a packed file of it can be rebuilt."""
+    args = {"binary": binary, "in_channels": in_channels,
+            "num_classes": _classes(spec, num_classes), "grad_rule": grad_rule}
+    setattr(model, "xnorbench_spec", {"name": spec, "kwargs": args})  # noqa: B010
+    return model
+
+
+def _network(spec: str, in_channels: int, num_classes: int | None) -> nn.Module:
+    """The float network a spec names, for ``in_channels`` inputs."""
     source, name, variant = _parse(spec)
-    if num_classes is None and variant == "cifar":
-        num_classes = 10
+    num_classes = _classes(spec, num_classes)
     if source == "torchvision":
         check_spec(spec)
         import torchvision
@@ -147,20 +181,15 @@ def build_spec(spec: str, binary: bool = False, in_channels: int = 3,
             kw["num_classes"] = num_classes
         model = torchvision.models.get_model(name, **kw)
         _adapt_stem(model, in_channels, variant == "cifar")
-    else:
-        fn = _factory(spec)
-        accepts = inspect.signature(fn).parameters
-        kw = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels))
-              if k in accepts and v is not None}
-        model = fn(**kw)
-        if not isinstance(model, nn.Module):
-            raise InputError(f"model {spec!r}: {name}() returned {type(model).__name__}, not "
-                             "an nn.Module")
-        if "in_channels" not in accepts:
-            _adapt_stem(model, in_channels, False)
-    if binary:
-        model = binarize(model, grad_rule=grad_rule).model
-    args = {"binary": binary, "in_channels": in_channels, "num_classes": num_classes,
-            "grad_rule": grad_rule}
-    setattr(model, "xnorbench_spec", {"name": spec, "kwargs": args})  # noqa: B010
+        return model
+    fn = _factory(spec)
+    accepts = inspect.signature(fn).parameters
+    kw = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels))
+          if k in accepts and v is not None}
+    model = fn(**kw)
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model {spec!r}: {name}() returned {type(model).__name__}, not "
+                         "an nn.Module")
+    if "in_channels" not in accepts:
+        _adapt_stem(model, in_channels, False)
     return model

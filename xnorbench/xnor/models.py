@@ -248,9 +248,13 @@ def build(name: str, **kwargs: Any) -> nn.Module:
     if model_spec.is_spec(name):
         return model_spec.build_spec(name, **kwargs)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, or "
-                         "give torchvision:NAME or module.path:function")
+        raise ValueError(_unknown(name))
     return MODELS[name](**kwargs)
+
+
+def _unknown(name: str) -> str:
+    return (f"unknown model {name!r}; choose one of {', '.join(MODELS)}, or give "
+            "torchvision:NAME or module.path:function")
 
 
 def input_shape(name: str) -> tuple[int, int, int]:
@@ -273,8 +277,7 @@ def model_ok(value: str, flag: str = "--model") -> None:
     if model_spec.is_spec(value):
         model_spec.check_spec(value, flag)
     elif value not in MODELS:
-        raise InputError(f"unknown model {value!r}; choose one of {', '.join(MODELS)}, or "
-                         "give torchvision:NAME or module.path:function")
+        raise InputError(_unknown(value))
 
 
 def models_ok(values: list[str], flag: str = "--model") -> None:
