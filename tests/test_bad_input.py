@@ -212,3 +212,20 @@ def test_an_unwritable_plot_is_named_not_the_report(tmp_path: Path):
     line = _one_error_line(runner.invoke(app, ["--db", str(db), "report", "--output",
                                                str(tmp_path / "REPORT.md")]))
     assert "sweep_channels.png" in line
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused_before_a_run_exists(tmp_path: Path):
+    """It left a failed run behind (the first checkpoint could not be written)."""
+    from typer.testing import CliRunner
+
+    from xnorbench.cli import app
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    db = tmp_path / "c.db"
+    for given in (afile, afile / "sub"):
+        res = CliRunner().invoke(app, ["--db", str(db), "run", "accuracy", "--recipe",
+                                       "smoke", "--checkpoint-dir", str(given),
+                                       "--no-progress"])
+        assert res.exit_code == 2 and f"{afile} is a file, not a folder" in res.output
+    assert not db.exists()

@@ -214,3 +214,28 @@ def test_help_shows_choices_and_shapes_not_python_types(command):
     assert types == ["<bool>"] and "--help" in res.output, types  # --help's own
     if command == ["run", "accuracy"]:
         assert "float|xnor|both" in res.output and "N,N,..." in res.output
+
+
+def test_exports_carry_the_machine_state_of_each_timed_row(tmp_path: Path):
+    """load1, steal_pct, cpu_mhz and busy are stored with each timed row; the CSV and
+    JSON exports dropped them."""
+    db = str(tmp_path / "s.db")
+    res = invoke("--db", db, "run", "sweep", "--channels", "16", "--kernel", "3",
+                 "--fixed-channels", "16", "--fixed-kernel", "3", "--input-size", "6",
+                 "--threads", "1", "--rounds", "1", "--float-engines", "eager",
+                 "--no-progress")
+    assert res.exit_code == 0, res.output
+    res = invoke("--db", db, "run", "timing", "--model", "lenet5", "--batches", "1",
+                 "--threads", "1", "--rounds", "1", "--no-per-layer", "--train-batch", "4",
+                 "--float-engines", "eager", "--no-progress")
+    assert res.exit_code == 0, res.output
+    for suite in ("sweep", "timing"):
+        res = invoke("--db", db, "table", "--suite", suite, "--format", "json")
+        assert res.exit_code == 0, res.output
+        recs = json.loads(res.stdout)
+        assert recs and all({"load1", "steal_pct", "cpu_mhz", "busy"} <= set(r)
+                            for r in recs), (suite, recs)
+        assert all(r["cpu_mhz"] is None or r["cpu_mhz"] > 0 for r in recs)
+        res = invoke("--db", db, "table", "--suite", suite, "--format", "csv")
+        header = res.stdout.splitlines()[0].split(",")
+        assert {"load1", "steal_pct", "cpu_mhz", "busy"} <= set(header), header

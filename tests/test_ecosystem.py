@@ -39,13 +39,39 @@ def test_first_kernel_build_is_announced_once(tmp_path: Path, monkeypatch, capsy
     load("portable")
     err = capsys.readouterr().err
     assert "building the XNOR kernels for this CPU (scalar, portable build), once" in err
-    assert str(tmp_path / "cache" / "portable") in err
+    folder = kernels.build_dir("portable")
+    assert folder.parent == tmp_path / "cache" and str(folder) in err
     load("portable")  # cached: silent
     assert capsys.readouterr().err == "" and built == ["xnorbench_kernels_portable"] * 2
     src = max(kernels._SOURCES, key=lambda p: p.stat().st_mtime)
-    os.utime(tmp_path / "cache" / "portable" / "xnorbench_kernels_portable.so",
+    os.utime(folder / "xnorbench_kernels_portable.so",
              (src.stat().st_mtime - 60, src.stat().st_mtime - 60))
     assert kernels.needs_build("portable")  # a newer source rebuilds, and says so
+
+
+def test_the_kernel_cache_is_keyed_by_what_the_build_depends_on(tmp_path: Path, monkeypatch):
+    """It was keyed by the build's name only: two installs (or one venv reached through
+    another path) rebuilt each other's kernels silently, and needs_build() said False."""
+    import shutil
+
+    import torch
+
+    from xnorbench.xnor import kernels
+
+    monkeypatch.setenv("XNORBENCH_BUILD_DIR", str(tmp_path / "cache"))
+    here = kernels.build_dir("native")
+    assert here.name.startswith("native-") and here != kernels.build_dir("portable")
+    (here / "xnorbench_kernels.so").write_bytes(b"")
+    assert not kernels.needs_build("native")
+    other = tmp_path / "other" / "csrc"  # the same sources installed elsewhere
+    shutil.copytree(kernels._CSRC, other)
+    monkeypatch.setattr(kernels, "_CSRC", other)
+    monkeypatch.setattr(kernels, "_SOURCES", tuple(other / p.name for p in kernels._SOURCES))
+    assert kernels.build_dir("native") != here and kernels.needs_build("native")
+    (other / "layout.h").write_text((other / "layout.h").read_text() + "\n// changed\n")
+    changed = kernels.build_dir("native")
+    monkeypatch.setattr(torch, "__version__", "0.0.0-other")
+    assert len({here, changed, kernels.build_dir("native")}) == 3
 
 
 def test_no_cuda_home_warning_on_import():

@@ -167,3 +167,40 @@ def test_the_finished_line_names_the_file_as_written(tmp_path: Path):
                               "--no-progress", "--float-engines", "eager"])
     assert res.exit_code == 0, res.output
     assert f"rows in {db}\n" in res.output
+
+
+def test_a_sqlite_file_of_another_tool_is_left_byte_identical(tmp_path: Path):
+    """`db current` (documented as not changing the file), `runs` and `table` added
+    xnorbench's tables to another tool's SQLite file and switched it to WAL."""
+    other = tmp_path / "notes.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("create table notes (x text)")
+        conn.execute("insert into notes values ('kept')")
+    conn.close()
+    before = other.read_bytes()
+    res = runner.invoke(app, ["--db", str(other), "info"])  # names it, never opens it
+    assert res.exit_code == 0 and other.read_bytes() == before
+    for args in (["db", "current"], ["runs"], ["table"], ["report", "--output", "r.md"],
+                 ["run", "ceilings", "--builds", "portable", "--channels", "64",
+                  "--input-size", "8", "--rounds", "1", "--no-progress"]):
+        res = runner.invoke(app, ["--db", str(other), *args])
+        assert res.exit_code == 2, (args, res.output)
+        assert "another tool (tables: notes)" in res.output and res.output[-1] == "\n"
+        assert other.read_bytes() == before, args
+        assert not Path(f"{other}-wal").exists()
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    res = runner.invoke(app, ["--db", str(empty), "runs"])
+    assert res.exit_code == 2 and "an empty database" in res.output
+    assert empty.read_bytes() == b""
+
+
+def test_a_password_fragment_is_masked_in_the_driver_error_too():
+    """A password with an unencoded '@' was masked in the URL xnorbench printed, but the
+    driver's own error quoted the part SQLAlchemy took for the host."""
+    pytest.importorskip("psycopg")
+    url = "postgresql+psycopg://xb:hun@ter2Q5ecret@127.0.0.1:1/xb"
+    res = runner.invoke(app, ["--db", url, "runs"])
+    assert res.exit_code == 2 and res.output.startswith("error: ")
+    assert "ter2Q5ecret" not in res.output and "hun@" not in res.output
+    assert "xb:***@" in res.output

@@ -43,7 +43,8 @@ class AppGroup(TyperGroup):
 def database_problem(exc: BaseException) -> str:
     """One line for a database error a command did not expect: which database, the
     driver's first line (never the SQL or its parameters), and what to do."""
-    msg = redact(str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else "")
+    msg = redact(str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else "",
+                 State.db)
     try:
         from ..db import shown_db
 
@@ -84,7 +85,7 @@ def open_store(write: bool = False) -> Store:
         fail(f"no results database at {missing} (a run creates it: `xnorbench run ...`; "
              "or point --db / XNORBENCH_DB at an existing one)")
     try:
-        return Store.open(State.db)
+        return Store.open(State.db, write=write)
     except DBError as exc:
         fail(str(exc))
 

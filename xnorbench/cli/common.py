@@ -72,6 +72,19 @@ def check_path(path: Path | None, what: str) -> None:
     _one_line(path_ok, path, what)
 
 
+def check_folder(path: Path | None, what: str) -> None:
+    """A folder option (checkpoints): refused before a run exists where the path, or a
+    folder above it, is an existing file (the run would fail at its first checkpoint)."""
+    check_path(path, what)
+    if path is None:
+        return
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                fail(f"{what} {path}: {part} is a file, not a folder")
+            return
+
+
 def check_tags(tags: list[str] | None) -> list[str]:
     out = []
     for t in tags or []:

@@ -72,16 +72,20 @@ def summary_cmd(
         report = None
         net: nn.Module
         if binary and model_spec.is_spec(model):
-            net, report = model_spec.binarize_spec(model, **kw)
+            import torch
+
+            net, report = model_spec.binarize_spec(model, **kw,
+                                                   calibration=torch.randn(2, *shape))
         else:
             net = models.build(model, binary=binary, **kw)
     except (InputError, BinarizeError, ValueError) as exc:
         fail(str(exc).splitlines()[0])
     try:
         s = summarize(net, shape)
-    except RuntimeError as exc:  # the forward refused the input's shape
-        fail(f"{model} on a {'x'.join(map(str, shape))} input: "
-             f"{str(exc).splitlines()[0]}")
+    except Exception as exc:  # noqa: BLE001 - the forward refused the input (any network)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        fail(f"{model} on a {'x'.join(map(str, shape))} input: {type(exc).__name__}"
+             + (f": {first}" if first else ""))
     console = Console()
     if layers:
         table = Table(title=f"{model} ({'XNOR' if binary else 'float'}), input "

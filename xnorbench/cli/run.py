@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 
 from ..db import Store, shown_url
 from .app import _paragraphs, app, fail, open_store
-from .common import Device, check_path, check_run_id, check_tags
+from .common import Device, check_folder, check_run_id, check_tags
 
 if TYPE_CHECKING:
     from ..runs.options import Opt
@@ -80,6 +80,27 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _names(value: Any) -> list[str]:
+    """A stored model option (one name, or a list of them) as a list."""
+    return [value] if isinstance(value, str) else [v for v in value or [] if isinstance(v, str)]
+
+
+def _factories_named(resume: int, stored: dict[str, Any], params: dict[str, Any],
+                     given: set[str], key: str | None) -> None:
+    """Refuse to resume a run whose stored network is a ``module:function`` factory the
+    command line does not name again: building it imports and runs that code, and a
+    database (a file others can edit) must never choose code to run."""
+    from ..xnor.model_spec import is_factory
+
+    if key is None:
+        return
+    named = set(_names(params.get(key))) if "model" in given else set()
+    for spec in _names(stored.get(key)):
+        if is_factory(spec) and spec not in named:
+            fail(f"--resume {resume}: the run builds the network {spec!r} from your code; "
+                 f"give --model {spec} to let xnorbench import and run it again")
+
+
 def resume_settings(store: Store, resume: int, params: dict[str, Any], given: set[str],
                     threads: int | None, device: str, options: Sequence[Opt] = ()
                     ) -> tuple[int | None, str]:
@@ -94,6 +115,7 @@ def resume_settings(store: Store, resume: int, params: dict[str, Any], given: se
     stored = run.params or {}
     free = {o.name for o in options if o.resume_free}
     keys = {o.name: o.stored_as or o.key for o in options}
+    _factories_named(resume, stored, params, given, keys.get("model"))
     for name in sorted(given - RUN_SETTINGS - free - {"threads", "device"}):
         key = keys.get(name)
         if key is None or key not in params:  # not stored: nothing to compare
@@ -128,7 +150,7 @@ def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads
     from ..errors import InputError
     from ..runs.environment import resolve_device
 
-    check_path(checkpoint_dir, "--checkpoint-dir")
+    check_folder(checkpoint_dir, "--checkpoint-dir")
     check_run_id(resume, "--resume")
     if distributed.launched():
         try:

@@ -159,7 +159,7 @@ def db_current() -> None:
     if missing is not None:
         fail(f"no database file {missing}")
     try:
-        store = Store.open(State.db, upgrade=False)
+        store = Store.open(State.db, upgrade=False, write=False)
     except DBError as exc:
         fail(str(exc))
     state = store.schema()

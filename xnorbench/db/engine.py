@@ -174,11 +174,54 @@ def check_sqlite_file(engine: Engine) -> None:
                       "a copy, or salvage it with `sqlite3 FILE .recover`")
 
 
-def open_engine(db: str | None = None, upgrade: bool = True) -> Engine:
+def sqlite_tables(path: Path) -> list[str] | None:
+    """The tables of an existing SQLite file, read without writing a byte (read-only, no
+    journal mode switched); None if it cannot be read that way (not SQLite, locked, a
+    WAL file this process cannot see: the usual open then says what is wrong)."""
+    if not path.is_file():
+        return None
+    uri = "file:" + quote(str(path.resolve()), safe="/") + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=1.0)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            return [r[0] for r in rows]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+def foreign_sqlite(path: Path, write: bool) -> str | None:
+    """Why xnorbench must not open an existing SQLite file (None: it may): a database of
+    another tool (tables, none of them xnorbench's) is never written to; an empty one
+    only by a command that stores something (it creates the schema)."""
+    tables = sqlite_tables(path)
+    if tables is None or "xnorbench_meta" in tables:
+        return None
+    if tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        return (f"{path}: a SQLite database of another tool (tables: {shown}), not an "
+                "xnorbench database; it is left as it is: give another --db")
+    if not write:
+        return (f"{path}: an empty database, no xnorbench results in it yet (a run creates "
+                "them: `xnorbench run ...`)")
+    return None
+
+
+def open_engine(db: str | None = None, upgrade: bool = True, write: bool = True) -> Engine:
     """Open (and create or upgrade) the results database; ``DBError`` if it cannot.
-    ``upgrade=False`` leaves an older schema as it is (``db current`` reports it)."""
+    ``upgrade=False`` leaves an older schema as it is (``db current`` reports it).
+    ``write=False`` (a command that only reads): an empty SQLite file is refused rather
+    than given a schema. A SQLite file of another tool is refused before anything is
+    written to it (not even its journal mode)."""
     url = database_url(db)
     parsed = parse_url(url, "--db")
+    path = sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None:
+        refused = foreign_sqlite(Path(path), write)
+        if refused:
+            raise DBError(refused)
     try:
         if parsed.get_backend_name() == "sqlite":
             engine = create_engine(parsed, connect_args={"timeout": busy_timeout_s()})
@@ -191,9 +234,10 @@ def open_engine(db: str | None = None, upgrade: bool = True) -> Engine:
         raise
     except (DatabaseError, OperationalError, sqlite3.DatabaseError) as exc:
         msg = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise DBError(f"cannot use database {shown_url(parsed)}: {redact(msg)}") from exc
+        raise DBError(f"cannot use database {shown_url(parsed)}: {redact(msg, url)}") \
+            from exc
     except Exception as exc:  # missing driver, unknown dialect, ...
-        raise DBError(f"cannot open database {shown_url(parsed)}: {redact(str(exc))}") \
+        raise DBError(f"cannot open database {shown_url(parsed)}: {redact(str(exc), url)}") \
             from exc
     return engine
 
@@ -205,7 +249,8 @@ def parse_url(url: str, what: str) -> Any:
         return make_url(url)
     except (ArgumentError, ValueError) as exc:
         named = f"{what} {redact(url)!r}".strip()
-        raise DBError(f"{named} is not a valid database URL or path ({redact(str(exc))})") \
+        raise DBError(f"{named} is not a valid database URL or path "
+                      f"({redact(str(exc), url)})") \
             from None
 
 

@@ -111,8 +111,10 @@ class Store:
         return str(value or "")
 
     @classmethod
-    def open(cls, db: str | None = None, upgrade: bool = True) -> Store:
-        return cls(open_engine(db, upgrade))
+    def open(cls, db: str | None = None, upgrade: bool = True, write: bool = True) -> Store:
+        """The store of ``db`` (see :func:`~.engine.open_engine`; ``write=False`` for a
+        command that only reads)."""
+        return cls(open_engine(db, upgrade, write))
 
     def schema(self) -> migrate.SchemaState:
         """This database's schema state (Alembic revision, recorded version, head)."""
@@ -152,7 +154,7 @@ class Store:
         except DBError:
             raise
         except Exception as exc:  # not a database at all, damaged, missing driver, ...
-            msg = redact(str(getattr(exc, "orig", exc)).splitlines()[0])
+            msg = redact(str(getattr(exc, "orig", exc)).splitlines()[0], db)
             raise DBError(f"cannot read {shown}: {msg}") from exc
         newer = (now.version or 0) > SCHEMA_VERSION or (
             now.revision is not None and now.revision not in migrate.known_revisions())

@@ -2,7 +2,9 @@
 
 A SQLAlchemy URL can carry a secret in three places: the password of ``user:pw@host``,
 query items such as ``?password=`` / ``sslpassword=`` / ``passfile=``, and (when a
-password holds an unencoded ``@``) a tail that SQLAlchemy's parser takes for the host.
+password holds an unencoded ``@``) a tail that SQLAlchemy's parser takes for the host,
+which a driver's error then quotes as a host name: a driver's text is redacted with the
+URL it is about, so every piece of its password is hidden there too.
 Everything the tool prints, stores or copies from another database goes through
 :func:`redact` (free text, e.g. a stored command line) or :func:`shown_url` (one URL).
 Redaction errs on the side of hiding too much.
@@ -28,6 +30,37 @@ _SECRET_QUERY = re.compile(
 HIDDEN = "***"
 
 
+_MIN_FRAGMENT = 3
+"""Pieces of a password shorter than this are not masked in free text (they would mask
+ordinary letters); a URL's own password field always is."""
+
+
+def _credentials(url: str) -> list[str]:
+    """The secrets a URL carries: its password (up to the *last* '@') and the values of
+    query items that hold one."""
+    _scheme, sep, rest = url.partition("://")
+    if not sep:
+        return []
+    found = [m[0].partition("=")[2] for m in _SECRET_QUERY.finditer(rest)]
+    head = rest.split("?", 1)[0]
+    if "@" in head:
+        _user, colon, secret = head.rpartition("@")[0].partition(":")
+        if colon and secret:
+            found.append(secret)
+    return [f for f in found if f]
+
+
+def secrets_of(url: str) -> list[str]:
+    """What to mask in text about ``url`` beyond the URL itself: each credential whole and
+    each piece of it between '@' signs (a driver quotes the part SQLAlchemy took for the
+    host), as written and decoded, longest first."""
+    out: set[str] = set()
+    for secret in _credentials(url):
+        for form in {secret, unquote(secret)}:
+            out.update(p for p in (form, *form.split("@")) if len(p) >= _MIN_FRAGMENT)
+    return sorted(out, key=len, reverse=True)
+
+
 def _redact_one(url: str) -> str:
     scheme, _, rest = url.partition("://")
     if "@" in rest:
@@ -39,10 +72,14 @@ def _redact_one(url: str) -> str:
     return f"{scheme}://{_SECRET_QUERY.sub(lambda m: m[1] + HIDDEN, rest)}"
 
 
-def redact(text: str) -> str:
+def redact(text: str, url: str | None = None) -> str:
     """``text`` with every credential of every URL in it hidden (password, and query
-    items that carry one)."""
-    return _URL.sub(lambda m: _redact_one(m[0]), text)
+    items that carry one); with ``url`` (the database the text is about: a driver's
+    error), also every credential of ``url`` wherever it appears (:func:`secrets_of`)."""
+    text = _URL.sub(lambda m: _redact_one(m[0]), text)
+    for secret in secrets_of(url) if url else ():
+        text = text.replace(secret, HIDDEN)
+    return text
 
 
 def shown_url(url: URL | str | Any) -> str:

@@ -10,6 +10,7 @@ that are binary.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -93,50 +94,91 @@ class ModelSummary:
         return total / cost if cost else 1.0
 
 
-def _macs(module: nn.Module, out: torch.Tensor) -> int:
-    if isinstance(module, (nn.Conv2d, XNORConv2d)):
-        w = module.weight
-        per_out = w.shape[1] * w.shape[2] * w.shape[3]
-        return int(out[0].numel() * per_out)  # per sample
+def _first_tensor(value: object) -> torch.Tensor | None:
+    """A module's output (or input) as one tensor: the first of a tuple or list."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def _macs(module: nn.Module, inp: torch.Tensor | None, out: torch.Tensor | None) -> int:
+    """Multiply-accumulates of one call for one sample: a convolution of any dimension
+    (per output value, the weights of one filter), a transposed one (per input value, the
+    weights it spreads), a linear layer on every vector of its input (tokens included)."""
+    w = getattr(module, "weight", None)
+    if not isinstance(w, torch.Tensor) or out is None:
+        return 0
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return 0 if inp is None else int(inp[0].numel() * math.prod(w.shape[1:]))
+    if isinstance(module, (nn.modules.conv._ConvNd, XNORConv2d)):
+        return int(out[0].numel() * math.prod(w.shape[1:]))
     if isinstance(module, (nn.Linear, XNORLinear)):
-        return int(module.weight.numel())
+        return int(out[0].numel() * w.shape[1])
     return 0
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
     """Per-layer summary for one sample of ``input_shape`` (C, H, W): every module with
     parameters of its own that the forward calls, XNOR layers as one (their BatchNorm
-    included), for any model, float or binarized."""
+    included), for any model, float or binarized. A module called several times is one
+    layer whose MACs are those of all its calls; a parameter shared between modules (a
+    tied weight) is counted once, in the first module that holds it."""
     summary = ModelSummary()
     inside_xnor = {id(m) for x in model.modules() if isinstance(x, (XNORConv2d, XNORLinear))
                    for m in x.modules() if m is not x}
-    records: list[tuple[str, nn.Module, torch.Tensor]] = []
+    calls: dict[str, tuple[nn.Module, torch.Tensor | None, int]] = {}
     hooks = []
+
+    def record(name: str, mod: nn.Module, inp: tuple[object, ...], out: object) -> None:
+        first = _first_tensor(out)
+        macs = _macs(mod, _first_tensor(inp), first)
+        if name in calls:
+            seen_mod, seen_out, seen_macs = calls[name]
+            calls[name] = (seen_mod, seen_out, seen_macs + macs)
+        else:
+            calls[name] = (mod, first, macs)
+
     for name, m in model.named_modules():
         is_xnor = isinstance(m, (XNORConv2d, XNORLinear))
         has_own = any(True for _ in m.parameters(recurse=False))
         if not is_xnor and (id(m) in inside_xnor or not has_own):
             continue
         hooks.append(m.register_forward_hook(
-            lambda mod, _inp, out, name=name: records.append((name, mod, out))))
+            lambda mod, inp, out, name=name: record(name, mod, inp, out)))
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        model(torch.zeros(1, *input_shape))
-    model.train(was_training)
-    for h in hooks:
-        h.remove()
-    for name, m, out in records:
-        own = sum(p.numel() for p in m.parameters(recurse=False))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    counted: set[int] = set()
+
+    def fresh(params: Sequence[torch.Tensor]) -> int:
+        """Values of ``params`` not counted in an earlier layer (tied weights once)."""
+        n = sum(p.numel() for p in params if id(p) not in counted)
+        counted.update(id(p) for p in params)
+        return n
+
+    for name, (m, out, macs) in calls.items():
+        shape = tuple(out.shape) if out is not None else ()
         if isinstance(m, (XNORConv2d, XNORLinear)):
-            bn = sum(p.numel() for p in m.bn.parameters())
-            bias = 0 if m.bias is None else m.bias.numel()
+            others = [*m.bn.parameters(), *([] if m.bias is None else [m.bias])]
+            ones = fresh([m.weight])
             summary.layers.append(LayerSummary(
-                name, type(m).__name__, 1, tuple(out.shape), m.weight.numel(),
-                bn + bias + m.weight.shape[0], _macs(m, out), 0))
+                name, type(m).__name__, 1, shape, ones,
+                fresh(others) + (m.weight.shape[0] if ones else 0), macs, 0))
         else:
+            own = fresh(list(m.parameters(recurse=False)))
             summary.layers.append(LayerSummary(
-                name, type(m).__name__, 32, tuple(out.shape), 0, own, 0, _macs(m, out)))
+                name, type(m).__name__, 32, shape, 0, own, 0, macs))
     summary.buffers_32bit = sum(b.numel() for n, b in model.named_buffers()
                                 if not n.endswith("num_batches_tracked"))
     return summary

@@ -9,6 +9,18 @@ from typing import Any
 from ..db import Result, Run, Store
 from .selection import Selection
 
+MACHINE_STATE = ("load1", "steal_pct", "cpu_mhz", "busy")
+"""What a timed row stores about the machine while it was measured (load, time stolen by
+the hypervisor, clock, why it counted as busy): exported with every timed record, so a
+CSV or JSON row carries what makes it trustworthy."""
+
+
+def machine_state(params: dict[str, Any] | None) -> dict[str, Any]:
+    """The machine state a row's params hold (keys of :data:`MACHINE_STATE` it has)."""
+    p = params or {}
+    return {k: p[k] for k in MACHINE_STATE if k in p}
+
+
 SWEEP_METRICS = ("float_ms", "binary_ms", "binary_nopack_ms", "speedup", "speedup_nopack",
                  "theoretical_speedup")
 
@@ -39,6 +51,8 @@ def sweep_points(store: Store, selection: Selection = Selection()) -> list[dict[
                                          "run_id": run.id})
             if pt["run_id"] == run.id and r.metric not in pt:
                 pt[r.metric] = r.value
+                for k, v in machine_state(p).items():
+                    pt.setdefault(k, v)
                 if p.get("disturbed"):
                     pt.setdefault("disturbed", {})[r.metric] = p["disturbed"]
                 if p.get("busy"):
@@ -143,6 +157,8 @@ def ceilings_records(store: Store, selection: Selection = Selection()
                                                          "disturbed": {}})
             rec[r.metric] = r.value
             p = r.params or {}
+            for k, v in machine_state(p).items():
+                rec.setdefault(k, v)
             if p.get("disturbed"):
                 rec["disturbed"][r.metric] = p["disturbed"]
             for k in ("binary_isa", "fma_isa", "channels", "kernel", "input_size"):

@@ -8,7 +8,14 @@ from typing import Any
 
 from ..db import Run, Store
 from ..variants import TRAINING_STEPS
-from .queries import ceilings_records, kernel_path, latest_rows, sweep_points, timing_devices
+from .queries import (
+    ceilings_records,
+    kernel_path,
+    latest_rows,
+    machine_state,
+    sweep_points,
+    timing_devices,
+)
 from .selection import Selection
 from .table_format import (
     MODEL_NAMES,
@@ -152,6 +159,8 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
                                             batch, threads),
                    "speedup": get(model, "xnor_packed" if packed is not None else "xnor",
                                   "inference_speedup", batch, threads)}
+            timed = row(model, "float", "inference_latency_ms", batch, threads)
+            rec.update(machine_state(timed.params if timed is not None else None))
             fastest = row(model, "float", "inference_fastest_float_ms", batch, threads)
             if fastest is not None:
                 rec.update(fastest_float_ms=fastest.value,
@@ -197,6 +206,9 @@ def train_step_table(store: Store, selection: Selection = Selection()) -> Table:
                 "model": model, "batch": batch, "threads": threads, "device": device,
                 "run_id": run.id})
             rec[f"{variant}_{metric}"] = r.value
+            if metric == "train_step_ms":
+                for k, v in machine_state(r.params).items():
+                    rec.setdefault(k, v)
             runs[run.id] = run
     rows, records = [], []
     for (device, model, batch, threads), rec in sorted(cells.items(), key=lambda kv: (

@@ -11,6 +11,7 @@ ResNet-18 stored beside ours.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from ..runs.registry import SuiteContext, register
 from ..variants import TRAINING_STEPS
 from ..variants import Variant as V
 from ..xnor import model_spec, models, save_packed
+from ..xnor.convert import BinarizeWarning
 from ..xnor.models import input_shape, models_ok, native_dataset
 
 OPTIONS = (
@@ -143,13 +145,20 @@ def run_memory(ctx: SuiteContext, p: MemoryParams) -> Iterator[Row]:
 
 def _binarize_row(name: str, tag: dict[str, Any]) -> Row:
     """What :func:`binarize` did to a spec's network: per conv/linear layer binarized or
-    kept float (and why), and which binary layers take their sign before a ReLU."""
-    report = model_spec.binarize_spec(name).report
+    kept float (and why), which binary layers take their sign before a non-negative
+    activation, and which still see an input of one sign (checked on a calibration
+    batch of 2 random samples)."""
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.randn(2, *input_shape(name), generator=gen)
+    with warnings.catch_warnings():  # said in the row instead
+        warnings.simplefilter("ignore", BinarizeWarning)
+        report = model_spec.binarize_spec(name, calibration=batch).report
     return Row("binarized_layers", len(report.binarized), "layers", variant="xnor",
                params={"layers": len(report.layers), "binarized": report.binarized,
                        "kept_float": {d.name: d.why for d in report.layers
                                       if not d.binarized},
-                       "rewired": {d.name: d.rewired for d in report.layers if d.rewired}},
+                       "rewired": {d.name: d.rewired for d in report.layers if d.rewired},
+                       "one_sign": {d.name: d.one_sign for d in report.layers if d.one_sign}},
                **tag)
 
 

@@ -1,8 +1,11 @@
 """Per-epoch training checkpoints: written atomically, read back only for the run and
-training they were written for, and failures said in one line (a full disk included)."""
+training they were written for, and failures said in one line (a full disk included).
+A checkpoint is read as tensors and plain data (``weights_only=True``): a file that holds
+an object whose unpickling would run code is refused, and nothing in it runs."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,12 @@ def load_checkpoint(path: Path, device: str, binding: dict[str, Any]) -> dict[st
     first field that differs. A checkpoint of another database's run with the same id, or
     of other options, is never trained on."""
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:  # an object whose loading would run code: never loaded
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it holds more than tensors and plain data (an "
+            "object whose loading would run code), so it was not loaded and nothing in it "
+            "ran; remove it to train this run from scratch") from None
     except Exception as exc:  # truncated, empty, not a checkpoint
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None

@@ -22,7 +22,7 @@ from ..data.splits import DataBundle
 from ..db import Row
 from ..measure.timing import compare
 from ..progress import Progress
-from ..xnor import load_packed, models, save_packed
+from ..xnor import load_packed, model_spec, models, save_packed
 from ..xnor.kernels import kernel_isa
 from ..xnor.packed import pack_model
 from .checkpoints import CheckpointError, write_failure
@@ -60,7 +60,9 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
         path.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write the packed network {path}: "
                               f"{write_failure(exc, path)}") from None
-    packed = pack_model(load_packed(path))
+    # the network was named by the user (a factory too): the reload may build it
+    factory = model_name if model_spec.is_factory(model_name) else None
+    packed = pack_model(load_packed(path, factory=factory))
 
     loader = eval_loader(bundle, 256, "cpu")
     preds = predict(packed, loader, progress)

@@ -35,7 +35,10 @@ class BinOp:
         self.target_layers = [m for _, m in binary_layers(model)]
         if not self.target_layers:
             raise ValueError("BinOp: the model has no XNORConv2d/XNORLinear layer")
-        self.target_modules: list[nn.Parameter] = [m.weight for m in self.target_layers]
+        # one entry per Parameter: a weight tied between two layers is prepared and its
+        # gradient turned once (its two layers' gradients are already summed in it)
+        self.target_modules: list[nn.Parameter] = list(
+            {id(m.weight): m.weight for m in self.target_layers}.values())
         self.saved_params: list[Tensor] = [p.data.clone() for p in self.target_modules]
 
     @property

@@ -6,51 +6,37 @@ as in the paper), and making a binary layer useful is a question about its *inpu
 In a standard conv -> BN -> ReLU network the next conv's input is non-negative, so its
 sign() is +1 everywhere and the binary layer learns nothing. XNOR-Net orders a block
 BN -> BinActive -> BinConv: the sign is taken where the values have both signs. The
-pass therefore finds, for every binarized layer, a ReLU (or ReLU6) feeding it (through
-operators that keep a non-negative input non-negative: pooling, dropout, flatten,
-reshape) and feeds the binary layer from the ReLU's input instead, repeating those
-operators on it; the ReLU's own output still goes wherever else it went (a ResNet's
-shortcut, for one). Every binary layer also brings its own BatchNorm before the sign
-(:class:`~.layers.XNORConv2d`), which the packed kernel folds into its threshold. That BN
-alone would only move the threshold along relu(y), where every negative y has become the
-same 0; taking the sign of y keeps what its negative half says.
+pass therefore feeds every binarized layer from before the non-negative activations
+that feed it (:mod:`.rewire`: ReLUs, clamps at zero, sigmoids, through pooling,
+reshapes and concatenations), repeating the operators in between on their inputs; the
+activations' own outputs still go wherever else they went (a ResNet's shortcut, for
+one), and no in-place operation is changed or dropped. A layer whose input is still of
+one sign is reported and warned about. Every binary layer also brings its own BatchNorm
+before the sign (:class:`~.layers.XNORConv2d`), which the packed kernel folds into its
+threshold. That BN alone would only move the threshold along relu(y), where every
+negative y has become the same 0; taking the sign of y keeps what its negative half says.
 
 What stays float, and why, is in the returned :class:`BinarizeReport`: the first conv and
 the last linear; grouped and depthwise convs (the XNOR-popcount kernel computes dense
 convolutions: ``groups == 1`` only), dilated convs, string or non-zero padding modes;
-anything kept by name or type.
+anything kept by name or type; a layer called twice; a layer whose weight is tied to a
+module that stays float.
 """
 
 from __future__ import annotations
 
 import copy
-import operator
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, cast
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from .binarize import check_grad_rule
 from .layers import BINARY_LAYERS, XNORConv2d, XNORLinear
-
-RELU_MODULES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
-RELU_FUNCTIONS: tuple[Callable[..., Any], ...] = (F.relu, torch.relu, F.relu6, F.relu_,
-                                                   torch.relu_)
-RELU_METHODS = ("relu", "relu_")
-"""Activations whose output is >= 0 everywhere: sign() of it is +1 everywhere."""
-
-KEEP_SIGN_MODULES: tuple[type[nn.Module], ...] = (
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout,
-    nn.Flatten, nn.Identity)
-KEEP_SIGN_FUNCTIONS: tuple[Callable[..., Any], ...] = (
-    torch.flatten, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
-    F.dropout)
-KEEP_SIGN_METHODS = ("view", "reshape", "flatten", "contiguous")
-"""One-input operators that keep a non-negative tensor non-negative: a ReLU's output
-stays >= 0 through them, so the pass looks through them for the ReLU."""
+from .rewire import Rewirer
 
 
 class BinarizeError(ValueError):
@@ -66,11 +52,15 @@ class LayerDecision:
     binarized: bool
     why: str
     rewired: str = ""
+    one_sign: str = ""
+    """Non-empty when the layer's input has one sign (its sign() is +1 everywhere): why
+    (by construction, or measured on the calibration batch binarize was given)."""
 
     def line(self) -> str:
         state = "binarized" if self.binarized else f"float: {self.why}"
         extra = f"; {self.rewired}" if self.rewired else ""
-        return f"{self.name} ({self.kind}): {state}{extra}"
+        warn = f"; WARNING: input of one sign, {self.one_sign}" if self.one_sign else ""
+        return f"{self.name} ({self.kind}): {state}{extra}{warn}"
 
 
 @dataclass
@@ -92,9 +82,16 @@ class BinarizeReport:
     def rewired(self) -> list[str]:
         return [d.name for d in self.layers if d.rewired]
 
+    @property
+    def one_sign(self) -> list[str]:
+        """Binary layers whose input has one sign: their sign() is +1 everywhere."""
+        return [d.name for d in self.layers if d.one_sign]
+
     def __str__(self) -> str:
         head = (f"{len(self.binarized)} of {len(self.layers)} conv/linear layers binarized, "
                 f"{len(self.rewired)} rewired")
+        if self.one_sign:
+            head += f", {len(self.one_sign)} with an input of one sign (see WARNING)"
         return "\n".join([head, *("  " + d.line() for d in self.layers)])
 
 
@@ -152,59 +149,6 @@ def trace(model: nn.Module) -> BinarizedModule:
     return BinarizedModule(model, graph, type(model).__name__)
 
 
-def _is(node: fx.Node, gm: fx.GraphModule, modules: tuple[type[nn.Module], ...],
-        functions: tuple[Callable[..., Any], ...], methods: Sequence[str]) -> bool:
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(str(node.target)), modules)
-    if node.op == "call_function":
-        return node.target in functions
-    if node.op == "call_method":
-        return node.target in methods
-    return False
-
-
-def _first_input(node: fx.Node) -> fx.Node | None:
-    arg = node.args[0] if node.args else node.kwargs.get("input")
-    return arg if isinstance(arg, fx.Node) else None
-
-
-def _describe(node: fx.Node) -> str:
-    if node.op == "call_module":
-        return repr(str(node.target))
-    target = node.target
-    return f"{getattr(target, '__name__', target)}()"
-
-
-def _swap(old: fx.Node | None, new: fx.Node) -> Callable[[fx.Node], fx.Node]:
-    """An argument map for ``node_copy``: ``old`` becomes ``new``, the rest stay."""
-    return lambda n: new if n is old else n
-
-
-def _rewire(gm: fx.GraphModule, node: fx.Node) -> str:
-    """Feed ``node`` (a binarized layer) from before the ReLU that makes its input
-    non-negative; what was done, or "" if its input has no such ReLU."""
-    chain: list[fx.Node] = []
-    cur = _first_input(node)
-    while cur is not None and _is(cur, gm, KEEP_SIGN_MODULES, KEEP_SIGN_FUNCTIONS,
-                                  KEEP_SIGN_METHODS):
-        chain.append(cur)
-        cur = _first_input(cur)
-    if cur is None or not _is(cur, gm, RELU_MODULES, RELU_FUNCTIONS, RELU_METHODS):
-        return ""
-    source = _first_input(cur)
-    if source is None:
-        return ""
-    with gm.graph.inserting_before(node):
-        for op in reversed(chain):  # the same operators, on the ReLU's input
-            source = gm.graph.node_copy(op, _swap(_first_input(op), source))
-    node.args = (source, *node.args[1:])
-    said = f"sign taken before {_describe(cur)} (its output is >= 0)"
-    if chain:
-        said += "; " + ", ".join(_describe(op) for op in reversed(chain)) + \
-            " repeated on that input"
-    return said
-
-
 def _float_reason(layer: nn.Module) -> str:
     """Why the kernel cannot run this layer binary ("" if it can)."""
     if isinstance(layer, nn.Conv2d):
@@ -222,7 +166,9 @@ def _float_reason(layer: nn.Module) -> str:
 
 
 def _xnor_copy(layer: nn.Module, grad_rule: str) -> nn.Module:
-    """The binary layer that replaces ``layer``: its weight and bias, its own BN."""
+    """The binary layer that replaces ``layer``: its own BN, in ``layer``'s dtype, device
+    and mode, and ``layer``'s weight and bias *Parameters themselves* (not copies), so a
+    weight tied between two layers stays one weight."""
     new: XNORConv2d | XNORLinear
     if isinstance(layer, nn.Conv2d):
         (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
@@ -232,63 +178,91 @@ def _xnor_copy(layer: nn.Module, grad_rule: str) -> nn.Module:
     else:
         assert isinstance(layer, nn.Linear)
         new = XNORLinear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                         grad_rule=grad_rule)
-    with torch.no_grad():
-        new.weight.copy_(layer.weight)
-        if layer.bias is not None and new.bias is not None:
-            new.bias.copy_(layer.bias)
-    return new.to(layer.weight.device)
+                         grad_rule=grad_rule, flatten_input=False)
+    new = new.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    new.weight = cast(nn.Parameter, layer.weight)
+    new.bias = cast("nn.Parameter | None", layer.bias)
+    return new.train(layer.training)
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in patterns)
 
 
+def _refuse_lazy(model: nn.Module) -> None:
+    """``BinarizeError`` for a model with lazy modules: their shapes are not known yet."""
+    from torch.nn.parameter import UninitializedParameter
+
+    for name, param in model.named_parameters():
+        if isinstance(param, UninitializedParameter):
+            raise BinarizeError(
+                f"{type(model).__name__}: parameter {name!r} is uninitialized (a lazy module)"
+                "; run one forward pass on a sample input before binarize, so every layer "
+                "knows its shape")
+
+
+def _ties(gm: fx.GraphModule, names: list[str]) -> dict[str, list[str]]:
+    """Per conv/linear layer in ``names``: the other modules holding its weight or bias
+    Parameter (a tied weight), by name."""
+    holders: dict[int, list[str]] = {}
+    for mod_name, module in gm.named_modules(remove_duplicate=False):
+        for param in module.parameters(recurse=False):
+            holders.setdefault(id(param), []).append(mod_name)
+    out: dict[str, list[str]] = {}
+    for name in names:
+        layer = gm.get_submodule(name)
+        tied = {h for p in layer.parameters(recurse=False) for h in holders[id(p)]} - {name}
+        if tied:
+            out[name] = sorted(tied)
+    return out
+
+
 def binarize(model: nn.Module, *, keep: Iterable[str] = (),
              keep_types: tuple[type[nn.Module], ...] = (), first_and_last_float: bool = True,
-             grad_rule: str = "corrected", rewire: bool = True) -> Binarized:
+             grad_rule: str = "corrected", rewire: bool = True,
+             calibration: torch.Tensor | None = None) -> Binarized:
     """An XNOR copy of ``model`` (``model`` itself is not changed) and what was done.
 
     Every ``nn.Conv2d`` and ``nn.Linear`` becomes an XNOR layer (its own BatchNorm, then
     sign(x), then the weights as alpha * sign(W) under ``grad_rule``), except: the first
     and the last of them (``first_and_last_float``), those named in ``keep`` (a module
     name or a prefix of one: ``"layer4"`` keeps everything in layer4), instances of
-    ``keep_types``, and those the kernel cannot run (:func:`_float_reason`).
-    ``rewire``: take each binary layer's sign before a ReLU that feeds it (see the
-    module's docstring); off, the trap this avoids is left in place (for tests and
-    comparisons).
+    ``keep_types``, those the kernel cannot run (:func:`_float_reason`), a layer called
+    more than once, and a layer whose weight is tied to a module that stays float.
+    ``rewire``: take each binary layer's sign before a non-negative activation that
+    feeds it (:mod:`.rewire`); off, the trap this avoids is left in place (for tests and
+    comparisons). ``calibration``: a batch of inputs on which each binary layer's input
+    is checked for both signs (in eval mode, nothing updated); a layer whose input has
+    one sign is marked in the report and warned about, as is one whose input is >= 0
+    by construction.
+
+    The copy computes what ``model`` computes wherever no layer is binarized (in-place
+    operations stay as they are), keeps every module's train/eval mode, dtype and
+    device, and keeps tied weights tied. A ``Linear`` binarizes each vector along the
+    input's last dimension, as ``nn.Linear`` does (tokens of a 3-D input separately).
     """
     rule = check_grad_rule(grad_rule)
+    _refuse_lazy(model)
     gm = trace(copy.deepcopy(model))
-    for m in gm.modules():  # a rewired layer reads a ReLU's input: nothing may overwrite it
-        if getattr(m, "inplace", False):
-            setattr(m, "inplace", False)  # noqa: B010
-    for node in gm.graph.nodes:
-        if node.kwargs.get("inplace"):
-            node.kwargs = {**node.kwargs, "inplace": False}
-        if node.op == "call_method" and node.target == "relu_":
-            node.target = "relu"
-        if node.op == "call_function" and node.target in (F.relu_, torch.relu_):
-            node.target = torch.relu
-        if node.op == "call_function" and node.target is operator.iadd:
-            node.target = operator.add
-    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and _is(
-        n, gm, (nn.Conv2d, nn.Linear), (), ())]
+    modes = {name: m.training for name, m in model.named_modules()}
+    for name, m in gm.named_modules():  # tracing makes containers of its own
+        m.training = modes.get(name, model.training)
+    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(
+        gm.get_submodule(str(n.target)), (nn.Conv2d, nn.Linear))]
     if not nodes:
         raise BinarizeError(f"{type(model).__name__} has no nn.Conv2d or nn.Linear layer "
                             "called in its forward: nothing to binarize")
     calls: dict[str, int] = {}
     for n in nodes:
         calls[str(n.target)] = calls.get(str(n.target), 0) + 1
+    ties = _ties(gm, list(calls))
+    wiring = Rewirer(gm)
     report = BinarizeReport()
     seen: set[str] = set()
+    decided: dict[str, str] = {}  # layer -> why it stays float ("" : binarized)
     for i, node in enumerate(nodes):
         name = str(node.target)
-        if name in seen:
-            continue
-        seen.add(name)
         layer = gm.get_submodule(name)
-        kind = type(layer).__name__
         why = ""
         if first_and_last_float and i == 0:
             why = "the first layer (the paper keeps it float)"
@@ -297,23 +271,75 @@ def binarize(model: nn.Module, *, keep: Iterable[str] = (),
         elif _matches(name, keep):
             why = "kept float by name"
         elif keep_types and isinstance(layer, keep_types):
-            why = f"kept float by type ({kind})"
+            why = f"kept float by type ({type(layer).__name__})"
         elif calls[name] > 1:
             why = f"called {calls[name]} times in forward (weights shared between calls)"
         else:
             why = _float_reason(layer)
-        if why:
-            report.layers.append(LayerDecision(name, kind, False, why))
+        decided[name] = why
+    for name, others in ties.items():  # a tie holds if every holder is binarized
+        if not decided[name] and any(decided.get(o, "not a layer") for o in others):
+            decided[name] = (f"its weight is tied to {', '.join(repr(o) for o in others)}, "
+                             "which stays float (one weight cannot be both)")
+    for node in nodes:
+        name = str(node.target)
+        if name in seen:
+            continue
+        seen.add(name)
+        layer = gm.get_submodule(name)
+        kind = type(layer).__name__
+        if decided[name]:
+            report.layers.append(LayerDecision(name, kind, False, decided[name]))
             continue
         gm.set_submodule(name, _xnor_copy(layer, rule))
-        said = _rewire(gm, node) if rewire else ""
-        report.layers.append(LayerDecision(name, kind, True, "BN -> sign -> alpha * sign(W)",
-                                           said))
-    gm.graph.eliminate_dead_code()
+        said = wiring.rewire(node) if rewire else ""
+        tied = ties.get(name, [])
+        why = "BN -> sign -> alpha * sign(W)" + (
+            f"; weight tied to {', '.join(repr(o) for o in tied)}" if tied else "")
+        report.layers.append(LayerDecision(name, kind, True, why, said,
+                                           wiring.one_sign_cause(node)))
+    wiring.remove_orphans()
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()
+    if calibration is not None:
+        report = _calibrated(gm, report, calibration)
+    for d in report.layers:
+        if d.one_sign:
+            warnings.warn(f"binarize: {d.name} has an input of one sign ({d.one_sign}): its "
+                          "sign() is +1 everywhere and the layer learns nothing; keep it "
+                          "float or move the activation", BinarizeWarning, stacklevel=2)
     return Binarized(gm, report)
+
+
+class BinarizeWarning(UserWarning):
+    """A binary layer that binarize made but that cannot learn (an input of one sign)."""
+
+
+def _calibrated(gm: fx.GraphModule, report: BinarizeReport,
+                calibration: torch.Tensor) -> BinarizeReport:
+    """``report`` with each binary layer whose input had no value below zero on
+    ``calibration`` marked as having an input of one sign (eval mode, nothing updated)."""
+    modes = {name: m.training for name, m in gm.named_modules()}
+    gm.eval()
+    try:
+        shares = sign_inputs(gm, calibration)
+    except Exception as exc:  # the network's own forward refused the batch
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise BinarizeError(f"a forward pass on the calibration batch of shape "
+                            f"{tuple(calibration.shape)} failed: {type(exc).__name__}"
+                            + (f": {first}" if first else "")) from None
+    finally:
+        for name, m in gm.named_modules():
+            m.training = modes[name]
+    n = calibration.shape[0]
+    out = BinarizeReport()
+    for d in report.layers:
+        neg = shares.get(d.name, (1.0, 0.0))[0] if d.binarized else 1.0
+        if neg == 0.0 and not d.one_sign:
+            d = replace(d, one_sign=f"no value below zero on a calibration batch of {n}")
+        out.layers.append(d)
+    return out
 
 
 def sign_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[float, float]]:

@@ -46,7 +46,8 @@ class FusedXNOR:
 
     def binarization(self) -> None:
         """Center and clamp the latent weights in place (the layers binarize in forward)."""
-        bitops.center_clamp_([m.weight.data for m in self.target_layers])
+        weights = {id(m.weight): m.weight.data for m in self.target_layers}  # tied: once
+        bitops.center_clamp_(list(weights.values()))
 
     def restore(self) -> None:
         """Nothing to restore: the latent weights never left their parameters."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import sys
 import time
@@ -41,10 +42,31 @@ BUILDS: dict[str, list[str]] = {
 """Compiler flags per build; the module of build B is named ``xnorbench_kernels_B``."""
 
 
+def _cache_root() -> Path:
+    return Path(os.environ.get("XNORBENCH_BUILD_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "xnorbench", "extensions"))
+
+
+def build_key(build: str) -> str:
+    """What a compiled build depends on, as a short hash: the sources' contents and
+    where they are (the compiler's build file names them), the torch it compiles against
+    (version and install folder: its headers and libraries), the Python, and the flags.
+    Two installs, or one venv reached through two paths, get folders of their own
+    instead of rebuilding each other's kernels unannounced."""
+    import torch
+
+    h = hashlib.sha256()
+    for src in sorted((*_SOURCES, *_CSRC.glob("*.h"))):
+        h.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
+    for part in (str(_CSRC.resolve()), torch.__version__, str(Path(torch.__file__).parent),
+                 sys.version, sys.executable, " ".join(BUILDS[build])):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def build_dir(build: str) -> Path:
-    base = os.environ.get("XNORBENCH_BUILD_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "xnorbench", "extensions")
-    path = Path(base) / build
+    """The folder build ``build`` of these sources compiles into (see :func:`build_key`)."""
+    path = _cache_root() / f"{build}-{build_key(build)}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -126,11 +148,17 @@ _LAST_BUILD = "last_build_seconds"
 
 
 def last_build_seconds(build: str) -> float | None:
-    """How long ``build`` last took to compile here (from its cache folder), if known."""
-    try:
-        return float((build_dir(build) / _LAST_BUILD).read_text())
-    except (OSError, ValueError):
-        return None
+    """How long ``build`` last took to compile here, if known: from its own cache folder,
+    else from the newest folder of the same build (other sources or another install)."""
+    found = sorted(_cache_root().glob(f"{build}-*/{_LAST_BUILD}"),
+                   key=lambda p: p.stat().st_mtime)
+    own = build_dir(build) / _LAST_BUILD
+    for path in ([own] if own.is_file() else []) + found[::-1]:
+        try:
+            return float(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 @functools.lru_cache(maxsize=3)

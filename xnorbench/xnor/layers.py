@@ -126,7 +126,15 @@ class XNORConv2d(_XNORBase):
 
 
 class XNORLinear(_XNORBase):
-    """BatchNorm1d -> BinActive -> [dropout] -> linear(sign(x), alpha*sign(W)) [+ b]."""
+    """BatchNorm1d -> BinActive -> [dropout] -> linear(sign(x), alpha*sign(W)) [+ b].
+
+    ``flatten_input=True`` (the built-in networks) flattens each sample to one vector, so
+    a conv's 4-D output feeds it directly. ``False`` (what ``binarize`` makes of an
+    ``nn.Linear``) works as ``nn.Linear`` does, along the last dimension: an input
+    (..., in_features) is that many vectors (tokens), each normalized by the same
+    per-feature BatchNorm, binarized and multiplied on its own, and the output keeps the
+    leading dimensions. On a 2-D input the two are the same.
+    """
 
     def __init__(
         self,
@@ -136,8 +144,10 @@ class XNORLinear(_XNORBase):
         dropout: float = 0.0,
         grad_rule: str = "corrected",
         bn_eps: float = 1e-4,
+        flatten_input: bool = True,
     ) -> None:
         super().__init__(grad_rule)
+        self.flatten_input = flatten_input
         self.in_features = in_features
         self.out_features = out_features
         self.bn = nn.BatchNorm1d(in_features, eps=bn_eps)
@@ -148,18 +158,29 @@ class XNORLinear(_XNORBase):
 
     def forward(self, x: Tensor) -> Tensor:
         """The fused path (:mod:`.functional`)."""
-        return binary_linear(self.bn(torch.flatten(x, 1)), self.weight, self.bias,
-                             self.weight_rule, self.dropout_p)
+        rows, lead = linear_rows(x, self.flatten_input)
+        out = binary_linear(self.bn(rows), self.weight, self.bias, self.weight_rule,
+                            self.dropout_p)
+        return out.reshape(*lead, self.out_features)
 
     def simulated(self, x: Tensor) -> Tensor:
         """The layer as plain autograd composes it (reference for tests)."""
-        x = torch.flatten(x, 1)
-        xb = self.dropout(bin_active(self.bn(x)))
-        return F.linear(xb, self.binary_weight(), self.bias)
+        rows, lead = linear_rows(x, self.flatten_input)
+        xb = self.dropout(bin_active(self.bn(rows)))
+        return F.linear(xb, self.binary_weight(), self.bias).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, "
-                f"grad_rule={self.grad_rule}")
+                f"grad_rule={self.grad_rule}" + (
+                    "" if self.flatten_input else ", along the last dimension"))
+
+
+def linear_rows(x: Tensor, flatten_input: bool) -> tuple[Tensor, tuple[int, ...]]:
+    """``x`` as the matrix of vectors a binary linear layer multiplies, and the leading
+    shape its output takes back (see :class:`XNORLinear`; its packed form does the same)."""
+    if flatten_input or x.dim() == 2:
+        return torch.flatten(x, 1), (x.shape[0],)
+    return x.reshape(-1, x.shape[-1]), tuple(x.shape[:-1])
 
 
 BINARY_LAYERS = (XNORConv2d, XNORLinear)

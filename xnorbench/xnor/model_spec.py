@@ -21,10 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..errors import InputError
-from .convert import Binarized, binarize
+from .convert import Binarized, BinarizeError, binarize
 
 DEFAULT_INPUT = (3, 224, 224)
 CIFAR_INPUT = (3, 32, 32)
@@ -33,6 +33,13 @@ CIFAR_INPUT = (3, 32, 32)
 def is_spec(name: str) -> bool:
     """Whether ``name`` is a spec (it has a ``:``) rather than a built-in network's name."""
     return ":" in name
+
+
+def is_factory(name: str) -> bool:
+    """Whether ``name`` is a ``module.path:function`` spec: building it imports and runs
+    code of the user's, so it is built only where the user names it (never because a
+    file or a database row names it)."""
+    return is_spec(name) and name.partition(":")[0] != "torchvision"
 
 
 def torchvision_models() -> list[str]:
@@ -66,6 +73,11 @@ def _factory(spec: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise InputError(f"model {spec!r}: cannot import {module_name!r} ({exc})") from None
+    except Exception as exc:  # a relative name, or the module's own code failing
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"model {spec!r}: cannot import {module_name!r} "
+                         f"({type(exc).__name__}: {first}); give a module name importable "
+                         "from the working folder, e.g. my_nets:small") from None
     fn = getattr(module, function, None)
     if not callable(fn):
         raise InputError(f"model {spec!r}: {module_name} has no function {function!r}")
@@ -95,9 +107,19 @@ def input_shape(spec: str) -> tuple[int, int, int]:
     if source != "torchvision":
         given = getattr(_factory(spec), "input_shape", None)
         if given is not None:
-            c, h, w = (int(v) for v in given)
-            return c, h, w
+            return _shape_of(spec, given)
     return DEFAULT_INPUT
+
+
+def _shape_of(spec: str, given: Any) -> tuple[int, int, int]:
+    """A factory's ``input_shape`` as (C, H, W); ``InputError`` naming the spec unless it
+    is three whole numbers from 1 to 4096."""
+    values = list(given) if isinstance(given, (tuple, list)) else []
+    if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                   and 1 <= v <= 4096 for v in values):
+        raise InputError(f"model {spec!r}: its input_shape {given!r} is not (C, H, W), three "
+                         "whole numbers from 1 to 4096")
+    return values[0], values[1], values[2]
 
 
 def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None:
@@ -129,28 +151,38 @@ def _adapt_stem(model: nn.Module, in_channels: int, cifar: bool) -> None:
         model.maxpool = nn.Identity()
 
 
-def build_spec(spec: str, binary: bool = False, in_channels: int = 3,
+def build_spec(spec: str, binary: bool = False, in_channels: int | None = None,
                num_classes: int | None = None, grad_rule: str = "corrected",
                input_size: tuple[int, int] | None = None) -> nn.Module:
     """The network ``spec`` names, float or (``binary``) through :func:`binarize_spec`.
 
-    ``num_classes`` None: 10 for ``:cifar``, else the builder's default (1000 for
-    torchvision). ``input_size`` is accepted for :func:`~.models.build`'s signature (the
-    networks here pool globally). A factory is called with ``num_classes`` and
-    ``in_channels`` where its signature takes them; otherwise its first conv is adapted.
+    ``in_channels`` None: the channels of the spec's own input (:func:`input_shape`: a
+    factory's ``input_shape``, else 3). ``num_classes`` None: 10 for ``:cifar``, else the
+    builder's default (1000 for torchvision). ``input_size`` is accepted for
+    :func:`~.models.build`'s signature (the networks here pool globally). A factory is
+    called with ``num_classes`` and ``in_channels`` where its signature takes them;
+    otherwise its first conv is adapted.
     """
     if binary:
         return binarize_spec(spec, in_channels, num_classes, grad_rule).model
-    model = _network(spec, in_channels, num_classes)
-    return _recorded(model, spec, False, in_channels, num_classes, grad_rule)
+    channels = input_shape(spec)[0] if in_channels is None else in_channels
+    model = _network(spec, channels, num_classes)
+    return _recorded(model, spec, False, channels, num_classes, grad_rule)
 
 
-def binarize_spec(spec: str, in_channels: int = 3, num_classes: int | None = None,
-                  grad_rule: str = "corrected") -> Binarized:
+def binarize_spec(spec: str, in_channels: int | None = None, num_classes: int | None = None,
+                  grad_rule: str = "corrected",
+                  calibration: Tensor | None = None) -> Binarized:
     """The network ``spec`` names through :func:`binarize`: the XNOR model (its spec
-    recorded) and binarize's report of what it did to each layer."""
-    out = binarize(_network(spec, in_channels, num_classes), grad_rule=grad_rule)
-    _recorded(out.model, spec, True, in_channels, num_classes, grad_rule)
+    recorded) and binarize's report of what it did to each layer (``calibration``: see
+    :func:`binarize`)."""
+    channels = input_shape(spec)[0] if in_channels is None else in_channels
+    try:
+        out = binarize(_network(spec, channels, num_classes), grad_rule=grad_rule,
+                       calibration=calibration)
+    except BinarizeError as exc:
+        raise BinarizeError(f"model {spec!r}: {exc}") from None
+    _recorded(out.model, spec, True, channels, num_classes, grad_rule)
     return out
 
 
@@ -179,14 +211,27 @@ def _network(spec: str, in_channels: int, num_classes: int | None) -> nn.Module:
         kw: dict[str, Any] = {"weights": None}
         if num_classes is not None:
             kw["num_classes"] = num_classes
-        model = torchvision.models.get_model(name, **kw)
+        try:
+            model = torchvision.models.get_model(name, **kw)
+        except (RuntimeError, MemoryError, ValueError, TypeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"model {spec!r}: torchvision cannot build it with "
+                             f"{num_classes} classes: {first}") from None
         _adapt_stem(model, in_channels, variant == "cifar")
         return model
     fn = _factory(spec)
-    accepts = inspect.signature(fn).parameters
+    try:
+        accepts = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        accepts = {}  # type: ignore[assignment]
     kw = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels))
           if k in accepts and v is not None}
-    model = fn(**kw)
+    try:
+        model = fn(**kw)
+    except Exception as exc:  # the user's code: whatever it raises is said in one line
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise InputError(f"model {spec!r}: {name}() raised {type(exc).__name__}"
+                         + (f": {first}" if first else "")) from None
     if not isinstance(model, nn.Module):
         raise InputError(f"model {spec!r}: {name}() returned {type(model).__name__}, not "
                          "an nn.Module")

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .bitops import alphas, binarize_weight
 from .kernels import load_kernels
-from .layers import XNORConv2d, XNORLinear
+from .layers import XNORConv2d, XNORLinear, linear_rows
 
 
 def _alpha_and_weight(layer: XNORConv2d | XNORLinear) -> tuple[Tensor, Tensor]:
@@ -123,8 +123,9 @@ class PackedXNORLinear(nn.Module):
     """Inference-only binary linear layer (a 1x1 binary convolution over N x 1 x 1)."""
 
     def __init__(self, bn: nn.BatchNorm1d, wbin: Tensor, alpha: Tensor,
-                 bias: Tensor | None) -> None:
+                 bias: Tensor | None, flatten_input: bool = True) -> None:
         super().__init__()
+        self.flatten_input = flatten_input
         self.bn = copy.deepcopy(bn).eval()
         self.out_features, self.in_features = wbin.shape
         self.register_buffer("wpacked", load_kernels().pack_weight(
@@ -135,14 +136,17 @@ class PackedXNORLinear(nn.Module):
     @classmethod
     def from_layer(cls, layer: XNORLinear) -> PackedXNORLinear:
         alpha, wb = _alpha_and_weight(layer)
-        return cls(layer.bn, wb, alpha, layer.bias)
+        return cls(layer.bn, wb, alpha, layer.bias, layer.flatten_input)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.bn(torch.flatten(x, 1))
-        out = load_kernels().xnor_conv2d(x[:, :, None, None], self.wpacked, self.alpha,
+        """As :meth:`XNORLinear.forward <.layers.XNORLinear.rows>`: per sample flattened,
+        or (``flatten_input=False``) per vector along the last dimension."""
+        rows, lead = linear_rows(x, self.flatten_input)
+        rows = self.bn(rows)
+        out = load_kernels().xnor_conv2d(rows[:, :, None, None], self.wpacked, self.alpha,
                                          self.bias, None, self.out_features, 1, 1, 1, 1, 0, 0,
                                          False)
-        return out.reshape(x.shape[0], self.out_features).to(x.dtype)
+        return out.reshape(*lead, self.out_features).to(x.dtype)
 
 
 def bn_thresholds(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
