@@ -1,4 +1,5 @@
-"""The one error every layer may raise for unusable input.
+"""The one error every layer may raise for unusable input, and how any exception is said
+in one line.
 
 It lives at the bottom of the package so that data readers, option checks, the
 runner and the CLI share it without importing one another."""
@@ -12,3 +13,17 @@ class InputError(Exception):
     Raised by a suite before it produced any row, it leaves nothing in the database:
     the runner deletes the run row and the CLI answers with one line and exit code 2.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """``exc``'s message as one line: its first line, or its type's name if it has none
+    (what a one-line ``error:`` says of an exception from code it does not own)."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def exception_line(exc: BaseException) -> str:
+    """``exc`` as ``Type: first line`` (``Type`` alone where it says nothing)."""
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {text.splitlines()[0]}" if text else name

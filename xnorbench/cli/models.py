@@ -55,7 +55,7 @@ def summary_cmd(
     from rich.table import Table
     from torch import nn
 
-    from ..errors import InputError
+    from ..errors import InputError, exception_line
     from ..measure.summary import summarize
     from ..xnor import model_spec, models
     from ..xnor.convert import BinarizeError
@@ -83,9 +83,7 @@ def summary_cmd(
     try:
         s = summarize(net, shape)
     except Exception as exc:  # noqa: BLE001 - the forward refused the input (any network)
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        fail(f"{model} on a {'x'.join(map(str, shape))} input: {type(exc).__name__}"
-             + (f": {first}" if first else ""))
+        fail(f"{model} on a {'x'.join(map(str, shape))} input: {exception_line(exc)}")
     console = Console()
     if layers:
         table = Table(title=f"{model} ({'XNOR' if binary else 'float'}), input "

@@ -35,18 +35,27 @@ _MIN_FRAGMENT = 3
 ordinary letters); a URL's own password field always is."""
 
 
+def _userinfo(rest: str) -> tuple[str, str, str, str] | None:
+    """(user, ':' or '', password, host and what follows) of a URL's part after '://';
+    None without credentials. They end at the *last* '@': a password may hold an
+    unencoded '@' (SQLAlchemy splits at the first one and takes the rest for the host)."""
+    if "@" not in rest:
+        return None
+    cred, _, tail = rest.rpartition("@")
+    user, colon, secret = cred.partition(":")
+    return user, colon, secret, tail
+
+
 def _credentials(url: str) -> list[str]:
-    """The secrets a URL carries: its password (up to the *last* '@') and the values of
-    query items that hold one."""
+    """The secrets a URL carries: its password and the values of query items that hold
+    one."""
     _scheme, sep, rest = url.partition("://")
     if not sep:
         return []
     found = [m[0].partition("=")[2] for m in _SECRET_QUERY.finditer(rest)]
-    head = rest.split("?", 1)[0]
-    if "@" in head:
-        _user, colon, secret = head.rpartition("@")[0].partition(":")
-        if colon and secret:
-            found.append(secret)
+    parts = _userinfo(rest.split("?", 1)[0])
+    if parts is not None and parts[1]:
+        found.append(parts[2])
     return [f for f in found if f]
 
 
@@ -63,11 +72,9 @@ def secrets_of(url: str) -> list[str]:
 
 def _redact_one(url: str) -> str:
     scheme, _, rest = url.partition("://")
-    if "@" in rest:
-        # the credentials end at the *last* '@': a password may hold an unencoded '@'
-        # (SQLAlchemy splits at the first one and shows the rest as the host)
-        cred, _, tail = rest.rpartition("@")
-        user, colon, _secret = cred.partition(":")
+    parts = _userinfo(rest)
+    if parts is not None:
+        user, colon, _secret, tail = parts
         rest = f"{user}{colon and ':' + HIDDEN}@{tail}"
     return f"{scheme}://{_SECRET_QUERY.sub(lambda m: m[1] + HIDDEN, rest)}"
 

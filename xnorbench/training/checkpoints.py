@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from ..errors import first_line
+
 
 class CheckpointError(OSError):
     """A checkpoint could not be written or used; the message names the file and why."""
@@ -29,8 +31,7 @@ def load_checkpoint(path: Path, device: str, binding: dict[str, Any]) -> dict[st
             "object whose loading would run code), so it was not loaded and nothing in it "
             "ran; remove it to train this run from scratch") from None
     except Exception as exc:  # truncated, empty, not a checkpoint
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(exc)}") from None
     have = state.get("binding") if isinstance(state, dict) else None
     if not isinstance(have, dict):
         raise CheckpointError(f"checkpoint {path} records no run it belongs to (written by an "

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple, cast
 import torch
 from torch import fx, nn
 
+from ..errors import exception_line, first_line
 from .binarize import check_grad_rule
 from .layers import BINARY_LAYERS, XNORConv2d, XNORLinear
 from .rewire import Rewirer
@@ -140,7 +141,7 @@ def trace(model: nn.Module) -> BinarizedModule:
     except Exception as exc:
         where = tracer.stack[-1] if tracer.stack else "(top level)"
         kind = type(dict(model.named_modules()).get(where, model)).__name__
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise BinarizeError(
             f"cannot trace {type(model).__name__} with torch.fx: in module {where!r} "
             f"({kind}): {first}. binarize needs a network whose forward has no "
@@ -325,10 +326,9 @@ def _calibrated(gm: fx.GraphModule, report: BinarizeReport,
     try:
         shares = sign_inputs(gm, calibration)
     except Exception as exc:  # the network's own forward refused the batch
-        first = str(exc).splitlines()[0] if str(exc) else ""
         raise BinarizeError(f"a forward pass on the calibration batch of shape "
-                            f"{tuple(calibration.shape)} failed: {type(exc).__name__}"
-                            + (f": {first}" if first else "")) from None
+                            f"{tuple(calibration.shape)} failed: {exception_line(exc)}") \
+            from None
     finally:
         for name, m in gm.named_modules():
             m.training = modes[name]

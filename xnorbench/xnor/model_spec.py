@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..errors import InputError, exception_line, first_line
 from .convert import Binarized, BinarizeError, binarize
 
 DEFAULT_INPUT = (3, 224, 224)
@@ -74,9 +74,8 @@ def _factory(spec: str) -> Callable[..., Any]:
     except ImportError as exc:
         raise InputError(f"model {spec!r}: cannot import {module_name!r} ({exc})") from None
     except Exception as exc:  # a relative name, or the module's own code failing
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"model {spec!r}: cannot import {module_name!r} "
-                         f"({type(exc).__name__}: {first}); give a module name importable "
+                         f"({exception_line(exc)}); give a module name importable "
                          "from the working folder, e.g. my_nets:small") from None
     fn = getattr(module, function, None)
     if not callable(fn):
@@ -214,9 +213,8 @@ def _network(spec: str, in_channels: int, num_classes: int | None) -> nn.Module:
         try:
             model = torchvision.models.get_model(name, **kw)
         except (RuntimeError, MemoryError, ValueError, TypeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"model {spec!r}: torchvision cannot build it with "
-                             f"{num_classes} classes: {first}") from None
+                             f"{num_classes} classes: {first_line(exc)}") from None
         _adapt_stem(model, in_channels, variant == "cifar")
         return model
     fn = _factory(spec)
@@ -229,9 +227,8 @@ def _network(spec: str, in_channels: int, num_classes: int | None) -> nn.Module:
     try:
         model = fn(**kw)
     except Exception as exc:  # the user's code: whatever it raises is said in one line
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise InputError(f"model {spec!r}: {name}() raised {type(exc).__name__}"
-                         + (f": {first}" if first else "")) from None
+        raise InputError(f"model {spec!r}: {name}() raised {exception_line(exc)}") \
+            from None
     if not isinstance(model, nn.Module):
         raise InputError(f"model {spec!r}: {name}() returned {type(model).__name__}, not "
                          "an nn.Module")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from . import model_spec
 from .bitops import alphas
 from .layers import binary_layers
@@ -218,9 +218,8 @@ def load_packed(path: str | os.PathLike, factory: str | None = None) -> nn.Modul
         _check_fit(model.state_dict(), state)
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{path}: its weights do not fit the network it names ({name}): "
-                         f"{first.strip()[:200]}") from None
+                         f"{first_line(exc).strip()[:200]}") from None
     for _, layer in binary_layers(model):
         layer.weight_is_binarized = True
     return model

@@ -167,7 +167,8 @@ class Rewirer:
         self.gm = gm
         self.graph = gm.graph
         self.position = {n: i for i, n in enumerate(self.graph.nodes)}
-        self.writers = [self.position[n] for n in self.graph.nodes if mutates(n, gm)]
+        self.last_write = max((self.position[n] for n in self.graph.nodes
+                               if mutates(n, gm)), default=-1)
         self.made: dict[fx.Node, tuple[fx.Node, list[fx.Node], list[fx.Node]] | None] = {}
         self.snapshots: dict[fx.Node, fx.Node] = {}
         self.bypassed: list[fx.Node] = []
@@ -226,8 +227,7 @@ class Rewirer:
         after it (an in-place ReLU overwrites its own input)."""
         source = first_input(activation)
         assert source is not None
-        at = self.position.get(activation, len(self.position))
-        if not any(w >= at for w in self.writers):
+        if self.position.get(activation, len(self.position)) > self.last_write:
             return source
         if activation not in self.snapshots:
             with self.graph.inserting_before(activation):
