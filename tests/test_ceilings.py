@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -74,3 +75,33 @@ def test_report_explains_speed_by_the_ceilings(tmp_path: Path):
         "select metric, count(*) from results group by metric").fetchall())
     assert rows["layer_binary_pct_of_peak"] == rows["layer_float_pct_of_peak"] == 2
     assert rows["train_step_ops"] == 3
+
+
+def test_ceilings_measure_every_int8_and_bf16_unit_the_cpu_has(tmp_path: Path):
+    """A peak for each unit the CPU lists (AVX2 int8 on any AVX2 CPU; VNNI, AMX and
+    AVX512-BF16 where present), a row saying why for each it lacks, and the binary peak
+    against the best int8 one."""
+    from xnorbench.measure.ceilings import LOWP_UNITS
+    from xnorbench.measure.cpu_units import cpu_flags
+
+    db = tmp_path / "c.db"
+    res = CliRunner().invoke(app, ["--db", str(db), "run", "ceilings", "--builds", "native",
+                                   "--channels", "32", "--input-size", "8", "--rounds", "1",
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    got = {(m, v): (val, json.loads(p or "{}")) for m, v, val, p in sqlite3.connect(
+        db).execute("select metric, variant, value, params from results")}
+    have_int8 = False
+    for precision, units in LOWP_UNITS.items():
+        for unit, _ in units:
+            if unit in cpu_flags():
+                value, _ = got[(f"{precision}_peak_gmacs", unit)]
+                assert value > 1, unit  # at least a GMAC/s on any core
+                have_int8 |= precision == "int8"
+            else:
+                _, prm = got[("lowp_peak_unavailable", unit)]
+                assert prm["reason"] == f"this CPU has no {unit}"
+    if have_int8:
+        assert got[("binary_over_int8_peak", "native")][0] > 0
+    table = CliRunner().invoke(app, ["--db", str(db), "table", "--suite", "ceilings"])
+    assert "low-precision peaks per core" in table.output

@@ -4,8 +4,8 @@ One vocabulary for suites, stored rows, tables and the report. Each name says wh
 code produced the number, because the same XNOR network is measured in four ways that
 differ by an order of magnitude in speed and memory:
 
-* ``float``: the float network (torch eager; other float engines are
-  ``float_<engine>``, see :mod:`xnorbench.measure.float_engines`).
+* ``float``: the float network (torch eager; the other baselines, any precision,
+  are ``float_<engine>``, see :mod:`xnorbench.measure.baselines`).
 * ``xnor``: the XNOR network *simulated* in float arithmetic: binary values (+-1 times
   alpha) through torch's float conv. What training evaluates, so what an accuracy is.
 * ``xnor_packed``: the XNOR network packed to bits and run through the C++
@@ -14,6 +14,8 @@ differ by an order of magnitude in speed and memory:
   forward, the gradient rule in backward, bits kept for backward).
 * ``xnor_binop``: an XNOR training step through the original port's BinOp workflow
   (binarize in place, restore, correct the gradient after backward).
+* ``xnor_openvino``: binary work on OpenVINO's ``BinaryConvolution``: the sweep's peer
+  of the packed kernel, and an XNOR network exported by ``xnorbench export``.
 
 Sizes of the stored network (the memory suite's packed and float32 bytes) are rows of
 ``xnor`` and ``float``: they describe the network, whatever runs it. Rows stored before
@@ -39,6 +41,7 @@ class Variant(str, Enum):
     XNOR_PACKED = "xnor_packed"
     XNOR_FUSED = "xnor_fused"
     XNOR_BINOP = "xnor_binop"
+    XNOR_OPENVINO = "xnor_openvino"
 
     def __str__(self) -> str:
         return self.value
@@ -54,7 +57,7 @@ class Variant(str, Enum):
 
 LABELS = {Variant.FLOAT: "float", Variant.XNOR: "XNOR simulated",
           Variant.XNOR_PACKED: "XNOR packed", Variant.XNOR_FUSED: "XNOR fused",
-          Variant.XNOR_BINOP: "XNOR BinOp"}
+          Variant.XNOR_BINOP: "XNOR BinOp", Variant.XNOR_OPENVINO: "XNOR on OpenVINO"}
 
 TRAINING_STEPS = (Variant.FLOAT, Variant.XNOR_FUSED, Variant.XNOR_BINOP)
 """The ways a training step runs: float autograd and the two XNOR training paths."""

@@ -1,11 +1,12 @@
 """The xnorbench command line (Typer): :mod:`.app` is the root command and what every
 command shares (the database option, one-line errors), :mod:`.common` the checks of
-option values, :mod:`.run` the suite commands, :mod:`.models` ``summary``,
+option values, :mod:`.run` the suite commands, :mod:`.models` ``summary``, :mod:`.export`
+``export`` (a trained XNOR network to OpenVINO),
 :mod:`.results` the commands that read results, :mod:`.runs` the run and schema
 commands. Importing this package registers them
 all on :data:`app`."""
 
-from . import models, results, run, runs  # noqa: F401  (each registers its commands on app)
+from . import export, models, results, run, runs  # noqa: F401  (each registers its commands)
 from .app import State, app, fail, main
 from .run import suite_command
 

@@ -33,6 +33,7 @@ def info_cmd(
 
     from ..data.files import data_dir
     from ..db import shown_db
+    from ..measure.cpu_units import bf16_unit, int8_unit
     from ..runs.environment import cpu_info
     from ..xnor.kernels import build_dir, default_build, expected_isa, kernel_isa, needs_build
 
@@ -46,6 +47,9 @@ def info_cmd(
         ("CPU", cpu), ("ISA flags", flags or "-"),
         ("torch threads", str(torch.get_num_threads())),
         ("CUDA", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"),
+        ("int8 unit", int8_unit() or "none (AVX2: int8 through 16-bit products)"),
+        ("bf16 unit", bf16_unit() or "none (the bf16 baselines are left out here)"),
+        ("baselines", _runtimes()),
         ("kernel build", f"{kb} (XNORBENCH_KERNEL_BUILD=native|avx2|portable)"),
         ("kernel path", kernel_isa() if build else
          f"{expected_isa(kb)} (expected; --build loads it)"),
@@ -62,6 +66,19 @@ def info_cmd(
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key:<{width}}  {value}")
+
+
+def _runtimes() -> str:
+    """Which baseline runtimes are installed, with their versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = ["torch " + version("torch")]
+    for name, extra in (("onnxruntime", "onnx"), ("openvino", "openvino")):
+        try:
+            out.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            out.append(f"{name} missing (pip install 'xnorbench[{extra}]')")
+    return ", ".join(out)
 
 
 @app.command("recipes")
@@ -131,7 +148,8 @@ def table(
         help="accuracy (the mission's table), seeds (its per-seed values), cells (every "
              "trained recipe and variant), sweep, memory, timing, train-step (step time and "
              "operators, float vs XNOR fused vs BinOp), train-memory (bytes kept for "
-             "backward, peak RSS), saved-by-layer, ceilings (per-core peaks) or compare.")
+             "backward, peak RSS), saved-by-layer, ceilings (per-core peaks), compare or "
+             "tradeoff (fp32 / bf16 / int8 / XNOR: accuracy, latency, size).")
     ] = "accuracy",
     format: Annotated[TableFormat, typer.Option("--format", help="Output format.")
                       ] = TableFormat.markdown,
@@ -146,7 +164,7 @@ def table(
     (mean ± std over seeds): full-data recipes before subsets, then the most training;
     --run / --tag choose exactly what is shown.
     """
-    from ..report import memory_tables, speed_tables, table_format, tables
+    from ..report import memory_tables, speed_tables, table_format, tables, tradeoff_tables
 
     renderers = {"accuracy": tables.accuracy_table, "seeds": tables.per_seed_table,
                  "cells": tables.cells_table,
@@ -155,7 +173,8 @@ def table(
                  "train-memory": memory_tables.train_memory_table,
                  "saved-by-layer": memory_tables.saved_by_layer_table,
                  "ceilings": speed_tables.ceilings_table,
-                 "compare": tables.compare_table}
+                 "compare": tables.compare_table,
+                 "tradeoff": tradeoff_tables.tradeoff_table}
     choose(suite, list(renderers), "table suite")
     store = open_store()
     selection = selection_from(store, run, tag)

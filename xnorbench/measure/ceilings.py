@@ -100,3 +100,54 @@ def conv_macs(batch: int, out_channels: int, in_channels: int, kh: int, kw: int,
               ow: int) -> int:
     """Multiply-accumulates of a dense 2-D convolution."""
     return batch * out_channels * in_channels * kh * kw * oh * ow
+
+
+LOWP_UNITS = {
+    "int8": (("avx2", "VPMADDUBSW + VPMADDWD + VPADDD (ymm, no VNNI)"),
+             ("avx_vnni", "VEX VPDPBUSD (ymm)"), ("avx512_vnni", "VPDPBUSD (zmm)"),
+             ("amx_int8", "TDPBUSD (AMX tiles)")),
+    "bf16": (("avx512_bf16", "VDPBF16PS (zmm)"), ("amx_bf16", "TDPBF16PS (AMX tiles)")),
+}
+"""Per precision, the units whose peak ``run ceilings`` measures (``csrc/lowp_ceilings.cpp``),
+named by the ``/proc/cpuinfo`` flag that says a CPU has it."""
+
+LOWP_ITERS = {"amx_int8": 100_000, "amx_bf16": 100_000}
+"""Loop iterations per block (AMX: four 16-cycle tile products an iteration)."""
+
+_CHILD = """
+import sys
+from xnorbench.xnor.kernels import train_ops
+ops, unit, iters = train_ops(), sys.argv[1], int(sys.argv[2])
+ops.lowp_peak(unit, iters)  # warm: clocks up, tiles configured once
+print(max(ops.lowp_peak(unit, iters) for _ in range(5)))
+"""
+
+
+def lowp_peak(unit: str, timeout: float = 300.0) -> tuple[float | None, str | None]:
+    """(multiply-adds per second of ``unit`` on one core, None), or (None, why not).
+
+    Measured in a child process, the best of 5 blocks: an instruction the CPU or the
+    kernel refuses kills the child, not the run that asked."""
+    import subprocess
+    import sys
+
+    from .cpu_units import cpu_flags
+
+    flag = "avx2" if unit == "avx2" else unit
+    if flag not in cpu_flags():
+        return None, f"this CPU has no {flag}"
+    try:
+        out = subprocess.run([sys.executable, "-c", _CHILD, unit,
+                              str(LOWP_ITERS.get(unit, 2_000_000))],
+                             capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"the {unit} loop did not finish in {timeout:.0f} s"
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+        return None, f"the {unit} loop failed: {tail[:200]}"
+    rate = float(out.stdout.strip().splitlines()[-1])
+    if rate == -2:
+        return None, "the kernel refused the AMX tile state (arch_prctl)"
+    if rate < 0:
+        return None, f"{unit}: not an x86-64 build"
+    return rate, None

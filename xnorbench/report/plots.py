@@ -43,6 +43,17 @@ def _plot(points: list[dict[str, Any]], sweep: str, axis: str, xlabel: str, titl
         if vs_fastest:
             ax.plot(xs, [p["speedup"] for p in pts], "^:", alpha=0.5,
                     label=f"vs torch eager, packing included ({threads} thr)")
+        for q, mark in (("int8", "v-"), ("bf16", "d-")):
+            low = [p.get(f"speedup_vs_fastest_{q}") for p in pts]
+            if any(v is not None for v in low):
+                ax.plot(xs, [math.nan if v is None else v for v in low], mark,
+                        label=f"vs fastest {q}, packing included ({threads} thr)")
+        peer = [p.get("speedup_vs_openvino_binaryconv") for p in pts]
+        ratio = [None if v is None or p.get("speedup_vs_fastest") is None
+                 else p["speedup_vs_fastest"] / v for p, v in zip(pts, peer)]
+        if any(v is not None for v in ratio):
+            ax.plot(xs, [math.nan if v is None else v for v in ratio], "x-.",
+                    label=f"OpenVINO BinaryConvolution vs fastest float ({threads} thr)")
         if not theory_drawn:
             ax.plot(xs, [p["theoretical_speedup"] for p in pts], "k:", lw=2,
                     label="theoretical 64cN_W/(cN_W+64)")

@@ -60,6 +60,8 @@ def sweep_points(store: Store, selection: Selection = Selection()) -> list[dict[
                 if r.metric == "fastest_float_ms":
                     pt["fastest_engine"] = p.get("engine")
                     pt["unavailable_engines"] = p.get("unavailable") or {}
+                if r.metric in ("fastest_bf16_ms", "fastest_int8_ms"):
+                    pt[f"{r.metric[:-3]}_engine"] = p.get("engine")
     for key, pt in points.items():
         alike = {rid: rows for rid, rows in spreads.get(key, {}).items()
                  if same[rid] == same[pt["run_id"]] and same[rid][0] and not same[rid][1]}

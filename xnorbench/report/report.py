@@ -32,6 +32,7 @@ from .tables import (
     rule_gaps,
     training_time_table,
 )
+from .tradeoff_tables import tradeoff_table
 
 
 def _section(t: Table, empty: str) -> str:
@@ -147,7 +148,7 @@ def _speed_discussion(store: Store, sel: Selection) -> list[str]:
                        f"included ({p['speedup_nopack']:.1f}x against eager on a packed "
                        f"input), vs the theoretical {p['theoretical_speedup']:.1f}x "
                        f"(run {p['run_id']}, {p.get('cpu')}, kernel path "
-                       f"{p.get('kernel_isa')}).")
+                       f"{p.get('kernel_isa')})." + _lowp_words(p, "the binary conv"))
     for rec in timing_table(store, sel).records:
         if rec.get("device") == "cuda" and rec.get("float_ms") and rec.get("xnor_simulated_ms"):
             out.append(f"- On the GPU, {MODEL_NAMES.get(rec['model'], rec['model'])} at batch "
@@ -166,7 +167,8 @@ def _speed_discussion(store: Store, sel: Selection) -> list[str]:
                    f"ms with packed kernels vs {fastest}{rec['float_ms']:.2f} ms in torch "
                    f"eager ({rec['speedup']:.2f}x)"
                    + ("." if simulated is None else "; the float-simulated XNOR model (what "
-                      f"a training port runs) takes {simulated:.2f} ms."))
+                      f"a training port runs) takes {simulated:.2f} ms.")
+                   + _lowp_words(rec, "the packed network"))
     out += _ceiling_discussion(store, sel)
     for rec in train_step_table(store, sel).records:
         if rec.get("fused_ratio") is None:
@@ -178,6 +180,35 @@ def _speed_discussion(store: Store, sel: Selection) -> list[str]:
                    f"{_x(rec.get('fused_ops_ratio'))} its operators; through the port's "
                    f"BinOp workflow {_x(rec.get('binop_ratio'))} (run {rec['run_id']}).")
     return out or ["- No sweep or timing run yet."]
+
+
+def _lowp_words(rec: dict, what: str) -> str:
+    """What a sweep point or timing record says about the int8 and bf16 baselines and
+    OpenVINO's binary conv, as sentences (empty where none ran)."""
+    out = ""
+    for q in ("int8", "bf16"):
+        ms, ratio = rec.get(f"fastest_{q}_ms"), rec.get(f"speedup_vs_fastest_{q}")
+        if ms is None or ratio is None:
+            continue
+        engine = rec.get(f"fastest_{q}_engine")
+        out += (f" Against the fastest {q} engine ({engine}, {ms:.3f} ms) {what} is "
+                + (f"{ratio:.2f}x faster." if ratio >= 1 else
+                   f"{1 / ratio:.2f}x slower: {q} wins here."))
+    peer = rec.get("speedup_vs_openvino_binaryconv")
+    if peer is not None:
+        out += (f" OpenVINO's own binary convolution takes {rec['openvino_binaryconv_ms']:.3f}"
+                f" ms ({peer:.2f}x ours).")
+    if rec.get("xnor_openvino_ms") is not None:
+        out += (f" Exported to OpenVINO (BinaryConvolution) it takes "
+                f"{rec['xnor_openvino_ms']:.3f} ms.")
+    return out
+
+
+def _tradeoff_discussion(store: Store, sel: Selection) -> list[str]:
+    """Which precision wins for each trained network measured by the tradeoff suite."""
+    t = tradeoff_table(store, sel)
+    return [f"- {n}" for n in t.footnotes if n.startswith("At batch")] or [
+        "- No tradeoff run yet (`xnorbench run tradeoff --of-run ID` on a trained run)."]
 
 
 def _x(v: float | None) -> str:
@@ -287,6 +318,8 @@ def write_report(store: Store, output: Path, selection: Selection = Selection(),
         _section(train_memory_table(store, sel), "no memory run yet"), "",
         _section(saved_by_layer_table(store, sel), "no memory run yet"), "",
         _section(compare_table(store, sel), "no compare run yet"), "",
+        _section(tradeoff_table(store, sel), "no tradeoff run yet (`xnorbench run tradeoff "
+                 "--of-run ID` on a trained run)"), "",
         _section(ceilings_table(store, sel), "no `xnorbench run ceilings` run yet (each "
                  "sweep point measures its own peaks: the sweep table's Ceiling column)"), "",
         "## 3.2 Channels and filter size vs speedup (paper Fig. 4 b-c)", "",
@@ -297,6 +330,8 @@ def write_report(store: Store, output: Path, selection: Selection = Selection(),
               "## 3.3 Discussion", "", "**Accuracy.**", *_accuracy_discussion(store, sel), "",
               "**Memory.**", *_memory_discussion(store, sel), "",
               "**Speed.**", *_speed_discussion(store, sel), "",
+              "**What XNOR buys against what you would deploy instead.**",
+              *_tradeoff_discussion(store, sel), "",
               "**Gradient rules.**", *_rule_discussion(store, sel), ""]
     if notes is not None:
         parts += ["## 3.4 Findings (written by hand; every number cites its run)", "",

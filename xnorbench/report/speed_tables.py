@@ -26,6 +26,14 @@ from .table_format import (
     ratio,
 )
 
+BASELINES_NOTE = (
+    "Baselines: the same float network on every engine and precision a deployer could "
+    "pick (fp32: torch eager, torch.compile with freezing, ONNX Runtime, OpenVINO; bf16: "
+    "torch with oneDNN and OpenVINO, only on a CPU with AVX512-BF16 or AMX; int8: ONNX "
+    "Runtime and OpenVINO running one statically quantized QDQ graph), each checked against "
+    "eager's fp32 output at its precision's tolerance and timed in the same interleaved "
+    "blocks; the fastest per precision is named.")
+
 
 def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
     """Both sweeps, per thread count, measured next to the paper's theoretical speedup.
@@ -41,10 +49,16 @@ def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
         disturbed = p.get("disturbed") or {}
         fastest = (f"{fmt(p.get('fastest_float_ms'), 3)} ({p['fastest_engine']})"
                    if p.get("fastest_engine") else "n/a (eager only)")
+        low = [f"{fmt(p.get(f'fastest_{q}_ms'), 3)} ({p[f'fastest_{q}_engine']})"
+               if p.get(f"fastest_{q}_engine") else "n/a" for q in ("int8", "bf16")]
         rows.append([str(p["run_id"]), p["sweep"], str(p["channels"]), str(p["kernel"]),
-                     str(p["threads"]), fastest, fmt(p.get("float_ms"), 3),
+                     str(p["threads"]), fastest, low[0], low[1], fmt(p.get("float_ms"), 3),
+                     fmt(p.get("openvino_binaryconv_ms"), 3),
                      fmt(p.get("binary_ms"), 3), fmt(p.get("binary_nopack_ms"), 3),
-                     fmt(p.get("speedup_vs_fastest")), fmt(p.get("speedup_nopack_vs_fastest")),
+                     fmt(p.get("speedup_vs_fastest")), fmt(p.get("speedup_vs_fastest_int8")),
+                     fmt(p.get("speedup_vs_fastest_bf16")),
+                     fmt(p.get("speedup_vs_openvino_binaryconv")),
+                     fmt(p.get("speedup_nopack_vs_fastest")),
                      fmt(p.get("speedup")), fmt(p.get("theoretical_speedup")),
                      fmt(p.get("ceiling_speedup"), 1),
                      *("disturbed" if m in disturbed else pct(p.get(m))
@@ -57,11 +71,14 @@ def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
                      f"{size}x{size}, batch 1; medians of interleaved torch.utils.benchmark "
                      "blocks")
     if any(p.get("fastest_engine") for p in pts):
-        notes.append("Fastest float: the fastest of the float engines that ran here (torch "
-                     "eager, torch.compile with freezing, ONNX Runtime), timed in the same "
-                     "interleaved blocks after its output was checked against eager's; "
-                     "Speedup is the binary conv against it, Speedup vs eager against torch "
-                     "eager (oneDNN).")
+        notes.append(BASELINES_NOTE + " Speedup vs X is the binary conv (with the packing "
+                     "of its input) against the fastest baseline at X; vs eager against "
+                     "torch eager (oneDNN, fp32).")
+    if any(p.get("openvino_binaryconv_ms") for p in pts):
+        notes.append("OpenVINO binary: OpenVINO's BinaryConvolution (openvino-binaryconv: "
+                     "the input binarized by a 2-level FakeQuantize, u1 weights, +1 "
+                     "padding) on the same operands, its integers checked equal to this "
+                     "kernel's; vs OpenVINO binary is its time over ours.")
     if any(p.get("disturbed") for p in pts):
         notes.append("disturbed: the work ran faster than the peak measured between its "
                      "rounds allows, so one of them was disturbed (another process, a clock "
@@ -88,9 +105,11 @@ def sweep_table(store: Store, selection: Selection = Selection()) -> Table:
                      "% of peak: the binary conv on a packed input vs the XOR+popcount peak, "
                      "the float conv vs the fp32 FMA peak (both times the threads).")
     return Table("Speedup of binary over float convolution (paper Fig. 4 b-c)",
-                 ["Run", "Sweep", "Channels", "Filter", "Threads", "Fastest float ms",
-                  "Eager float ms", "Binary ms", "Binary ms (packed input)", "Speedup",
-                  "Speedup (packed input)", "Speedup vs eager", "Theoretical", "Ceiling",
+                 ["Run", "Sweep", "Channels", "Filter", "Threads", "Fastest fp32 ms",
+                  "Fastest int8 ms", "Fastest bf16 ms", "Eager fp32 ms", "OpenVINO binary ms",
+                  "Binary ms", "Binary ms (packed input)", "Speedup vs fp32",
+                  "Speedup vs int8", "Speedup vs bf16", "vs OpenVINO binary",
+                  "Speedup vs fp32 (packed input)", "Speedup vs eager", "Theoretical", "Ceiling",
                   "Binary % of peak", "Float % of peak", "Check"],
                  rows, notes, pts)
 
@@ -111,6 +130,10 @@ def ceilings_table(store: Store, selection: Selection = Selection()) -> Table:
              f"{recs[0].get('input_size')}x{recs[0].get('input_size')}, batch 1"
              for rid, run in sorted(runs.items())
              for recs in [[r for r in records if r["run_id"] == rid]]]
+    for rid in sorted(runs):
+        lowp = _lowp_note(store, rid)
+        if lowp:
+            notes.append(lowp)
     notes.append("Peaks: register-only loops (fp32: 12 independent FMA chains at the build's "
                  "widest vectors; binary: the build's popcount instruction mix), run "
                  "between the rounds of the convs they bound; the best block of each is the "
@@ -124,6 +147,26 @@ def ceilings_table(store: Store, selection: Selection = Selection()) -> Table:
                  ["Run", "Build", "Popcount path", "fp32 GFLOP/s", "Binary GMAC/s",
                   "Ratio", "Binary conv % (packed input)", "Binary conv % (with packing)",
                   "Float conv %", "Speedup"], rows, notes, records)
+
+
+def _lowp_note(store: Store, run_id: int) -> str | None:
+    """A ceilings run's int8 and bf16 peaks per unit (or why a unit is missing), and the
+    binary peak over the best int8 one, as one sentence."""
+    parts, ratio_ = [], None
+    for r in store.results([run_id]):
+        p = r.params or {}
+        if r.metric in ("int8_peak_gmacs", "bf16_peak_gmacs"):
+            parts.append(f"{p.get('precision')} {r.variant} ({p.get('instruction')}) "
+                         f"{r.value:.0f} GMAC/s")
+        elif r.metric == "lowp_peak_unavailable":
+            parts.append(f"{p.get('precision')} {r.variant}: none ({p.get('reason')})")
+        elif r.metric == "binary_over_int8_peak":
+            ratio_ = r.value
+    if not parts:
+        return None
+    tail = (f"; binary peak / best int8 peak = {ratio_:.1f}x, the most a binary conv can "
+            "gain over a perfect int8 conv on this core" if ratio_ else "")
+    return f"run {run_id}, low-precision peaks per core: " + "; ".join(parts) + tail + "."
 
 
 def timing_table(store: Store, selection: Selection = Selection()) -> Table:
@@ -161,6 +204,16 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
                                   "inference_speedup", batch, threads)}
             timed = row(model, "float", "inference_latency_ms", batch, threads)
             rec.update(machine_state(timed.params if timed is not None else None))
+            for q in ("int8", "bf16"):
+                low = row(model, "float", f"inference_fastest_{q}_ms", batch, threads)
+                if low is not None:
+                    rec.update({f"fastest_{q}_ms": low.value,
+                                f"fastest_{q}_engine": (low.params or {}).get("engine"),
+                                f"speedup_vs_fastest_{q}": get(
+                                    model, "xnor_packed", f"inference_speedup_vs_fastest_{q}",
+                                    batch, threads)})
+            rec["xnor_openvino_ms"] = get(model, "xnor_openvino", "inference_latency_ms",
+                                          batch, threads)
             fastest = row(model, "float", "inference_fastest_float_ms", batch, threads)
             if fastest is not None:
                 rec.update(fastest_float_ms=fastest.value,
@@ -171,10 +224,15 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
             records.append(rec)
             best = (f"{fmt(rec['fastest_float_ms'], 3)} ({rec['fastest_engine']})"
                     if fastest is not None else "n/a (eager only)")
+            low = [f"{fmt(rec[f'fastest_{q}_ms'], 3)} ({rec[f'fastest_{q}_engine']})"
+                   if rec.get(f"fastest_{q}_engine") else "n/a" for q in ("int8", "bf16")]
             rows.append([MODEL_NAMES.get(model, model), f"inference, batch {batch}", device,
-                         str(threads), best, fmt(rec["float_ms"], 3),
-                         fmt(rec["xnor_packed_ms"], 3), fmt(rec["xnor_simulated_ms"], 3),
-                         ratio(rec.get("speedup_vs_fastest")), ratio(rec["speedup"])])
+                         str(threads), best, *low, fmt(rec["float_ms"], 3),
+                         fmt(rec["xnor_packed_ms"], 3), fmt(rec["xnor_openvino_ms"], 3),
+                         fmt(rec["xnor_simulated_ms"], 3),
+                         ratio(rec.get("speedup_vs_fastest")),
+                         ratio(rec.get("speedup_vs_fastest_int8")),
+                         ratio(rec.get("speedup_vs_fastest_bf16")), ratio(rec["speedup"])])
     isa = {run_id: kernel_path(store, run_id) for run_id in runs}
     notes = [f"run {rid}: {machine_label(run)}, kernel path {isa.get(rid)}; medians of "
              "interleaved torch.utils.benchmark blocks" for rid, run in sorted(runs.items())]
@@ -182,13 +240,17 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
         notes.append("On cuda the speedup is float vs the simulated XNOR model: there is no "
                      "GPU bit kernel, the packed kernels run on the CPU.")
     if any(rec.get("fastest_engine") for rec in records):
-        notes.append("Fastest float: the fastest of torch eager, torch.compile (freezing) and "
-                     "ONNX Runtime that ran here, each checked against eager's output and "
-                     "timed in the same interleaved blocks; Speedup is XNOR packed against it, "
-                     "Speedup vs eager against torch eager.")
+        notes.append(BASELINES_NOTE + " Speedup vs X is XNOR packed against the fastest "
+                     "baseline at X; vs eager against torch eager (fp32).")
+    if any(rec.get("xnor_openvino_ms") for rec in records):
+        notes.append("XNOR on OpenVINO: the same XNOR network exported by `xnorbench "
+                     "export` (binary layers on OpenVINO's BinaryConvolution), its output "
+                     "checked against the packed network's.")
     return Table("Running time: float vs XNOR (packed XNOR-popcount kernels)",
-                 ["Network", "What", "Device", "Threads", "Fastest float ms", "Eager float ms",
-                  "XNOR packed ms", "XNOR simulated ms", "Speedup", "Speedup vs eager"],
+                 ["Network", "What", "Device", "Threads", "Fastest fp32 ms",
+                  "Fastest int8 ms", "Fastest bf16 ms", "Eager fp32 ms", "XNOR packed ms",
+                  "XNOR on OpenVINO ms", "XNOR simulated ms", "Speedup vs fp32",
+                  "Speedup vs int8", "Speedup vs bf16", "Speedup vs eager"],
                  rows, notes, records)
 
 

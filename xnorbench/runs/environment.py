@@ -15,7 +15,8 @@ import torch
 from ..version import __version__
 
 _ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vpopcntdq",
-              "avx512vpopcntdq", "avx512_vnni", "popcnt", "bmi2", "neon", "asimd", "sve")
+              "avx512vpopcntdq", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+              "amx_int8", "amx_bf16", "popcnt", "bmi2", "neon", "asimd", "sve")
 
 
 @lru_cache(maxsize=1)

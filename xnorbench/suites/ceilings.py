@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..db import Row
 from ..errors import InputError
-from ..measure.ceilings import PeakProbe, conv_macs, share
+from ..measure.ceilings import LOWP_UNITS, PeakProbe, conv_macs, lowp_peak, share
 from ..measure.machine_state import StateProbe
 from ..measure.timing import compare
 from ..runs import options as o
@@ -72,8 +72,10 @@ def prepare(p: dict[str, Any]) -> dict[str, Any]:
 @register("ceilings", "fp32 FMA and binary popcount peaks per core; convs as % of them.",
           CeilingsParams, options=OPTIONS, prepare=prepare, threads=1,
           doc="This core's fp32 FMA and binary XOR+popcount peaks, and the convs as % of "
-              "them. One thread. The ratio of the two peaks is the most a binary conv can "
-              "gain over a perfect float conv on this CPU.")
+              "them; the int8 (AVX2, VNNI, AMX) and bf16 (AVX512-BF16, AMX) peaks of the "
+              "units this CPU has, and a row saying why for each it lacks. One thread. The "
+              "ratio of the fp32 and binary peaks is the most a binary conv can gain over a "
+              "perfect float conv on this CPU; binary over int8 the most against int8.")
 def run_ceilings(ctx: SuiteContext, p: CeilingsParams) -> Iterator[Row]:
     torch.set_num_threads(1)
     c, k, size, batch = p.channels, p.kernel, p.input_size, p.batch
@@ -85,7 +87,7 @@ def run_ceilings(ctx: SuiteContext, p: CeilingsParams) -> Iterator[Row]:
     macs = conv_macs(batch, c, c, k, k, size, size)
     point = {"channels": c, "kernel": k, "input_size": size, "batch": batch, "threads": 1,
              "macs": macs}
-    native_fp32 = None
+    native_fp32 = native_binary = None
     for build in ctx.progress.track(p.builds, "kernel builds"):
         if build == "avx2" and not cpu_has_avx2():
             ctx.progress.log("skipping the avx2 build: this CPU has no AVX2")
@@ -109,7 +111,7 @@ def run_ceilings(ctx: SuiteContext, p: CeilingsParams) -> Iterator[Row]:
         machine = state.stop()
         ceil = probe.ceilings()
         if build == "native":
-            native_fp32 = ceil.fp32_flops
+            native_fp32, native_binary = ceil.fp32_flops, ceil.binary_macs
         prm = {**ceil.as_params(), **probe.spread(), **machine.as_params(), "kernel_isa": isa,
                "threads": 1}
         tag: dict[str, Any] = {"model": "conv", "variant": build}
@@ -135,3 +137,28 @@ def run_ceilings(ctx: SuiteContext, p: CeilingsParams) -> Iterator[Row]:
             yield Row("measured_speedup", t["float"].median_s / t["binary_nopack"].median_s,
                       "x", params={**cprm, "note": "float conv vs binary conv on a packed "
                                    "input"}, **tag)
+    yield from _lowp_rows(ctx, native_binary)
+
+
+def _lowp_rows(ctx: SuiteContext, native_binary: float | None) -> Iterator[Row]:
+    """The int8 and bf16 peaks of every unit this CPU has (a row saying why not for each
+    it lacks), and the binary peak against the best int8 one."""
+    best_int8 = None
+    for precision, units in LOWP_UNITS.items():
+        for unit, instruction in ctx.progress.track(units, f"{precision} peaks"):
+            rate, why = lowp_peak(unit)
+            prm = {"precision": precision, "unit": unit, "instruction": instruction,
+                   "threads": 1}
+            tag: dict[str, Any] = {"model": "core", "variant": unit}
+            if rate is None:
+                yield Row("lowp_peak_unavailable", 1.0, "", params={**prm, "reason": why},
+                          **tag)
+                continue
+            yield Row(f"{precision}_peak_gmacs", rate / 1e9, "GMAC/s", params=prm, **tag)
+            if precision == "int8":
+                best_int8 = max(best_int8 or 0.0, rate)
+    if best_int8 and native_binary:
+        yield Row("binary_over_int8_peak", native_binary / best_int8, "x",
+                  params={"threads": 1, "note": "binary MACs per int8 MAC at the two "
+                          "peaks of this core (native build, best int8 unit)"},
+                  model="core", variant="native")

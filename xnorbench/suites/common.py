@@ -90,7 +90,8 @@ PACKED_METRICS = ("packed_test_accuracy", "packed_agreement", "packed_file_bytes
 """Rows of the trained XNOR network run through the packed kernel (once per training)."""
 
 SUMMARY_METRICS = ("final_test_accuracy", "final_test_top5_accuracy", "best_test_accuracy",
-                   "train_cuda_max_allocated_mib", *PACKED_METRICS)
+                   "train_cuda_max_allocated_mib", "float_weights_file_bytes",
+                   *PACKED_METRICS)
 """Rows a training yields once, after its last epoch (``best_test_accuracy`` last)."""
 
 EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy",

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 
 from ..db import Row
 from ..errors import InputError
+from ..measure import baselines, openvino_runtime
+from ..measure.baselines import ENGINES, engines_ok
+from ..measure.baselines import build as build_engines
+from ..measure.baselines import timed as timed_engines
 from ..measure.ceilings import PeakProbe, conv_macs, share
-from ..measure.float_engines import ENGINES, engines_ok
-from ..measure.float_engines import build as build_engines
-from ..measure.float_engines import fastest as fastest_engine
-from ..measure.float_engines import timed as timed_engines
 from ..measure.machine_state import StateProbe
 from ..measure.timing import compare
 from ..runs import options as o
@@ -52,10 +52,11 @@ OPTIONS = (
     Opt("rounds", "int", 5, "Interleaved timing rounds per point.", check=o.positive),
     Opt("shard", "str", None, "Run only points i, i+n, ... (i/n).", convert=o.shard),
     Opt("seed", "int", 0, "Random seed (recorded).", check=o.seed_ok),
-    Opt("float_engines", "strs", list(ENGINES), "Float engines timed beside the binary "
-        "conv (eager, compile, onnxruntime); speedups are quoted against the fastest that "
-        "runs here, with eager's beside it.", check=engines_ok, choices=ENGINES,
-        noun="float engine"),
+    Opt("float_engines", "strs", list(ENGINES), "Baselines (engine-precision) timed beside "
+        "the binary conv: eager, compile, onnxruntime, openvino (fp32), torch-bf16, "
+        "openvino-bf16, onnxruntime-int8, openvino-int8; speedups are quoted against the "
+        "fastest that runs here at each precision, with eager's beside it.",
+        check=engines_ok, choices=ENGINES, noun="float engine"),
     Opt("min_run_time", "float", 0.05, "Seconds each timing block runs at least.",
         hidden=True),
 )
@@ -142,7 +143,13 @@ POINT_METRICS = ("correct", "float_ms", "binary_ms", "binary_nopack_ms", "speedu
 ``point_failed`` row instead. ``float_ms`` is torch eager's time; each other float engine
 that runs here adds its ``float_<engine>_ms`` (:data:`ENGINE_METRICS`)."""
 
-ENGINE_METRICS = tuple(f"float_{e}_ms" for e in ENGINES if e != "eager")
+ENGINE_METRICS = (*(f"float_{e}_ms" for e in ENGINES if e != "eager"),
+                  *(m for p in baselines.PRECISIONS if p != "fp32"
+                    for m in (f"fastest_{p}_ms", f"speedup_vs_fastest_{p}")),
+                  "openvino_binaryconv_ms", "speedup_vs_openvino_binaryconv")
+"""Rows a point has once at most: each other baseline's time, the fastest bf16 and int8
+baselines and the XNOR speedup over them, OpenVINO's binary convolution (the binary
+peer) and how much slower than ours it is; each is there where it ran on this CPU."""
 
 
 Point = tuple[str | None, int | None, int | None]
@@ -226,6 +233,8 @@ def run_sweep(ctx: SuiteContext, p: SweepParams) -> Iterator[Row]:
         conv.weight.data.copy_(w)
         engines = build_engines(conv, x, p.float_engines, threads)
         floats = timed_engines(engines)
+        exact = kern.xnor_conv2d(x, wp, alpha, None, None, c, k, k, 1, 1, pad, pad, True)
+        peer, peer_why = openvino_runtime.binary_conv_peer(x, w, alpha, pad, threads, exact)
         probe, state = PeakProbe(default_build()), StateProbe()
         fns: dict[str, Callable[[], object]] = {
             **floats,
@@ -234,6 +243,8 @@ def run_sweep(ctx: SuiteContext, p: SweepParams) -> Iterator[Row]:
             "binary_nopack": partial(kern.xnor_conv2d_packed, packed_x, c, wp, alpha, None,
                                      None, c, k, k, 1, 1, False),
         }
+        if peer is not None:
+            fns["openvino_binaryconv"] = peer
         t = compare(fns, threads=threads, rounds=p.rounds, min_run_time=p.min_run_time,
                     between=probe)
         machine = state.stop()
@@ -242,12 +253,34 @@ def run_sweep(ctx: SuiteContext, p: SweepParams) -> Iterator[Row]:
         for name in (*floats, "binary", "binary_nopack"):
             yield Row(f"{name}_ms", t[name].median_ms, "ms", model="conv",
                       variant=V.FLOAT if name.startswith("float") else V.XNOR_PACKED,
-                      params={**base, **t[name].spread()})
+                      params={**base, **t[name].spread(),
+                              **baselines.row_params(engines, name)})
+        if peer is not None:
+            pprm = {**base, "engine": openvino_runtime.BINARY_CONV, "checked": "integers "
+                    "equal this kernel's", **t["openvino_binaryconv"].spread()}
+            yield Row("openvino_binaryconv_ms", t["openvino_binaryconv"].median_ms, "ms",
+                      model="conv", variant=V.XNOR_OPENVINO, params=pprm)
+            yield Row("speedup_vs_openvino_binaryconv", t["openvino_binaryconv"].median_s
+                      / t["binary"].median_s, "x", model="conv", variant=V.XNOR_PACKED,
+                      params=pprm)
         yield Row("speedup", t["float"].median_s / t["binary"].median_s, "x", **common)
         yield Row("speedup_nopack", t["float"].median_s / t["binary_nopack"].median_s, "x",
                   **common)
-        fastest, fprm = fastest_engine(t, engines)
-        fprm = {**base, **fprm}
+        left_out = {**baselines.unavailable(engines),
+                    **({} if peer_why is None else {openvino_runtime.BINARY_CONV: peer_why})}
+        found = baselines.fastest(t, engines)
+        assert found is not None  # eager is always timed
+        fastest, fprm = found
+        fprm = {**base, **fprm, "unavailable": left_out}
+        for precision in ("bf16", "int8"):
+            low = baselines.fastest(t, engines, precision)
+            if low is not None:
+                lprm = {**base, **low[1], "unavailable": left_out}
+                yield Row(f"fastest_{precision}_ms", t[low[0]].median_ms, "ms",
+                          model="conv", variant=V.FLOAT, params=lprm)
+                yield Row(f"speedup_vs_fastest_{precision}", t[low[0]].median_s
+                          / t["binary"].median_s, "x", model="conv",
+                          variant=V.XNOR_PACKED, params=lprm)
         yield Row("fastest_float_ms", t[fastest].median_ms, "ms", model="conv",
                   variant=V.FLOAT, params=fprm)
         yield Row("speedup_vs_fastest", t[fastest].median_s / t["binary"].median_s, "x",

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from ..db import Row
+from ..measure import baselines, openvino_runtime
+from ..measure.baselines import ENGINES, engines_ok
+from ..measure.baselines import build as build_engines
+from ..measure.baselines import timed as timed_engines
 from ..measure.ceilings import PeakProbe, share
-from ..measure.float_engines import ENGINES, engines_ok
-from ..measure.float_engines import build as build_engines
-from ..measure.float_engines import fastest as fastest_engine
-from ..measure.float_engines import timed as timed_engines
 from ..measure.machine_state import StateProbe
 from ..measure.timing import compare, dispatched_ops, launched_ops
 from ..runs import options as o
@@ -55,9 +55,10 @@ OPTIONS = (
         "float vs the simulated XNOR model (no GPU bit kernel) and the training steps on the "
         "GPU.", param=None),
     Opt("seed", "int", 0, "Random seed (recorded).", check=o.seed_ok),
-    Opt("float_engines", "strs", list(ENGINES), "Float engines timed beside the packed "
-        "network and layers on the CPU (eager, compile, onnxruntime); speedups are quoted "
-        "against the fastest that runs here, with eager's beside it.",
+    Opt("float_engines", "strs", list(ENGINES), "Baselines (engine-precision) timed beside "
+        "the packed network and layers on the CPU: eager, compile, onnxruntime, openvino "
+        "(fp32), torch-bf16, openvino-bf16, onnxruntime-int8, openvino-int8; speedups are "
+        "quoted against the fastest that runs here at each precision, with eager's beside.",
         check=engines_ok, choices=ENGINES, noun="float engine"),
     Opt("min_run_time", "float", 0.05, "Seconds each timing block runs at least.",
         hidden=True),
@@ -126,16 +127,26 @@ def run_timing(ctx: SuiteContext, p: TimingParams) -> Iterator[Row]:
                                                     V.XNOR: partial(xmodel, x)}
             engines = {} if cuda else build_engines(fmodel, x, p.float_engines, threads)
             fns.update(timed_engines(engines))
+            exported: dict[str, Any] = {}
             if packed is not None:
                 fns[V.XNOR_PACKED] = partial(packed, x)
+                with torch.no_grad():
+                    ov_run, exported = openvino_runtime.xnor_network(xmodel, x, threads,
+                                                                     packed(x))
+                if ov_run is not None:
+                    fns[V.XNOR_OPENVINO] = ov_run
             state = StateProbe()
             with torch.no_grad():
                 t = compare(fns, threads=threads, rounds=p.rounds,
                             min_run_time=p.min_run_time)
             prm = {**base, "batch": batch, **state.stop().as_params()}
+            if "reason" in exported:
+                prm["xnor_openvino_unavailable"] = exported["reason"]
             for variant, tm in t.items():
+                own = exported if variant == V.XNOR_OPENVINO else baselines.row_params(
+                    engines, variant)
                 yield Row("inference_latency_ms", tm.median_ms, "ms", variant=variant,
-                          params={**prm, **tm.spread()}, **tag)
+                          params={**prm, **tm.spread(), **own}, **tag)
             fast = V.XNOR_PACKED if packed is not None else V.XNOR
             yield Row("inference_speedup", t[V.FLOAT].median_s / t[fast].median_s, "x",
                       variant=fast, params=prm, **tag)
@@ -161,7 +172,8 @@ def run_timing(ctx: SuiteContext, p: TimingParams) -> Iterator[Row]:
                        **machine.as_params()}
                 for variant, tm in t.items():
                     yield Row("layer_latency_ms", tm.median_ms, "ms", variant=variant,
-                              params={**prm, **tm.spread()}, **tag)
+                              params={**prm, **tm.spread(),
+                                      **baselines.row_params(engines, variant)}, **tag)
                 macs = _layer_macs(pmods[lname], xin)
                 ceil = probe.ceilings()
                 cprm = {**prm, **ceil.as_params(), **probe.spread(), "macs": macs,
@@ -184,15 +196,23 @@ def run_timing(ctx: SuiteContext, p: TimingParams) -> Iterator[Row]:
 
 def _fastest_rows(what: str, t: dict[str, Any], fast: str, engines: dict[str, Any],
                   prm: dict[str, Any], tag: dict[str, Any]) -> Iterator[Row]:
-    """``<what>_fastest_float_ms`` and ``<what>_speedup_vs_fastest``: the XNOR time
-    against the fastest float engine that ran (named, with eager's time beside it); each
-    engine's own time is already a ``<what>_latency_ms`` row of variant float_<engine>."""
-    fastest, fprm = fastest_engine(t, engines)
-    fprm = {**prm, **fprm}
-    yield Row(f"{what}_fastest_float_ms", t[fastest].median_ms, "ms", variant=V.FLOAT,
-              params=fprm, **tag)
-    yield Row(f"{what}_speedup_vs_fastest", t[fastest].median_s / t[fast].median_s, "x",
-              variant=fast, params=fprm, **tag)
+    """Per precision that ran, the fastest baseline's time and the XNOR time against it:
+    ``<what>_fastest_float_ms`` / ``<what>_speedup_vs_fastest`` (fp32, the names rows
+    had before precisions) and ``<what>_fastest_<bf16|int8>_ms`` /
+    ``<what>_speedup_vs_fastest_<bf16|int8>``, each naming its engine with eager's time
+    beside it; each engine's own time is already a ``<what>_latency_ms`` row."""
+    for precision in baselines.PRECISIONS:
+        found = baselines.fastest(t, engines, precision)
+        if found is None:
+            continue
+        fastest, fprm = found
+        fprm = {**prm, **fprm}
+        name, suffix = (("float", "") if precision == "fp32"
+                        else (precision, f"_{precision}"))
+        yield Row(f"{what}_fastest_{name}_ms", t[fastest].median_ms, "ms",
+                  variant=V.FLOAT, params=fprm, **tag)
+        yield Row(f"{what}_speedup_vs_fastest{suffix}", t[fastest].median_s
+                  / t[fast].median_s, "x", variant=fast, params=fprm, **tag)
 
 
 def _train_step_rows(name: str, p: TimingParams, prm: dict[str, Any],

@@ -36,7 +36,7 @@ from ..xnor.step import XNORStep, autocast, clamp_bn_scales, step_for, train_ste
 from .checkpoints import load_checkpoint, save_checkpoint
 from .loaders import make_loaders
 from .optim import make_optimizer, make_scheduler
-from .packed_eval import packed_rows
+from .packed_eval import float_weights_row, packed_rows
 from .recipes import Recipe
 
 __all__ = ["NonFiniteLoss", "evaluate", "measure_step_seconds", "train"]
@@ -273,6 +273,8 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
     if variant == "xnor" and packed_path is not None and w.main:
         yield from packed_rows(model, model_name, bundle, torch.cat(simulated), packed_path,
                                progress=progress, row=end)
+    if variant == "float" and packed_path is not None and w.main:
+        yield from float_weights_row(model, bundle, packed_path.with_suffix(".weights"), end)
     yield Row("best_test_accuracy", best, "%", **end)
 
 

@@ -73,7 +73,7 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
     threads = torch.get_num_threads()
     base = dict(row)
     params = {**base.pop("params"), "kernel_isa": kernel_isa(), "packed_file": str(path),
-              "threads": threads}
+              "threads": threads, "input": [bundle.in_channels, *bundle.image_size]}
     yield Row("packed_test_accuracy", acc, "%", params=params, **base)
     yield Row("packed_agreement", agree, "%", params=params, **base)
     yield Row("packed_file_bytes", float(file_bytes), "bytes", params=params, **base)
@@ -88,3 +88,28 @@ def packed_rows(model: nn.Module, model_name: str, bundle: DataBundle,
         yield Row(f"{variant}_latency_ms", tm.median_ms, "ms",
                   params={**params, "batch": 1, **tm.spread()},
                   **base)
+
+
+def float_weights_row(model: nn.Module, bundle: DataBundle, path: Path,
+                      row: dict[str, Any]) -> Iterator[Row]:
+    """Keep the trained float network's weights (tensors only: they load without running
+    code) at ``path``, for the trade-off suite's int8 and bf16 forms of it; one row says
+    where and how large."""
+    state = {k: v.detach().float().cpu().contiguous()
+             for k, v in model.state_dict().items() if v.is_floating_point()}
+    state.update({k: v.detach().cpu() for k, v in model.state_dict().items()
+                  if not v.is_floating_point()})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+    except OSError as exc:
+        path.with_suffix(".tmp").unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write the float network {path}: "
+                              f"{write_failure(exc, path)}") from None
+    base = dict(row)
+    params = {**base.pop("params"), "weights_file": str(path),
+              "input": [bundle.in_channels, *bundle.image_size]}
+    yield Row("float_weights_file_bytes", float(path.stat().st_size), "bytes", params=params,
+              **base)

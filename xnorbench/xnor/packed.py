@@ -41,6 +41,12 @@ def _alpha_and_weight(layer: XNORConv2d | XNORLinear) -> tuple[Tensor, Tensor]:
 class PackedXNORConv2d(nn.Module):
     """Inference-only binary convolution on bit-packed operands."""
 
+    wpacked: Tensor
+    alpha: Tensor
+    bias: Tensor | None
+    thresh: Tensor
+    flip: Tensor
+
     def __init__(self, bn: nn.BatchNorm2d, wbin: Tensor, alpha: Tensor, bias: Tensor | None,
                  stride: tuple[int, int], padding: tuple[int, int], scale_input: bool) -> None:
         super().__init__()
@@ -120,7 +126,14 @@ class PackedXNORConv2d(nn.Module):
 
 
 class PackedXNORLinear(nn.Module):
-    """Inference-only binary linear layer (a 1x1 binary convolution over N x 1 x 1)."""
+    """Inference-only binary linear layer (a 1x1 binary convolution over N x 1 x 1), its
+    eval BatchNorm folded into per-feature sign thresholds as in the conv."""
+
+    wpacked: Tensor
+    alpha: Tensor
+    bias: Tensor | None
+    thresh: Tensor
+    flip: Tensor
 
     def __init__(self, bn: nn.BatchNorm1d, wbin: Tensor, alpha: Tensor,
                  bias: Tensor | None, flatten_input: bool = True) -> None:
@@ -132,6 +145,9 @@ class PackedXNORLinear(nn.Module):
             wbin.reshape(self.out_features, self.in_features, 1, 1)))
         self.register_buffer("alpha", alpha.float().contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        thresh, flip = bn_thresholds(self.bn)
+        self.register_buffer("thresh", thresh)
+        self.register_buffer("flip", flip)
 
     @classmethod
     def from_layer(cls, layer: XNORLinear) -> PackedXNORLinear:
@@ -142,14 +158,19 @@ class PackedXNORLinear(nn.Module):
         """As :meth:`XNORLinear.forward <.layers.XNORLinear.rows>`: per sample flattened,
         or (``flatten_input=False``) per vector along the last dimension."""
         rows, lead = linear_rows(x, self.flatten_input)
-        rows = self.bn(rows)
-        out = load_kernels().xnor_conv2d(rows[:, :, None, None], self.wpacked, self.alpha,
-                                         self.bias, None, self.out_features, 1, 1, 1, 1, 0, 0,
-                                         False)
+        k = load_kernels()
+        if rows.dtype == torch.float32:
+            out = k.xnor_conv2d_fused(
+                rows.contiguous()[:, :, None, None], 0, self.thresh, self.flip,
+                self.wpacked, self.alpha, self.bias, None, False, None, None, 0, 0,
+                self.out_features, 1, 1, 1, 1, 0, 0)
+        else:  # signs taken in the input's own precision
+            out = k.xnor_conv2d(self.bn(rows)[:, :, None, None], self.wpacked, self.alpha,
+                                self.bias, None, self.out_features, 1, 1, 1, 1, 0, 0, False)
         return out.reshape(*lead, self.out_features).to(x.dtype)
 
 
-def bn_thresholds(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+def bn_thresholds(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
     """Per channel: the input t at which eval BN crosses 0, and whether its scale is < 0.
 
     sign(BN(x)) is -1 exactly when x < t (x > t where flipped); a channel whose scale

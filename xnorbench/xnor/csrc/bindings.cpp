@@ -52,6 +52,7 @@ XNOR_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("binary_peak(int iters) -> float", &xnor_ceilings::binary_peak);
   m.def("binary_peak_isa() -> str", &xnor_ceilings::binary_peak_isa);
   m.def("fma_isa() -> str", &xnor_ceilings::fma_isa);
+  m.def("lowp_peak(str unit, int iters) -> float", &xnor_lowp::lowp_peak);
 }
 
 XNOR_IMPL(TORCH_EXTENSION_NAME, m) {

@@ -60,3 +60,8 @@ double binary_peak(int64_t iters);
 std::string fma_isa();
 std::string binary_peak_isa();
 }  // namespace xnor_ceilings
+
+// lowp_ceilings.cpp: int8 and bf16 peaks per unit (run in a child process by the caller)
+namespace xnor_lowp {
+double lowp_peak(c10::string_view unit, int64_t iters);
+}  // namespace xnor_lowp

@@ -1,7 +1,8 @@
-"""The float baseline is the fastest engine that could run the same work: each engine
-computes eager's outputs before it is timed, one that cannot run or disagrees is left
-out with its reason, and sweep and timing rows quote the speedup against the fastest
-(named) with eager's beside it."""
+"""The baselines are every engine and precision that could run the same work: each
+computes eager's outputs (at its precision's tolerance) before it is timed, one that
+cannot run or disagrees is left out with its reason, bf16 only where the CPU computes it
+natively, and sweep and timing rows quote the speedup against the fastest at each
+precision (named) with eager's beside it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typer.testing import CliRunner
 
 from xnorbench.cli import app
 from xnorbench.db import Store
-from xnorbench.measure import float_engines
+from xnorbench.measure import baselines as float_engines
+from xnorbench.measure.cpu_units import bf16_unit
 from xnorbench.xnor import models
 
 runner = CliRunner()
@@ -28,19 +30,56 @@ def test_every_engine_computes_eagers_outputs(name):
     else:
         module, x = models.build(name, binary=False), torch.randn(2, 1, 28, 28)
     engines = float_engines.build(module.eval(), x, float_engines.ENGINES, threads=1)
-    assert float_engines.unavailable(engines) == {}  # the test extras install all three
+    # the test extras install every runtime: only a precision the CPU lacks is left out
+    bf16 = {"torch-bf16", "openvino-bf16"}
+    assert set(float_engines.unavailable(engines)) == (set() if bf16_unit() else bf16)
+    for name in set(float_engines.unavailable(engines)):
+        assert "computes no bf16 natively" in engines[name].reason
     with torch.no_grad():
         ref = module(x)
     for engine, run in float_engines.available(engines).items():
         got = run()
         got = got if isinstance(got, torch.Tensor) else torch.from_numpy(got)
-        torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()),
-                                   msg=engine)
+        precision = float_engines.BASELINES[engine].precision
+        if precision == "fp32":
+            torch.testing.assert_close(got, ref, rtol=1e-3,
+                                       atol=1e-3 * float(ref.abs().max()), msg=engine)
+        else:  # bf16 and int8 compute the same network, to their rounding
+            err = float((got.float() - ref).norm() / ref.norm())
+            assert err < float_engines.REL_ERROR[precision], (engine, err)
+        assert engines[engine].info["precision"] == precision
+
+
+def test_int8_baselines_say_how_they_were_quantized():
+    torch.manual_seed(0)
+    conv, x = torch.nn.Conv2d(8, 8, 3, padding=1), torch.randn(1, 8, 6, 6)
+    calib = [torch.randn(4, 8, 6, 6) for _ in range(3)]
+    engines = float_engines.build(conv, x, ["eager", "onnxruntime-int8", "openvino-int8"],
+                                  threads=1, calibration=calib, calibration_source="test")
+    for name in ("onnxruntime-int8", "openvino-int8"):
+        info = engines[name].info
+        assert info["calibration_images"] == 12 and info["calibration_source"] == "test"
+        assert "per-channel" in info["quantization"]
+
+
+def test_a_wrong_int8_graph_is_left_out(monkeypatch):
+    """The int8 tolerance still catches a broken graph (its weights negated)."""
+    real = float_engines._BUILDERS["onnxruntime-int8"]
+
+    def negated(module, x, threads, graphs):
+        predict = real(module, x, threads, graphs)
+        return lambda t: -predict(t)
+
+    monkeypatch.setitem(float_engines._BUILDERS, "onnxruntime-int8", negated)
+    torch.manual_seed(0)
+    conv, x = torch.nn.Conv2d(8, 8, 3), torch.randn(1, 8, 6, 6)
+    engines = float_engines.build(conv, x, ["eager", "onnxruntime-int8"], threads=1)
+    assert "relative L2" in float_engines.unavailable(engines)["onnxruntime-int8"]
 
 
 def test_an_engine_that_disagrees_is_left_out_with_why(monkeypatch):
-    def wrong(module, x, threads):
-        return lambda: module(x) + 1.0  # a broken graph
+    def wrong(module, x, threads, graphs):
+        return lambda t: module(t) + 1.0  # a broken graph
 
     monkeypatch.setitem(float_engines._BUILDERS, "compile", wrong)
     conv, x = torch.nn.Conv2d(4, 4, 3), torch.randn(1, 4, 6, 6)
@@ -77,8 +116,18 @@ def test_sweep_quotes_the_speedup_against_the_fastest_engine(tmp_path: Path):
     for sweep in ("channels", "kernel"):
         by = {r.metric: r for r in store.results([1]) if r.params.get("sweep") == sweep}
         engines = {"float_ms": "eager", "float_compile_ms": "compile",
-                   "float_onnxruntime_ms": "onnxruntime"}
+                   "float_onnxruntime_ms": "onnxruntime", "float_openvino_ms": "openvino"}
         times = {e: by[m].value for m, e in engines.items()}
+        int8 = {e: by[f"float_{e}_ms"].value for e in ("onnxruntime-int8", "openvino-int8")}
+        assert by["fastest_int8_ms"].value == min(int8.values())
+        assert by["fastest_int8_ms"].params["engine"] == min(int8, key=int8.get)
+        assert by["speedup_vs_fastest_int8"].value == pytest.approx(
+            by["fastest_int8_ms"].value / by["binary_ms"].value)
+        peer = by["openvino_binaryconv_ms"]
+        assert peer.variant == "xnor_openvino" and peer.params["engine"] == \
+            "openvino-binaryconv"
+        assert by["speedup_vs_openvino_binaryconv"].value == pytest.approx(
+            peer.value / by["binary_ms"].value)
         fastest = by["fastest_float_ms"]
         assert fastest.params["engine"] == min(times, key=times.get)
         assert fastest.value == min(times.values())
@@ -87,7 +136,8 @@ def test_sweep_quotes_the_speedup_against_the_fastest_engine(tmp_path: Path):
             fastest.value / by["binary_ms"].value)
         assert by["speedup_vs_fastest"].value <= by["speedup"].value  # eager is one of them
     table = runner.invoke(app, ["--db", db, "table", "--suite", "sweep"]).output
-    assert "Fastest float ms" in table and f"({fastest.params['engine']})" in table
+    assert "Fastest fp32 ms" in table and f"({fastest.params['engine']})" in table
+    assert "Fastest int8 ms" in table and "OpenVINO binary ms" in table
 
 
 def test_timing_quotes_the_fastest_engine_for_the_network(tmp_path: Path):
@@ -95,15 +145,23 @@ def test_timing_quotes_the_fastest_engine_for_the_network(tmp_path: Path):
     store = _run(db, "run", "timing", "--model", "lenet5", "--batches", "1", "--threads", "1",
                  "--rounds", "1", "--no-per-layer")
     lat = {r.variant: r.value for r in store.results([1], metric="inference_latency_ms")}
-    assert {"float", "float_compile", "float_onnxruntime", "xnor", "xnor_packed"} <= set(lat)
+    assert {"float", "float_compile", "float_onnxruntime", "float_openvino",
+            "float_onnxruntime-int8", "float_openvino-int8", "xnor", "xnor_packed",
+            "xnor_openvino"} <= set(lat)
     (fastest,) = store.results([1], metric="inference_fastest_float_ms")
     engine = fastest.params["engine"]
+    assert fastest.params["precision"] == "fp32"
     assert fastest.value == lat["float" if engine == "eager" else f"float_{engine}"]
-    assert fastest.value == min(v for k, v in lat.items() if k.startswith("float"))
+    fp32 = [k for k in lat if k == "float" or
+            (k.startswith("float_") and float_engines.BASELINES[k[6:]].precision == "fp32")]
+    assert fastest.value == min(lat[k] for k in fp32)
+    (int8,) = store.results([1], metric="inference_fastest_int8_ms")
+    assert int8.value == min(lat["float_onnxruntime-int8"], lat["float_openvino-int8"])
     (speedup,) = store.results([1], metric="inference_speedup_vs_fastest")
     assert speedup.value == pytest.approx(fastest.value / lat["xnor_packed"])
     table = runner.invoke(app, ["--db", db, "table", "--suite", "timing"]).output
     assert f"({engine})" in table and "Speedup vs eager" in table
+    assert "Speedup vs int8" in table and "XNOR on OpenVINO ms" in table
 
 
 def test_eager_must_be_among_the_engines(tmp_path: Path):
