@@ -105,3 +105,6 @@ def test_ceilings_measure_every_int8_and_bf16_unit_the_cpu_has(tmp_path: Path):
         assert got[("binary_over_int8_peak", "native")][0] > 0
     table = CliRunner().invoke(app, ["--db", str(db), "table", "--suite", "ceilings"])
     assert "low-precision peaks per core" in table.output
+    builds = [line.split("|")[2].strip() for line in table.output.splitlines()
+              if line.startswith("| ") and not line.startswith("| Run")]
+    assert builds == ["native"], builds  # units are a note, not kernel builds

@@ -216,6 +216,33 @@ def test_help_shows_choices_and_shapes_not_python_types(command):
         assert "float|xnor|both" in res.output and "N,N,..." in res.output
 
 
+def _leaf_commands(command, path=()):
+    """(argv to the command, click command) of every runnable command under ``command``."""
+    if not hasattr(command, "list_commands"):
+        yield list(path), command
+        return
+    for name in command.list_commands(None):  # loads `run`'s suites, which build lazily
+        yield from _leaf_commands(command.get_command(None, name), (*path, name))
+
+
+def test_every_default_an_option_names_in_words_shows_in_help():
+    """A help text's "[default: ...]" reads as rich markup unless escaped, and rich then
+    drops it silently: `run tradeoff --help` said "where the run trained several ." """
+    import typer.main
+
+    for argv, command in _leaf_commands(typer.main.get_command(app)):
+        said = [p.help.split("default: ", 1)[1].split()[0].rstrip("].,")
+                for p in command.params if getattr(p, "help", None)
+                and "default: " in p.help]
+        if not said:
+            continue
+        res = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "300"})
+        assert res.exit_code == 0, res.output
+        shown = " ".join(res.output.split())
+        for word in said:
+            assert f"default: {word}" in shown, (argv, word)
+
+
 def test_exports_carry_the_machine_state_of_each_timed_row(tmp_path: Path):
     """load1, steal_pct, cpu_mhz and busy are stored with each timed row; the CSV and
     JSON exports dropped them."""

@@ -99,10 +99,15 @@ def binary_conv_peer(x: Tensor, weight: Tensor, alpha: Tensor, padding: int, thr
 
 
 EXPORT_REL_ERROR = 0.05
-"""An exported XNOR network's output against the packed network's, relative L2: the
-binary layers compute the same integers, but the float layers (first conv, classifier)
-round differently in OpenVINO, and a value within rounding of a sign threshold can flip;
-a wrong graph is off by far more."""
+"""An exported XNOR network's output against the packed network's, relative L2 per
+sample: the binary layers compute the same integers, but the float layers (first conv,
+classifier) round differently in OpenVINO, and a value within rounding of a sign
+threshold can flip; a wrong graph is off by far more."""
+
+EXPORT_SAMPLES_OFF = 0.25
+"""The share of a batch's samples that may be off by more than ``EXPORT_REL_ERROR``:
+a flipped sign changes one sample (and in a deep untrained network, all of its output),
+a wrong graph changes every sample."""
 
 
 def xnor_network(model: torch.nn.Module, x: Tensor, threads: int, packed_out: Tensor
@@ -119,10 +124,15 @@ def xnor_network(model: torch.nn.Module, x: Tensor, threads: int, packed_out: Te
         if got.shape != ref.shape:
             return None, {"reason": f"output shape {tuple(got.shape)}, the packed "
                           f"network's {tuple(ref.shape)}"}
-        err = float((got - ref).norm() / max(float(ref.norm()), 1e-12))
-        if err > EXPORT_REL_ERROR:
-            return None, {"reason": f"output differs from the packed network's by "
-                          f"{100 * err:.1f} % (relative L2)"}
-        return run, {"engine": "openvino", "precision": "binary", "rel_error_vs_packed": err}
+        per = ((got - ref).flatten(1).norm(dim=1)
+               / ref.flatten(1).norm(dim=1).clamp_min(1e-12))
+        off = int((per > EXPORT_REL_ERROR).sum())
+        if off > EXPORT_SAMPLES_OFF * len(per):
+            return None, {"reason": f"output differs from the packed network's in {off} "
+                          f"of {len(per)} samples by more than {100 * EXPORT_REL_ERROR:.0f} "
+                          f"% (relative L2; worst {100 * float(per.max()):.1f} %)"}
+        return run, {"engine": "openvino", "precision": "binary",
+                     "rel_error_vs_packed": float(per.median()),
+                     "samples_off_vs_packed": off}
     except Exception as exc:  # not available here: said, not fatal
         return None, {"reason": exception_line(exc)}

@@ -143,6 +143,12 @@ def run_values(store: Store, run_id: int, metric: str, **match: Any) -> list[flo
             if r.value is not None]
 
 
+LOWP_METRICS = frozenset({"int8_peak_gmacs", "bf16_peak_gmacs", "lowp_peak_unavailable",
+                          "binary_over_int8_peak"})
+"""A ceilings run's int8 / bf16 rows: one per CPU unit, not per kernel build (the
+ceilings table states them in a note)."""
+
+
 def ceilings_records(store: Store, selection: Selection = Selection()
                      ) -> tuple[list[dict[str, Any]], dict[int, Run]]:
     """One dict per kernel build from the newest ceilings run that measured it (its
@@ -153,7 +159,7 @@ def ceilings_records(store: Store, selection: Selection = Selection()
     for run in selection.runs(store, "ceilings"):  # newest first
         by_build: dict[str, dict[str, Any]] = {}
         for r in store.results([run.id]):
-            if r.variant in seen:
+            if r.variant in seen or r.metric in LOWP_METRICS:
                 continue
             rec = by_build.setdefault(r.variant or "", {"build": r.variant, "run_id": run.id,
                                                          "disturbed": {}})

@@ -30,7 +30,7 @@ def _deployments(rows: list[Result]) -> list[dict[str, Any]]:
             continue
         p = r.params or {}
         rec = recs.setdefault(str(r.variant), {"variant": r.variant, "latency": {},
-                                               "engine": p.get("engine"),
+                                               "iqr": {}, "engine": p.get("engine"),
                                                "precision": p.get("precision")})
         if r.metric == "tradeoff_test_accuracy":
             rec["accuracy"] = r.value
@@ -38,6 +38,9 @@ def _deployments(rows: list[Result]) -> list[dict[str, Any]]:
             rec["reason"] = p.get("reason")
         else:
             rec["latency"][p.get("batch")] = r.value
+            rec["iqr"][p.get("batch")] = p.get("iqr_ms")
+        if p.get("calibration_images") is not None:
+            rec["calibration_images"] = p["calibration_images"]
     for rec in recs.values():
         key = SIZE_KEY.get(rec["precision"] or "", rec["variant"])
         rec["bytes"] = sizes.get(key)
@@ -50,6 +53,25 @@ def _fastest(recs: list[dict[str, Any]], batch: Any, where: Any) -> dict[str, An
     return min(have, key=lambda r: r["latency"][batch]) if have else None
 
 
+def label(r: dict[str, Any]) -> str:
+    """A deployment as a reader names it: "XNOR on OpenVINO", "onnxruntime-int8",
+    "openvino fp32" (an engine's name carries its precision unless it is fp32)."""
+    if r["variant"] == V.XNOR_OPENVINO:
+        return "XNOR exported to OpenVINO"
+    if r["variant"] == V.XNOR_PACKED:
+        return "XNOR packed (xnorbench kernels)"
+    engine, precision = str(r["engine"]), str(r["precision"])
+    return engine if engine.endswith(precision) else f"{engine} {precision}"
+
+
+def _latency(rec: dict[str, Any], batch: int) -> str:
+    """Median (IQR) in ms, or '-'."""
+    value, iqr = rec["latency"].get(batch), rec["iqr"].get(batch)
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + ("" if iqr is None else f" ({iqr:.3f})")
+
+
 def discussion(recs: list[dict[str, Any]], batch: Any, cpu: str) -> str | None:
     """Which deployment is fastest at ``batch`` on ``cpu``, and XNOR packed against the
     fastest int8 and fp32 ones, with their accuracies."""
@@ -60,7 +82,7 @@ def discussion(recs: list[dict[str, Any]], batch: Any, cpu: str) -> str | None:
 
     def name(r: dict[str, Any]) -> str:
         acc = "" if r.get("accuracy") is None else f", {r['accuracy']:.2f} %"
-        return f"{r['engine']} {r['precision']} ({r['latency'][batch]:.3f} ms{acc})"
+        return f"{label(r)} ({r['latency'][batch]:.3f} ms{acc})"
 
     parts = [f"At batch {batch} on {cpu} the fastest deployment is {name(best)}."]
     for precision in ("int8", "bf16", "fp32"):
@@ -68,10 +90,16 @@ def discussion(recs: list[dict[str, Any]], batch: Any, cpu: str) -> str | None:
         if other is None:
             continue
         times = other["latency"][batch] / xnor["latency"][batch]
-        verdict = (f"XNOR ({name(xnor)}) is {times:.2f}x faster than the fastest "
-                   f"{precision}, {name(other)}" if times >= 1 else
-                   f"the fastest {precision}, {name(other)}, is {1 / times:.2f}x faster "
-                   f"than XNOR ({name(xnor)})")
+        spread = max(other["iqr"].get(batch) or 0.0, xnor["iqr"].get(batch) or 0.0)
+        if abs(other["latency"][batch] - xnor["latency"][batch]) <= spread:
+            verdict = (f"{name(xnor)} and the fastest {precision}, {name(other)}, are as "
+                       f"fast as each other within their spreads ({times:.2f}x)")
+        elif times >= 1:
+            verdict = (f"{name(xnor)} is {times:.2f}x faster than the fastest "
+                       f"{precision}, {name(other)}")
+        else:
+            verdict = (f"the fastest {precision}, {name(other)}, is {1 / times:.2f}x "
+                       f"faster than {name(xnor)}")
         if other.get("accuracy") is not None and xnor.get("accuracy") is not None:
             gap = other["accuracy"] - xnor["accuracy"]
             verdict += (f"; the {precision} network is {abs(gap):.2f} points "
@@ -101,22 +129,27 @@ def tradeoff_table(store: Store, selection: Selection = Selection()) -> Table:
             rows.append([str(run.id), MODEL_NAMES.get(str(first.model), str(first.model)),
                          str(first.dataset), str(rec["precision"]), str(rec["engine"]),
                          fmt(acc), "-" if delta is None else f"{delta:+.2f}",
-                         *(fmt(rec["latency"].get(b), 3) for b in batches),
+                         *(_latency(rec, b) for b in batches),
                          "-" if rec.get("bytes") is None else f"{rec['bytes'] / 2**20:.3f}",
                          rec.get("reason") or ""])
             records.append({"run_id": run.id, "model": first.model, "dataset": first.dataset,
                             "of_run": p0.get("of_run"), **rec})
+        calibration = next((r["calibration_images"] for r in recs
+                            if r.get("calibration_images") is not None), None)
         notes.append(f"run {run.id}: networks trained by run {p0.get('of_run')} (seed "
                      f"{first.seed}); {machine_label(run)}; accuracy on the "
-                     f"{p0.get('test_images')} test images; latencies are medians of "
-                     "interleaved blocks in one process")
+                     f"{p0.get('test_images')} test images"
+                     + ("" if calibration is None else
+                        f", int8 calibrated on {calibration} training images")
+                     + "; latencies are medians (IQR) of interleaved blocks in one process")
         for batch in batches:
             text = discussion(recs, batch, run.cpu_model or "this CPU")
             if text:
                 notes.append(text)
     notes.append("fp32 / bf16 / int8: the trained float network on each engine (int8: "
                  "static post-training quantization, calibrated on the run's first "
-                 "training images, run by the engine that quantized it); binary: the "
+                 "training images (per-channel int8 weights), run by the engine that "
+                 "quantized it); binary: the "
                  "XNOR network trained under the same recipe, simulated in fp32 (what "
                  "training evaluates), packed (xnorbench's kernels) and exported to "
                  "OpenVINO (BinaryConvolution). Δ: points against torch eager fp32. Size: "
@@ -124,5 +157,5 @@ def tradeoff_table(store: Store, selection: Selection = Selection()) -> Table:
                  "ONNX file, XNOR the packed file and the exported .bin).")
     return Table("What XNOR buys against what you would deploy instead",
                  ["Run", "Network", "Dataset", "Precision", "Engine", "Test accuracy %",
-                  "Δ vs fp32", *(f"Latency ms, batch {b}" for b in batches),
+                  "Δ vs fp32", *(f"Latency ms (IQR), batch {b}" for b in batches),
                   "Weights MiB", "Not run because"], rows, notes, records)

@@ -3,6 +3,10 @@
 Float vs XNOR with the packed kernels (and the float-simulated XNOR model, which is
 what a training port without bit operations runs), measured side by side in one
 process at a stated thread count. Weights are random: latency does not depend on them.
+The XNOR network's BatchNorm statistics come from one training-mode pass over random
+input (``settle_batchnorm``), so the packed and exported networks can be checked against
+each other: with a fresh BatchNorm every threshold sits at exactly 0, where integer
+pre-activations tie and each implementation breaks the tie by its own rounding.
 Training steps: float, XNOR through the fused layers, and XNOR through the port's BinOp
 workflow, interleaved; with the operators each step dispatches (what a GPU pays a
 launch for). On a CUDA device the inference rows compare float with the simulated XNOR
@@ -93,6 +97,35 @@ def _layer_inputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[s
     return seen
 
 
+def settle_batchnorm(model: nn.Module, shape: tuple[int, ...], seed: int,
+                     batch: int = 8) -> None:
+    """Set every BatchNorm's running statistics to those of one training-mode pass over
+    ``batch`` standard-normal inputs of ``shape`` (cumulative average, then eval mode),
+    and its bias (where it has one) to a random value in [-0.1, 0.1).
+
+    Untrained, every threshold a binary layer folds from its BatchNorm is exactly 0, and
+    a third of a percent to a few percent of integer pre-activations land on it; the
+    packed kernel's epilogue, OpenVINO and the simulated layers break such ties by their
+    own rounding, and in a deep network one broken tie spreads to every output. A mean
+    of a few integer pre-activations is often one of them too: the random bias moves the
+    thresholds between them, where a trained network has them."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(batch, *shape, generator=g))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+        if m.bias is not None:
+            with torch.no_grad():
+                m.bias.copy_((torch.rand(m.bias.shape, generator=g) - 0.5) * 0.2)
+    model.eval()
+
+
 def _layer_macs(layer: nn.Module, x: torch.Tensor) -> int:
     """Multiply-accumulates of a binary conv/linear layer on input ``x``."""
     with torch.no_grad():
@@ -116,6 +149,7 @@ def run_timing(ctx: SuiteContext, p: TimingParams) -> Iterator[Row]:
         torch.manual_seed(p.seed)
         fmodel = models.build(name, binary=False).eval()
         xmodel = models.build(name, binary=True).eval()
+        settle_batchnorm(xmodel, input_shape(name), p.seed)
         packed = None if cuda else pack_model(xmodel)
         fmodel, xmodel = fmodel.to(device), xmodel.to(device)
         base = {"threads": threads, "kernel_isa": isa, "input": list(input_shape(name)),

@@ -54,14 +54,14 @@ OPTIONS = (
         "and XNOR networks are compared (its float weights and packed file).",
         check=o.positive),
     Opt("trained_seed", "int", None, "Which seed's networks, where the run trained several "
-        "[default: the lowest].", check=o.seed_ok),
+        "\\[default: the lowest].", check=o.seed_ok),
     Opt("batches", "ints", [1, 64], "Batch sizes timed."),
     Opt("calibration", "int", 512, "Training images int8 quantization calibrates on.",
         check=o.positive),
     Opt("eval_batch", "int", 250, "Batch of the accuracy passes.", check=o.positive),
     Opt("rounds", "int", 3, "Interleaved timing rounds.", check=o.positive),
     Opt("threads", "int", 1, "torch, engine and kernel threads.", check=o.threads_ok),
-    Opt("data_dir", "path", None, "The data the run trained on [default: the folder the "
+    Opt("data_dir", "path", None, "The data the run trained on \\[default: the folder the "
         "run read]."),
     Opt("float_engines", "strs", list(ENGINES), "Baselines (engine-precision) the float "
         "network runs on.", check=engines_ok, choices=ENGINES, noun="float engine"),
