@@ -171,3 +171,50 @@ def test_eager_must_be_among_the_engines(tmp_path: Path):
     res = runner.invoke(app, ["--db", str(tmp_path / "x.db"), "sweep", "--float-engines",
                               "eager,tvm"])
     assert res.exit_code == 2 and "unknown float engine 'tvm'" in res.output
+
+
+SIGINT_AFTER_OPENVINO = """
+import gc, os, signal, sys, time
+import torch
+from xnorbench.measure import baselines
+x, m = torch.randn(1, 3, 8, 8), torch.nn.Conv2d(3, 4, 3).eval()
+engines = baselines.build(m, x, ["eager", "openvino-bf16", "openvino"], threads=1)
+assert engines["openvino"].run is not None, engines["openvino"].reason
+del engines
+gc.collect()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)
+except KeyboardInterrupt:
+    print("interrupted cleanly")
+"""
+
+
+def test_ctrl_c_after_openvino_engines_is_a_keyboard_interrupt():
+    """OpenVINO's compile installs an alternate signal stack on the thread and releasing
+    the model left a freed one behind: after a bf16 and an f32 model (Zen 4, openvino
+    2026.4) the next Ctrl-C crashed the process with a segmentation fault. In a child
+    process, so a crash fails this test instead of ending the test run."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", SIGINT_AFTER_OPENVINO], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and "interrupted cleanly" in out.stdout, (
+        out.returncode, out.stderr[-2000:])
+
+
+def test_compiling_with_openvino_leaves_the_threads_signal_stack_as_it_was():
+    from xnorbench.measure import openvino_runtime as ovr
+
+    before = ovr._sigaltstack(None)
+    if before is None:
+        pytest.skip("no sigaltstack in this C library")
+    x, m = torch.randn(1, 3, 8, 8), torch.nn.Conv2d(3, 4, 3).eval()
+    engines = float_engines.build(m, x, ["eager", "openvino"], threads=1)
+    assert engines["openvino"].run is not None, engines["openvino"].reason
+    engines["openvino"].run()
+    after = ovr._sigaltstack(None)
+    assert after is not None
+    assert (after.ss_sp, after.ss_flags, after.ss_size) == (
+        before.ss_sp, before.ss_flags, before.ss_size)

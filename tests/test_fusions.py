@@ -145,3 +145,29 @@ def test_packed_resnet_blocks_equal_the_unfused_composition():
     # that each packed layer equals its simulated layer is tested layer by layer
     # (test_kernels.py): end to end, a pre-activation within float rounding of its
     # threshold may flip on one CPU and not on another
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("spec,shape", [("resnet18", (3, 32, 32)),
+                                        ("resnet18-imagenet", (3, 64, 64))])
+def test_the_block_chain_computes_what_the_blocks_do_one_by_one(build, spec, shape,
+                                                                  monkeypatch):
+    """PackedBlocks runs as one call into the extension (BlockChain): the same kernel
+    calls with the same arguments as PackedPreActBlock's, so the same bits and floats."""
+    kernels_of(build)  # skips a build this CPU cannot run
+    monkeypatch.setenv("XNORBENCH_KERNEL_BUILD", build)
+    torch.manual_seed(3)
+    model = models.build(spec, binary=True).train()
+    with torch.no_grad():
+        model(torch.randn(8, *shape))  # BN statistics away from their defaults
+    packed = pack_model(model.eval())
+    chains = [m for m in packed.modules() if isinstance(m, PackedBlocks)]
+    assert chains
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        got = packed(x)
+        assert all(m._chain for m in chains)  # built and used
+        for m in chains:
+            m._chain = False  # the Python path, block by block
+        want = packed(x)
+    assert torch.equal(got, want)

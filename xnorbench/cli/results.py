@@ -138,7 +138,7 @@ def selection_from(store: Store, run: str | None, tag: str | None) -> Any:
 
 
 TABLE_SOURCES = {"seeds": "accuracy", "cells": "accuracy", "train-step": "timing",
-                 "train-memory": "memory", "saved-by-layer": "memory"}
+                 "breakdown": "timing", "train-memory": "memory", "saved-by-layer": "memory"}
 """The suite whose runs fill a table (when its name differs)."""
 
 
@@ -147,7 +147,8 @@ def table(
     suite: Annotated[str, typer.Option(
         help="accuracy (the mission's table), seeds (its per-seed values), cells (every "
              "trained recipe and variant), sweep, memory, timing, train-step (step time and "
-             "operators, float vs XNOR fused vs BinOp), train-memory (bytes kept for "
+             "operators, float vs XNOR fused vs BinOp), breakdown (where the packed "
+             "network's time goes: run timing --profile), train-memory (bytes kept for "
              "backward, peak RSS), saved-by-layer, ceilings (per-core peaks), compare or "
              "tradeoff (fp32 / bf16 / int8 / XNOR: accuracy, latency, size).")
     ] = "accuracy",
@@ -164,12 +165,20 @@ def table(
     (mean ± std over seeds): full-data recipes before subsets, then the most training;
     --run / --tag choose exactly what is shown.
     """
-    from ..report import memory_tables, speed_tables, table_format, tables, tradeoff_tables
+    from ..report import (
+        breakdown_tables,
+        memory_tables,
+        speed_tables,
+        table_format,
+        tables,
+        tradeoff_tables,
+    )
 
     renderers = {"accuracy": tables.accuracy_table, "seeds": tables.per_seed_table,
                  "cells": tables.cells_table,
                  "sweep": speed_tables.sweep_table, "memory": memory_tables.memory_table,
                  "timing": speed_tables.timing_table, "train-step": speed_tables.train_step_table,
+                 "breakdown": breakdown_tables.breakdown_table,
                  "train-memory": memory_tables.train_memory_table,
                  "saved-by-layer": memory_tables.saved_by_layer_table,
                  "ceilings": speed_tables.ceilings_table,
@@ -182,6 +191,8 @@ def table(
     if not rendered.rows:
         source = TABLE_SOURCES.get(suite, suite)
         command = "xnorbench sweep" if source == "sweep" else f"xnorbench run {source}"
+        if suite == "breakdown":
+            command, source = command + " --profile", "profiled timing"
         chosen = " among the chosen runs" if run or tag else ""
         fail(f"no finished {source} runs{chosen} yet for `table --suite {suite}`; run "
              f"`{command}` first")

@@ -2,14 +2,23 @@
 
 One compiled model per (graph, precision, thread count): latency mode, one stream, the
 thread count given, and the precision asked for explicitly (on a CPU with AMX, OpenVINO
-runs a float model in bf16 unless told ``f32``). OpenVINO is an optional extra
+runs a float model in bf16 unless told ``f32``). Every call into the plugin keeps the
+calling thread's signal state (:func:`signal_state_kept`): compiling installs an
+alternate signal stack on the thread and releasing the model puts back a stale one, so
+after a bf16 and an f32 model were compiled and released (openvino 2026.4, Zen 4), the
+next Ctrl-C ran Python's handler on freed memory and the process died with a
+segmentation fault instead of stopping the run cleanly. OpenVINO is an optional extra
 (``pip install 'xnorbench[openvino]'``); a missing one is said in one line, never a
 traceback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import ctypes
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +41,70 @@ def config(threads: int, precision: str = "f32") -> dict[str, Any]:
             "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
 
 
+class _Stack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int),
+                ("ss_size", ctypes.c_size_t)]
+
+
+def _sigaltstack(new: _Stack | None) -> _Stack | None:
+    """Set the calling thread's alternate signal stack (None: only read it); the previous
+    one, or None where the C library offers no ``sigaltstack``."""
+    try:
+        libc = ctypes.CDLL(None)
+        old = _Stack()
+        if libc.sigaltstack(None if new is None else ctypes.byref(new), ctypes.byref(old)):
+            return None
+        return old
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def signal_state_kept() -> Iterator[None]:
+    """Run the block with SIGINT and SIGTERM blocked (threads a library starts in it
+    inherit the mask, so these signals reach the main thread, where Python handles them)
+    and put the thread's alternate signal stack back as it was afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stack = _sigaltstack(None)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        if stack is not None:
+            _sigaltstack(stack)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def compile_model(model: Any, threads: int, precision: str = "f32") -> Any:
     """``model`` (an ``ov.Model`` or a path to an ONNX / IR file) compiled for the CPU."""
     ov = openvino()
-    core = ov.Core()
-    if isinstance(model, (str, Path)):
-        model = core.read_model(str(model))
-    return core.compile_model(model, "CPU", config(threads, precision))
+    with signal_state_kept():
+        core = ov.Core()
+        if isinstance(model, (str, Path)):
+            model = core.read_model(str(model))
+        return core.compile_model(model, "CPU", config(threads, precision))
 
 
 def predictor(compiled: Any) -> Callable[[Tensor], np.ndarray]:
     """``compiled`` as a function of its input (one infer request, the input shared, not
     copied). It returns the request's own output buffer, not a copy (what a deployment
-    reads, and no copy is timed): valid until the next call."""
-    request = compiled.create_infer_request()
+    reads, and no copy is timed): valid until the next call. The first call, which
+    starts the plugin's threads, runs inside :func:`signal_state_kept`."""
+    with signal_state_kept():
+        request = compiled.create_infer_request()
+    started = False
 
     def run(x: Tensor) -> np.ndarray:
-        request.infer({0: np.ascontiguousarray(x.detach().cpu().numpy())},
-                      share_inputs=True)
+        nonlocal started
+        feed = {0: np.ascontiguousarray(x.detach().cpu().numpy())}
+        if started:
+            request.infer(feed, share_inputs=True)
+        else:
+            with signal_state_kept():
+                request.infer(feed, share_inputs=True)
+            started = True
         return request.get_output_tensor(0).data
     return run
 

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..db import Run, Store, shown_url
+from .breakdown_tables import breakdown_table
 from .memory_tables import memory_table, saved_by_layer_table, train_memory_table
 from .plots import plot_sweeps
 from .queries import newest_value, sweep_points
@@ -169,6 +170,16 @@ def _speed_discussion(store: Store, sel: Selection) -> list[str]:
                    + ("." if simulated is None else "; the float-simulated XNOR model (what "
                       f"a training port runs) takes {simulated:.2f} ms.")
                    + _lowp_words(rec, "the packed network"))
+    for b in breakdown_table(store, sel).records:
+        gemm = b["shares"].get("binary GEMM")
+        if gemm is None:
+            continue
+        rest = sorted(((v, k) for k, v in b["parts"].items() if k != "binary GEMM"),
+                      reverse=True)
+        out.append(f"- Of the packed {MODEL_NAMES.get(b['model'], b['model'])}'s "
+                   f"{b['total_ms']:.3f} ms at batch {b['batch']}, {b['threads']} thread(s) "
+                   f"(run {b['run_id']}), the binary GEMMs take {gemm:.0f} %; the largest "
+                   f"other part is {rest[0][1]} ({rest[0][0]:.3f} ms).")
     out += _ceiling_discussion(store, sel)
     for rec in train_step_table(store, sel).records:
         if rec.get("fused_ratio") is None:
@@ -314,6 +325,8 @@ def write_report(store: Store, output: Path, selection: Selection = Selection(),
         _section(training_time_table(store, sel), "no accuracy run yet"), "",
         _section(memory_table(store, sel), "no memory run yet"), "",
         _section(timing_table(store, sel), "no timing run yet"), "",
+        _section(breakdown_table(store, sel), "no profiled timing run yet (`xnorbench run "
+                 "timing --profile`)"), "",
         _section(train_step_table(store, sel), "no timing run yet"), "",
         _section(train_memory_table(store, sel), "no memory run yet"), "",
         _section(saved_by_layer_table(store, sel), "no memory run yet"), "",

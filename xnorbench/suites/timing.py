@@ -29,6 +29,7 @@ from ..measure import baselines, openvino_runtime
 from ..measure.baselines import ENGINES, engines_ok
 from ..measure.baselines import build as build_engines
 from ..measure.baselines import timed as timed_engines
+from ..measure.breakdown import packed_breakdown
 from ..measure.ceilings import PeakProbe, share
 from ..measure.machine_state import StateProbe
 from ..measure.timing import compare, dispatched_ops, launched_ops
@@ -53,6 +54,9 @@ OPTIONS = (
     Opt("batches", "ints", [1, 64], "Inference batch sizes."),
     Opt("train_batch", "int", 32, "Batch of the timed training step.", check=o.positive),
     Opt("per_layer", "bool", True, "Also time every binary layer."),
+    Opt("profile", "bool", False, "Also store where the packed network's time goes "
+        "(binary GEMM, packing, float layers, copies, Python) per batch; `table --suite "
+        "breakdown`."),
     Opt("rounds", "int", 3, "Interleaved timing rounds.", check=o.positive),
     Opt("threads", "int", 1, "torch and kernel threads.", check=o.threads_ok),
     Opt("device", "device", "cpu", "cpu: float vs the packed kernels (and per layer); cuda: "
@@ -77,6 +81,7 @@ class TimingParams(SuiteParams):
     batches: tuple[int, ...] = (1, 64)
     train_batch: int = 32
     per_layer: bool = True
+    profile: bool = False
     rounds: int = 3
     threads: int = 1
     seed: int = 0
@@ -124,6 +129,20 @@ def settle_batchnorm(model: nn.Module, shape: tuple[int, ...], seed: int,
             with torch.no_grad():
                 m.bias.copy_((torch.rand(m.bias.shape, generator=g) - 0.5) * 0.2)
     model.eval()
+
+
+def _breakdown_rows(fn: Callable[[], object], prm: dict[str, Any], tag: dict[str, Any]
+                    ) -> Iterator[Row]:
+    """Where the packed network's time goes at this batch: one row per part, and the
+    binary GEMMs' share."""
+    with torch.no_grad():
+        b = packed_breakdown(fn)
+    base = {**prm, "breakdown_total_ms": b.total_ms, "binary_calls": b.binary_calls}
+    for part, ms in b.parts.items():
+        yield Row("packed_time_ms", ms, "ms", variant=V.XNOR_PACKED,
+                  params={**base, "part": part, "share_pct": b.share(part)}, **tag)
+    yield Row("packed_binary_gemm_pct", b.share("binary GEMM"), "%", variant=V.XNOR_PACKED,
+              params=base, **tag)
 
 
 def _layer_macs(layer: nn.Module, x: torch.Tensor) -> int:
@@ -186,6 +205,8 @@ def run_timing(ctx: SuiteContext, p: TimingParams) -> Iterator[Row]:
                       variant=fast, params=prm, **tag)
             if engines:
                 yield from _fastest_rows("inference", t, fast, engines, prm, tag)
+            if p.profile and packed is not None:
+                yield from _breakdown_rows(partial(packed, x), prm, tag)
         if p.per_layer and packed is not None:
             names = [n for n, _ in binary_layers(xmodel)]
             x1 = torch.randn(1, *input_shape(name))

@@ -407,7 +407,7 @@ def to_openvino(model: nn.Module, example: Tensor) -> Any:
     it cannot write."""
     ov, ops = openvino(), _ops()
     model = model.float().cpu().eval()
-    packed = pack_model(model)
+    packed = pack_model(model, fuse_graph=False)
     x = ops.parameter(ov.PartialShape(list(example.shape)), ov.Type.f32, name="x")
     out = _Exporter(weight_signs(model)).module(packed, [x], "")
     if not _is_node(out):

@@ -25,6 +25,25 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "BN thresholds folded into packing, binary conv, alpha, bias, residual");
   m.def("isa", &isa, "which popcount path this build uses");
   m.def("threads_used", &threads_used, "threads at::parallel_for uses in this extension");
+  // module_local: the three builds of this extension load into one process (tests), and
+  // pybind11 registers a C++ type once per process unless told the type is the module's
+  pybind11::class_<BinaryLayer>(m, "BinaryLayer", pybind11::module_local())
+      .def(pybind11::init([](torch::Tensor wpacked, torch::Tensor alpha,
+                             c10::optional<torch::Tensor> bias, torch::Tensor thresh,
+                             torch::Tensor flip, int64_t in_channels, int64_t out_channels,
+                             int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                             int64_t pw) {
+        return BinaryLayer{wpacked, alpha, bias, thresh, flip, in_channels, out_channels,
+                           kh, kw, sh, sw, ph, pw};
+      }));
+  pybind11::class_<BlockChain>(m, "BlockChain", pybind11::module_local())
+      .def(pybind11::init<>())
+      .def("add", &BlockChain::add, "append a block: unit1, unit2, shortcut (or None)")
+      .def("run", &BlockChain::run, "every block on x, one after the other")
+      .def("__len__", &BlockChain::size);
+  m.def("kernel_profile_start", &kernel_profile_start, "reset and start the layer timers");
+  m.def("kernel_profile_stop", &kernel_profile_stop,
+        "stop the layer timers: [calls, total ns, packing ns, GEMM ns]");
 }
 
 #define XNOR_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)

@@ -27,8 +27,11 @@
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
@@ -148,6 +151,53 @@ torch::Tensor pack_weight(torch::Tensor w) {
 
 namespace {
 
+// Where a binary layer's time goes, summed over calls while profiling is on
+// (kernel_profile_start / _stop): sign-packing the input (with the AVX2 path's
+// nibble-split copy), the XNOR-popcount GEMM with its epilogue, and the whole call
+// (allocation and checks included). Off, each timer costs one relaxed load.
+struct KernelProfile {
+  std::atomic<bool> on{false};
+  std::atomic<int64_t> calls{0}, total{0}, pack{0}, gemm{0};
+};
+KernelProfile& kprof() {
+  static KernelProfile p;
+  return p;
+}
+
+class Timed {
+ public:
+  explicit Timed(std::atomic<int64_t>& into)
+      : into_(kprof().on.load(std::memory_order_relaxed) ? &into : nullptr),
+        t0_(into_ ? now() : 0) {}
+  ~Timed() {
+    if (into_) into_->fetch_add(now() - t0_, std::memory_order_relaxed);
+  }
+  Timed(const Timed&) = delete;
+  Timed& operator=(const Timed&) = delete;
+
+ private:
+  static int64_t now() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+  std::atomic<int64_t>* into_;
+  int64_t t0_;
+};
+
+// One public entry point's call: counted, and its whole time summed. Also a profiler
+// scope ("xnor::layer"), so torch.profiler files the ATen operators a call runs inside
+// (allocation, layout copies) under the binary layer, not beside it.
+struct TimedCall : Timed {
+  TimedCall() : Timed(kprof().total), scope_(at::RecordScope::FUNCTION) {
+    if (kprof().on.load(std::memory_order_relaxed)) kprof().calls.fetch_add(1);
+    if (scope_.isActive()) scope_.before("xnor::layer");
+  }
+
+ private:
+  at::RecordFunction scope_;
+};
+
+
 // x as float32 with every sign kept: another floating dtype is turned into +-1 in its own
 // precision first (float64 -1e-300 would otherwise round to -0.0 and count as +1).
 torch::Tensor float_keeping_signs(const torch::Tensor& x) {
@@ -216,7 +266,10 @@ torch::Tensor conv_on_packed(const uint64_t* p, int64_t N, int64_t Hp, int64_t W
   std::vector<uint64_t>& D = workspace().split;
   const int64_t words = N * Hp * Wp * Cw;
   if ((int64_t)D.size() < words * NSPLIT) D.resize(words * NSPLIT);
-  nibble_split(p, D.data(), words);
+  {
+    Timed t(kprof().pack);
+    nibble_split(p, D.data(), words);
+  }
   R = ARows{D.data(), KH, KW * Cw * NSPLIT, M, OH, OW, Hp, Wp, Cw * NSPLIT, sh, sw};
 #endif
 
@@ -271,7 +324,10 @@ torch::Tensor conv_on_packed(const uint64_t* p, int64_t N, int64_t Hp, int64_t W
                            .memory_format(at::MemoryFormat::ChannelsLast));
     e.out = out.data_ptr<float>();
   }
-  binary_gemm(R, reinterpret_cast<const uint64_t*>(wpacked.data_ptr<int64_t>()), OCB, e);
+  {
+    Timed t(kprof().gemm);
+    binary_gemm(R, reinterpret_cast<const uint64_t*>(wpacked.data_ptr<int64_t>()), OCB, e);
+  }
   return out;
 }
 
@@ -293,12 +349,16 @@ Threshold thresholds(const c10::optional<torch::Tensor>& th,
 
 // Sign-pack a float NCHW input (either memory format) with spatial padding in place.
 torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw) {
+  TimedCall call;
   TORCH_CHECK(x.dim() == 4, "pack_input: input must be [N, C, H, W]");
   TORCH_CHECK(x.device().is_cpu(), "pack_input: CPU tensors only");
   x = float_keeping_signs(x);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   auto P = torch::zeros({N, H + 2 * ph, W + 2 * pw, ceil_div(C, 64)}, torch::kLong);
-  pack_into(x, reinterpret_cast<uint64_t*>(P.data_ptr<int64_t>()), ph, pw, Threshold{});
+  {
+    Timed t(kprof().pack);
+    pack_into(x, reinterpret_cast<uint64_t*>(P.data_ptr<int64_t>()), ph, pw, Threshold{});
+  }
   return P;
 }
 
@@ -308,6 +368,7 @@ torch::Tensor xnor_conv2d_packed(torch::Tensor P, int64_t C, torch::Tensor wpack
                                  torch::Tensor alpha, c10::optional<torch::Tensor> bias,
                                  c10::optional<torch::Tensor> kscale, int64_t OC, int64_t KH,
                                  int64_t KW, int64_t sh, int64_t sw, bool integer) {
+  TimedCall call;
   TORCH_CHECK(P.dim() == 4 && P.scalar_type() == torch::kLong && P.is_contiguous(),
               "xnor_conv2d_packed: P must be a contiguous int64 [N, Hp, Wp, Cw] tensor");
   TORCH_CHECK(P.size(3) == ceil_div(C, 64), "xnor_conv2d_packed: C does not match P");
@@ -344,6 +405,7 @@ torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch:
                                 c10::optional<torch::Tensor> next_flip, int64_t next_ph,
                                 int64_t next_pw, int64_t OC, int64_t KH, int64_t KW,
                                 int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  TimedCall call;
   OutMode mode;
   mode.inplace = inplace;
   const Threshold next = thresholds(next_thresh, next_flip, OC);
@@ -374,10 +436,28 @@ torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch:
   std::vector<uint64_t>& P = workspace().P;
   const int64_t words = N * Hp * Wp * ceil_div(C, 64);
   if ((int64_t)P.size() < words) P.resize(words);
-  std::fill(P.begin(), P.begin() + words, 0);
-  pack_into(x, P.data(), ph, pw, T);
+  {
+    Timed t(kprof().pack);
+    std::fill(P.begin(), P.begin() + words, 0);
+    pack_into(x, P.data(), ph, pw, T);
+  }
   return conv_on_packed(P.data(), N, Hp, Wp, C, wpacked, alpha, bias, c10::nullopt, residual,
                         OC, KH, KW, sh, sw, false, mode);
+}
+
+void kernel_profile_start() {
+  KernelProfile& p = kprof();
+  p.calls = 0;
+  p.total = 0;
+  p.pack = 0;
+  p.gemm = 0;
+  p.on = true;
+}
+
+std::vector<int64_t> kernel_profile_stop() {
+  KernelProfile& p = kprof();
+  p.on = false;
+  return {p.calls.load(), p.total.load(), p.pack.load(), p.gemm.load()};
 }
 
 // How many threads at::parallel_for really runs inside this extension (a build without

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 // xnor_conv.cpp: packing and the XNOR-popcount convolution (inference)
 torch::Tensor pack_weight(torch::Tensor w);
@@ -30,6 +31,34 @@ torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch:
                                 int64_t sh, int64_t sw, int64_t ph, int64_t pw);
 std::string isa();
 int64_t threads_used();
+
+// block_chain.cpp: a chain of packed pre-activation blocks run by one call
+// One fused binary conv: its packed weights, alpha [and bias], the BatchNorm-and-sign
+// thresholds of its input, and its geometry (what PackedXNORConv2d holds).
+struct BinaryLayer {
+  torch::Tensor wpacked, alpha;
+  c10::optional<torch::Tensor> bias;
+  torch::Tensor thresh, flip;
+  int64_t in_channels = 0, out_channels = 0, kh = 0, kw = 0, sh = 1, sw = 1, ph = 0, pw = 0;
+};
+class BlockChain {
+ public:
+  // a block: unit2(unit1(x)) + shortcut(x), the shortcut x itself when absent
+  void add(BinaryLayer unit1, BinaryLayer unit2, c10::optional<BinaryLayer> shortcut);
+  torch::Tensor run(torch::Tensor x) const;
+  size_t size() const { return blocks_.size(); }
+
+ private:
+  struct Block {
+    BinaryLayer unit1, unit2;
+    c10::optional<BinaryLayer> shortcut;
+  };
+  std::vector<Block> blocks_;
+};
+// where the binary layers' time goes: start resets and turns the counters on; stop turns
+// them off and returns {calls, whole calls ns, packing ns, GEMM + epilogue ns}
+void kernel_profile_start();
+std::vector<int64_t> kernel_profile_stop();
 
 // train_ops.cpp: the fused training path's operators
 namespace xnor_train {

@@ -1,0 +1,80 @@
+"""A binarize()d network's packed graph is fused like the built-in networks: BatchNorm
+after a binary conv folded into its epilogue, residuals added there, convs handing bits
+to the next conv; and it still computes what the unfused packed network does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import fx, nn
+
+from tests.test_openvino_export import _trained_like
+from xnorbench.xnor import models
+from xnorbench.xnor import packed as packed_module
+from xnorbench.xnor import packed_graph as pg
+from xnorbench.xnor.convert import binarize
+from xnorbench.xnor.packed import PackedXNORConv2d, pack_model
+
+
+def _unfused(model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> nn.Module:
+    with monkeypatch.context() as m:
+        m.setattr(packed_module, "fuse_packed_graph", lambda gm, conv_type: {})
+        return pack_model(model)
+
+
+def _calls(gm: fx.GraphModule) -> list[tuple[nn.Module, fx.Node]]:
+    return [(gm.get_submodule(str(n.target)), n) for n in gm.graph.nodes
+            if n.op == "call_module"]
+
+
+def test_torchvision_resnet_is_fused_and_computes_what_the_unfused_network_does(
+        monkeypatch: pytest.MonkeyPatch):
+    torch.manual_seed(0)
+    xnor = _trained_like(models.build("torchvision:resnet18:cifar", binary=True))
+    packed, plain = pack_model(xnor), _unfused(xnor, monkeypatch)
+    assert isinstance(packed, fx.GraphModule)
+    calls = _calls(packed)
+    pairs = [m for m, _ in calls if isinstance(m, pg.PackedPair)]
+    assert len(pairs) == 8  # every block's two convs
+    for m, n in calls:  # no BatchNorm reads a binary conv's output any more
+        if isinstance(m, nn.BatchNorm2d):
+            src = n.args[0]
+            assert not (isinstance(src, fx.Node) and src.op == "call_module" and isinstance(
+                packed.get_submodule(str(src.target)), (PackedXNORConv2d, pg.PackedPair)))
+    assert sum("residual" in n.kwargs for _, n in calls) == 8  # every block's addition
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        got, want, simulated = packed(x), plain(x), xnor(x)
+    assert (got - want).norm() <= 1e-4 * want.norm()
+    assert torch.equal(got.argmax(1), want.argmax(1))
+    assert torch.equal(got.argmax(1), simulated.argmax(1))
+
+
+class TwoReaders(nn.Module):
+    """A binary conv whose output is read twice (by a BatchNorm and by an addition):
+    folding the BatchNorm or moving the addition into the conv would change the other
+    reader's input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(self.stem(x))
+        x = self.conv2(self.bn(y) + y)
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_value_read_twice_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch):
+    torch.manual_seed(0)
+    xnor = _trained_like(binarize(TwoReaders().eval()).model)
+    packed, plain = pack_model(xnor), _unfused(xnor, monkeypatch)
+    assert pg.fuse_packed_graph(plain, PackedXNORConv2d) == {
+        "batchnorms folded": 0, "residuals fused": 0, "conv pairs on bits": 0}
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(packed(x), plain(x))

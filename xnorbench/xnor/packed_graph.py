@@ -1,0 +1,198 @@
+"""Fusions of a packed network found on its traced graph, so a network ``binarize``
+produced (torchvision's, a user's) runs like the hand-fused built-in ones.
+
+Three rewrites of the ``torch.fx`` graph, in order, each only where the value it removes
+is read by nothing else:
+
+1. **BatchNorm after a binary conv** folds into the conv's epilogue: ``s * (alpha * n +
+   b) + (beta - s * mean)`` is the conv with ``alpha * s`` and ``s * b + beta - s * mean``
+   (``s = gamma / sqrt(var + eps)``), one pass over the output instead of two.
+2. **A residual added to a binary conv's output** is added in the conv's epilogue.
+3. **A binary conv feeding only another binary conv** writes that conv's packed input
+   (the sign of its BatchNorm, as bits) instead of a float tensor that would be read
+   once and packed again: :class:`PackedPair`.
+
+The packed conv class is the caller's (``pack_model`` passes
+:class:`~.packed.PackedXNORConv2d`): this module knows the layers by what they offer
+(``to_bits``, ``on_bits``, ``alpha``, ``bias``, a ``residual`` argument), not by import.
+The built-in networks are fused by hand (:class:`~.packed.PackedPreActBlock`); this is
+the same for any graph. Folding rounds differently from BatchNorm on the output (one
+multiply fewer), so outputs equal the unfused network's to float rounding. Every packed
+layer stays under its own name and equals its simulated layer; the graph calls copies
+(``*_bn_folded``, ``packed_pair_*``) that share their packed weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from typing import Any, Protocol, cast
+
+import torch
+from torch import Tensor, fx, nn
+
+ADDS = (operator.add, operator.iadd, torch.add)
+
+
+class PackedConv(Protocol):
+    """What the rewrites use of a packed binary conv."""
+
+    fused: bool
+    alpha: Tensor
+    bias: Tensor | None
+
+    def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor: ...
+
+    def to_bits(self, x: Tensor, nxt: Any) -> Tensor: ...
+
+    def on_bits(self, bits: Tensor, residual: Tensor | None = None) -> Tensor: ...
+
+
+class PackedPair(nn.Module):
+    """Two packed binary convs, the first writing the second's packed input (bits)."""
+
+    def __init__(self, first: nn.Module, second: nn.Module) -> None:
+        super().__init__()
+        self.first = first
+        self.second = second
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        first, second = cast(PackedConv, self.first), cast(PackedConv, self.second)
+        if x.dtype != torch.float32:  # other dtypes take BN and the sign in their own
+            return second(first(x), residual=residual)
+        return second.on_bits(first.to_bits(x, second), residual=residual)
+
+
+def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+
+
+def _packed(gm: fx.GraphModule, node: object, conv: type[nn.Module]) -> nn.Module | None:
+    """The fused packed conv ``node`` calls (on a plain input, and called nowhere else:
+    a rewrite may change the module), else None."""
+    if not isinstance(node, fx.Node):
+        return None
+    m = _module(gm, node)
+    if isinstance(m, conv) and cast(PackedConv, m).fused and len(node.args) == 1 \
+            and not node.kwargs and sum(n.op == "call_module" and n.target == node.target
+                                        for n in gm.graph.nodes) == 1:
+        return m
+    return None
+
+
+def _added(gm: fx.GraphModule, name: str, module: nn.Module) -> str:
+    """``module`` added to ``gm`` under ``name`` (made unique); the name used."""
+    while hasattr(gm, name):
+        name += "_"
+    gm.add_submodule(name, module)
+    return name
+
+
+def _sole_reader_of_conv(gm: fx.GraphModule, node: fx.Node, conv_type: type[nn.Module]
+                         ) -> tuple[fx.Node, nn.Module] | None:
+    """(the node of ``node``'s first argument, its packed conv) where that argument is
+    a packed conv's output that nothing but ``node`` reads; else None."""
+    src = node.args[0] if node.args else None
+    conv = _packed(gm, src, conv_type)
+    if conv is None or not isinstance(src, fx.Node) or len(src.users) != 1:
+        return None
+    return src, conv
+
+
+def _folded(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """A copy of ``conv`` with ``bn`` (on its output) folded into alpha and bias; it
+    shares the packed weights, thresholds and input BatchNorm with ``conv``, which stays
+    what it was (each packed layer equals its simulated layer, by name)."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    out = copy.copy(conv)
+    out._buffers = dict(conv._buffers)
+    out._modules = dict(conv._modules)
+    out._parameters = dict(conv._parameters)
+    with torch.no_grad():
+        var, mean = bn.running_var.double(), bn.running_mean.double()
+        s = (bn.weight.double() if bn.weight is not None else torch.ones_like(var)) \
+            / torch.sqrt(var + bn.eps)
+        shift = (bn.bias.double() if bn.bias is not None else torch.zeros_like(s)) - s * mean
+        layer = cast(PackedConv, conv)
+        bias = layer.bias.double() if layer.bias is not None else torch.zeros_like(s)
+        out.alpha = (layer.alpha.double() * s).float().contiguous()
+        out.bias = (s * bias + shift).float().contiguous()
+    return out
+
+
+def fold_batchnorms(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
+    """Rewrite 1: how many BatchNorms were folded into the binary conv before them."""
+    folded = 0
+    for node in list(gm.graph.nodes):
+        bn = _module(gm, node)
+        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None \
+                or bn.running_var is None or len(node.args) != 1:
+            continue
+        found = _sole_reader_of_conv(gm, node, conv_type)
+        if found is None:
+            continue
+        src, conv = found
+        src.target = _added(gm, f"{str(src.target).replace('.', '_')}_bn_folded",
+                            _folded(conv, bn))
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+        folded += 1
+    return folded
+
+
+def _call_instead(gm: fx.GraphModule, node: fx.Node, target: str, args: Any,
+                  kwargs: dict[str, Any], absorbed: fx.Node) -> None:
+    """A call of submodule ``target`` where ``node`` was, with ``node``'s users;
+    ``node`` and the node it absorbed (now computed inside the call) are erased."""
+    with gm.graph.inserting_after(node):
+        call = gm.graph.call_module(target, args, kwargs)
+    node.replace_all_uses_with(call)
+    gm.graph.erase_node(node)
+    gm.graph.erase_node(absorbed)
+
+
+def fuse_residuals(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
+    """Rewrite 2: how many additions moved into a binary conv's epilogue."""
+    fused = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in ADDS or len(node.args) != 2 \
+                or node.kwargs:
+            continue
+        for mine, other in ((0, 1), (1, 0)):
+            src, res = node.args[mine], node.args[other]
+            if _packed(gm, src, conv_type) is None or not isinstance(res, fx.Node) \
+                    or len(src.users) != 1:
+                continue
+            _call_instead(gm, node, str(src.target), src.args, {"residual": res}, src)
+            fused += 1
+            break
+    return fused
+
+
+def pair_convs(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
+    """Rewrite 3: how many binary convs now hand bits to the next one."""
+    pairs = 0
+    for node in list(gm.graph.nodes):
+        second = _module(gm, node)
+        if not isinstance(second, conv_type) or not cast(PackedConv, second).fused \
+                or len(node.args) != 1 or set(node.kwargs) - {"residual"}:
+            continue
+        found = _sole_reader_of_conv(gm, node, conv_type)
+        if found is None:
+            continue
+        src, first = found
+        name = _added(gm, f"packed_pair_{pairs}", PackedPair(first, second))
+        _call_instead(gm, node, name, src.args, dict(node.kwargs), src)
+        pairs += 1
+    return pairs
+
+
+def fuse_packed_graph(gm: fx.GraphModule, conv_type: type[nn.Module]) -> dict[str, int]:
+    """All three rewrites on a packed traced network whose binary convs are
+    ``conv_type``, in place; what each did."""
+    done = {"batchnorms folded": fold_batchnorms(gm, conv_type),
+            "residuals fused": fuse_residuals(gm, conv_type),
+            "conv pairs on bits": pair_convs(gm, conv_type)}
+    gm.graph.lint()
+    gm.recompile()
+    return done
