@@ -147,12 +147,12 @@ def _pair(v: Any) -> tuple[int, int]:
 
 
 class _Tracer(fx.Tracer):
-    """torch's leaves, and the packed layers and blocks, whose forward reads tensors'
-    dtypes and memory formats (not traceable, and converted whole)."""
+    """torch's leaves, and the packed layers, blocks and chains of blocks, whose forward
+    reads tensors' dtypes and memory formats (not traceable, and converted whole)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (PackedXNORConv2d, PackedXNORLinear, PackedPreActBlock)) or (
-            super().is_leaf_module(m, qualname) and not isinstance(m, PackedBlocks))
+        return isinstance(m, (PackedXNORConv2d, PackedXNORLinear, PackedPreActBlock,
+                              PackedBlocks)) or super().is_leaf_module(m, qualname)
 
 
 class _Exporter:
@@ -177,6 +177,11 @@ class _Exporter:
             out = self.module(m.unit2, [self.module(m.unit1, [x], f"{name}.unit1")],
                               f"{name}.unit2")
             return self.ops.add(out, self.module(m.shortcut, [x], f"{name}.shortcut"))
+        if isinstance(m, PackedBlocks):  # its blocks one after the other
+            x = args[0]
+            for i, block in enumerate(m):
+                x = self.module(block, [x], f"{name}.{i}")
+            return x
         if type(m).forward is nn.Module.forward:
             raise ExportError(f"layer '{name}' ({type(m).__name__}) has no forward")
         if _is_torch_leaf(m):

@@ -1,8 +1,9 @@
 """Fusions of a packed network found on its traced graph, so a network ``binarize``
 produced (torchvision's, a user's) runs like the hand-fused built-in ones.
 
-Three rewrites of the ``torch.fx`` graph, in order, each only where the value it removes
-is read by nothing else:
+Rewrites of the ``torch.fx`` graph, in order, each only where the value it removes is
+read by nothing else (the first, :func:`drop_snapshots`, removes the copy ``binarize``
+takes before an in-place ReLU); then:
 
 1. **BatchNorm after a binary conv** folds into the conv's epilogue: ``s * (alpha * n +
    b) + (beta - s * mean)`` is the conv with ``alpha * s`` and ``s * b + beta - s * mean``
@@ -187,10 +188,49 @@ def pair_convs(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
     return pairs
 
 
+def _inplace_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
+    m = _module(gm, node)
+    return (isinstance(m, nn.ReLU) and m.inplace) or (
+        node.op == "call_function" and node.target is torch.relu_) or (
+        node.op == "call_method" and node.target == "relu_")
+
+
+def drop_snapshots(gm: fx.GraphModule) -> int:
+    """Rewrite 4: how many copies taken before an in-place ReLU were dropped.
+
+    ``binarize`` feeds a binary layer the value before a ReLU that works in place, so
+    it copies it first (``clone``); once the ReLU writes a new tensor instead, the copy's
+    readers read the value itself and every later reader of it reads the ReLU's output
+    (what the in-place write gave them): one pass over the activation less per block."""
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    dropped = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_method" or node.target != "clone" or len(node.args) != 1 \
+                or node.kwargs or not isinstance(node.args[0], fx.Node):
+            continue
+        src = node.args[0]
+        relus = [u for u in src.users if u is not node and _inplace_relu(gm, u)]
+        if len(relus) != 1 or order[relus[0]] < order[node]:
+            continue
+        relu = relus[0]
+        with gm.graph.inserting_after(relu):
+            fresh = gm.graph.call_function(torch.relu, (src,))
+        relu.replace_all_uses_with(fresh)
+        for user in list(src.users):  # after the write they read the ReLU's output
+            if user not in (node, relu, fresh) and order.get(user, -1) > order[relu]:
+                user.replace_input_with(src, fresh)
+        gm.graph.erase_node(relu)
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+        dropped += 1
+    return dropped
+
+
 def fuse_packed_graph(gm: fx.GraphModule, conv_type: type[nn.Module]) -> dict[str, int]:
-    """All three rewrites on a packed traced network whose binary convs are
-    ``conv_type``, in place; what each did."""
-    done = {"batchnorms folded": fold_batchnorms(gm, conv_type),
+    """The rewrites on a packed traced network whose binary convs are ``conv_type``, in
+    place; what each did."""
+    done = {"copies before a ReLU dropped": drop_snapshots(gm),
+            "batchnorms folded": fold_batchnorms(gm, conv_type),
             "residuals fused": fuse_residuals(gm, conv_type),
             "conv pairs on bits": pair_convs(gm, conv_type)}
     gm.graph.lint()
