@@ -270,6 +270,8 @@ def build(module: nn.Module, x: Tensor, names: Sequence[str], threads: int,
                         exception_line(exc)
                     out[name] = Engine(name, None, why, info)
                     continue
+                if BASELINES[name].precision == "int8":  # what a deployment ships
+                    info["model_file_bytes"] = graphs.int8().stat().st_size
                 bad = off_by(got, ref, BASELINES[name].precision)
                 out[name] = Engine(name, None if bad else run, bad, info,
                                    None if bad else predict)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..measure.cpu_units import cpu_flags
 from ..version import __version__
 
 _ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vpopcntdq",
@@ -42,12 +43,9 @@ def cpu_info() -> tuple[str, str]:
             family = value.strip()
         if key == "model" and number is None:
             number = value.strip()
-        if key in ("flags", "Features") and not flags:
-            have = set(value.split())
-            flags = " ".join(f for f in _ISA_FLAGS if f in have)
     if family and number:
         model = f"{model} (family {family}, model {number})"
-    return model, flags
+    return model, " ".join(f for f in _ISA_FLAGS if f in cpu_flags())
 
 
 COMMIT_ENV = "XNORBENCH_GIT_COMMIT"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -31,6 +31,7 @@ from ..training.recipes import (
     resolve,
     show_value,
 )
+from ..variants import Variant
 from ..xnor import GRAD_RULES, XNOR_PATHS
 from ..xnor.models import IMAGENET_MODELS, model_ok
 
@@ -342,3 +343,32 @@ def variants(choice: str) -> list[str]:
     if choice in ("float", "xnor"):
         return [choice]
     raise ValueError(f"unknown variant {choice!r}; choose float, xnor or both")
+
+
+def fastest_rows(prefix: str, t: dict[str, Any], fast: str, engines: dict[str, Any],
+                 prm: dict[str, Any], tag: dict[str, Any],
+                 unavailable: dict[str, str] | None = None, variant: str | None = None
+                 ) -> Iterator[Row]:
+    """Per precision that ran, the fastest baseline's time and the XNOR time (``fast``'s)
+    against it: ``<prefix>fastest_float_ms`` / ``<prefix>speedup_vs_fastest`` (fp32, the
+    names rows had before precisions) and ``<prefix>fastest_<bf16|int8>_ms`` /
+    ``<prefix>speedup_vs_fastest_<bf16|int8>``, each naming its engine with eager's time
+    beside it (the speed suites share them). ``unavailable``: what was left out and why,
+    where the suite left out more than the baselines (the sweep's binary peer);
+    ``variant``: the speedup rows' variant where ``fast`` is a timing key, not one."""
+    from ..measure import baselines
+
+    for precision in baselines.PRECISIONS:
+        found = baselines.fastest(t, engines, precision)
+        if found is None:
+            continue
+        fastest, fprm = found
+        fprm = {**prm, **fprm}
+        if unavailable is not None:
+            fprm["unavailable"] = unavailable
+        name, suffix = (("float", "") if precision == "fp32"
+                        else (precision, f"_{precision}"))
+        yield Row(f"{prefix}fastest_{name}_ms", t[fastest].median_ms, "ms",
+                  variant=Variant.FLOAT, params=fprm, **tag)
+        yield Row(f"{prefix}speedup_vs_fastest{suffix}", t[fastest].median_s
+                  / t[fast].median_s, "x", variant=variant or fast, params=fprm, **tag)

@@ -38,6 +38,7 @@ from ..runs.params import SuiteParams
 from ..runs.registry import SuiteContext, register
 from ..variants import Variant as V
 from ..xnor.kernels import default_build, kernel_isa, load_kernels
+from .common import fastest_rows
 
 OPTIONS = (
     Opt("channels", "ints", [16, 32, 64, 128, 256, 512, 1024],
@@ -268,23 +269,12 @@ def run_sweep(ctx: SuiteContext, p: SweepParams) -> Iterator[Row]:
                   **common)
         left_out = {**baselines.unavailable(engines),
                     **({} if peer_why is None else {openvino_runtime.BINARY_CONV: peer_why})}
+        yield from fastest_rows("", t, "binary", engines, base, {"model": "conv"}, left_out,
+                                V.XNOR_PACKED)
         found = baselines.fastest(t, engines)
         assert found is not None  # eager is always timed
         fastest, fprm = found
         fprm = {**base, **fprm, "unavailable": left_out}
-        for precision in ("bf16", "int8"):
-            low = baselines.fastest(t, engines, precision)
-            if low is not None:
-                lprm = {**base, **low[1], "unavailable": left_out}
-                yield Row(f"fastest_{precision}_ms", t[low[0]].median_ms, "ms",
-                          model="conv", variant=V.FLOAT, params=lprm)
-                yield Row(f"speedup_vs_fastest_{precision}", t[low[0]].median_s
-                          / t["binary"].median_s, "x", model="conv",
-                          variant=V.XNOR_PACKED, params=lprm)
-        yield Row("fastest_float_ms", t[fastest].median_ms, "ms", model="conv",
-                  variant=V.FLOAT, params=fprm)
-        yield Row("speedup_vs_fastest", t[fastest].median_s / t["binary"].median_s, "x",
-                  model="conv", variant=V.XNOR_PACKED, params=fprm)
         yield Row("speedup_nopack_vs_fastest", t[fastest].median_s
                   / t["binary_nopack"].median_s, "x", model="conv", variant=V.XNOR_PACKED,
                   params=fprm)

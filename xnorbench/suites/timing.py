@@ -44,6 +44,7 @@ from ..xnor.kernels import default_build, kernel_isa
 from ..xnor.models import input_shape, models_ok, native_dataset
 from ..xnor.packed import pack_model
 from ..xnor.step import step_for, train_step
+from .common import fastest_rows
 
 OPTIONS = (
     Opt("model", "strs", ["resnet18", "lenet5", "nin"], "Comma-separated: resnet18, lenet5, "
@@ -204,7 +205,7 @@ def run_timing(ctx: SuiteContext, p: TimingParams) -> Iterator[Row]:
             yield Row("inference_speedup", t[V.FLOAT].median_s / t[fast].median_s, "x",
                       variant=fast, params=prm, **tag)
             if engines:
-                yield from _fastest_rows("inference", t, fast, engines, prm, tag)
+                yield from fastest_rows("inference_", t, fast, engines, prm, tag)
             if p.profile and packed is not None:
                 yield from _breakdown_rows(partial(packed, x), prm, tag)
         if p.per_layer and packed is not None:
@@ -244,30 +245,9 @@ def run_timing(ctx: SuiteContext, p: TimingParams) -> Iterator[Row]:
                               params={**cprm, "disturbed": disturbed}, **tag)
                 yield Row("layer_speedup", t[V.FLOAT].median_s / t[V.XNOR_PACKED].median_s,
                           "x", variant=V.XNOR_PACKED, params=prm, **tag)
-                yield from _fastest_rows("layer", t, V.XNOR_PACKED, engines, prm, tag)
+                yield from fastest_rows("layer_", t, V.XNOR_PACKED, engines, prm, tag)
         yield from _train_step_rows(name, p, {**base, "batch": p.train_batch}, tag,
                                     device)
-
-
-def _fastest_rows(what: str, t: dict[str, Any], fast: str, engines: dict[str, Any],
-                  prm: dict[str, Any], tag: dict[str, Any]) -> Iterator[Row]:
-    """Per precision that ran, the fastest baseline's time and the XNOR time against it:
-    ``<what>_fastest_float_ms`` / ``<what>_speedup_vs_fastest`` (fp32, the names rows
-    had before precisions) and ``<what>_fastest_<bf16|int8>_ms`` /
-    ``<what>_speedup_vs_fastest_<bf16|int8>``, each naming its engine with eager's time
-    beside it; each engine's own time is already a ``<what>_latency_ms`` row."""
-    for precision in baselines.PRECISIONS:
-        found = baselines.fastest(t, engines, precision)
-        if found is None:
-            continue
-        fastest, fprm = found
-        fprm = {**prm, **fprm}
-        name, suffix = (("float", "") if precision == "fp32"
-                        else (precision, f"_{precision}"))
-        yield Row(f"{what}_fastest_{name}_ms", t[fastest].median_ms, "ms",
-                  variant=V.FLOAT, params=fprm, **tag)
-        yield Row(f"{what}_speedup_vs_fastest{suffix}", t[fastest].median_s
-                  / t[fast].median_s, "x", variant=fast, params=fprm, **tag)
 
 
 def _train_step_rows(name: str, p: TimingParams, prm: dict[str, Any],
