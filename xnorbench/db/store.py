@@ -6,6 +6,7 @@ Opening the database is :mod:`.engine`'s job.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -76,6 +77,10 @@ class Store:
         self.path = sqlite_file(engine)
         self._identity = file_identity(self.path)  # the file this store opened
         self.folded = True  # whether the last finish folded SQLite's log into the file
+        # the heartbeat thread's write and an injected fault's signal never overlap: a
+        # SIGSTOP "after a row" must not freeze the process inside a heartbeat transaction
+        # (the lock would stay held, and a resume would find the database locked)
+        self._beating = threading.Lock()
 
     def check_file(self) -> None:
         """``DatabaseGone`` if the SQLite file this store opened is no longer at its path
@@ -218,7 +223,8 @@ class Store:
                              recipe_key=r.recipe_key))
             s.flush()
             faults.at_row("commit", metric)
-        faults.at_row("after", metric)
+        with self._beating:
+            faults.at_row("after", metric)
 
     def claim_run(self, run_id: int) -> None:
         """Take an interrupted or failed run over (``--resume``) in one statement: it
@@ -287,7 +293,7 @@ class Store:
 
     def heartbeat(self, run_id: int) -> None:
         """Touch the run's heartbeat; ``RunLost`` if this store no longer owns it."""
-        with Session(self.engine) as s, s.begin():
+        with self._beating, Session(self.engine) as s, s.begin():
             self._still_mine(s, run_id)
 
     def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
