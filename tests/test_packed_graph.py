@@ -14,6 +14,7 @@ from xnorbench.xnor import packed as packed_module
 from xnorbench.xnor import packed_graph as pg
 from xnorbench.xnor.convert import binarize
 from xnorbench.xnor.packed import PackedXNORConv2d, pack_model
+from xnorbench.xnor.packed_chain import PackedChain
 
 
 def _unfused(model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> nn.Module:
@@ -22,9 +23,15 @@ def _unfused(model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> nn.Module:
         return pack_model(model)
 
 
-def _calls(gm: fx.GraphModule) -> list[tuple[nn.Module, fx.Node]]:
-    return [(gm.get_submodule(str(n.target)), n) for n in gm.graph.nodes
-            if n.op == "call_module"]
+def _calls(gm: fx.GraphModule) -> list[tuple[nn.Module, fx.Node, fx.GraphModule]]:
+    """Every module call of ``gm``'s graph and of the runs it chained (their traced
+    graphs), with the graph module it is in."""
+    out = []
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            m = gm.get_submodule(str(n.target))
+            out += _calls(m.run_graph) if isinstance(m, PackedChain) else [(m, n, gm)]
+    return out
 
 
 def test_torchvision_resnet_is_fused_and_computes_what_the_unfused_network_does(
@@ -34,14 +41,14 @@ def test_torchvision_resnet_is_fused_and_computes_what_the_unfused_network_does(
     packed, plain = pack_model(xnor), _unfused(xnor, monkeypatch)
     assert isinstance(packed, fx.GraphModule)
     calls = _calls(packed)
-    pairs = [m for m, _ in calls if isinstance(m, pg.PackedPair)]
+    pairs = [m for m, _, _ in calls if isinstance(m, pg.PackedPair)]
     assert len(pairs) == 8  # every block's two convs
-    for m, n in calls:  # no BatchNorm reads a binary conv's output any more
+    for m, n, g in calls:  # no BatchNorm reads a binary conv's output any more
         if isinstance(m, nn.BatchNorm2d):
             src = n.args[0]
             assert not (isinstance(src, fx.Node) and src.op == "call_module" and isinstance(
-                packed.get_submodule(str(src.target)), (PackedXNORConv2d, pg.PackedPair)))
-    assert sum("residual" in n.kwargs for _, n in calls) == 8  # every block's addition
+                g.get_submodule(str(src.target)), (PackedXNORConv2d, pg.PackedPair)))
+    assert sum("residual" in n.kwargs for _, n, _ in calls) == 8  # every block's addition
     assert not [n for n in packed.graph.nodes if n.target == "clone"]  # no copies left
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
@@ -75,8 +82,9 @@ def test_a_value_read_twice_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch):
     xnor = _trained_like(binarize(TwoReaders().eval()).model)
     packed, plain = pack_model(xnor), _unfused(xnor, monkeypatch)
     assert pg.fuse_packed_graph(plain, PackedXNORConv2d) == {
-        "copies before a ReLU dropped": 0, "batchnorms folded": 0, "residuals fused": 0,
-        "conv pairs on bits": 0}
+        "identities dropped": 0, "copies before a ReLU dropped": 0, "batchnorms folded": 0,
+        "batchnorms folded into a float conv": 0, "residuals fused": 0,
+        "conv pairs on bits": 0, "runs in one call": 0, "pooled heads": 0}
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(packed(x), plain(x))

@@ -6,7 +6,8 @@ outside the binary GEMMs. Two passes over the same calls, each a median of block
 the extension's own timers (``kernel_profile_start`` / ``_stop``: packing and GEMM
 inside every binary layer call, the whole call) with nothing else attached, then
 ``torch.profiler`` for the self time of the ATen operators outside those calls (float
-convs, BatchNorm, pooling, copies, allocation), grouped by what they are. What neither
+convs, BatchNorm, pooling, copies, allocation), grouped by what they are, and the whole
+time of the extension's float layers (their own profiler scopes). What neither
 sees (Python between the layers, module dispatch) is the remainder of the measured wall
 time.
 """
@@ -51,11 +52,18 @@ def _aten_group(name: str) -> str:
     return "other torch ops"
 
 
+SCOPES = {"xnor::layer": "", "xnor::float_conv": "float conv / linear",
+          "xnor::float_head": "other torch ops"}
+"""The extension's profiler scopes: a binary layer's call (timed by its own counters), the
+direct float conv and the pooled head (``csrc/float_layers.cpp``), with the part their
+whole time goes to."""
+
+
 def _inside_layer(event: object) -> bool:
-    """Whether a profiler event ran inside a binary layer's call (counted there)."""
+    """Whether a profiler event ran inside one of the extension's scopes (counted there)."""
     parent = getattr(event, "cpu_parent", None)
     while parent is not None:
-        if parent.name == "xnor::layer":
+        if parent.name in SCOPES:
             return True
         parent = parent.cpu_parent
     return False
@@ -91,10 +99,13 @@ def packed_breakdown(fn: Callable[[], object], calls: int = 5, blocks: int = 5
                 fn()
         sums: dict[str, float] = {}
         for ev in prof.events():
-            if not ev.name.startswith("aten::") or _inside_layer(ev):
+            if SCOPES.get(ev.name):  # the scope's whole time, its ATen calls included
+                group, ms = SCOPES[ev.name], ev.cpu_time_total
+            elif ev.name.startswith("aten::") and not _inside_layer(ev):
+                group, ms = _aten_group(ev.name), ev.self_cpu_time_total
+            else:
                 continue
-            group = _aten_group(ev.name)
-            sums[group] = sums.get(group, 0.0) + ev.self_cpu_time_total / 1e3 / calls
+            sums[group] = sums.get(group, 0.0) + ms / 1e3 / calls
         for group, v in sums.items():
             aten.setdefault(group, []).append(v)
     parts = {"binary GEMM": k_gemm, "packing": k_pack,

@@ -31,8 +31,8 @@ from typing import Any
 
 _CSRC = Path(__file__).parent / "csrc"
 _SOURCES = tuple(_CSRC / name for name in (
-    "xnor_conv.cpp", "block_chain.cpp", "train_ops.cpp", "ceilings.cpp", "lowp_ceilings.cpp",
-    "bindings.cpp"))
+    "xnor_conv.cpp", "layer_chain.cpp", "float_layers.cpp", "train_ops.cpp", "ceilings.cpp",
+    "lowp_ceilings.cpp", "bindings.cpp"))
 """The translation units; ``xnor_conv.cpp`` includes the kernel headers (``csrc/*.h``)."""
 
 BUILDS: dict[str, list[str]] = {

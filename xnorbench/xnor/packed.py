@@ -24,6 +24,8 @@ from torch import Tensor, fx, nn
 from .bitops import alphas, binarize_weight
 from .kernels import load_kernels
 from .layers import XNORConv2d, XNORLinear, linear_rows
+from .packed_chain import LazyChain, StepSpec
+from .packed_float import DirectConv2d, PooledHead, runs_direct
 from .packed_graph import fuse_packed_graph
 
 
@@ -229,53 +231,72 @@ def _float_cl(t: Tensor) -> bool:
         t.is_contiguous(memory_format=torch.channels_last)
 
 
-class PackedBlocks(nn.Sequential):
+class PackedBlocks(LazyChain, nn.Sequential):
     """A ResNet's chain of packed blocks: every block after the first overwrites its
     input, which only this chain produced and holds (no new activation per block).
 
-    On a float32 input it runs as one call into the extension (``BlockChain``: the same
-    kernel calls with the same arguments, no Python between the blocks), built on first
-    use from the blocks' own tensors and rebuilt after ``.to()``/``.float()``/... move
-    them."""
-
-    _chain: Any = None
+    On a float32 CPU input it runs as one call into the extension (a ``LayerChain``, see
+    :mod:`.packed_chain`: the same kernel calls with the same arguments, no Python
+    between the blocks)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype == torch.float32 and x.device.type == "cpu":
-            chain = self._chain if self._chain is not None else self._build_chain()
-            if chain:
-                return cast(Tensor, chain.run(x))
+        out = self.chained(x)
+        if out is not None:
+            return out
         for i, block in enumerate(self):
             x = block(x, inplace=i > 0) if isinstance(block, PackedPreActBlock) else block(x)
         return x
 
-    def _build_chain(self) -> Any:
-        """The extension's chain of these blocks, or False where one of them is not two
-        fused packed convs with an identity or packed-conv shortcut."""
-        kern = load_kernels()
-        chain = kern.BlockChain()
+    def chain_steps(self) -> list[StepSpec] | None:
+        """Per block: unit1 writing unit2's bits, the shortcut conv (if any), unit2 with
+        the shortcut added; None where a block is not two fused packed convs with an
+        identity or packed-conv shortcut."""
+        steps: list[StepSpec] = []
+        x = 0
         for block in self:
-            parts = [getattr(block, n, None) for n in ("unit1", "unit2", "shortcut")]
-            u1, u2, sc = parts
+            u1, u2, sc = (getattr(block, n, None) for n in ("unit1", "unit2", "shortcut"))
             if not (isinstance(block, PackedPreActBlock)
                     and all(isinstance(u, PackedXNORConv2d) and u.fused for u in (u1, u2))
                     and (isinstance(sc, nn.Identity)
                          or isinstance(sc, PackedXNORConv2d) and sc.fused)):
-                self._chain = False
-                return False
-            chain.add(*(None if isinstance(u, nn.Identity) else cast(
-                PackedXNORConv2d, u).chain_layer(kern) for u in parts))
-        self._chain = chain
-        return chain
+                return None
+            assert u1 is not None and u2 is not None
+            steps.append(StepSpec(u1, u2, x))  # bits for unit2
+            bits = len(steps)
+            residual = x
+            if isinstance(sc, PackedXNORConv2d):
+                steps.append(StepSpec(sc, None, x))
+                residual = len(steps)
+            steps.append(StepSpec(u2, None, bits, residual, packed_in=True))
+            x = len(steps)
+        return steps
 
-    def _apply(self, fn: Any, recurse: bool = True) -> Any:
-        self._chain = None  # buffers may move: rebuild from the new ones
-        return super()._apply(fn, recurse)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_chain"] = None  # an extension object: rebuilt on first use
-        return state
+class PackedResNet18(nn.Module):
+    """The built-in ResNet-18 (:class:`~.models.ResNet18`) packed: the same children but
+    its head (BatchNorm, ReLU, global pooling) as one :class:`~.packed_float.PooledHead`."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.conv1 = cast(nn.Module, net.conv1)
+        self.layers = cast(nn.Module, net.layers)
+        self.head = PooledHead(cast(nn.BatchNorm2d, net.bn), relu=True)
+        self.fc = cast(nn.Module, net.fc)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return cast(Tensor, self.fc(self.head(self.layers(self.conv1(x))).flatten(1)))
+
+
+def _packed_head(model: nn.Module) -> nn.Module:
+    """``model`` with its head in one pass where it is the built-in ResNet-18."""
+    from .models import ResNet18
+
+    if isinstance(model, ResNet18) and isinstance(model.bn, nn.BatchNorm2d) \
+            and model.bn.running_mean is not None and isinstance(model.relu, nn.ReLU) \
+            and isinstance(model.pool, nn.AdaptiveAvgPool2d) \
+            and model.pool.output_size in (1, (1, 1)):
+        return PackedResNet18(model)
+    return model
 
 
 def pack_model(model: nn.Module, fuse_graph: bool = True) -> nn.Module:
@@ -308,12 +329,15 @@ def pack_model(model: nn.Module, fuse_graph: bool = True) -> nn.Module:
             if type(child) is nn.Sequential and len(child) and all(
                     isinstance(b, PackedPreActBlock) for b in child):
                 setattr(module, child_name, PackedBlocks(*child))
-    for module in packed.modules():
-        if isinstance(module, nn.Conv2d):
-            module.to(memory_format=torch.channels_last)
+    for module in list(packed.modules()):
+        for child_name, child in list(module.named_children()):
+            if fuse_graph and runs_direct(child):
+                setattr(module, child_name, DirectConv2d.from_conv(cast(nn.Conv2d, child)))
+            elif isinstance(child, nn.Conv2d):
+                child.to(memory_format=torch.channels_last)
     if fuse_graph and isinstance(packed, fx.GraphModule):  # binarize()d: fuse its graph
         fuse_packed_graph(packed, PackedXNORConv2d)
-    return packed
+    return _packed_head(packed) if fuse_graph else packed
 
 
 def binary_conv(x: Tensor, weight: Tensor, stride: int = 1, padding: int = 0,

@@ -30,7 +30,11 @@ import operator
 from typing import Any, Protocol, cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, fx, nn
+
+from .packed_chain import NamedStep, PackedChain
+from .packed_float import PooledHead, bn_affine
 
 ADDS = (operator.add, operator.iadd, torch.add)
 
@@ -104,16 +108,12 @@ def _folded(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
     """A copy of ``conv`` with ``bn`` (on its output) folded into alpha and bias; it
     shares the packed weights, thresholds and input BatchNorm with ``conv``, which stays
     what it was (each packed layer equals its simulated layer, by name)."""
-    assert bn.running_mean is not None and bn.running_var is not None
     out = copy.copy(conv)
     out._buffers = dict(conv._buffers)
     out._modules = dict(conv._modules)
     out._parameters = dict(conv._parameters)
+    s, shift = bn_affine(bn)
     with torch.no_grad():
-        var, mean = bn.running_var.double(), bn.running_mean.double()
-        s = (bn.weight.double() if bn.weight is not None else torch.ones_like(var)) \
-            / torch.sqrt(var + bn.eps)
-        shift = (bn.bias.double() if bn.bias is not None else torch.zeros_like(s)) - s * mean
         layer = cast(PackedConv, conv)
         bias = layer.bias.double() if layer.bias is not None else torch.zeros_like(s)
         out.alpha = (layer.alpha.double() * s).float().contiguous()
@@ -135,6 +135,26 @@ def fold_batchnorms(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
         src, conv = found
         src.target = _added(gm, f"{str(src.target).replace('.', '_')}_bn_folded",
                             _folded(conv, bn))
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+        folded += 1
+    return folded
+
+
+def fold_float_batchnorms(gm: fx.GraphModule) -> int:
+    """Rewrite 1b: how many BatchNorms were folded into the float conv before them (a
+    module offering ``folded(bn)``, :class:`~.packed_float.DirectConv2d`)."""
+    folded = 0
+    for node in list(gm.graph.nodes):
+        bn = _module(gm, node)
+        src = node.args[0] if len(node.args) == 1 else None
+        conv = _module(gm, src) if isinstance(src, fx.Node) else None
+        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None \
+                or bn.running_var is None or not hasattr(conv, "folded") \
+                or not isinstance(src, fx.Node) or len(src.users) != 1 or len(src.args) != 1:
+            continue
+        src.target = _added(gm, f"{str(src.target).replace('.', '_')}_bn_folded",
+                            cast(Any, conv).folded(bn))
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
         folded += 1
@@ -226,13 +246,176 @@ def drop_snapshots(gm: fx.GraphModule) -> int:
     return dropped
 
 
+def drop_identities(gm: fx.GraphModule) -> int:
+    """Rewrite 0: how many calls of ``nn.Identity`` (a CIFAR stem's max-pool, removed)
+    were dropped, their readers reading the value itself."""
+    dropped = 0
+    for node in list(gm.graph.nodes):
+        if isinstance(_module(gm, node), nn.Identity) and len(node.args) == 1 \
+                and not node.kwargs and isinstance(node.args[0], fx.Node):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+            dropped += 1
+    return dropped
+
+
+def _relu_of(gm: fx.GraphModule, node: object) -> fx.Node | None:
+    """The value ``node`` is a ReLU of (out of place), else None."""
+    if not isinstance(node, fx.Node) or len(node.args) != 1 or node.kwargs \
+            or not isinstance(node.args[0], fx.Node):
+        return None
+    m = _module(gm, node)
+    if (isinstance(m, nn.ReLU) and not m.inplace) or (
+            node.op == "call_function" and node.target in (torch.relu, F.relu)) or (
+            node.op == "call_method" and node.target == "relu"):
+        return node.args[0]
+    return None
+
+
+def _step_call(gm: fx.GraphModule, node: fx.Node, conv_type: type[nn.Module]) -> bool:
+    """Whether ``node`` calls a fused packed conv or a pair of them, on one input
+    [+ a residual]: one or two steps of a chain."""
+    m = _module(gm, node)
+    convs = [m.first, m.second] if isinstance(m, PackedPair) else [m]
+    return all(isinstance(c, conv_type) and cast(PackedConv, c).fused for c in convs) \
+        and len(node.args) == 1 and isinstance(node.args[0], fx.Node) \
+        and set(node.kwargs) <= {"residual"}
+
+
+def _candidate_runs(gm: fx.GraphModule, conv_type: type[nn.Module]) -> list[list[fx.Node]]:
+    """Runs of step calls, each reading only the run's first input, values the run wrote,
+    or a ReLU of one of them (as its residual)."""
+    runs: list[list[fx.Node]] = []
+    known: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if not _step_call(gm, node, conv_type):
+            continue
+        res = node.kwargs.get("residual")
+        base = _relu_of(gm, res) or res
+        if runs and node.args[0] in known and (res is None or base in known):
+            runs[-1].append(node)
+        elif res is None or base is node.args[0]:
+            runs.append([node])
+            known = {cast(fx.Node, node.args[0])}
+        else:
+            continue
+        known.add(node)
+    return runs
+
+
+def _escapes(gm: fx.GraphModule, run: list[fx.Node]) -> bool:
+    """Whether a value the run writes, other than its last, is read outside it (a ReLU
+    of it read only as the run's residual is computed inside the run)."""
+    inside = set(run)
+    for value in run[:-1]:
+        for user in value.users:
+            if user in inside:
+                continue
+            if _relu_of(gm, user) is None or not set(user.users) <= inside:
+                return True
+    return False
+
+
+def _steps(gm: fx.GraphModule, run: list[fx.Node]) -> list[NamedStep]:
+    """The run as chain steps over slots (0: its input; step i writes slot i + 1)."""
+    slot: dict[fx.Node, int] = {cast(fx.Node, run[0].args[0]): 0}
+    steps: list[NamedStep] = []
+    for node in run:
+        res = node.kwargs.get("residual")
+        base = _relu_of(gm, res)
+        r = -1 if res is None else slot[base if base is not None else cast(fx.Node, res)]
+        relu, src, name = base is not None, slot[cast(fx.Node, node.args[0])], str(node.target)
+        if isinstance(_module(gm, node), PackedPair):
+            steps.append(NamedStep(f"{name}.first", f"{name}.second", src))
+            steps.append(NamedStep(f"{name}.second", None, len(steps), r, True, relu))
+        else:
+            steps.append(NamedStep(name, None, src, r, False, relu))
+        slot[node] = len(steps)
+    return steps
+
+
+def _run_graph(gm: fx.GraphModule, run: list[fx.Node]) -> fx.GraphModule:
+    """The run (and the ReLUs its residuals read) as a GraphModule of its own, sharing
+    ``gm``'s modules."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {cast(fx.Node, run[0].args[0]): graph.placeholder("x")}
+    inside = set(run)
+    for node in gm.graph.nodes:
+        base = _relu_of(gm, node)
+        if node in inside or (base in env and set(node.users) & inside):
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    graph.output(env[run[-1]])
+    return fx.GraphModule(gm, graph)
+
+
+def chain_runs(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
+    """Rewrite 5: how many runs of packed binary convs (at least two calls each) now
+    run as one call into the extension (:class:`~.packed_chain.PackedChain`); a ReLU
+    that only feeds a run's residuals is taken in the epilogue that adds it."""
+    chained = 0
+    for run in _candidate_runs(gm, conv_type):
+        while len(run) >= 2 and _escapes(gm, run):
+            run = run[:-1]
+        if len(run) < 2:
+            continue
+        name = _added(gm, f"packed_chain_{chained}",
+                      PackedChain(_run_graph(gm, run), _steps(gm, run)))
+        with gm.graph.inserting_after(run[-1]):
+            call = gm.graph.call_module(name, (run[0].args[0],))
+        run[-1].replace_all_uses_with(call)
+        inside = set(run)
+        dead = [n for n in gm.graph.nodes if n in inside or (
+            _relu_of(gm, n) is not None and n.users and set(n.users) <= inside)]
+        for node in reversed(dead):
+            gm.graph.erase_node(node)
+        chained += 1
+    return chained
+
+
+def _pool_to_one(m: nn.Module | None) -> bool:
+    return isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))
+
+
+def fuse_pooled_heads(gm: fx.GraphModule) -> int:
+    """Rewrite 6: how many ``[BatchNorm ->] ReLU -> global average pool`` ends now run as
+    one pass (:class:`~.packed_float.PooledHead`), each value in between read by nothing
+    else."""
+    fused = 0
+    for node in list(gm.graph.nodes):
+        relu = node.args[0] if _pool_to_one(_module(gm, node)) and len(node.args) == 1 \
+            else None
+        if not isinstance(relu, fx.Node) or len(relu.users) != 1 or not (
+                _relu_of(gm, relu) is not None or _inplace_relu(gm, relu)):
+            continue
+        src = relu.args[0]
+        bn = _module(gm, src) if isinstance(src, fx.Node) else None
+        if not (isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None
+                and bn.running_var is not None and isinstance(src, fx.Node)
+                and len(src.users) == 1 and len(src.args) == 1):
+            bn = None
+        x = src.args[0] if bn is not None and isinstance(src, fx.Node) else src
+        name = _added(gm, f"pooled_head_{fused}", PooledHead(bn, relu=True))
+        with gm.graph.inserting_after(node):
+            call = gm.graph.call_module(name, (x,))
+        node.replace_all_uses_with(call)
+        for dead in (node, relu, src if bn is not None else None):
+            if isinstance(dead, fx.Node):
+                gm.graph.erase_node(dead)
+        fused += 1
+    return fused
+
+
 def fuse_packed_graph(gm: fx.GraphModule, conv_type: type[nn.Module]) -> dict[str, int]:
     """The rewrites on a packed traced network whose binary convs are ``conv_type``, in
     place; what each did."""
-    done = {"copies before a ReLU dropped": drop_snapshots(gm),
+    done = {"identities dropped": drop_identities(gm),
+            "copies before a ReLU dropped": drop_snapshots(gm),
             "batchnorms folded": fold_batchnorms(gm, conv_type),
+            "batchnorms folded into a float conv": fold_float_batchnorms(gm),
             "residuals fused": fuse_residuals(gm, conv_type),
-            "conv pairs on bits": pair_convs(gm, conv_type)}
+            "conv pairs on bits": pair_convs(gm, conv_type),
+            "runs in one call": chain_runs(gm, conv_type),
+            "pooled heads": fuse_pooled_heads(gm)}
     gm.graph.lint()
     gm.recompile()
     return done

@@ -23,6 +23,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("xnor_conv2d_packed", &xnor_conv2d_packed, "binary convolution on a packed input");
   m.def("xnor_conv2d_fused", &xnor_conv2d_fused,
         "BN thresholds folded into packing, binary conv, alpha, bias, residual");
+  m.def("small_conv2d", &small_conv2d,
+        "direct float conv for few input channels, channels-last output");
+  m.def("pooled_head", &pooled_head,
+        "per channel mean of max(0, scale * x + shift): BatchNorm, ReLU and global pooling");
   m.def("isa", &isa, "which popcount path this build uses");
   m.def("threads_used", &threads_used, "threads at::parallel_for uses in this extension");
   // module_local: the three builds of this extension load into one process (tests), and
@@ -36,11 +40,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         return BinaryLayer{wpacked, alpha, bias, thresh, flip, in_channels, out_channels,
                            kh, kw, sh, sw, ph, pw};
       }));
-  pybind11::class_<BlockChain>(m, "BlockChain", pybind11::module_local())
+  pybind11::class_<LayerChain>(m, "LayerChain", pybind11::module_local())
       .def(pybind11::init<>())
-      .def("add", &BlockChain::add, "append a block: unit1, unit2, shortcut (or None)")
-      .def("run", &BlockChain::run, "every block on x, one after the other")
-      .def("__len__", &BlockChain::size);
+      .def("add", &LayerChain::add, pybind11::arg("layer"), pybind11::arg("next"),
+           pybind11::arg("input"), pybind11::arg("residual"), pybind11::arg("packed_in"),
+           pybind11::arg("relu_residual"),
+           "append a step; returns the slot its output goes to (the run's input is 0)")
+      .def("run", &LayerChain::run, "every step on x, one after the other")
+      .def("__len__", &LayerChain::size);
   m.def("kernel_profile_start", &kernel_profile_start, "reset and start the layer timers");
   m.def("kernel_profile_stop", &kernel_profile_stop,
         "stop the layer timers: [calls, total ns, packing ns, GEMM ns]");

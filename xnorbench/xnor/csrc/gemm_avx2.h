@@ -135,8 +135,11 @@ inline void store_tile(const Epilogue& e, int64_t m0, int64_t M, int64_t nb0,
           f = _mm256_mul_ps(_mm256_fnmadd_ps(cnt, _mm256_set1_ps(2.0f), nbf), al[q]);
           f = _mm256_add_ps(_mm256_mul_ps(f, _mm256_set1_ps(e.kscale[m])), bi[q]);
         }
-        if (e.residual)
-          f = _mm256_add_ps(f, _mm256_loadu_ps(e.residual + m * e.OC + o0 + 8 * q));
+        if (e.residual) {
+          __m256 r = _mm256_loadu_ps(e.residual + m * e.OC + o0 + 8 * q);
+          if (e.residual_relu) r = _mm256_max_ps(r, _mm256_setzero_ps());
+          f = _mm256_add_ps(f, r);
+        }
         if (e.out_bits) {
           const uint32_t lt = _mm256_movemask_ps(_mm256_cmp_ps(f, nt[q], _CMP_LT_OQ));
           const uint32_t gt = _mm256_movemask_ps(_mm256_cmp_ps(f, nt[q], _CMP_GT_OQ));

@@ -73,8 +73,11 @@ inline void micro_avx512(const ARows& R, const uint64_t* B, int64_t ob0, int64_t
           f = _mm512_mul_ps(_mm512_fnmadd_ps(cnt, _mm512_set1_ps(2.0f), nbf), al);
           f = _mm512_add_ps(_mm512_mul_ps(f, _mm512_set1_ps(e.kscale[m0 + r])), bi);
         }
-        if (e.residual)
-          f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(om, e.residual + (m0 + r) * e.OC + o0));
+        if (e.residual) {
+          __m512 res = _mm512_maskz_loadu_ps(om, e.residual + (m0 + r) * e.OC + o0);
+          if (e.residual_relu) res = _mm512_max_ps(res, _mm512_setzero_ps());
+          f = _mm512_add_ps(f, res);
+        }
         if (e.out_bits) {
           const __mmask16 lt = _mm512_mask_cmp_ps_mask(om, f, nt, _CMP_LT_OQ);
           const __mmask16 gt = _mm512_mask_cmp_ps_mask(om, f, nt, _CMP_GT_OQ);

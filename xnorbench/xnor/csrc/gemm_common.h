@@ -50,6 +50,7 @@ struct Epilogue {
   const float* bias;     // [OC] or nullptr
   const float* kscale;   // [M] or nullptr
   const float* residual; // [M][OC] added last (a fused residual connection) or nullptr
+  bool residual_relu;    // add max(residual, 0): a ReLU on the shortcut, never stored
   int64_t OC;
   int64_t nbits;
   // Bits out instead of floats: the sign of the next layer's BN of each output value
@@ -80,7 +81,10 @@ inline void store_row(const Epilogue& e, int64_t m, int64_t ob, const T* cnt8) {
     float v = (float)(e.nbits - 2 * cnt8[l]) * e.alpha[o0 + l];
     if (e.kscale) v *= k;
     if (e.bias) v += e.bias[o0 + l];
-    if (e.residual) v += e.residual[m * e.OC + o0 + l];
+    if (e.residual) {
+      const float r = e.residual[m * e.OC + o0 + l];
+      v += e.residual_relu ? std::max(r, 0.0f) : r;
+    }
     if (!e.out_bits) {
       e.out[m * e.OC + o0 + l] = v;
       continue;

@@ -5,6 +5,8 @@
 
 #include <ATen/Parallel.h>
 
+#include <vector>
+
 #include "layout.h"
 
 namespace {
@@ -103,10 +105,20 @@ void pack_nchw(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int
   });
 }
 
-// NHWC (channels_last) float -> P, same layout.
+// NHWC (channels_last) float -> P, same layout. The thresholds are first turned into one
+// comparison per channel: where the BN scale is negative, x > t is -x < -t, so the
+// vector paths flip the sign bit of x (XOR) and compare "less than" against a per-channel
+// bound, with no per-pixel mask logic.
 void pack_nhwc(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int64_t W,
                int64_t ph, int64_t pw, int64_t Cw, const Threshold& T) {
   const int64_t Wp = W + 2 * pw, Hp = H + 2 * ph;
+  const int64_t Cp = Cw * 64;
+  std::vector<float> bound(Cp, 0.0f);
+  std::vector<uint32_t> sign(Cp, 0u);
+  for (int64_t c = 0; T.th && c < C; ++c) {
+    sign[c] = T.flip[c] ? 0x80000000u : 0u;
+    bound[c] = T.flip[c] ? -T.th[c] : T.th[c];
+  }
   at::parallel_for(0, N * H, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / H, h = r % H;
@@ -117,39 +129,26 @@ void pack_nhwc(const float* x, uint64_t* P, int64_t N, int64_t C, int64_t H, int
           uint64_t word = 0;
           const int64_t c0 = cw * 64, nc = std::min<int64_t>(64, C - c0);
 #if XNOR_AVX512
-          const __m512 zero = _mm512_setzero_ps();
           for (int64_t j = 0; j * 16 < nc; ++j) {
-            const int64_t left = nc - j * 16;
+            const int64_t left = nc - j * 16, c = c0 + j * 16;
             const __mmask16 lm = (__mmask16)(left >= 16 ? 0xFFFF : ((1u << left) - 1));
-            __m512 v = _mm512_maskz_loadu_ps(lm, src + c0 + j * 16);
-            __mmask16 m;
-            if (!T.th) {
-              m = _mm512_mask_cmp_ps_mask(lm, v, zero, _CMP_LT_OQ);
-            } else {  // per lane: x < t, or x > t where the channel's BN scale is negative
-              const __m512 t = _mm512_maskz_loadu_ps(lm, T.th + c0 + j * 16);
-              const __mmask16 fl = (__mmask16)_mm_movepi8_mask(
-                  _mm_sub_epi8(_mm_setzero_si128(),
-                               _mm_maskz_loadu_epi8(lm, T.flip + c0 + j * 16)));
-              m = (_mm512_mask_cmp_ps_mask(lm, v, t, _CMP_LT_OQ) & (__mmask16)~fl) |
-                  (_mm512_mask_cmp_ps_mask(lm, v, t, _CMP_GT_OQ) & fl);
-            }
+            const __m512i v = _mm512_xor_si512(
+                _mm512_castps_si512(_mm512_maskz_loadu_ps(lm, src + c)),
+                _mm512_loadu_si512(sign.data() + c));
+            const __mmask16 m = _mm512_mask_cmp_ps_mask(
+                lm, _mm512_castsi512_ps(v), _mm512_loadu_ps(bound.data() + c), _CMP_LT_OQ);
             word |= (uint64_t)m << (16 * j);
           }
 #else
           int64_t c = 0;
 #if XNOR_AVX2
-          const __m256 zero = _mm256_setzero_ps();
-          for (; !T.th && c + 8 <= nc; c += 8)
-            word |= (uint64_t)_mm256_movemask_ps(
-                        _mm256_cmp_ps(_mm256_loadu_ps(src + c0 + c), zero, _CMP_LT_OQ)) << c;
-          for (; T.th && c + 8 <= nc; c += 8) {
-            const __m256 v = _mm256_loadu_ps(src + c0 + c);
-            const __m256 t = _mm256_loadu_ps(T.th + c0 + c);
-            const uint32_t lt = _mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_LT_OQ));
-            const uint32_t gt = _mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_GT_OQ));
-            uint32_t fl = 0;
-            for (int j = 0; j < 8; ++j) fl |= (uint32_t)(T.flip[c0 + c + j] != 0) << j;
-            word |= (uint64_t)((lt & ~fl) | (gt & fl)) << c;
+          for (; c + 8 <= nc; c += 8) {
+            const __m256i v = _mm256_xor_si256(
+                _mm256_castps_si256(_mm256_loadu_ps(src + c0 + c)),
+                _mm256_loadu_si256((const __m256i*)(sign.data() + c0 + c)));
+            word |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(
+                        _mm256_castsi256_ps(v), _mm256_loadu_ps(bound.data() + c0 + c),
+                        _CMP_LT_OQ)) << c;
           }
 #endif
           for (; c < nc; ++c) word |= (uint64_t)T.neg(src[c0 + c], c0 + c) << c;

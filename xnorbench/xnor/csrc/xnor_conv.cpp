@@ -236,6 +236,7 @@ Workspace& workspace() {
 // packed input of the next binary layer (sign of that layer's BN, see Epilogue).
 struct OutMode {
   bool inplace = false;            // write over the residual's storage
+  bool relu_residual = false;      // add max(residual, 0)
   const Threshold* next = nullptr; // bits out: the next layer's thresholds
   int64_t ph2 = 0, pw2 = 0;        // and its padding
 };
@@ -295,6 +296,7 @@ torch::Tensor conv_on_packed(const uint64_t* p, int64_t N, int64_t Hp, int64_t W
                 "xnor_conv2d: the residual must have the output's shape");
     res = residual->to(torch::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
     e.residual = res.data_ptr<float>();
+    e.residual_relu = mode.relu_residual;
   }
   torch::Tensor out;
   if (mode.next != nullptr) {
@@ -331,17 +333,16 @@ torch::Tensor conv_on_packed(const uint64_t* p, int64_t N, int64_t Hp, int64_t W
   return out;
 }
 
-Threshold thresholds(const c10::optional<torch::Tensor>& th,
-                     const c10::optional<torch::Tensor>& flip, int64_t C) {
+Threshold thresholds(const torch::Tensor& th, const torch::Tensor& flip, int64_t C) {
   Threshold T;
-  if (!th.has_value() || !th->defined()) return T;
-  TORCH_CHECK(flip.has_value() && flip->defined(), "xnor_conv2d: thresholds need flips");
-  TORCH_CHECK(th->scalar_type() == torch::kFloat && th->is_contiguous() && th->numel() == C &&
-                  flip->scalar_type() == torch::kUInt8 && flip->is_contiguous() &&
-                  flip->numel() == C,
+  if (!th.defined()) return T;
+  TORCH_CHECK(flip.defined(), "xnor_conv2d: thresholds need flips");
+  TORCH_CHECK(th.scalar_type() == torch::kFloat && th.is_contiguous() && th.numel() == C &&
+                  flip.scalar_type() == torch::kUInt8 && flip.is_contiguous() &&
+                  flip.numel() == C,
               "xnor_conv2d: thresholds must be contiguous float32 [C], flips uint8 [C]");
-  T.th = th->data_ptr<float>();
-  T.flip = flip->data_ptr<uint8_t>();
+  T.th = th.data_ptr<float>();
+  T.flip = flip.data_ptr<uint8_t>();
   return T;
 }
 
@@ -393,10 +394,57 @@ torch::Tensor xnor_conv2d(torch::Tensor x, torch::Tensor wpacked, torch::Tensor 
 
 // The fused inference layer: BatchNorm + sign folded into the packing (per-channel
 // thresholds and flips, see Threshold), the binary conv, alpha [+ bias], a residual added
-// in the epilogue, optionally written over the residual (`inplace`), or, given the next
-// binary layer's thresholds, written straight as that layer's packed input (bits, with
-// its padding). Packed input and its nibble-split copy live in a reused workspace. `x` is a float
-// NCHW tensor, or (`C` > 0) an already packed input P[N][Hp][Wp][Cw] of C channels.
+// in the epilogue (through a ReLU with `relu_residual`), optionally written over the
+// residual (`inplace`), or, given the next binary layer, written straight as that layer's
+// packed input (bits, with its padding). Packed input and its nibble-split copy live in a
+// reused workspace. `x` is a float NCHW tensor, or (`packed_in`) an already packed input
+// P[N][Hp][Wp][Cw] of the layer's in_channels.
+torch::Tensor run_binary_layer(const BinaryLayer& l, torch::Tensor x, bool packed_in,
+                               const LayerOutput& o) {
+  TimedCall call;
+  OutMode mode;
+  mode.inplace = o.inplace;
+  mode.relu_residual = o.relu_residual;
+  Threshold next;
+  if (o.next != nullptr) {
+    next = thresholds(o.next->thresh, o.next->flip, l.out_channels);
+    mode.next = &next;
+    mode.ph2 = o.next->ph;
+    mode.pw2 = o.next->pw;
+  }
+  if (packed_in) {
+    TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kLong && x.is_contiguous() &&
+                    x.size(3) == ceil_div(l.in_channels, 64),
+                "xnor_conv2d: a packed input must be contiguous int64 [N, Hp, Wp, Cw]");
+    return conv_on_packed(reinterpret_cast<const uint64_t*>(x.data_ptr<int64_t>()), x.size(0),
+                          x.size(1), x.size(2), l.in_channels, l.wpacked, l.alpha, l.bias,
+                          c10::nullopt, o.residual, l.out_channels, l.kh, l.kw, l.sh, l.sw,
+                          false, mode);
+  }
+  TORCH_CHECK(x.dim() == 4 && x.device().is_cpu(), "xnor_conv2d: input must be CPU [N, C, H, W]");
+  TORCH_CHECK(x.size(2) + 2 * l.ph >= l.kh && x.size(3) + 2 * l.pw >= l.kw,
+              "xnor_conv2d: kernel larger than the padded input");
+  TORCH_CHECK(!l.thresh.defined() || x.scalar_type() == torch::kFloat,
+              "xnor_conv2d: BatchNorm thresholds need a float32 input (got ", x.scalar_type(),
+              "); take BN and the sign in the input's dtype first");
+  x = float_keeping_signs(x);
+  const int64_t N = x.size(0), C = x.size(1), Hp = x.size(2) + 2 * l.ph,
+                Wp = x.size(3) + 2 * l.pw;
+  const Threshold T = thresholds(l.thresh, l.flip, C);
+  std::vector<uint64_t>& P = workspace().P;
+  const int64_t words = N * Hp * Wp * ceil_div(C, 64);
+  if ((int64_t)P.size() < words) P.resize(words);
+  {
+    Timed t(kprof().pack);
+    std::fill(P.begin(), P.begin() + words, 0);
+    pack_into(x, P.data(), l.ph, l.pw, T);
+  }
+  return conv_on_packed(P.data(), N, Hp, Wp, C, l.wpacked, l.alpha, l.bias, c10::nullopt,
+                        o.residual, l.out_channels, l.kh, l.kw, l.sh, l.sw, false, mode);
+}
+
+// run_binary_layer with the layer and its output spelled out (Python's call for a
+// single layer); `C` > 0: x is already packed, with C channels.
 torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch::Tensor> thresh,
                                 c10::optional<torch::Tensor> flip, torch::Tensor wpacked,
                                 torch::Tensor alpha, c10::optional<torch::Tensor> bias,
@@ -405,44 +453,20 @@ torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch:
                                 c10::optional<torch::Tensor> next_flip, int64_t next_ph,
                                 int64_t next_pw, int64_t OC, int64_t KH, int64_t KW,
                                 int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  TimedCall call;
-  OutMode mode;
-  mode.inplace = inplace;
-  const Threshold next = thresholds(next_thresh, next_flip, OC);
-  if (next.th != nullptr) {
-    mode.next = &next;
-    mode.ph2 = next_ph;
-    mode.pw2 = next_pw;
+  const BinaryLayer l{wpacked, alpha, bias, thresh.value_or(torch::Tensor()),
+                      flip.value_or(torch::Tensor()), C, OC, KH, KW, sh, sw, ph, pw};
+  BinaryLayer nl;
+  LayerOutput o;
+  o.residual = residual;
+  o.inplace = inplace;
+  if (next_thresh.has_value() && next_thresh->defined()) {
+    nl.thresh = *next_thresh;
+    nl.flip = next_flip.value_or(torch::Tensor());
+    nl.ph = next_ph;
+    nl.pw = next_pw;
+    o.next = &nl;
   }
-  if (C > 0) {  // already packed
-    TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kLong && x.is_contiguous() &&
-                    x.size(3) == ceil_div(C, 64),
-                "xnor_conv2d: a packed input must be contiguous int64 [N, Hp, Wp, Cw]");
-    return conv_on_packed(reinterpret_cast<const uint64_t*>(x.data_ptr<int64_t>()), x.size(0),
-                          x.size(1), x.size(2), C, wpacked, alpha, bias, c10::nullopt,
-                          residual, OC, KH, KW, sh, sw, false, mode);
-  }
-  TORCH_CHECK(x.dim() == 4 && x.device().is_cpu(), "xnor_conv2d: input must be CPU [N, C, H, W]");
-  TORCH_CHECK(x.size(2) + 2 * ph >= KH && x.size(3) + 2 * pw >= KW,
-              "xnor_conv2d: kernel larger than the padded input");
-  const bool has_th = thresh.has_value() && thresh->defined();
-  TORCH_CHECK(!has_th || x.scalar_type() == torch::kFloat,
-              "xnor_conv2d: BatchNorm thresholds need a float32 input (got ", x.scalar_type(),
-              "); take BN and the sign in the input's dtype first");
-  x = float_keeping_signs(x);
-  const int64_t N = x.size(0), Hp = x.size(2) + 2 * ph, Wp = x.size(3) + 2 * pw;
-  C = x.size(1);
-  const Threshold T = thresholds(thresh, flip, C);
-  std::vector<uint64_t>& P = workspace().P;
-  const int64_t words = N * Hp * Wp * ceil_div(C, 64);
-  if ((int64_t)P.size() < words) P.resize(words);
-  {
-    Timed t(kprof().pack);
-    std::fill(P.begin(), P.begin() + words, 0);
-    pack_into(x, P.data(), ph, pw, T);
-  }
-  return conv_on_packed(P.data(), N, Hp, Wp, C, wpacked, alpha, bias, c10::nullopt, residual,
-                        OC, KH, KW, sh, sw, false, mode);
+  return run_binary_layer(l, x, C > 0, o);
 }
 
 void kernel_profile_start() {

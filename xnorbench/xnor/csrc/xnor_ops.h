@@ -30,30 +30,56 @@ torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch:
                                 int64_t next_pw, int64_t OC, int64_t KH, int64_t KW,
                                 int64_t sh, int64_t sw, int64_t ph, int64_t pw);
 std::string isa();
+
+// float_layers.cpp: a direct float conv for few input channels (a network's first conv),
+// and a CNN's head (BatchNorm, ReLU, global average pooling) in one pass
+torch::Tensor small_conv2d(torch::Tensor x, torch::Tensor wt, torch::Tensor bias, int64_t OC,
+                           int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
+                           int64_t pw);
+torch::Tensor pooled_head(torch::Tensor x, c10::optional<torch::Tensor> scale,
+                          c10::optional<torch::Tensor> shift, bool relu);
 int64_t threads_used();
 
-// block_chain.cpp: a chain of packed pre-activation blocks run by one call
 // One fused binary conv: its packed weights, alpha [and bias], the BatchNorm-and-sign
-// thresholds of its input, and its geometry (what PackedXNORConv2d holds).
+// thresholds of its input (undefined: plain sign), and its geometry (what
+// PackedXNORConv2d holds).
 struct BinaryLayer {
   torch::Tensor wpacked, alpha;
   c10::optional<torch::Tensor> bias;
   torch::Tensor thresh, flip;
   int64_t in_channels = 0, out_channels = 0, kh = 0, kw = 0, sh = 1, sw = 1, ph = 0, pw = 0;
 };
-class BlockChain {
+// What a fused binary layer adds and writes: floats [+ residual, or + max(residual, 0)],
+// a fresh tensor or over the residual (`inplace`), or bits: the packed input of `next`.
+struct LayerOutput {
+  c10::optional<torch::Tensor> residual;
+  bool relu_residual = false;
+  bool inplace = false;
+  const BinaryLayer* next = nullptr;
+};
+torch::Tensor run_binary_layer(const BinaryLayer& l, torch::Tensor x, bool packed_in,
+                               const LayerOutput& o);
+
+// layer_chain.cpp: a run of fused binary layers executed by one call
+class LayerChain {
  public:
-  // a block: unit2(unit1(x)) + shortcut(x), the shortcut x itself when absent
-  void add(BinaryLayer unit1, BinaryLayer unit2, c10::optional<BinaryLayer> shortcut);
-  torch::Tensor run(torch::Tensor x) const;
-  size_t size() const { return blocks_.size(); }
+  // append a step: `layer` on value `input` (packed bits with `packed_in`), + value
+  // `residual` (-1: none; through a ReLU with `relu_residual`), writing bits for `next`
+  // when given; returns the slot of its output (slot 0 is run's input)
+  int64_t add(BinaryLayer layer, c10::optional<BinaryLayer> next, int64_t input,
+              int64_t residual, bool packed_in, bool relu_residual);
+  torch::Tensor run(torch::Tensor x) const;  // the last step's output
+  size_t size() const { return steps_.size(); }
 
  private:
-  struct Block {
-    BinaryLayer unit1, unit2;
-    c10::optional<BinaryLayer> shortcut;
+  struct Step {
+    BinaryLayer layer;
+    c10::optional<BinaryLayer> next;
+    int64_t input, residual;
+    bool packed_in, relu_residual;
   };
-  std::vector<Block> blocks_;
+  std::vector<Step> steps_;
+  std::vector<int64_t> last_use_;  // per slot: the last step that reads it
 };
 // where the binary layers' time goes: start resets and turns the counters on; stop turns
 // them off and returns {calls, whole calls ns, packing ns, GEMM + epilogue ns}
