@@ -4,6 +4,7 @@ lines without a terminal, a readable `runs show`, helpful empty states, `info`."
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,7 +22,10 @@ from .conftest import make_mnist
 runner = CliRunner()
 
 
-def test_first_kernel_build_is_announced_once(tmp_path: Path, monkeypatch, capsys):
+def test_first_kernel_build_is_announced_once(tmp_path: Path, monkeypatch, caplog):
+    """The library logs the build (INFO, logger ``xnorbench.xnor.kernels``; the CLI shows
+    it on stderr) and nothing when the build is cached."""
+    caplog.set_level(logging.INFO, logger="xnorbench")
     from xnorbench.xnor import kernels
 
     monkeypatch.setenv("XNORBENCH_BUILD_DIR", str(tmp_path / "cache"))
@@ -37,12 +41,13 @@ def test_first_kernel_build_is_announced_once(tmp_path: Path, monkeypatch, capsy
                         lambda: SimpleNamespace(load=fake_load))
     load = kernels._load.__wrapped__
     load("portable")
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "building the XNOR kernels for this CPU (scalar, portable build), once" in err
     folder = kernels.build_dir("portable")
     assert folder.parent == tmp_path / "cache" and str(folder) in err
+    caplog.clear()
     load("portable")  # cached: silent
-    assert capsys.readouterr().err == "" and built == ["xnorbench_kernels_portable"] * 2
+    assert caplog.text == "" and built == ["xnorbench_kernels_portable"] * 2
     src = max(kernels._SOURCES, key=lambda p: p.stat().st_mtime)
     os.utime(folder / "xnorbench_kernels_portable.so",
              (src.stat().st_mtime - 60, src.stat().st_mtime - 60))

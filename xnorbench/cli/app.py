@@ -7,6 +7,8 @@ Every command reads and writes one results database (--db, env XNORBENCH_DB, def
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -20,22 +22,62 @@ def _paragraphs(text: str) -> str:
     return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n"))
 
 
+class _Stderr(logging.Handler):
+    """The package's log lines on whatever ``sys.stderr`` is when they are written (a
+    test's captured stream, a pipe), bare: the library says what it does, the CLI shows
+    it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def log_to_stderr() -> None:
+    """Show the library's INFO lines and above (a kernel build, a busy machine, a
+    compile that fell back) on stderr; library code logs, only the command line prints."""
+    logger = logging.getLogger("xnorbench")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
+    logger.setLevel(logging.INFO)
+
+
+def _with_short_help(command: Any) -> Any:
+    """``command`` (and, for a group, its commands) with the line the command lists show:
+    the help's first paragraph as one line, so it wraps at the terminal's width rather
+    than at the docstring's line breaks."""
+    if command is None:
+        return None
+    if not getattr(command, "short_help", None) and getattr(command, "help", None):
+        command.short_help = " ".join(command.help.strip().split("\n\n")[0].split())
+    for sub in getattr(command, "commands", {}).values():
+        _with_short_help(sub)
+    return command
+
+
+_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+"""Click's usage error (a malformed option or argument), reached through Typer's public
+``BadParameter``: Typer vendors Click privately and exports no name for it."""
+
+
 class AppGroup(TyperGroup):
     """The root command: whatever a command leaves unhandled that a user can act on is
     one ``error:`` line and exit code 2, never a traceback or a usage box: a malformed
     option (``--format xml``), a database locked past the busy timeout or not writable."""
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        return _with_short_help(super().get_command(ctx, cmd_name))
+
     def invoke(self, ctx: Any) -> Any:
         from sqlalchemy.exc import DBAPIError
-        from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
         try:
             return super().invoke(ctx)
-        except NoArgsIsHelpError:
-            raise
-        except UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx is not None else "xnorbench"
-            fail(f"{exc.format_message()} (see `{where} --help`)")
+        except _USAGE_ERROR as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # the help it prints is the answer
+                raise
+            bad: Any = exc
+            where = bad.ctx.command_path if bad.ctx is not None else "xnorbench"
+            fail(f"{bad.format_message()} (see `{where} --help`)")
         except DBAPIError as exc:
             fail(database_problem(exc))
 
@@ -93,10 +135,11 @@ def open_store(write: bool = False) -> Store:
 @app.callback()
 def main_callback(
     db: Annotated[str | None, typer.Option(
-        "--db", envvar="XNORBENCH_DB",
+        "--db", envvar="XNORBENCH_DB", metavar="FILE|URL",
         help="Results database: a SQLite file path or a SQLAlchemy URL "
              "\\[default: ./xnorbench.db].")] = None,
 ) -> None:
+    log_to_stderr()
     if db is not None and not db.strip():
         fail("--db is empty: give a SQLite file path or a SQLAlchemy URL (or leave it out "
              "for ./xnorbench.db)")

@@ -183,10 +183,9 @@ def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads
                   seed: int | None, progress: bool, checkpoint_dir: Path | None,
                   resume: int | None, tags: list[str] | None, given: set[str] | None) -> int:
     """Rank 0 (or the only process): open the db, run the suite, report the outcome."""
-    from ..db import DatabaseGone, RunLost
-    from ..errors import InputError
+    from ..errors import XnorbenchError
     from ..runs.environment import resolve_device
-    from ..runs.runner import RunFailed, RunInterrupted, RunRejected, StatusNotSaved, execute
+    from ..runs.runner import RunFailed, RunInterrupted, execute
 
     store = open_store(write=True)
     dev_name = device.value
@@ -206,26 +205,10 @@ def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads
                          threads=threads, tags=tags)
     except RunInterrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
-        raise typer.Exit(130) from None
-    except (RunRejected, InputError) as exc:
-        fail(str(exc))
-    except RunFailed as exc:
-        from ..data.files import DatasetError
-        from ..runs.runner import IncompleteRun
-        from ..training.checkpoints import CheckpointError
-        from ..training.loop import NonFiniteLoss
-
-        if isinstance(exc.error, (DatasetError, NonFiniteLoss, CheckpointError)):
-            typer.echo(f"error: {exc.error} (run {exc.run_id} marked failed)", err=True)
-            raise typer.Exit(2) from None
-        if isinstance(exc.error, IncompleteRun):
-            typer.echo(f"error: {exc.error} (marked failed)", err=True)
-            raise typer.Exit(1) from None
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except (RunLost, StatusNotSaved, DatabaseGone) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exc.exit_code) from None
+    except XnorbenchError as exc:  # each error carries its exit code
+        typer.echo(f"error: {exc.line() if isinstance(exc, RunFailed) else exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
     except ValueError as exc:
         fail(str(exc))
     n = len(store.results([run_id]))

@@ -24,6 +24,7 @@ from sqlalchemy.exc import (
     ProgrammingError,
 )
 
+from ..errors import XnorbenchError
 from ..paths import path_problem
 from . import migrate
 from .models import SCHEMA_VERSION, Base, Meta, table
@@ -32,7 +33,7 @@ from .urls import redact, shown_url, sqlite_path
 DEFAULT_DB = "xnorbench.db"
 
 
-class DBError(Exception):
+class DBError(XnorbenchError):
     """A database problem a user can fix; the CLI prints it as one line."""
 
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from sqlalchemy import URL, Engine, create_engine, inspect, select, text
 from sqlalchemy.orm import Session
 
+from ..errors import XnorbenchError
 from . import faults, migrate
 from .engine import (
     DBError,
@@ -47,7 +48,7 @@ from .row import Row
 from .urls import redact, shown_url
 
 
-class RunLost(Exception):
+class RunLost(XnorbenchError):
     """This process no longer owns the run (another process resumed it, or it was marked
     stale); it must write nothing more."""
 
@@ -57,7 +58,7 @@ class RunLost(Exception):
         self.run_id = run_id
 
 
-class DatabaseGone(Exception):
+class DatabaseGone(XnorbenchError):
     """The SQLite file this process writes to was deleted or replaced under it: what it
     writes now goes nowhere a reader will find, so the run stops (its checkpoints kept)."""
 

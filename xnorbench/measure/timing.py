@@ -12,6 +12,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -39,6 +40,13 @@ def _timer(fn: Callable[[], object], threads: int) -> Timer:
     return Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
 
 
+SETTLE_S = 0.05
+"""Pause before each block when timing on several threads: another engine's worker
+threads (OpenVINO's, ONNX Runtime's) keep spinning for a while after its block ends and
+take the cores the next block's threads need (on 2 vCPUs the packed ResNet-18 at batch
+1 ran 2.3x slower right after an OpenVINO block than alone)."""
+
+
 def compare(fns: Mapping[str, Callable[[], object]], threads: int, rounds: int = 5,
             min_run_time: float = 0.05, between: Callable[[], None] | None = None
             ) -> dict[str, Timing]:
@@ -58,6 +66,8 @@ def compare(fns: Mapping[str, Callable[[], object]], threads: int, rounds: int =
             if between is not None:
                 between()
             for k, t in timers.items():
+                if threads > 1:
+                    time.sleep(SETTLE_S)
                 samples[k].extend(t.blocked_autorange(min_run_time=min_run_time).times)
     finally:
         torch.set_num_threads(prev)

@@ -9,9 +9,9 @@ up from its checkpoints.
 from __future__ import annotations
 
 import _thread
+import logging
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -26,24 +26,37 @@ import torch
 from .. import distributed
 from ..data.imagenet import workers
 from ..db import DatabaseGone, DBError, Row, RunLost, Store
-from ..errors import InputError
+from ..errors import InputError, XnorbenchError
 from ..progress import Progress
 from ..xnor import kernels
 from .environment import capture
 from .params import SuiteParams, coerce
 from .registry import SuiteContext, get_suite
 
+log = logging.getLogger(__name__)
 
-class RunFailed(Exception):
-    """The suite raised; the run row says ``failed``."""
+
+class RunFailed(XnorbenchError):
+    """The suite raised; the run row says ``failed``. Its exit code is the error's where
+    the error is the input's (2), else 1."""
 
     def __init__(self, run_id: int, error: BaseException) -> None:
         super().__init__(f"run {run_id} failed: {type(error).__name__}: {error}")
         self.run_id = run_id
         self.error = error
+        if isinstance(error, XnorbenchError) and error.exit_code == 2:
+            self.exit_code = 2
+
+    def line(self) -> str:
+        """What the CLI says: the input's error with the run it failed, else the whole."""
+        if self.exit_code == 2:
+            return f"{self.error} (run {self.run_id} marked failed)"
+        if isinstance(self.error, IncompleteRun):
+            return f"{self.error} (marked failed)"
+        return str(self)
 
 
-class RunRejected(Exception):
+class RunRejected(XnorbenchError):
     """The suite refused its input before producing a row; the run row was removed."""
 
     def __init__(self, error: BaseException) -> None:
@@ -51,8 +64,10 @@ class RunRejected(Exception):
         self.error = error
 
 
-class RunInterrupted(Exception):
+class RunInterrupted(XnorbenchError):
     """Ctrl-C / SIGTERM; the run row says ``interrupted``."""
+
+    exit_code = 130
 
     def __init__(self, run_id: int) -> None:
         super().__init__(f"run {run_id} interrupted; continue it with --resume {run_id}")
@@ -142,7 +157,7 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-class StatusNotSaved(Exception):
+class StatusNotSaved(XnorbenchError):
     """The run's rows are stored but its final status could not be written."""
 
     def __init__(self, run_id: int, status: str, reason: str) -> None:
@@ -204,23 +219,23 @@ def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any],
         kernels.default_build()  # XNORBENCH_KERNEL_BUILD
         workers()  # XNORBENCH_LOADER_WORKERS
         if w.active and not suite.distributed:
-            raise ValueError(f"{suite_name} runs in one process; launch it without torchrun")
+            raise InputError(f"{suite_name} runs in one process; launch it without torchrun")
         if threads:
             torch.set_num_threads(threads)
         if resume_run is not None:
             run = store.run(resume_run)
             if run is None:
-                raise ValueError(f"--resume {resume_run}: no such run")
+                raise InputError(f"--resume {resume_run}: no such run")
             if run.suite != suite_name:
-                raise ValueError(f"--resume {resume_run}: run is a {run.suite!r} run")
+                raise InputError(f"--resume {resume_run}: run is a {run.suite!r} run")
             if run.status == "finished":
-                raise ValueError(f"--resume {resume_run}: run already finished")
+                raise InputError(f"--resume {resume_run}: run already finished")
             if suite.check is None:
-                raise ValueError(f"--resume {resume_run}: {suite_name} runs cannot be "
+                raise InputError(f"--resume {resume_run}: {suite_name} runs cannot be "
                                  "resumed; start a new one")
             stored_world = (run.context or {}).get("world_size", 1)
             if stored_world != w.size:
-                raise ValueError(f"--resume {resume_run}: the run trained on {stored_world} "
+                raise InputError(f"--resume {resume_run}: the run trained on {stored_world} "
                                  f"process(es); resume it on as many (not {w.size})")
             typed: SuiteParams = suite.params.from_stored(run.params or {})
             before = (run.status, run.error)
@@ -229,7 +244,7 @@ def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any],
             try:
                 store.claim_run(resume_run)
             except DBError as exc:
-                raise ValueError(f"--resume {resume_run}: {exc}") from None
+                raise InputError(f"--resume {resume_run}: {exc}") from None
             run_id = resume_run
         else:
             typed = coerce(params, suite.params, strict=True)
@@ -294,9 +309,8 @@ def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any],
         finish(store, run_id, "failed", text)
         raise RunFailed(run_id, exc) from exc
     if busy:  # the rows carry the flag; the user hears it once
-        print(f"note: run {run_id}: {len(busy)} row(s) measured on a busy machine ("
-              f"{busy[0]}); their params say busy=..., the tables mark them",
-              file=sys.stderr, flush=True)
+        log.warning("note: run %d: %d row(s) measured on a busy machine (%s); their params "
+                    "say busy=..., the tables mark them", run_id, len(busy), busy[0])
     if missing:
         incomplete = IncompleteRun(run_id, missing)
         finish(store, run_id, "failed", str(incomplete))
@@ -305,10 +319,10 @@ def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any],
     ctx.discard_checkpoints()
     if not store.folded:
         path = store.path
-        print(f"note: run {run_id}'s rows are committed, but still in {path}-wal beside the "
-              f"database (another connection holds it open, or the file is not writable): "
-              f"copying {path} alone would miss them; copy it with "
-              f"`sqlite3 {path} \".backup copy.db\"`", file=sys.stderr, flush=True)
+        log.warning("note: run %d's rows are committed, but still in %s-wal beside the "
+                    "database (another connection holds it open, or the file is not "
+                    "writable): copying %s alone would miss them; copy it with "
+                    "`sqlite3 %s \".backup copy.db\"`", run_id, path, path, path)
     return run_id
 
 
@@ -362,7 +376,7 @@ def follow(suite_name: str) -> int | None:
     return int(info["run_id"])
 
 
-class IncompleteRun(Exception):
+class IncompleteRun(XnorbenchError):
     """The suite ended but rows a complete run holds are missing; the run is ``failed``."""
 
     def __init__(self, run_id: int, missing: list[str]) -> None:

@@ -11,11 +11,13 @@ from typing import Any
 
 import torch
 
-from ..errors import first_line
+from ..errors import XnorbenchError, first_line
 
 
-class CheckpointError(OSError):
+class CheckpointError(XnorbenchError, OSError):
     """A checkpoint could not be written or used; the message names the file and why."""
+
+    exit_code = 2
 
 
 def load_checkpoint(path: Path, device: str, binding: dict[str, Any]) -> dict[str, Any]:

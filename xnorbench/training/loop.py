@@ -28,7 +28,7 @@ from ..data.loader import BatchLoader
 from ..data.splits import DataBundle
 from ..db import Row
 from ..distributed import World, all_sum, gather_to_main, world
-from ..errors import InputError
+from ..errors import InputError, XnorbenchError
 from ..progress import Progress
 from ..variants import Variant
 from ..xnor import BinOp, models
@@ -42,8 +42,11 @@ from .recipes import Recipe
 __all__ = ["NonFiniteLoss", "evaluate", "measure_step_seconds", "train"]
 
 
-class NonFiniteLoss(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the epoch."""
+class NonFiniteLoss(XnorbenchError, FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch (exit 2:
+    the recipe, not the program, needs changing)."""
+
+    exit_code = 2
 
 
 def build_model(model_name: str, variant: str, bundle: DataBundle, grad_rule: str) -> nn.Module:

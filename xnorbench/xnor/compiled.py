@@ -26,8 +26,8 @@ eager from the start. :func:`mode` says which one ran.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .binarize import filter_alpha, scaled_sign_grad, sign
+
+log = logging.getLogger(__name__)
 
 RECOMPILE_LIMIT = 64
 
@@ -150,9 +152,8 @@ class _Compiled:
         except Exception as exc:  # the compiler's failure, not the computation's:
             out = self.fn(*args)  # the same call eagerly raises if the inputs are wrong
             self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            print(f"xnorbench: torch.compile of {self.fn.__name__} failed ({self.failed}); "
-                  "running it eagerly (slower, the same values)", file=sys.stderr,
-                  flush=True)
+            log.warning("xnorbench: torch.compile of %s failed (%s); running it eagerly "
+                        "(slower, the same values)", self.fn.__name__, self.failed)
             return out
 
 

@@ -34,13 +34,13 @@ from typing import Any, NamedTuple, cast
 import torch
 from torch import fx, nn
 
-from ..errors import exception_line, first_line
+from ..errors import InputError, exception_line, first_line
 from .binarize import check_grad_rule
 from .layers import BINARY_LAYERS, XNORConv2d, XNORLinear
 from .rewire import Rewirer
 
 
-class BinarizeError(ValueError):
+class BinarizeError(InputError, ValueError):
     """The model cannot be binarized (not traceable, or nothing to binarize)."""
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -28,6 +29,8 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _CSRC = Path(__file__).parent / "csrc"
 _SOURCES = tuple(_CSRC / name for name in (
@@ -171,8 +174,8 @@ def _load(build: str) -> ModuleType:
         last = last_build_seconds(build)
         took = (f"the last build took {last:.0f} s here" if last is not None
                 else "about a minute on 2 cores")
-        print(f"building the XNOR kernels for this CPU ({expected_isa(build)}, {build} build)"
-              f", once ({took}); cache: {build_dir(build)}", file=sys.stderr, flush=True)
+        log.info("building the XNOR kernels for this CPU (%s, %s build), once (%s); cache: %s",
+                 expected_isa(build), build, took, build_dir(build))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -188,8 +191,7 @@ def _load(build: str) -> ModuleType:
         BUILD_SECONDS[build] = seconds = time.perf_counter() - t0
         with contextlib.suppress(OSError):  # a read-only cache still works
             (build_dir(build) / _LAST_BUILD).write_text(f"{seconds:.1f}\n")
-        print(f"built the XNOR kernels ({build}) in {seconds:.0f} s", file=sys.stderr,
-              flush=True)
+        log.info("built the XNOR kernels (%s) in %.0f s", build, seconds)
     return module
 
 
