@@ -80,3 +80,10 @@ def kernels_of(build: str):
     if build == "avx2" and not cpu_has_avx2():
         pytest.skip("this CPU cannot run the avx2 build")
     return load_kernels(build=build)
+
+
+def binary_layer(k, wpacked, alpha, c: int, oc: int, kernel: int, stride: int = 1,
+                 pad: int = 0, bias=None, thresh=None, flip=None):
+    """The extension ``k``'s ``BinaryLayer``: square kernel, stride and padding."""
+    return k.BinaryLayer(wpacked, alpha, bias, thresh, flip,
+                         [c, oc, kernel, kernel, stride, stride, pad, pad])

@@ -12,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.conftest import binary_layer
 from xnorbench.cli import app
 from xnorbench.measure.breakdown import PARTS, packed_breakdown
 from xnorbench.xnor import models
@@ -26,8 +27,8 @@ def test_layer_timers_count_calls_and_time_only_while_on():
     t, flip = torch.zeros(64), torch.zeros(64, dtype=torch.uint8)
 
     def call():
-        return kern.xnor_conv2d_fused(x, 0, t, flip, wp, alpha, None, None, False, None,
-                                      None, 0, 0, 32, 3, 3, 1, 1, 1, 1)
+        return kern.run_binary_layer(binary_layer(kern, wp, alpha, 64, 32, 3, 1, 1, None, t,
+                                                  flip), x)
 
     call()
     kern.kernel_profile_start()

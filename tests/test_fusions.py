@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import kernels_of
+from tests.conftest import binary_layer, kernels_of
 from xnorbench.xnor import XNORConv2d, models
 from xnorbench.xnor.kernels import load_kernels
 from xnorbench.xnor.packed import (
@@ -68,10 +68,10 @@ def test_bn_threshold_packing_equals_bn_then_pack(build, c, oc, k, stride, layou
         x = x.contiguous(memory_format=torch.channels_last)
     p = k // 2
     with torch.no_grad():
-        ref = kern.xnor_conv2d(layer.bn(x), wp, alpha, bias, None, oc, k, k, stride, stride,
-                               p, p, False)
-    got = kern.xnor_conv2d_fused(x, 0, th, fl, wp, alpha, bias, None, False, None, None, 0,
-                                 0, oc, k, k, stride, stride, p, p)
+        plain = binary_layer(kern, wp, alpha, c, oc, k, stride, p, bias)
+        ref = kern.xnor_conv2d(plain, layer.bn(x), None, False)
+    got = kern.run_binary_layer(binary_layer(kern, wp, alpha, c, oc, k, stride, p, bias, th, fl),
+                                x)
     assert torch.equal(got, ref)
 
 
@@ -96,20 +96,21 @@ def test_residual_in_place_and_bits_out_equal_the_unfused_path(build):
     x = torch.randn(2, 64, 8, 8)
     res = torch.randn(2, 48, 8, 8).contiguous(memory_format=torch.channels_last)
 
-    def fused(inp, c, th, fl, wp, a, b, residual=None, inplace=False, nxt=None):
-        nth, nfl = (None, None) if nxt is None else nxt
-        return kern.xnor_conv2d_fused(inp, c, th, fl, wp, a, b, residual, inplace, nth, nfl,
-                                      1, 1, 48, 3, 3, 1, 1, 1, 1)
+    one = binary_layer(kern, wp1, a1, 64, 48, 3, 1, 1, b1, th1, fl1)
+    two = binary_layer(kern, wp2, a2, 48, 48, 3, 1, 1, b2, th2, fl2)
+    run = kern.run_binary_layer
 
-    mid = fused(x, 0, th1, fl1, wp1, a1, b1)                # float out of layer 1
-    plain = fused(mid, 0, th2, fl2, wp2, a2, b2)
-    with_res = fused(mid, 0, th2, fl2, wp2, a2, b2, residual=res)
+    mid = run(one, x)                                        # float out of layer 1
+    plain = run(two, mid)
+    with_res = run(two, mid, residual=res)
     assert torch.equal(with_res, plain + res)                # residual in the epilogue
-    bits = fused(x, 0, th1, fl1, wp1, a1, b1, nxt=(th2, fl2))  # layer 1 writes layer 2's bits
+    assert torch.equal(run(two, mid, residual=res, relu_residual=True),
+                       plain + torch.relu(res))              # through a ReLU
+    bits = run(one, x, next=two)                             # layer 1 writes layer 2's bits
     assert bits.dtype == torch.int64 and bits.shape == (2, 10, 10, 1)
-    assert torch.equal(fused(bits, 48, th2, fl2, wp2, a2, b2, residual=res), with_res)
+    assert torch.equal(run(two, bits, packed_in=True, residual=res), with_res)
     target = res.clone()
-    out = fused(bits, 48, th2, fl2, wp2, a2, b2, residual=target, inplace=True)
+    out = run(two, bits, packed_in=True, residual=target, inplace=True)
     assert out.data_ptr() == target.data_ptr()               # written over the residual
     assert torch.equal(out, with_res)
 
@@ -119,9 +120,9 @@ def test_in_place_needs_a_float_channels_last_residual():
     layer = _layer(16, 8, 3, 1, seed=5)
     th, fl, wp, a, b = _args(layer, kern)
     with pytest.raises(RuntimeError, match="in place"):
-        kern.xnor_conv2d_fused(torch.randn(1, 16, 5, 5), 0, th, fl, wp, a, b,
-                               torch.randn(1, 8, 5, 5), True, None, None, 0, 0, 8, 3, 3, 1,
-                               1, 1, 1)
+        kern.run_binary_layer(binary_layer(kern, wp, a, 16, 8, 3, 1, 1, b, th, fl),
+                              torch.randn(1, 16, 5, 5), residual=torch.randn(1, 8, 5, 5),
+                              inplace=True)
 
 
 def test_packed_resnet_blocks_equal_the_unfused_composition():

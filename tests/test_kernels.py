@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import kernels_of
+from tests.conftest import binary_layer, kernels_of
 from tests.rounding import away_from_thresholds
 from xnorbench.xnor import XNORConv2d, XNORLinear, models
 from xnorbench.xnor.kernels import kernel_isa, load_kernels
@@ -75,9 +75,9 @@ def test_packed_input_op_equals_full_op():
     w = torch.randn(10, 70, 3, 3)
     wp = k.pack_weight(w)
     alpha = torch.rand(10)
-    full = k.xnor_conv2d(x, wp, alpha, None, None, 10, 3, 3, 1, 1, 1, 1, False)
-    pre = k.xnor_conv2d_packed(k.pack_input(x, 1, 1), 70, wp, alpha, None, None, 10, 3, 3, 1,
-                               1, False)
+    layer = binary_layer(k, wp, alpha, 70, 10, 3, 1, 1)
+    full = k.xnor_conv2d(layer, x, None, False)
+    pre = k.xnor_conv2d_packed(layer, k.pack_input(x, 1, 1), None, False)
     assert torch.equal(full, pre)
 
 
@@ -85,8 +85,8 @@ def test_kernel_rejects_mismatched_weight():
     k = load_kernels()
     wp = k.pack_weight(torch.randn(4, 70, 3, 3))
     with pytest.raises(RuntimeError, match="does not match"):
-        k.xnor_conv2d(torch.randn(1, 200, 8, 8), wp, torch.ones(4), None, None, 4, 3, 3, 1, 1,
-                      1, 1, False)
+        k.xnor_conv2d(binary_layer(k, wp, torch.ones(4), 200, 4, 3, 1, 1),
+                      torch.randn(1, 200, 8, 8), None, False)
 
 
 @pytest.mark.parametrize("scale_input", [False, True])
@@ -172,8 +172,8 @@ def test_every_build_agrees_with_native(build, isa):
         w = torch.randn(oc, c, 3, 3, generator=g)
         if c > 7000:
             x, w = x.abs(), -w.abs()
-        outs = [k.xnor_conv2d(x, k.pack_weight(w), torch.ones(oc), None, None, oc, 3, 3, 1, 1,
-                              1, 1, True) for k in (other, native)]
+        outs = [k.xnor_conv2d(binary_layer(k, k.pack_weight(w), torch.ones(oc), c, oc, 3, 1, 1),
+                              x, None, True) for k in (other, native)]
         assert torch.equal(outs[0], outs[1])
         assert torch.equal(outs[0].double(), _reference(x, w, 1, 1).double())
 

@@ -51,9 +51,9 @@ def test_a_binary_layer_computes_the_kernels_integers(c, k, stride, pad):
     ties = torch.rand(x.shape, generator=g) < 0.2
     x = torch.where(ties, t.view(1, -1, 1, 1).expand_as(x).nan_to_num(0.0), x).contiguous()
     kern = load_kernels()
-    want = kern.xnor_conv2d_fused(x, 0, t.contiguous(), flip.contiguous(), kern.pack_weight(w),
-                                  torch.ones(oc), None, None, False, None, None, 0, 0, oc, k,
-                                  k, stride, stride, pad, pad)
+    layer = kern.BinaryLayer(kern.pack_weight(w), torch.ones(oc), None, t.contiguous(),
+                             flip.contiguous(), [c, oc, k, k, stride, stride, pad, pad])
+    want = kern.run_binary_layer(layer, x)
     import openvino.opset13 as ops
 
     param = ops.parameter(list(x.shape), ov.Type.f32)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import kernels_of
+from tests.conftest import binary_layer, kernels_of
 from xnorbench.xnor import XNORConv2d, load_packed, models, save_packed
 from xnorbench.xnor.kernels import load_kernels
 from xnorbench.xnor.packed import PackedXNORConv2d
@@ -31,8 +31,8 @@ def test_unaligned_packed_weight_is_safe(build):
     odd = torch.empty(wp.numel() + 1, dtype=torch.long)[1:].view(wp.shape)
     odd.copy_(wp)
     assert odd.data_ptr() % 32 != 0
-    args = (torch.ones(64), None, None, 64, 3, 3, 1, 1, 1, 1, True)
-    assert torch.equal(k.xnor_conv2d(x, odd, *args), k.xnor_conv2d(x, wp, *args))
+    on = [binary_layer(k, w_, torch.ones(64), 64, 64, 3, 1, 1) for w_ in (odd, wp)]
+    assert torch.equal(k.xnor_conv2d(on[0], x, None, True), k.xnor_conv2d(on[1], x, None, True))
 
 
 def test_sign_is_taken_in_the_input_precision():
@@ -40,12 +40,11 @@ def test_sign_is_taken_in_the_input_precision():
     x = torch.full((1, 64, 3, 3), 1.0, dtype=torch.float64)
     x[0, 5, 1, 1] = -1e-300  # rounds to -0.0 in float32, which would count as +1
     w = torch.ones(8, 64, 1, 1)
-    out = k.xnor_conv2d(x, k.pack_weight(w), torch.ones(8), None, None, 8, 1, 1, 1, 1, 0, 0,
-                        True)
+    layer = binary_layer(k, k.pack_weight(w), torch.ones(8), 64, 8, 1)
+    out = k.xnor_conv2d(layer, x, None, True)
     assert out[0, 0, 1, 1] == 62 and out[0, 0, 0, 0] == 64
     with pytest.raises(RuntimeError, match="floating-point"):
-        k.xnor_conv2d(x.long(), k.pack_weight(w), torch.ones(8), None, None, 8, 1, 1, 1, 1,
-                      0, 0, True)
+        k.xnor_conv2d(layer, x.long(), None, True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])

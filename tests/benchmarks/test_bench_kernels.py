@@ -22,6 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import binary_layer
 from xnorbench.measure.ceilings import conv_macs, measure
 from xnorbench.measure.timing import compare
 from xnorbench.xnor import models
@@ -51,8 +52,8 @@ def test_bench_float_conv(benchmark, point):
 def test_bench_xnor_conv_packing_included(benchmark, point):
     c, k = POINTS[point]
     x, _w, wp, alpha, kern = _operands(c, k)
-    out = benchmark(kern.xnor_conv2d, x, wp, alpha, None, None, c, k, k, 1, 1, k // 2, k // 2,
-                    False)
+    out = benchmark(kern.xnor_conv2d, binary_layer(kern, wp, alpha, c, c, k, 1, k // 2), x,
+                    None, False)
     assert out.shape == (1, c, 14, 14)
 
 
@@ -78,7 +79,7 @@ def test_speedup_targets():
         x, w, wp, alpha, kern = _operands(c, k)
         t = compare({"float": lambda x=x, w=w: F.conv2d(x, w, None, 1, 1),
                      "xnor": lambda x=x, wp=wp, alpha=alpha, c=c, kern=kern: kern.xnor_conv2d(
-                         x, wp, alpha, None, None, c, 3, 3, 1, 1, 1, 1, False)},
+                         binary_layer(kern, wp, alpha, c, c, 3, 1, 1), x, None, False)},
                     threads=1, rounds=7)
         results[point] = (t["float"].median_s / t["xnor"].median_s, floor)
     fm, xm = models.resnet18(binary=False).eval(), pack_model(models.resnet18(binary=True))
@@ -104,8 +105,8 @@ def test_ceiling_targets(build):
     kern = load_kernels(build=build)
     wp, px = kern.pack_weight(w), kern.pack_input(x, 1, 1)
     ceil = measure(build)
-    t = compare({"xnor": lambda: kern.xnor_conv2d_packed(px, c, wp, alpha, None, None, c, k,
-                                                          k, 1, 1, False)},
+    layer = binary_layer(kern, wp, alpha, c, c, k, 1, 1)
+    t = compare({"xnor": lambda: kern.xnor_conv2d_packed(layer, px, None, False)},
                 threads=1, rounds=7)
     pct = 100 * conv_macs(1, c, c, k, k, 14, 14) / t["xnor"].median_s / ceil.binary_macs
     print(f"{build} ({kern.isa()}): {pct:.1f} % of {ceil.binary_macs / 1e9:.0f} G binary MAC/s")

@@ -59,6 +59,8 @@ class RunFailed(XnorbenchError):
 class RunRejected(XnorbenchError):
     """The suite refused its input before producing a row; the run row was removed."""
 
+    exit_code = 2
+
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error

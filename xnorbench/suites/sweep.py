@@ -125,8 +125,9 @@ def check_point(c: int, k: int, size: int, batch: int, pad: int, seed: int) -> s
     x = torch.randn(batch, c, size, size, generator=g)
     w = torch.randn(c, c, k, k, generator=g)
     kern = load_kernels()
-    got = kern.xnor_conv2d(x, kern.pack_weight(w), torch.ones(c), None, None, c, k, k, 1, 1,
-                           pad, pad, True)
+    layer = kern.BinaryLayer(kern.pack_weight(w), torch.ones(c), None, None, None,
+                             [c, c, k, k, 1, 1, pad, pad])
+    got = kern.xnor_conv2d(layer, x, None, True)
     xs = torch.where(x < 0, -1.0, 1.0)
     ws = torch.where(w < 0, -1.0, 1.0)
     ref = F.conv2d(F.pad(xs, (pad,) * 4, value=1.0), ws)
@@ -234,15 +235,14 @@ def run_sweep(ctx: SuiteContext, p: SweepParams) -> Iterator[Row]:
         conv.weight.data.copy_(w)
         engines = build_engines(conv, x, p.float_engines, threads)
         floats = timed_engines(engines)
-        exact = kern.xnor_conv2d(x, wp, alpha, None, None, c, k, k, 1, 1, pad, pad, True)
+        layer = kern.BinaryLayer(wp, alpha, None, None, None, [c, c, k, k, 1, 1, pad, pad])
+        exact = kern.xnor_conv2d(layer, x, None, True)
         peer, peer_why = openvino_runtime.binary_conv_peer(x, w, alpha, pad, threads, exact)
         probe, state = PeakProbe(default_build()), StateProbe()
         fns: dict[str, Callable[[], object]] = {
             **floats,
-            "binary": partial(kern.xnor_conv2d, x, wp, alpha, None, None, c, k, k, 1, 1, pad,
-                              pad, False),
-            "binary_nopack": partial(kern.xnor_conv2d_packed, packed_x, c, wp, alpha, None,
-                                     None, c, k, k, 1, 1, False),
+            "binary": partial(kern.xnor_conv2d, layer, x, None, False),
+            "binary_nopack": partial(kern.xnor_conv2d_packed, layer, packed_x, None, False),
         }
         if peer is not None:
             fns["openvino_binaryconv"] = peer

@@ -85,32 +85,29 @@ class PackedXNORConv2d(nn.Module):
         caller owns and no longer needs), so no new activation is allocated.
         """
         if self.fused and x.dtype == torch.float32:
-            return self._fused(x, 0, residual, inplace)
+            return self._fused(x, False, residual, inplace)
         return self._simulated_bn(x, residual)
 
     def to_bits(self, x: Tensor, nxt: PackedXNORConv2d) -> Tensor:
         """This layer's output as ``nxt``'s packed input: sign(nxt.bn(out)) as bits, padded
         for ``nxt`` (int64 [N, H + 2 ph, W + 2 pw, ceil(C / 64)]); no float output at all."""
-        return self._fused(x, 0, None, False, nxt)
+        return self._fused(x, False, None, False, nxt)
 
     def on_bits(self, bits: Tensor, residual: Tensor | None = None, inplace: bool = False
                 ) -> Tensor:
         """``forward`` on an input that :meth:`to_bits` of the previous layer packed."""
-        return self._fused(bits, self.in_channels, residual, inplace)
+        return self._fused(bits, True, residual, inplace)
 
-    def _fused(self, x: Tensor, c: int, residual: Tensor | None, inplace: bool,
+    def _fused(self, x: Tensor, packed_in: bool, residual: Tensor | None, inplace: bool,
                nxt: PackedXNORConv2d | None = None) -> Tensor:
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        nth, nfl, nph, npw = (None, None, 0, 0) if nxt is None else (
-            nxt.thresh, nxt.flip, *nxt.padding)
-        return load_kernels().xnor_conv2d_fused(
-            x, c, self.thresh, self.flip, self.wpacked, self.alpha, self.bias, residual,
-            inplace, nth, nfl, nph, npw, self.out_channels, kh, kw, sh, sw, ph, pw)
+        kern = load_kernels()
+        return cast(Tensor, kern.run_binary_layer(
+            self.binary_layer(kern), x, packed_in, residual, False, inplace,
+            None if nxt is None else nxt.binary_layer(kern)))
 
     def _simulated_bn(self, x: Tensor, residual: Tensor | None) -> Tensor:
         """BN in the input's dtype, then pack (the path with the paper's K, and for inputs
         other than float32, whose signs are taken in their own precision)."""
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         x = self.bn(x)
         k = None
         if self.scale_input:
@@ -118,16 +115,18 @@ class PackedXNORConv2d(nn.Module):
             k = F.avg_pool2d(a, self.kernel_size, self.stride, self.padding,
                              count_include_pad=True)
             k = k.reshape(-1)  # [N*OH*OW], the kernel's row order
-        out = load_kernels().xnor_conv2d(x, self.wpacked, self.alpha, self.bias, k,
-                                         self.out_channels, kh, kw, sh, sw, ph, pw, False)
+        kern = load_kernels()
+        out = kern.xnor_conv2d(self.binary_layer(kern, thresholds=False), x, k, False)
         out = out.to(x.dtype)
         return out if residual is None else out + residual
 
-    def chain_layer(self, kern: Any) -> Any:
-        """This layer as the extension's ``BinaryLayer`` (sharing its tensors)."""
+    def binary_layer(self, kern: Any, thresholds: bool = True) -> Any:
+        """This layer as the extension's ``BinaryLayer`` (sharing its tensors); without
+        ``thresholds`` its input's sign is taken as it is (BatchNorm applied before)."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return kern.BinaryLayer(self.wpacked, self.alpha, self.bias, self.thresh, self.flip,
-                                self.in_channels, self.out_channels, kh, kw, sh, sw, ph, pw)
+        th, fl = (self.thresh, self.flip) if thresholds else (None, None)
+        return kern.BinaryLayer(self.wpacked, self.alpha, self.bias, th, fl, [
+            self.in_channels, self.out_channels, kh, kw, sh, sw, ph, pw])
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -168,15 +167,15 @@ class PackedXNORLinear(nn.Module):
         or (``flatten_input=False``) per vector along the last dimension."""
         rows, lead = linear_rows(x, self.flatten_input)
         k = load_kernels()
+        geometry = [self.in_features, self.out_features, 1, 1, 1, 1, 0, 0]
         if rows.dtype == torch.float32:
-            out = k.xnor_conv2d_fused(
-                rows.contiguous()[:, :, None, None], 0, self.thresh, self.flip,
-                self.wpacked, self.alpha, self.bias, None, False, None, None, 0, 0,
-                self.out_features, 1, 1, 1, 1, 0, 0)
+            layer = k.BinaryLayer(self.wpacked, self.alpha, self.bias, self.thresh,
+                                  self.flip, geometry)
+            out = k.run_binary_layer(layer, rows.contiguous()[:, :, None, None])
         else:  # signs taken in the input's own precision
-            out = k.xnor_conv2d(self.bn(rows)[:, :, None, None], self.wpacked, self.alpha,
-                                self.bias, None, self.out_features, 1, 1, 1, 1, 0, 0, False)
-        return out.reshape(*lead, self.out_features).to(x.dtype)
+            layer = k.BinaryLayer(self.wpacked, self.alpha, self.bias, None, None, geometry)
+            out = k.xnor_conv2d(layer, self.bn(rows)[:, :, None, None])
+        return cast(Tensor, out).reshape(*lead, self.out_features).to(x.dtype)
 
 
 def bn_thresholds(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
@@ -348,8 +347,8 @@ def binary_conv(x: Tensor, weight: Tensor, stride: int = 1, padding: int = 0,
     pack once with :class:`PackedXNORConv2d` instead.
     """
     k = load_kernels()
-    oc, _, kh, kw = weight.shape
-    wp = k.pack_weight(weight)
+    oc, c, kh, kw = weight.shape
     a = torch.ones(oc) if alpha is None else alpha.float()
-    return k.xnor_conv2d(x, wp, a, None, None, oc, kh, kw, stride, stride, padding, padding,
-                         integer)
+    layer = k.BinaryLayer(k.pack_weight(weight), a, None, None, None,
+                          [c, oc, kh, kw, stride, stride, padding, padding])
+    return cast(Tensor, k.xnor_conv2d(layer, x, None, integer))

@@ -25,7 +25,7 @@ from .kernels import load_kernels
 class ChainLayer(Protocol):
     """What a chain reads of a packed binary conv."""
 
-    def chain_layer(self, kern: Any) -> Any: ...
+    def binary_layer(self, kern: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class LazyChain(nn.Module):
         kern = load_kernels()
         chain = kern.LayerChain()
         for i, s in enumerate(steps):
-            nxt = None if s.next is None else cast(ChainLayer, s.next).chain_layer(kern)
-            slot = chain.add(cast(ChainLayer, s.layer).chain_layer(kern), nxt, s.input,
+            nxt = None if s.next is None else cast(ChainLayer, s.next).binary_layer(kern)
+            slot = chain.add(cast(ChainLayer, s.layer).binary_layer(kern), nxt, s.input,
                              s.residual, s.packed_in, s.relu_residual)
             assert slot == i + 1
         self._chain = chain

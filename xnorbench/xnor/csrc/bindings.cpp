@@ -19,10 +19,29 @@
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_weight", &pack_weight, "sign-pack conv weights for xnor_conv2d");
   m.def("pack_input", &pack_input, "sign-pack a float NCHW input with +1 padding");
-  m.def("xnor_conv2d", &xnor_conv2d, "binary convolution: pack the float input, then XNOR");
-  m.def("xnor_conv2d_packed", &xnor_conv2d_packed, "binary convolution on a packed input");
-  m.def("xnor_conv2d_fused", &xnor_conv2d_fused,
-        "BN thresholds folded into packing, binary conv, alpha, bias, residual");
+  m.def("xnor_conv2d", &xnor_conv2d, pybind11::arg("layer"), pybind11::arg("x"),
+        pybind11::arg("kscale") = pybind11::none(), pybind11::arg("integer") = false,
+        "binary convolution of a layer: sign-pack the float input, then XNOR");
+  m.def("xnor_conv2d_packed", &xnor_conv2d_packed, pybind11::arg("layer"),
+        pybind11::arg("P"), pybind11::arg("kscale") = pybind11::none(),
+        pybind11::arg("integer") = false, "binary convolution of a layer on a packed input");
+  m.def(
+      "run_binary_layer",
+      [](const BinaryLayer& l, torch::Tensor x, bool packed_in,
+         c10::optional<torch::Tensor> residual, bool relu_residual, bool inplace,
+         c10::optional<BinaryLayer> next) {
+        LayerOutput o;
+        o.residual = residual;
+        o.relu_residual = relu_residual;
+        o.inplace = inplace;
+        o.next = next ? &*next : nullptr;
+        return run_binary_layer(l, x, packed_in, o);
+      },
+      pybind11::arg("layer"), pybind11::arg("x"), pybind11::arg("packed_in") = false,
+      pybind11::arg("residual") = pybind11::none(), pybind11::arg("relu_residual") = false,
+      pybind11::arg("inplace") = false, pybind11::arg("next") = pybind11::none(),
+      "a fused layer: BN thresholds folded into packing, binary conv, alpha, bias, "
+      "residual (through a ReLU), written over the residual or as the next layer's bits");
   m.def("small_conv2d", &small_conv2d,
         "direct float conv for few input channels, channels-last output");
   m.def("pooled_head", &pooled_head,
@@ -33,13 +52,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // pybind11 registers a C++ type once per process unless told the type is the module's
   pybind11::class_<BinaryLayer>(m, "BinaryLayer", pybind11::module_local())
       .def(pybind11::init([](torch::Tensor wpacked, torch::Tensor alpha,
-                             c10::optional<torch::Tensor> bias, torch::Tensor thresh,
-                             torch::Tensor flip, int64_t in_channels, int64_t out_channels,
-                             int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
-                             int64_t pw) {
-        return BinaryLayer{wpacked, alpha, bias, thresh, flip, in_channels, out_channels,
-                           kh, kw, sh, sw, ph, pw};
-      }));
+                             c10::optional<torch::Tensor> bias,
+                             c10::optional<torch::Tensor> thresh,
+                             c10::optional<torch::Tensor> flip,
+                             std::vector<int64_t> geometry) {
+             TORCH_CHECK(geometry.size() == 8,
+                         "BinaryLayer: geometry is [in_channels, out_channels, kh, kw, sh, "
+                         "sw, ph, pw]");
+             const auto& g = geometry;
+             return BinaryLayer{wpacked, alpha, bias,
+                                thresh.value_or(torch::Tensor()),
+                                flip.value_or(torch::Tensor()),
+                                g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
+           }),
+           pybind11::arg("wpacked"), pybind11::arg("alpha"),
+           pybind11::arg("bias") = pybind11::none(), pybind11::arg("thresh") = pybind11::none(),
+           pybind11::arg("flip") = pybind11::none(), pybind11::arg("geometry"));
   pybind11::class_<LayerChain>(m, "LayerChain", pybind11::module_local())
       .def(pybind11::init<>())
       .def("add", &LayerChain::add, pybind11::arg("layer"), pybind11::arg("next"),

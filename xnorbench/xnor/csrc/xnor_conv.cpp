@@ -241,13 +241,21 @@ struct OutMode {
   int64_t ph2 = 0, pw2 = 0;        // and its padding
 };
 
-torch::Tensor conv_on_packed(const uint64_t* p, int64_t N, int64_t Hp, int64_t Wp,
-                             int64_t C, torch::Tensor wpacked, torch::Tensor alpha,
-                             c10::optional<torch::Tensor> bias,
-                             c10::optional<torch::Tensor> kscale,
-                             c10::optional<torch::Tensor> residual, int64_t OC, int64_t KH,
-                             int64_t KW, int64_t sh, int64_t sw, bool integer,
+// A packed (and padded) input: p[N][Hp][Wp][ceil(C / 64)] words of C channels.
+struct PackedIn {
+  const uint64_t* p;
+  int64_t N, Hp, Wp, C;
+};
+
+torch::Tensor conv_on_packed(const PackedIn& in, const BinaryLayer& l,
+                             const c10::optional<torch::Tensor>& kscale,
+                             const c10::optional<torch::Tensor>& residual, bool integer,
                              const OutMode& mode = OutMode{}) {
+  const uint64_t* p = in.p;
+  const int64_t N = in.N, Hp = in.Hp, Wp = in.Wp, C = in.C;
+  const int64_t OC = l.out_channels, KH = l.kh, KW = l.kw, sh = l.sh, sw = l.sw;
+  torch::Tensor wpacked = l.wpacked, alpha = l.alpha;
+  const c10::optional<torch::Tensor>& bias = l.bias;
   const int64_t Cw = ceil_div(C, 64);
   const int64_t K = KH * KW * Cw, OCB = ceil_div(OC, FB);
   // the kernels load weight blocks with aligned instructions: any valid tensor (a view at
@@ -363,33 +371,32 @@ torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw) {
   return P;
 }
 
-// The binary convolution on an already packed (and padded) input P[N][Hp][Wp][Cw] of C
-// channels: XNOR-popcount GEMM, scale by alpha [* K] [+ bias].
-torch::Tensor xnor_conv2d_packed(torch::Tensor P, int64_t C, torch::Tensor wpacked,
-                                 torch::Tensor alpha, c10::optional<torch::Tensor> bias,
-                                 c10::optional<torch::Tensor> kscale, int64_t OC, int64_t KH,
-                                 int64_t KW, int64_t sh, int64_t sw, bool integer) {
+// The binary convolution of `l` on an already packed (and padded) input P[N][Hp][Wp][Cw]
+// of l.in_channels channels: XNOR-popcount GEMM, scale by alpha [* K] [+ bias].
+torch::Tensor xnor_conv2d_packed(const BinaryLayer& l, torch::Tensor P,
+                                 c10::optional<torch::Tensor> kscale, bool integer) {
   TimedCall call;
   TORCH_CHECK(P.dim() == 4 && P.scalar_type() == torch::kLong && P.is_contiguous(),
               "xnor_conv2d_packed: P must be a contiguous int64 [N, Hp, Wp, Cw] tensor");
-  TORCH_CHECK(P.size(3) == ceil_div(C, 64), "xnor_conv2d_packed: C does not match P");
-  return conv_on_packed(reinterpret_cast<const uint64_t*>(P.data_ptr<int64_t>()), P.size(0),
-                        P.size(1), P.size(2), C, wpacked, alpha, bias, kscale, c10::nullopt,
-                        OC, KH, KW, sh, sw, integer);
+  TORCH_CHECK(P.size(3) == ceil_div(l.in_channels, 64),
+              "xnor_conv2d_packed: the layer's in_channels do not match P");
+  const PackedIn in{reinterpret_cast<const uint64_t*>(P.data_ptr<int64_t>()), P.size(0),
+                    P.size(1), P.size(2), l.in_channels};
+  return conv_on_packed(in, l, kscale, c10::nullopt, integer);
 }
 
-// The whole binary convolution: sign-pack the float input (padding with +1), then
-// xnor_conv2d_packed. Returns float NCHW in channels_last storage, or the integer +-1
-// dot products (int32) when `integer` is true.
-torch::Tensor xnor_conv2d(torch::Tensor x, torch::Tensor wpacked, torch::Tensor alpha,
-                          c10::optional<torch::Tensor> bias, c10::optional<torch::Tensor> kscale,
-                          int64_t OC, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
-                          int64_t ph, int64_t pw, bool integer) {
+// The whole binary convolution of `l` on a float input: sign-pack x itself (padding with
+// +1; the layer's BatchNorm thresholds are not applied), then xnor_conv2d_packed. Returns
+// float NCHW in channels_last storage, or the integer +-1 dot products (int32) when
+// `integer` is true.
+torch::Tensor xnor_conv2d(const BinaryLayer& l, torch::Tensor x,
+                          c10::optional<torch::Tensor> kscale, bool integer) {
   TORCH_CHECK(x.dim() == 4, "xnor_conv2d: input must be [N, C, H, W]");
-  TORCH_CHECK(x.size(2) + 2 * ph >= KH && x.size(3) + 2 * pw >= KW,
+  TORCH_CHECK(x.size(2) + 2 * l.ph >= l.kh && x.size(3) + 2 * l.pw >= l.kw,
               "xnor_conv2d: kernel larger than the padded input");
-  return xnor_conv2d_packed(pack_input(x, ph, pw), x.size(1), wpacked, alpha, bias, kscale,
-                            OC, KH, KW, sh, sw, integer);
+  BinaryLayer on_x = l;
+  on_x.in_channels = x.size(1);
+  return xnor_conv2d_packed(on_x, pack_input(x, l.ph, l.pw), kscale, integer);
 }
 
 // The fused inference layer: BatchNorm + sign folded into the packing (per-channel
@@ -416,10 +423,9 @@ torch::Tensor run_binary_layer(const BinaryLayer& l, torch::Tensor x, bool packe
     TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kLong && x.is_contiguous() &&
                     x.size(3) == ceil_div(l.in_channels, 64),
                 "xnor_conv2d: a packed input must be contiguous int64 [N, Hp, Wp, Cw]");
-    return conv_on_packed(reinterpret_cast<const uint64_t*>(x.data_ptr<int64_t>()), x.size(0),
-                          x.size(1), x.size(2), l.in_channels, l.wpacked, l.alpha, l.bias,
-                          c10::nullopt, o.residual, l.out_channels, l.kh, l.kw, l.sh, l.sw,
-                          false, mode);
+    const PackedIn in{reinterpret_cast<const uint64_t*>(x.data_ptr<int64_t>()), x.size(0),
+                      x.size(1), x.size(2), l.in_channels};
+    return conv_on_packed(in, l, c10::nullopt, o.residual, false, mode);
   }
   TORCH_CHECK(x.dim() == 4 && x.device().is_cpu(), "xnor_conv2d: input must be CPU [N, C, H, W]");
   TORCH_CHECK(x.size(2) + 2 * l.ph >= l.kh && x.size(3) + 2 * l.pw >= l.kw,
@@ -439,34 +445,8 @@ torch::Tensor run_binary_layer(const BinaryLayer& l, torch::Tensor x, bool packe
     std::fill(P.begin(), P.begin() + words, 0);
     pack_into(x, P.data(), l.ph, l.pw, T);
   }
-  return conv_on_packed(P.data(), N, Hp, Wp, C, l.wpacked, l.alpha, l.bias, c10::nullopt,
-                        o.residual, l.out_channels, l.kh, l.kw, l.sh, l.sw, false, mode);
-}
-
-// run_binary_layer with the layer and its output spelled out (Python's call for a
-// single layer); `C` > 0: x is already packed, with C channels.
-torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch::Tensor> thresh,
-                                c10::optional<torch::Tensor> flip, torch::Tensor wpacked,
-                                torch::Tensor alpha, c10::optional<torch::Tensor> bias,
-                                c10::optional<torch::Tensor> residual, bool inplace,
-                                c10::optional<torch::Tensor> next_thresh,
-                                c10::optional<torch::Tensor> next_flip, int64_t next_ph,
-                                int64_t next_pw, int64_t OC, int64_t KH, int64_t KW,
-                                int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  const BinaryLayer l{wpacked, alpha, bias, thresh.value_or(torch::Tensor()),
-                      flip.value_or(torch::Tensor()), C, OC, KH, KW, sh, sw, ph, pw};
-  BinaryLayer nl;
-  LayerOutput o;
-  o.residual = residual;
-  o.inplace = inplace;
-  if (next_thresh.has_value() && next_thresh->defined()) {
-    nl.thresh = *next_thresh;
-    nl.flip = next_flip.value_or(torch::Tensor());
-    nl.ph = next_ph;
-    nl.pw = next_pw;
-    o.next = &nl;
-  }
-  return run_binary_layer(l, x, C > 0, o);
+  return conv_on_packed(PackedIn{P.data(), N, Hp, Wp, C}, l, c10::nullopt, o.residual, false,
+                        mode);
 }
 
 void kernel_profile_start() {

@@ -11,36 +11,7 @@
 #include <vector>
 
 // xnor_conv.cpp: packing and the XNOR-popcount convolution (inference)
-torch::Tensor pack_weight(torch::Tensor w);
-torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw);
-torch::Tensor xnor_conv2d_packed(torch::Tensor P, int64_t C, torch::Tensor wpacked,
-                                 torch::Tensor alpha, c10::optional<torch::Tensor> bias,
-                                 c10::optional<torch::Tensor> kscale, int64_t OC, int64_t KH,
-                                 int64_t KW, int64_t sh, int64_t sw, bool integer);
-torch::Tensor xnor_conv2d(torch::Tensor x, torch::Tensor wpacked, torch::Tensor alpha,
-                          c10::optional<torch::Tensor> bias, c10::optional<torch::Tensor> kscale,
-                          int64_t OC, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
-                          int64_t ph, int64_t pw, bool integer);
-torch::Tensor xnor_conv2d_fused(torch::Tensor x, int64_t C, c10::optional<torch::Tensor> thresh,
-                                c10::optional<torch::Tensor> flip, torch::Tensor wpacked,
-                                torch::Tensor alpha, c10::optional<torch::Tensor> bias,
-                                c10::optional<torch::Tensor> residual, bool inplace,
-                                c10::optional<torch::Tensor> next_thresh,
-                                c10::optional<torch::Tensor> next_flip, int64_t next_ph,
-                                int64_t next_pw, int64_t OC, int64_t KH, int64_t KW,
-                                int64_t sh, int64_t sw, int64_t ph, int64_t pw);
-std::string isa();
-
-// float_layers.cpp: a direct float conv for few input channels (a network's first conv),
-// and a CNN's head (BatchNorm, ReLU, global average pooling) in one pass
-torch::Tensor small_conv2d(torch::Tensor x, torch::Tensor wt, torch::Tensor bias, int64_t OC,
-                           int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
-                           int64_t pw);
-torch::Tensor pooled_head(torch::Tensor x, c10::optional<torch::Tensor> scale,
-                          c10::optional<torch::Tensor> shift, bool relu);
-int64_t threads_used();
-
-// One fused binary conv: its packed weights, alpha [and bias], the BatchNorm-and-sign
+// One binary conv: its packed weights, alpha [and bias], the BatchNorm-and-sign
 // thresholds of its input (undefined: plain sign), and its geometry (what
 // PackedXNORConv2d holds).
 struct BinaryLayer {
@@ -57,8 +28,24 @@ struct LayerOutput {
   bool inplace = false;
   const BinaryLayer* next = nullptr;
 };
+torch::Tensor pack_weight(torch::Tensor w);
+torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw);
+torch::Tensor xnor_conv2d_packed(const BinaryLayer& l, torch::Tensor P,
+                                 c10::optional<torch::Tensor> kscale, bool integer);
+torch::Tensor xnor_conv2d(const BinaryLayer& l, torch::Tensor x,
+                          c10::optional<torch::Tensor> kscale, bool integer);
 torch::Tensor run_binary_layer(const BinaryLayer& l, torch::Tensor x, bool packed_in,
                                const LayerOutput& o);
+std::string isa();
+int64_t threads_used();
+
+// float_layers.cpp: a direct float conv for few input channels (a network's first conv),
+// and a CNN's head (BatchNorm, ReLU, global average pooling) in one pass
+torch::Tensor small_conv2d(torch::Tensor x, torch::Tensor wt, torch::Tensor bias, int64_t OC,
+                           int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
+                           int64_t pw);
+torch::Tensor pooled_head(torch::Tensor x, c10::optional<torch::Tensor> scale,
+                          c10::optional<torch::Tensor> shift, bool relu);
 
 // layer_chain.cpp: a run of fused binary layers executed by one call
 class LayerChain {
