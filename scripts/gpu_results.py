@@ -22,7 +22,6 @@ Usage: python scripts/gpu_results.py --data-dir DATA --out OUT [--budget 300] [-
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import subprocess
@@ -38,12 +37,8 @@ from xnorbench.data.datasets import load_dataset
 from xnorbench.db import Store
 from xnorbench.report.report import write_report
 from xnorbench.runs.runner import RunFailed, RunInterrupted, execute
-from xnorbench.training.loop import (
-    build_model,
-    make_loaders,
-    make_xnor_step,
-    measure_step_seconds,
-)
+from xnorbench.suites.budget import plan_for_budget
+from xnorbench.training.loop import build_model, make_loaders, make_xnor_step
 from xnorbench.training.optim import make_optimizer
 from xnorbench.training.recipes import recipe_from, resolve
 from xnorbench.xnor import compiled
@@ -96,7 +91,7 @@ def log_launches(bundle, preset: str, path: Path) -> None:
         log(line)
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--out", required=True)
@@ -113,7 +108,95 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=None,
                     help="seconds from start after which the memory and timing suites "
                          "are skipped")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _start_sweep(db: str, out: Path) -> subprocess.Popen:
+    """The host-CPU sweep and ceilings in the background, their own process and threads."""
+    env = dict(os.environ, XNORBENCH_DB=db)
+    cli = f"{sys.executable} -m xnorbench.cli"
+    sweep = f"{cli} sweep --rounds 3 --no-progress --threads"
+    cmd = f"{sweep} 1 && {cli} run ceilings --builds native --no-progress && {sweep} 2"
+    with (out / "sweep.log").open("w") as sweep_log:  # the child keeps its own handle
+        return subprocess.Popen(cmd, shell=True, env=env, stdout=sweep_log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _train(store: Store, args: argparse.Namespace, bundles: dict, device: str) -> None:
+    """One accuracy run per dataset of PLAN, each sized to its share of the budget."""
+    limits = {"limit_train": 2000, "limit_test": 500} if args.tiny else {}
+    shares = [float(x) for x in args.shares.split(",")] if args.shares else None
+    seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
+    for i, (ds, preset, share) in enumerate(PLAN):
+        if ds not in bundles:
+            continue
+        given = {"amp": device == "cuda", "channels_last": device == "cuda", "seeds": seeds,
+                 "data_dir": args.data_dir, "download": False, **limits}
+        plan = plan_for_budget(preset, given, bundles[ds],
+                               args.budget * (shares[i] if shares else share), device,
+                               steps=3 if args.tiny else 20,
+                               epochs=1 if args.tiny else None)
+        params = plan.params
+        log(f"{ds} {preset}: {plan.line()}")
+        t0 = time.time()
+        try:
+            rid = execute(store, "accuracy", params, device=device, seed=params["seeds"][0],
+                          progress=False, tags=["gpu", preset],
+                          command=f"scripts/gpu_results.py: --recipe {preset} --epochs "
+                                  f"{plan.epochs} (time-boxed, see params)",
+                          checkpoint_dir=Path("/tmp/xnorbench-checkpoints"))
+        except RunFailed as exc:
+            log(f"FAILED: {exc}")
+            continue
+        for r in store.results([rid], metric="final_test_accuracy"):
+            log(f"  run {rid}: {r.variant} seed {r.seed}: {r.value:.2f} %")
+        log(f"  in {time.time() - t0:.0f}s")
+
+
+def _measure(store: Store, args: argparse.Namespace, device: str, start: float) -> None:
+    """The timing suite first (its training-step rows are the ones the GPU table needs),
+    then the memory suite (fresh processes, each compiling anew), while the deadline
+    leaves room."""
+
+    def in_time(what: str) -> bool:
+        if args.deadline is None or time.time() - start <= args.deadline:
+            return True
+        log(f"past the deadline ({args.deadline:.0f} s): {what} skipped")
+        return False
+
+    if not args.no_timing and in_time("timing suite"):
+        t0 = time.time()
+        try:  # on CUDA: float vs simulated XNOR inference, and the three training steps
+            execute(store, "timing", {"models": ["resnet18"], "batches": [1, 64],
+                                      "train_batch": 32 if args.tiny else 128,
+                                      "per_layer": False, "rounds": 1 if args.tiny else 3,
+                                      "threads": 1}, device=device, progress=False)
+        except (RunFailed, RunInterrupted) as exc:
+            log(f"timing FAILED: {exc}")
+        log(f"timing suite in {time.time() - t0:.0f}s")
+    if not args.no_memory and in_time("memory suite"):
+        t0 = time.time()
+        try:
+            execute(store, "memory", {"models": ["resnet18"], "batch": 64, "runtime": True},
+                    device=device, progress=False)
+            execute(store, "memory", {"models": ["lenet5", "nin"], "batch": 64,
+                                      "runtime": False}, device=device, progress=False)
+        except (RunFailed, RunInterrupted) as exc:
+            log(f"memory FAILED: {exc}")
+        log(f"memory suite in {time.time() - t0:.0f}s")
+
+
+def _stop_sweep(sweep_proc: subprocess.Popen) -> None:
+    try:
+        sweep_proc.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        os.killpg(sweep_proc.pid, signal.SIGTERM)  # run ends 'interrupted', rows kept
+        sweep_proc.wait(timeout=30)
+    log(f"sweep exit {sweep_proc.returncode}")
+
+
+def main() -> None:
+    args = _arguments()
     start = time.time()
     stamp_commit()
     out = Path(args.out)
@@ -126,110 +209,25 @@ def main() -> None:
     store = Store.open(db)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log(f"device {device}: {torch.cuda.get_device_name(0) if device == 'cuda' else ''}")
-
-    sweep_proc = None
-    if args.sweep:  # host-CPU sweep in the background, its own process and thread count
-        env = dict(os.environ, XNORBENCH_DB=db)
-        cli = f"{sys.executable} -m xnorbench.cli"
-        sweep = f"{cli} sweep --rounds 3 --no-progress --threads"
-        cmd = f"{sweep} 1 && {cli} run ceilings --builds native --no-progress && {sweep} 2"
-        with (out / "sweep.log").open("w") as sweep_log:  # the child keeps its own handle
-            sweep_proc = subprocess.Popen(cmd, shell=True, env=env, stdout=sweep_log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
-
+    sweep_proc = _start_sweep(db, out) if args.sweep else None
     limits = {"limit_train": 2000, "limit_test": 500} if args.tiny else {}
     bundles = {}
-    wanted = args.datasets.split(",")
-    for ds in wanted:
+    for ds in args.datasets.split(","):
         t0 = time.time()
         bundles[ds] = load_dataset(ds, args.data_dir, **limits)
         log(f"loaded {ds}: {len(bundles[ds].train)}/{len(bundles[ds].test)} "
             f"in {time.time() - t0:.1f}s")
-
     if device == "cuda":
+        first = next(iter(bundles))
         try:
-            log_launches(bundles[wanted[0]],
-                         PLAN[0][1] if wanted[0] == "mnist" else PLAN[1][1],
+            log_launches(bundles[first], PLAN[0][1] if first == "mnist" else PLAN[1][1],
                          out / "launches.txt")
         except Exception as exc:  # a count, not a result: the runs go on without it
             log(f"launch count FAILED: {type(exc).__name__}: {exc}")
-
-    shares = [float(x) for x in args.shares.split(",")] if args.shares else None
-    seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
-    for i, (ds, preset, share) in enumerate(PLAN):
-        if ds not in wanted:
-            continue
-        share = shares[i] if shares else share
-        over = {"amp": device == "cuda", "channels_last": device == "cuda", "seeds": seeds,
-                **limits}
-        p = resolve(preset, over)
-        recipe = recipe_from(p)
-        steps = math.ceil(len(bundles[ds].train) / recipe.batch_size)
-        step_s = {v: measure_step_seconds(bundles[ds], "resnet18", v, recipe, device,
-                                          steps=3 if args.tiny else 20)
-                  for v in ("float", "xnor")}
-        epoch_s = sum(step_s.values()) * steps * 1.12 * len(p["seeds"])  # + evaluation
-        epochs = 1 if args.tiny else max(1, min(p["epochs"],
-                                                int(args.budget * share / epoch_s)))
-        params = resolve(preset, {**over, "epochs": epochs})
-        params.update(variant="both", data_dir=args.data_dir, download=False,
-                      seeds=list(params["seeds"]), milestones=list(params["milestones"]))
-        log(f"{ds} {preset}: float {step_s['float'] * 1e3:.1f} / xnor "
-            f"{step_s['xnor'] * 1e3:.1f} ms/step, ~{epoch_s:.1f} s/epoch for both variants "
-            f"and {len(p['seeds'])} seed(s) -> {epochs} of the recipe's {p['epochs']} epochs")
-        t0 = time.time()
-        try:
-            rid = execute(store, "accuracy", params, device=device, seed=params["seeds"][0],
-                          progress=False, tags=["gpu", preset],
-                          command=f"scripts/gpu_results.py: --recipe {preset} --epochs "
-                                  f"{epochs} (time-boxed, see params)",
-                          checkpoint_dir=Path("/tmp/xnorbench-checkpoints"))
-        except RunFailed as exc:
-            log(f"FAILED: {exc}")
-            continue
-        for r in store.results([rid], metric="final_test_accuracy"):
-            log(f"  run {rid}: {r.variant} seed {r.seed}: {r.value:.2f} %")
-        log(f"  in {time.time() - t0:.0f}s")
-
-    def in_time(what: str) -> bool:
-        """Whether the deadline leaves room for ``what`` (said in the log when not)."""
-        if args.deadline is None or time.time() - start <= args.deadline:
-            return True
-        log(f"past the deadline ({args.deadline:.0f} s): {what} skipped")
-        return False
-
-    # timing first: its training-step rows (time, operators, launches) are the ones the
-    # GPU table needs; the memory suite measures in fresh processes, each compiling anew
-    if not args.no_timing and in_time("timing suite"):
-        t0 = time.time()
-        try:  # on CUDA: float vs simulated XNOR inference, and the three training steps
-            execute(store, "timing", {"models": ["resnet18"], "batches": [1, 64],
-                                      "train_batch": 32 if args.tiny else 128,
-                                      "per_layer": False, "rounds": 1 if args.tiny else 3,
-                                      "threads": 1}, device=device, progress=False)
-        except (RunFailed, RunInterrupted) as exc:
-            log(f"timing FAILED: {exc}")
-        log(f"timing suite in {time.time() - t0:.0f}s")
-
-    if not args.no_memory and in_time("memory suite"):
-        t0 = time.time()
-        try:
-            execute(store, "memory", {"models": ["resnet18"], "batch": 64, "runtime": True},
-                    device=device, progress=False)
-            execute(store, "memory", {"models": ["lenet5", "nin"], "batch": 64,
-                                      "runtime": False}, device=device, progress=False)
-        except (RunFailed, RunInterrupted) as exc:
-            log(f"memory FAILED: {exc}")
-        log(f"memory suite in {time.time() - t0:.0f}s")
-
+    _train(store, args, bundles, device)
+    _measure(store, args, device, start)
     if sweep_proc is not None:
-        try:
-            sweep_proc.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            os.killpg(sweep_proc.pid, signal.SIGTERM)  # run ends 'interrupted', rows kept
-            sweep_proc.wait(timeout=30)
-        log(f"sweep exit {sweep_proc.returncode}")
-
+        _stop_sweep(sweep_proc)
     try:
         for p in write_report(store, out / "REPORT.md"):
             log(f"wrote {p}")

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
-.venv/bin/python -m pytest -q --benchmark-disable "$@"
+.venv/bin/python -m pytest -q --benchmark-disable --durations=15 "$@"

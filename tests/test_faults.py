@@ -221,7 +221,7 @@ def test_only_an_option_that_declares_itself_free_may_differ_on_resume(tmp_path:
 
     import typer
 
-    from xnorbench.cli.run import resume_settings
+    from xnorbench.cli.suites import resume_settings
     from xnorbench.runs.registry import get_suite
 
     store = Store.open(str(tmp_path / "free.db"))

@@ -26,9 +26,9 @@ from xnorbench.measure.timing import dispatched_ops
 from xnorbench.training.loop import train
 from xnorbench.training.recipes import Recipe
 from xnorbench.xnor import GRAD_RULES, BinOp, FusedXNOR, binary_layers, bitops, models
-from xnorbench.xnor.binarize import filter_alpha, scaled_sign_grad, sign
 from xnorbench.xnor.kernels import train_ops
 from xnorbench.xnor.layers import XNORConv2d, XNORLinear
+from xnorbench.xnor.sign_rules import filter_alpha, scaled_sign_grad, sign
 from xnorbench.xnor.step import train_step
 
 

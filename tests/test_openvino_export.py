@@ -21,7 +21,8 @@ from xnorbench.cli import app
 from xnorbench.xnor import models, save_packed
 from xnorbench.xnor.kernels import load_kernels
 from xnorbench.xnor.layers import XNORConv2d
-from xnorbench.xnor.openvino_export import ExportError, binary_conv_node, to_openvino
+from xnorbench.xnor.openvino_binary import binary_conv_node
+from xnorbench.xnor.openvino_export import ExportError, to_openvino
 from xnorbench.xnor.packed import pack_model
 
 ov = pytest.importorskip("openvino")

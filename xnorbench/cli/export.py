@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from .app import app, fail, open_store
-from .models import InputArg, _shape
+from .summary import InputArg, _shape
 
 DATASET_INPUT = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "kmnist": (1, 28, 28),
                  "cifar10": (3, 32, 32)}

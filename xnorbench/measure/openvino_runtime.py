@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..errors import exception_line
-from ..xnor.openvino_export import binary_conv_node, openvino
+from ..xnor.openvino_binary import binary_conv_node, openvino
 
 BINARY_CONV = "openvino-binaryconv"
 """OpenVINO's own binary convolution (``BinaryConvolution``, xnor-popcount), the peer

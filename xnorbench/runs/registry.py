@@ -16,6 +16,7 @@ from typing import Any
 
 from ..db import Row, Store
 from ..progress import Progress
+from .options import Opt
 from .params import SuiteParams
 
 
@@ -82,7 +83,7 @@ class Suite:
     fn: SuiteFn
     params: type[SuiteParams]
     check: CheckFn | None = None
-    options: tuple[Any, ...] = ()
+    options: tuple[Opt, ...] = ()
     prepare: PrepareFn | None = None
     doc: str = ""
     checkpoints: bool = False

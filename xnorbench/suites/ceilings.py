@@ -96,11 +96,10 @@ def run_ceilings(ctx: SuiteContext, p: CeilingsParams) -> Iterator[Row]:
         kern = load_kernels(build=build)
         wp = kern.pack_weight(w)
         packed_x = kern.pack_input(x, pad, pad)
+        layer = kern.BinaryLayer(wp, alpha, None, None, None, [c, c, k, k, 1, 1, pad, pad])
         fns: dict[str, Callable[[], object]] = {
-            "binary_nopack": partial(kern.xnor_conv2d_packed, packed_x, c, wp, alpha, None,
-                                     None, c, k, k, 1, 1, False),
-            "binary": partial(kern.xnor_conv2d, x, wp, alpha, None, None, c, k, k, 1, 1, pad,
-                              pad, False),
+            "binary_nopack": partial(kern.xnor_conv2d_packed, layer, packed_x, None, False),
+            "binary": partial(kern.xnor_conv2d, layer, x, None, False),
         }
         if build == "native":
             fns["float"] = lambda: F.conv2d(x, w, None, 1, pad)

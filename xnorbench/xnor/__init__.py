@@ -7,11 +7,11 @@ Public API::
 """
 
 from . import bitops, models
-from .binarize import GRAD_RULES, BinActive, bin_active, scaled_sign, scaled_sign_grad, sign
 from .binop import BinOp
 from .fused import XNOR_PATHS, FusedXNOR
 from .layers import XNORConv2d, XNORLinear, binary_layers
 from .packing import load_packed, pack_signs, packed_sizes, save_packed, unpack_signs
+from .sign_rules import GRAD_RULES, BinActive, bin_active, scaled_sign, scaled_sign_grad, sign
 
 __all__ = [
     "GRAD_RULES", "XNOR_PATHS", "BinActive", "BinOp", "FusedXNOR", "XNORConv2d", "XNORLinear",

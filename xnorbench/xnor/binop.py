@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from . import bitops
-from .binarize import check_grad_rule
 from .layers import binary_layers
+from .sign_rules import check_grad_rule
 
 
 class BinOp:

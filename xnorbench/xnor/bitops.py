@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import compiled
-from .binarize import GradRule, filter_alpha, sign
-from .binarize import scaled_sign_grad as scaled_sign_grad_reference
 from .kernels import train_ops
+from .sign_rules import GradRule, filter_alpha, sign
+from .sign_rules import scaled_sign_grad as scaled_sign_grad_reference
 
 _TORCH_OPS = [False]
 

@@ -35,9 +35,9 @@ import torch
 from torch import fx, nn
 
 from ..errors import InputError, exception_line, first_line
-from .binarize import check_grad_rule
 from .layers import BINARY_LAYERS, XNORConv2d, XNORLinear
 from .rewire import Rewirer
+from .sign_rules import check_grad_rule
 
 
 class BinarizeError(InputError, ValueError):

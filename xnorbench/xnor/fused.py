@@ -20,8 +20,8 @@ from __future__ import annotations
 from torch import nn
 
 from . import bitops
-from .binarize import check_grad_rule
 from .layers import binary_layers
+from .sign_rules import check_grad_rule
 
 XNOR_PATHS = ("fused", "binop")
 

@@ -37,109 +37,16 @@ from torch import Tensor, nn
 from ..errors import InputError
 from .bitops import binarize_weight
 from .layers import XNORConv2d, XNORLinear
+from .openvino_binary import binary_conv_node, openvino, opset1, opset13
 from .packed import PackedBlocks, PackedPreActBlock, PackedXNORConv2d, PackedXNORLinear, pack_model
-
-INSTALL = "OpenVINO is not installed (pip install 'xnorbench[openvino]')"
-FLT_MIN = float(np.finfo(np.float32).tiny)
-
-
-def openvino() -> Any:
-    """The ``openvino`` module, or a RuntimeError saying how to install it."""
-    try:
-        import openvino as ov
-    except ImportError:
-        raise RuntimeError(INSTALL) from None
-    return ov
-
-
-def _ops() -> Any:
-    openvino()
-    import openvino.opset13 as ops
-    return ops
-
-
-def _opset1() -> Any:
-    import openvino.opset1 as ops1
-    return ops1
 
 
 class ExportError(InputError):
     """A network (or one of its layers) that cannot be written as an OpenVINO model."""
 
 
-def u1_weights(signs: Tensor) -> Any:
-    """A ``u1`` constant of ``signs >= 0`` (1 = +1), shape of ``signs``, its bits packed
-    little-endian within each byte: the order OpenVINO's ``BinaryConvolution`` reads."""
-    ov, ops = openvino(), _ops()
-    bits = (signs >= 0).reshape(-1).numpy().astype(np.uint8)
-    tensor = ov.Tensor(ov.Type.u1, list(signs.shape))
-    buf = np.frombuffer(tensor.data, dtype=np.uint8)
-    np.copyto(buf, np.packbits(bits, bitorder="little")[: buf.size])
-    return ops.constant(tensor)
-
-
-def sign_levels(thresh: Tensor, flip: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(threshold, low, high) per channel of a 2-level FakeQuantize computing the packed
-    layer's sign: 1 (+1) exactly where the kernel packs +1 (``x >= t``, or ``x <= t`` on a
-    flipped channel), 0 (-1) elsewhere. Infinite thresholds (a BatchNorm scale of 0)
-    stay infinite: OpenVINO compares them as IEEE floats do, as the kernel does."""
-    t = thresh.detach().double().numpy().astype(np.float32)
-    flipped = flip.numpy().astype(bool)
-    below = np.nextafter(t, np.float32(-np.inf))
-    # a subnormal threshold may be flushed to 0 by the runtime: the smallest normal float
-    # keeps x = 0 on its side (0 >= 0 is +1) without the flush changing it
-    below = np.where((below != 0) & (np.abs(below) < FLT_MIN),
-                     np.where(below < 0, -FLT_MIN, 0.0), below).astype(np.float32)
-    t_fq = np.where(flipped, t, below).astype(np.float32)
-    low = np.where(flipped, 1.0, 0.0).astype(np.float32)
-    return t_fq, low, (1.0 - low).astype(np.float32)
-
-
-CHANNEL_MULTIPLE = 8
-"""OpenVINO's CPU ``BinaryConvolution`` (2026.4) computes the last byte of a pixel's
-packed channels wrongly when the channel count is not a multiple of 8 (off by those
-channels' share; with 3 channels it fails to compile). Such a layer gets +1 channels
-appended to its input and its filters up to the next multiple: each adds exactly
-``+1 * +1`` per filter tap, padding included, subtracted again as a constant."""
-
-
-def binary_conv_node(x: Any, signs: Tensor, thresh: Tensor, flip: Tensor,
-                     stride: tuple[int, int], padding: tuple[int, int],
-                     alpha: Tensor | None = None, bias: Tensor | None = None) -> Any:
-    """sign(x) against the threshold, ``BinaryConvolution`` with ``signs`` (+1 padding),
-    then ``* alpha + bias`` per filter (the exact +-1 dot products when both are None)."""
-    ops = _ops()
-    oc, c, kh, kw = signs.shape
-    t, low, high = sign_levels(thresh, flip)
-    extra = -c % CHANNEL_MULTIPLE
-    if extra:
-        x = ops.pad(x, np.array([0, 0, 0, 0], dtype=np.int64),
-                    np.array([0, extra, 0, 0], dtype=np.int64), "constant",
-                    np.float32(1.0))
-        t = np.concatenate([t, np.full(extra, -np.inf, dtype=np.float32)])
-        low = np.concatenate([low, np.zeros(extra, dtype=np.float32)])
-        high = np.concatenate([high, np.ones(extra, dtype=np.float32)])
-        signs = torch.cat([signs, torch.ones(oc, extra, kh, kw)], 1)
-    shape = [1, c + extra, 1, 1]
-    tc = ops.constant(t.reshape(shape))
-    fq = _opset1().fake_quantize(x, tc, tc, ops.constant(low.reshape(shape)),
-                                 ops.constant(high.reshape(shape)), 2)
-    (ph, pw) = padding
-    out = _opset1().binary_convolution(fq, u1_weights(signs), list(stride), [ph, pw],
-                                       [ph, pw], [1, 1], "xnor-popcount", 1.0)
-    if extra:
-        out = ops.subtract(out, ops.constant(np.float32(extra * kh * kw)))
-    per_filter = [1, oc, 1, 1]
-    if alpha is not None:
-        out = ops.multiply(out, ops.constant(alpha.detach().float().numpy().reshape(
-            per_filter)))
-    if bias is not None:
-        out = ops.add(out, ops.constant(bias.detach().float().numpy().reshape(per_filter)))
-    return out
-
-
 def _const(t: Tensor) -> Any:
-    return _ops().constant(t.detach().float().cpu().numpy())
+    return opset13().constant(t.detach().float().cpu().numpy())
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -160,7 +67,7 @@ class _Exporter:
     name to the signs of its weights (from the XNOR network it was packed from)."""
 
     def __init__(self, signs: dict[str, Tensor]) -> None:
-        self.ops = _ops()
+        self.ops = opset13()
         self.signs = signs
 
     def module(self, m: nn.Module, args: list[Any], name: str, kwargs: dict | None = None
@@ -299,7 +206,7 @@ def _is_torch_leaf(m: nn.Module) -> bool:
 
 
 def _flatten(x: Any, start: int, end: int, name: str) -> Any:
-    ops = _ops()
+    ops = opset13()
     rank = x.get_output_partial_shape(0).rank.get_length()
     start, end = start % rank, end % rank
     if end != rank - 1:
@@ -313,7 +220,7 @@ def _adaptive_avg(x: Any, size: Any, name: str) -> Any:
         isinstance(size, tuple) and None in size) else (0, 0)
     if oh <= 0:
         raise ExportError(f"'{name}': adaptive pooling to {size} has no converter here")
-    ops = _ops()
+    ops = opset13()
     if (oh, ow) == (1, 1):
         return ops.reduce_mean(x, ops.constant(np.array([2, 3], dtype=np.int64)), True)
     return ops.adaptive_avg_pool(x, ops.constant(np.array([oh, ow], dtype=np.int64)))
@@ -357,7 +264,7 @@ def _max_pool(e: _Exporter, m: nn.Module, args: list[Any], name: str) -> Any:
         raise ExportError(f"layer '{name}': a dilated max-pool or one returning indices "
                           "has no converter here")
     k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
-    return _opset1().max_pool(args[0], list(s), list(p), list(p), list(k),
+    return opset1().max_pool(args[0], list(s), list(p), list(p), list(k),
                               "ceil" if m.ceil_mode else "floor")
 
 
@@ -410,7 +317,7 @@ def to_openvino(model: nn.Module, example: Tensor) -> Any:
     plugin's ``BinaryConvolution`` refuses dynamic ones); ``ov_model.reshape([N, ...])``
     before compiling runs another batch size. Raises :class:`ExportError` naming a layer
     it cannot write."""
-    ov, ops = openvino(), _ops()
+    ov, ops = openvino(), opset13()
     model = model.float().cpu().eval()
     packed = pack_model(model, fuse_graph=False)
     x = ops.parameter(ov.PartialShape(list(example.shape)), ov.Type.f32, name="x")

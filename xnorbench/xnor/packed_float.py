@@ -10,12 +10,13 @@ BatchNorm on its output (torchvision's ``bn1``) folds into its weights.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
+from .fx_graph import added_module, called_module, is_inplace_relu, relu_input
 from .kernels import load_kernels
 
 MAX_TAPS = 160
@@ -123,3 +124,56 @@ class PooledHead(nn.Module):
     def extra_repr(self) -> str:
         parts = ["BatchNorm"] * (self.scale is not None) + ["ReLU"] * self.relu
         return " -> ".join([*parts, "global average pool"])
+
+
+def fold_float_batchnorms(gm: fx.GraphModule) -> int:
+    """Rewrite 1b: how many BatchNorms were folded into the float conv before them (a
+    module offering ``folded(bn)``, :class:`~.packed_float.DirectConv2d`)."""
+    folded = 0
+    for node in list(gm.graph.nodes):
+        bn = called_module(gm, node)
+        src = node.args[0] if len(node.args) == 1 else None
+        conv = called_module(gm, src) if isinstance(src, fx.Node) else None
+        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None \
+                or bn.running_var is None or not hasattr(conv, "folded") \
+                or not isinstance(src, fx.Node) or len(src.users) != 1 or len(src.args) != 1:
+            continue
+        src.target = added_module(gm, f"{str(src.target).replace('.', '_')}_bn_folded",
+                            cast(Any, conv).folded(bn))
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+        folded += 1
+    return folded
+
+
+def _pool_to_one(m: nn.Module | None) -> bool:
+    return isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))
+
+
+def fuse_pooled_heads(gm: fx.GraphModule) -> int:
+    """Rewrite 6: how many ``[BatchNorm ->] ReLU -> global average pool`` ends now run as
+    one pass (:class:`~.packed_float.PooledHead`), each value in between read by nothing
+    else."""
+    fused = 0
+    for node in list(gm.graph.nodes):
+        relu = node.args[0] if _pool_to_one(called_module(gm, node)) and len(node.args) == 1 \
+            else None
+        if not isinstance(relu, fx.Node) or len(relu.users) != 1 or not (
+                relu_input(gm, relu) is not None or is_inplace_relu(gm, relu)):
+            continue
+        src = relu.args[0]
+        bn = called_module(gm, src) if isinstance(src, fx.Node) else None
+        if not (isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None
+                and bn.running_var is not None and isinstance(src, fx.Node)
+                and len(src.users) == 1 and len(src.args) == 1):
+            bn = None
+        x = src.args[0] if bn is not None and isinstance(src, fx.Node) else src
+        name = added_module(gm, f"pooled_head_{fused}", PooledHead(bn, relu=True))
+        with gm.graph.inserting_after(node):
+            call = gm.graph.call_module(name, (x,))
+        node.replace_all_uses_with(call)
+        for dead in (node, relu, src if bn is not None else None):
+            if isinstance(dead, fx.Node):
+                gm.graph.erase_node(dead)
+        fused += 1
+    return fused

@@ -2,8 +2,9 @@
 produced (torchvision's, a user's) runs like the hand-fused built-in ones.
 
 Rewrites of the ``torch.fx`` graph, in order, each only where the value it removes is
-read by nothing else (the first, :func:`drop_snapshots`, removes the copy ``binarize``
-takes before an in-place ReLU); then:
+read by nothing else (the first two, :func:`drop_identities` and :func:`drop_snapshots`,
+remove calls of ``nn.Identity`` and the copy ``binarize`` takes before an in-place ReLU);
+then:
 
 1. **BatchNorm after a binary conv** folds into the conv's epilogue: ``s * (alpha * n +
    b) + (beta - s * mean)`` is the conv with ``alpha * s`` and ``s * b + beta - s * mean``
@@ -12,6 +13,11 @@ takes before an in-place ReLU); then:
 3. **A binary conv feeding only another binary conv** writes that conv's packed input
    (the sign of its BatchNorm, as bits) instead of a float tensor that would be read
    once and packed again: :class:`PackedPair`.
+4. **A run of binary convs** becomes one call into the extension
+   (:class:`~.packed_chain.PackedChain`), a ReLU on a shortcut taken in the epilogue.
+
+A BatchNorm after the first float conv, and the head (``[BatchNorm ->] ReLU -> global
+pool``), are rewritten by :mod:`.packed_float`, beside the layers they become.
 
 The packed conv class is the caller's (``pack_model`` passes
 :class:`~.packed.PackedXNORConv2d`): this module knows the layers by what they offer
@@ -30,11 +36,11 @@ import operator
 from typing import Any, Protocol, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from .fx_graph import added_module, called_module, is_inplace_relu, relu_input
 from .packed_chain import NamedStep, PackedChain
-from .packed_float import PooledHead, bn_affine
+from .packed_float import bn_affine, fold_float_batchnorms, fuse_pooled_heads
 
 ADDS = (operator.add, operator.iadd, torch.add)
 
@@ -68,29 +74,17 @@ class PackedPair(nn.Module):
         return second.on_bits(first.to_bits(x, second), residual=residual)
 
 
-def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
-    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
-
-
 def _packed(gm: fx.GraphModule, node: object, conv: type[nn.Module]) -> nn.Module | None:
     """The fused packed conv ``node`` calls (on a plain input, and called nowhere else:
     a rewrite may change the module), else None."""
     if not isinstance(node, fx.Node):
         return None
-    m = _module(gm, node)
+    m = called_module(gm, node)
     if isinstance(m, conv) and cast(PackedConv, m).fused and len(node.args) == 1 \
             and not node.kwargs and sum(n.op == "call_module" and n.target == node.target
                                         for n in gm.graph.nodes) == 1:
         return m
     return None
-
-
-def _added(gm: fx.GraphModule, name: str, module: nn.Module) -> str:
-    """``module`` added to ``gm`` under ``name`` (made unique); the name used."""
-    while hasattr(gm, name):
-        name += "_"
-    gm.add_submodule(name, module)
-    return name
 
 
 def _sole_reader_of_conv(gm: fx.GraphModule, node: fx.Node, conv_type: type[nn.Module]
@@ -125,7 +119,7 @@ def fold_batchnorms(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
     """Rewrite 1: how many BatchNorms were folded into the binary conv before them."""
     folded = 0
     for node in list(gm.graph.nodes):
-        bn = _module(gm, node)
+        bn = called_module(gm, node)
         if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None \
                 or bn.running_var is None or len(node.args) != 1:
             continue
@@ -133,28 +127,8 @@ def fold_batchnorms(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
         if found is None:
             continue
         src, conv = found
-        src.target = _added(gm, f"{str(src.target).replace('.', '_')}_bn_folded",
+        src.target = added_module(gm, f"{str(src.target).replace('.', '_')}_bn_folded",
                             _folded(conv, bn))
-        node.replace_all_uses_with(src)
-        gm.graph.erase_node(node)
-        folded += 1
-    return folded
-
-
-def fold_float_batchnorms(gm: fx.GraphModule) -> int:
-    """Rewrite 1b: how many BatchNorms were folded into the float conv before them (a
-    module offering ``folded(bn)``, :class:`~.packed_float.DirectConv2d`)."""
-    folded = 0
-    for node in list(gm.graph.nodes):
-        bn = _module(gm, node)
-        src = node.args[0] if len(node.args) == 1 else None
-        conv = _module(gm, src) if isinstance(src, fx.Node) else None
-        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None \
-                or bn.running_var is None or not hasattr(conv, "folded") \
-                or not isinstance(src, fx.Node) or len(src.users) != 1 or len(src.args) != 1:
-            continue
-        src.target = _added(gm, f"{str(src.target).replace('.', '_')}_bn_folded",
-                            cast(Any, conv).folded(bn))
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
         folded += 1
@@ -194,7 +168,7 @@ def pair_convs(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
     """Rewrite 3: how many binary convs now hand bits to the next one."""
     pairs = 0
     for node in list(gm.graph.nodes):
-        second = _module(gm, node)
+        second = called_module(gm, node)
         if not isinstance(second, conv_type) or not cast(PackedConv, second).fused \
                 or len(node.args) != 1 or set(node.kwargs) - {"residual"}:
             continue
@@ -202,17 +176,10 @@ def pair_convs(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
         if found is None:
             continue
         src, first = found
-        name = _added(gm, f"packed_pair_{pairs}", PackedPair(first, second))
+        name = added_module(gm, f"packed_pair_{pairs}", PackedPair(first, second))
         _call_instead(gm, node, name, src.args, dict(node.kwargs), src)
         pairs += 1
     return pairs
-
-
-def _inplace_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
-    m = _module(gm, node)
-    return (isinstance(m, nn.ReLU) and m.inplace) or (
-        node.op == "call_function" and node.target is torch.relu_) or (
-        node.op == "call_method" and node.target == "relu_")
 
 
 def drop_snapshots(gm: fx.GraphModule) -> int:
@@ -229,7 +196,7 @@ def drop_snapshots(gm: fx.GraphModule) -> int:
                 or node.kwargs or not isinstance(node.args[0], fx.Node):
             continue
         src = node.args[0]
-        relus = [u for u in src.users if u is not node and _inplace_relu(gm, u)]
+        relus = [u for u in src.users if u is not node and is_inplace_relu(gm, u)]
         if len(relus) != 1 or order[relus[0]] < order[node]:
             continue
         relu = relus[0]
@@ -251,7 +218,7 @@ def drop_identities(gm: fx.GraphModule) -> int:
     were dropped, their readers reading the value itself."""
     dropped = 0
     for node in list(gm.graph.nodes):
-        if isinstance(_module(gm, node), nn.Identity) and len(node.args) == 1 \
+        if isinstance(called_module(gm, node), nn.Identity) and len(node.args) == 1 \
                 and not node.kwargs and isinstance(node.args[0], fx.Node):
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
@@ -259,23 +226,10 @@ def drop_identities(gm: fx.GraphModule) -> int:
     return dropped
 
 
-def _relu_of(gm: fx.GraphModule, node: object) -> fx.Node | None:
-    """The value ``node`` is a ReLU of (out of place), else None."""
-    if not isinstance(node, fx.Node) or len(node.args) != 1 or node.kwargs \
-            or not isinstance(node.args[0], fx.Node):
-        return None
-    m = _module(gm, node)
-    if (isinstance(m, nn.ReLU) and not m.inplace) or (
-            node.op == "call_function" and node.target in (torch.relu, F.relu)) or (
-            node.op == "call_method" and node.target == "relu"):
-        return node.args[0]
-    return None
-
-
 def _step_call(gm: fx.GraphModule, node: fx.Node, conv_type: type[nn.Module]) -> bool:
     """Whether ``node`` calls a fused packed conv or a pair of them, on one input
     [+ a residual]: one or two steps of a chain."""
-    m = _module(gm, node)
+    m = called_module(gm, node)
     convs = [m.first, m.second] if isinstance(m, PackedPair) else [m]
     return all(isinstance(c, conv_type) and cast(PackedConv, c).fused for c in convs) \
         and len(node.args) == 1 and isinstance(node.args[0], fx.Node) \
@@ -291,7 +245,7 @@ def _candidate_runs(gm: fx.GraphModule, conv_type: type[nn.Module]) -> list[list
         if not _step_call(gm, node, conv_type):
             continue
         res = node.kwargs.get("residual")
-        base = _relu_of(gm, res) or res
+        base = relu_input(gm, res) or res
         if runs and node.args[0] in known and (res is None or base in known):
             runs[-1].append(node)
         elif res is None or base is node.args[0]:
@@ -311,7 +265,7 @@ def _escapes(gm: fx.GraphModule, run: list[fx.Node]) -> bool:
         for user in value.users:
             if user in inside:
                 continue
-            if _relu_of(gm, user) is None or not set(user.users) <= inside:
+            if relu_input(gm, user) is None or not set(user.users) <= inside:
                 return True
     return False
 
@@ -322,10 +276,10 @@ def _steps(gm: fx.GraphModule, run: list[fx.Node]) -> list[NamedStep]:
     steps: list[NamedStep] = []
     for node in run:
         res = node.kwargs.get("residual")
-        base = _relu_of(gm, res)
+        base = relu_input(gm, res)
         r = -1 if res is None else slot[base if base is not None else cast(fx.Node, res)]
         relu, src, name = base is not None, slot[cast(fx.Node, node.args[0])], str(node.target)
-        if isinstance(_module(gm, node), PackedPair):
+        if isinstance(called_module(gm, node), PackedPair):
             steps.append(NamedStep(f"{name}.first", f"{name}.second", src))
             steps.append(NamedStep(f"{name}.second", None, len(steps), r, True, relu))
         else:
@@ -341,7 +295,7 @@ def _run_graph(gm: fx.GraphModule, run: list[fx.Node]) -> fx.GraphModule:
     env: dict[fx.Node, fx.Node] = {cast(fx.Node, run[0].args[0]): graph.placeholder("x")}
     inside = set(run)
     for node in gm.graph.nodes:
-        base = _relu_of(gm, node)
+        base = relu_input(gm, node)
         if node in inside or (base in env and set(node.users) & inside):
             env[node] = graph.node_copy(node, lambda n: env[n])
     graph.output(env[run[-1]])
@@ -358,51 +312,18 @@ def chain_runs(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
             run = run[:-1]
         if len(run) < 2:
             continue
-        name = _added(gm, f"packed_chain_{chained}",
+        name = added_module(gm, f"packed_chain_{chained}",
                       PackedChain(_run_graph(gm, run), _steps(gm, run)))
         with gm.graph.inserting_after(run[-1]):
             call = gm.graph.call_module(name, (run[0].args[0],))
         run[-1].replace_all_uses_with(call)
         inside = set(run)
         dead = [n for n in gm.graph.nodes if n in inside or (
-            _relu_of(gm, n) is not None and n.users and set(n.users) <= inside)]
+            relu_input(gm, n) is not None and n.users and set(n.users) <= inside)]
         for node in reversed(dead):
             gm.graph.erase_node(node)
         chained += 1
     return chained
-
-
-def _pool_to_one(m: nn.Module | None) -> bool:
-    return isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))
-
-
-def fuse_pooled_heads(gm: fx.GraphModule) -> int:
-    """Rewrite 6: how many ``[BatchNorm ->] ReLU -> global average pool`` ends now run as
-    one pass (:class:`~.packed_float.PooledHead`), each value in between read by nothing
-    else."""
-    fused = 0
-    for node in list(gm.graph.nodes):
-        relu = node.args[0] if _pool_to_one(_module(gm, node)) and len(node.args) == 1 \
-            else None
-        if not isinstance(relu, fx.Node) or len(relu.users) != 1 or not (
-                _relu_of(gm, relu) is not None or _inplace_relu(gm, relu)):
-            continue
-        src = relu.args[0]
-        bn = _module(gm, src) if isinstance(src, fx.Node) else None
-        if not (isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None
-                and bn.running_var is not None and isinstance(src, fx.Node)
-                and len(src.users) == 1 and len(src.args) == 1):
-            bn = None
-        x = src.args[0] if bn is not None and isinstance(src, fx.Node) else src
-        name = _added(gm, f"pooled_head_{fused}", PooledHead(bn, relu=True))
-        with gm.graph.inserting_after(node):
-            call = gm.graph.call_module(name, (x,))
-        node.replace_all_uses_with(call)
-        for dead in (node, relu, src if bn is not None else None):
-            if isinstance(dead, fx.Node):
-                gm.graph.erase_node(dead)
-        fused += 1
-    return fused
 
 
 def fuse_packed_graph(gm: fx.GraphModule, conv_type: type[nn.Module]) -> dict[str, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -137,72 +138,80 @@ def resume_settings(store: Store, resume: int, params: dict[str, Any], given: se
     return (threads if "threads" in given else run.threads), (run.device or device)
 
 
-def execute_suite(suite: str, params: dict[str, Any], *, device: Device, threads: int | None,
-                  seed: int | None, progress: bool, checkpoint_dir: Path | None,
-                  resume: int | None, tags: list[str] | None = None,
-                  given: set[str] | None = None) -> int:
+@dataclass(frozen=True)
+class RunRequest:
+    """One ``run <suite>`` as the command line gave it: the params its options resolved
+    to and how to run them. ``given``: the options set explicitly (checked against a
+    resumed run's, see :func:`resume_settings`)."""
+
+    suite: str
+    params: dict[str, Any]
+    device: Device
+    threads: int | None
+    seed: int | None
+    progress: bool
+    checkpoint_dir: Path | None
+    resume: int | None
+    tags: list[str] | None = None
+    given: frozenset[str] = frozenset()
+
+
+def execute_suite(req: RunRequest) -> int:
     """Validate the device, open the db, run the suite, map outcomes to exit codes.
 
-    ``given``: the options the command line set explicitly (checked against a resumed
-    run's, see :func:`resume_settings`). Under torchrun, rank 0 does this and the other
-    processes follow it (:func:`follow_suite`)."""
+    Under torchrun, rank 0 does this and the other processes follow it
+    (:func:`follow_suite`)."""
     from .. import distributed
     from ..errors import InputError
     from ..runs.environment import resolve_device
 
-    check_folder(checkpoint_dir, "--checkpoint-dir")
-    check_run_id(resume, "--resume")
-    if distributed.launched():
+    check_folder(req.checkpoint_dir, "--checkpoint-dir")
+    check_run_id(req.resume, "--resume")
+    if not distributed.launched():
+        return _execute_main(req)
+    try:
+        w = distributed.setup(resolve_device(req.device.value))
+    except (ValueError, InputError) as exc:
+        fail(str(exc))
+    try:
+        if not w.main:
+            follow_suite(req.suite)
+            if not distributed.leave_together():  # rank 0 left after a failure
+                raise typer.Exit(1)
+            return 0
         try:
-            w = distributed.setup(resolve_device(device.value))
-        except (ValueError, InputError) as exc:
-            fail(str(exc))
-        try:
-            if not w.main:
-                follow_suite(suite)
-                if not distributed.leave_together():  # rank 0 left after a failure
-                    raise typer.Exit(1)
-                return 0
-            try:
-                run_id = _execute_main(suite, params, device=device, threads=threads,
-                                       seed=seed, progress=progress,
-                                       checkpoint_dir=checkpoint_dir, resume=resume,
-                                       tags=tags, given=given)
-            finally:  # however rank 0 leaves, the others learn whether there is a run
-                distributed.announce(None)
-            distributed.leave_together()  # reached only when the run finished
-            return run_id
-        finally:
-            distributed.shutdown()
-    return _execute_main(suite, params, device=device, threads=threads, seed=seed,
-                         progress=progress, checkpoint_dir=checkpoint_dir, resume=resume,
-                         tags=tags, given=given)
+            run_id = _execute_main(req)
+        finally:  # however rank 0 leaves, the others learn whether there is a run
+            distributed.announce(None)
+        distributed.leave_together()  # reached only when the run finished
+        return run_id
+    finally:
+        distributed.shutdown()
 
 
-def _execute_main(suite: str, params: dict[str, Any], *, device: Device, threads: int | None,
-                  seed: int | None, progress: bool, checkpoint_dir: Path | None,
-                  resume: int | None, tags: list[str] | None, given: set[str] | None) -> int:
+def _execute_main(req: RunRequest) -> int:
     """Rank 0 (or the only process): open the db, run the suite, report the outcome."""
     from ..errors import XnorbenchError
     from ..runs.environment import resolve_device
     from ..runs.runner import RunFailed, RunInterrupted, execute
 
     store = open_store(write=True)
-    dev_name = device.value
-    if resume is not None:
+    threads, dev_name = req.threads, req.device.value
+    if req.resume is not None:
         from ..runs.registry import get_suite
 
-        threads, dev_name = resume_settings(store, resume, params, given or set(), threads,
-                                            device.value, get_suite(suite).options)
+        threads, dev_name = resume_settings(store, req.resume, req.params, set(req.given),
+                                            threads, dev_name, get_suite(req.suite).options)
     try:
         dev = resolve_device(dev_name)
     except ValueError as exc:
         fail(str(exc))
     command = shlex.join(["xnorbench", *sys.argv[1:]]) if sys.argv else None
     try:
-        run_id = execute(store, suite, params, device=dev, seed=seed, command=command,
-                         progress=progress, checkpoint_dir=checkpoint_dir, resume_run=resume,
-                         threads=threads, tags=tags)
+        run_id = execute(store, req.suite, req.params, device=dev, seed=req.seed,
+                         command=command, progress=req.progress,
+                         checkpoint_dir=req.checkpoint_dir, resume_run=req.resume,
+                         threads=threads, tags=req.tags)
     except RunInterrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -309,10 +318,11 @@ def suite_command(suite: Any) -> Any:
         seed = parsed.get("seed")
         if seed is None:
             seed = (params.get("seeds") or [0])[0]
-        execute_suite(suite.name, params, device=Device(parsed.get("device", "cpu")),
-                      threads=parsed.get("threads", suite.threads), seed=seed,
-                      progress=kw["progress"], checkpoint_dir=kw.get("checkpoint_dir"),
-                      resume=kw.get("resume"), tags=tags, given=given_options(ctx))
+        execute_suite(RunRequest(
+            suite.name, params, device=Device(parsed.get("device", "cpu")),
+            threads=parsed.get("threads", suite.threads), seed=seed, progress=kw["progress"],
+            checkpoint_dir=kw.get("checkpoint_dir"), resume=kw.get("resume"), tags=tags,
+            given=frozenset(given_options(ctx))))
 
     kind = inspect.Parameter.KEYWORD_ONLY
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
