@@ -295,7 +295,7 @@ def test_final_status_write_retried_then_one_line(tmp_path: Path, data: Path,
 
 
 def test_signals_are_held_while_the_final_status_is_written():
-    from xnorbench.runs.runner import signals_deferred
+    from xnorbench.runs.liveness import signals_deferred
 
     with signals_deferred():
         os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C during cleanup

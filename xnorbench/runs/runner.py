@@ -8,16 +8,12 @@ up from its checkpoints.
 
 from __future__ import annotations
 
-import _thread
 import logging
-import os
-import signal
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +26,9 @@ from ..errors import InputError, XnorbenchError
 from ..progress import Progress
 from ..xnor import kernels
 from .environment import capture
+from .liveness import heartbeat, heartbeat_seconds, signals_deferred, sigterm_as_interrupt
 from .params import SuiteParams, coerce
-from .registry import SuiteContext, get_suite
+from .registry import Suite, SuiteContext, get_suite
 
 log = logging.getLogger(__name__)
 
@@ -74,89 +71,6 @@ class RunInterrupted(XnorbenchError):
     def __init__(self, run_id: int) -> None:
         super().__init__(f"run {run_id} interrupted; continue it with --resume {run_id}")
         self.run_id = run_id
-
-
-def heartbeat_seconds() -> float:
-    """``XNORBENCH_HEARTBEAT_S`` (default 30): a positive, finite number of seconds."""
-    raw = os.environ.get("XNORBENCH_HEARTBEAT_S", "30")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (value > 0 and value != float("inf")):
-        raise InputError(f"XNORBENCH_HEARTBEAT_S={raw!r}: give a positive number of seconds")
-    return value
-
-
-@contextmanager
-def heartbeat(store: Store, run_id: int, every: float | None = None,
-              lost: threading.Event | None = None,
-              why: list[BaseException] | None = None) -> Iterator[None]:
-    """Touch the run's heartbeat from a daemon thread while the suite works.
-
-    A run whose process dies (SIGKILL, power loss) stops beating; ``xnorbench runs``
-    then shows it as stale and ``runs mark-stale`` can close it. If the run is no longer
-    this process's (marked stale, resumed elsewhere) or its database file is gone, the
-    beat sets ``lost`` (and puts the reason in ``why``) and interrupts the main thread,
-    which then stops without writing.
-    """
-    every = heartbeat_seconds() if every is None else every
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(every):
-            try:
-                store.heartbeat(run_id)
-            except (RunLost, DatabaseGone) as exc:
-                if lost is not None and not stop.is_set():
-                    if why is not None:
-                        why.append(exc)
-                    lost.set()
-                    _thread.interrupt_main()
-                return
-            except Exception:  # a busy db must not kill the run; the next beat retries
-                continue
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt for the duration (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while the final status is written (a second Ctrl-C during
-    cleanup must not leave the run ``running`` with a traceback); main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT,
-                                                                      signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 class StatusNotSaved(XnorbenchError):
@@ -214,92 +128,44 @@ def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any],
     run finishes.
     """
     suite = get_suite(suite_name)
-    w = distributed.world()
-    before: tuple[str, str | None] | None = None  # a resumed run's status and error
     try:
         beat = heartbeat_seconds()  # a bad setting is refused before a run exists
         kernels.default_build()  # XNORBENCH_KERNEL_BUILD
         workers()  # XNORBENCH_LOADER_WORKERS
-        if w.active and not suite.distributed:
-            raise InputError(f"{suite_name} runs in one process; launch it without torchrun")
         if threads:
             torch.set_num_threads(threads)
-        if resume_run is not None:
-            run = store.run(resume_run)
-            if run is None:
-                raise InputError(f"--resume {resume_run}: no such run")
-            if run.suite != suite_name:
-                raise InputError(f"--resume {resume_run}: run is a {run.suite!r} run")
-            if run.status == "finished":
-                raise InputError(f"--resume {resume_run}: run already finished")
-            if suite.check is None:
-                raise InputError(f"--resume {resume_run}: {suite_name} runs cannot be "
-                                 "resumed; start a new one")
-            stored_world = (run.context or {}).get("world_size", 1)
-            if stored_world != w.size:
-                raise InputError(f"--resume {resume_run}: the run trained on {stored_world} "
-                                 f"process(es); resume it on as many (not {w.size})")
-            typed: SuiteParams = suite.params.from_stored(run.params or {})
-            before = (run.status, run.error)
-            root = Path(checkpoint_dir or (run.context or {}).get("checkpoint_dir")
-                        or "checkpoints")
-            try:
-                store.claim_run(resume_run)
-            except DBError as exc:
-                raise InputError(f"--resume {resume_run}: {exc}") from None
-            run_id = resume_run
-        else:
-            typed = coerce(params, suite.params, strict=True)
-            root = Path(checkpoint_dir or "checkpoints")
-            context = {**capture(device, seed), "checkpoint_dir": str(root.resolve()),
-                       **w.describe()}
-            run_id = store.start_run(suite_name, typed.asdict(), context, command)
+        opened = _open_run(store, suite, params, device=device, seed=seed, command=command,
+                           checkpoint_dir=checkpoint_dir, resume_run=resume_run)
         for tag in tags or []:
-            store.tag(run_id, tag)
+            store.tag(opened.run_id, tag)
         database = store.database_id()
     except BaseException:
         distributed.announce(None)  # the other processes stop too
         raise
+    run_id, typed = opened.run_id, opened.params
     ctx = SuiteContext(run_id=run_id, store=store, device=device,
                        progress=Progress(enabled=progress),
-                       checkpoint_dir=root / f"db-{database[:12]}",
+                       checkpoint_dir=opened.root / f"db-{database[:12]}",
                        resume=resume_run is not None,
                        binding={"database": database, "run": run_id})
     distributed.announce({"run_id": run_id, "params": typed.asdict(), "device": device,
                            "threads": torch.get_num_threads(), "resume": ctx.resume,
                            "checkpoint_dir": str(ctx.checkpoint_dir),
                            "binding": ctx.binding})
-    written = 0
-    busy: list[str] = []  # why, per speed row measured on a busy machine
-    lost = threading.Event()
-    why: list[BaseException] = []
+    stream = _RowStream()
     try:
-        try:
-            with sigterm_as_interrupt(), heartbeat(store, run_id, beat, lost, why), \
-                    ctx.progress:
-                for row in build_rows():  # before any timer starts
-                    store.add_rows(run_id, [row])
-                for row in suite.fn(ctx, typed):
-                    store.add_rows(run_id, [row])
-                    written += 1
-                    if (row.params or {}).get("busy"):
-                        busy.append(row.params["busy"])
-            missing = suite.check(ctx, typed) if suite.check else []
-        except KeyboardInterrupt:
-            if lost.is_set():
-                raise (why[0] if why else RunLost(run_id)) from None
-            raise
+        missing = stream.run(store, suite, ctx, typed, beat)
     except RunLost:
         raise
     except DatabaseGone as exc:
         raise DatabaseGone(exc.path, f"{exc.how}; run {run_id} stopped, its checkpoints are "
                            f"kept in {ctx.run_dir}") from None
     except InputError as exc:
-        if written == 0 and resume_run is None:
+        if stream.written == 0 and opened.before is None:  # refused: as if never started
             store.delete_run(run_id)
             raise RunRejected(exc) from None
-        if written == 0 and before is not None:  # a resume refused: the run as it was
-            finish(store, run_id, *before)
+        if stream.written == 0 and opened.before is not None:  # a resume refused
+            finish(store, run_id, *opened.before)  # the run as it was
             raise RunRejected(exc) from None
         finish(store, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise RunFailed(run_id, exc) from exc
@@ -310,6 +176,94 @@ def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any],
         text = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
         finish(store, run_id, "failed", text)
         raise RunFailed(run_id, exc) from exc
+    _close(store, run_id, ctx, stream.busy, missing)
+    return run_id
+
+
+@dataclass(frozen=True)
+class _OpenedRun:
+    """A run row this process owns: new, or an unfinished one claimed for a resume
+    (``before``: its status and error then, restored if the resume is refused)."""
+
+    run_id: int
+    params: SuiteParams
+    root: Path
+    before: tuple[str, str | None] | None
+
+
+def _open_run(store: Store, suite: Suite, params: SuiteParams | dict[str, Any], *,
+              device: str, seed: int | None, command: str | None,
+              checkpoint_dir: Path | str | None, resume_run: int | None) -> _OpenedRun:
+    """Start the run, or claim the one ``resume_run`` names after checking it can be
+    resumed here; ``InputError`` (nothing written) otherwise."""
+    w = distributed.world()
+    if w.active and not suite.distributed:
+        raise InputError(f"{suite.name} runs in one process; launch it without torchrun")
+    if resume_run is None:
+        typed = coerce(params, suite.params, strict=True)
+        root = Path(checkpoint_dir or "checkpoints")
+        context = {**capture(device, seed), "checkpoint_dir": str(root.resolve()),
+                   **w.describe()}
+        return _OpenedRun(store.start_run(suite.name, typed.asdict(), context, command),
+                          typed, root, None)
+    run = store.run(resume_run)
+    if run is None:
+        raise InputError(f"--resume {resume_run}: no such run")
+    if run.suite != suite.name:
+        raise InputError(f"--resume {resume_run}: run is a {run.suite!r} run")
+    if run.status == "finished":
+        raise InputError(f"--resume {resume_run}: run already finished")
+    if suite.check is None:
+        raise InputError(f"--resume {resume_run}: {suite.name} runs cannot be "
+                         "resumed; start a new one")
+    stored_world = (run.context or {}).get("world_size", 1)
+    if stored_world != w.size:
+        raise InputError(f"--resume {resume_run}: the run trained on {stored_world} "
+                         f"process(es); resume it on as many (not {w.size})")
+    typed = suite.params.from_stored(run.params or {})
+    root = Path(checkpoint_dir or (run.context or {}).get("checkpoint_dir") or "checkpoints")
+    try:
+        store.claim_run(resume_run)
+    except DBError as exc:
+        raise InputError(f"--resume {resume_run}: {exc}") from None
+    return _OpenedRun(resume_run, typed, root, (run.status, run.error))
+
+
+class _RowStream:
+    """The suite's rows stored as they come, under the heartbeat and with SIGTERM as
+    Ctrl-C; counts what it wrote and why rows were measured on a busy machine."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.busy: list[str] = []
+
+    def run(self, store: Store, suite: Suite, ctx: SuiteContext, typed: SuiteParams,
+            beat: float) -> list[str]:
+        """Store every row; the rows a complete run still lacks (its ``check``)."""
+        lost = threading.Event()
+        why: list[BaseException] = []
+        try:
+            with sigterm_as_interrupt(), heartbeat(store, ctx.run_id, beat, lost, why), \
+                    ctx.progress:
+                for row in build_rows():  # before any timer starts
+                    store.add_rows(ctx.run_id, [row])
+                for row in suite.fn(ctx, typed):
+                    store.add_rows(ctx.run_id, [row])
+                    self.written += 1
+                    if (row.params or {}).get("busy"):
+                        self.busy.append(row.params["busy"])
+            return suite.check(ctx, typed) if suite.check else []
+        except KeyboardInterrupt:
+            if lost.is_set():  # the heartbeat found the run taken over
+                raise (why[0] if why else RunLost(ctx.run_id)) from None
+            raise
+
+
+def _close(store: Store, run_id: int, ctx: SuiteContext, busy: list[str],
+           missing: list[str]) -> None:
+    """Mark a run whose suite ended: ``finished`` (its checkpoints removed) or, missing
+    rows, ``failed``; say once if rows were measured on a busy machine or the rows are
+    still in SQLite's log."""
     if busy:  # the rows carry the flag; the user hears it once
         log.warning("note: run %d: %d row(s) measured on a busy machine (%s); their params "
                     "say busy=..., the tables mark them", run_id, len(busy), busy[0])
@@ -325,7 +279,6 @@ def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any],
                     "database (another connection holds it open, or the file is not "
                     "writable): copying %s alone would miss them; copy it with "
                     "`sqlite3 %s \".backup copy.db\"`", run_id, path, path, path)
-    return run_id
 
 
 def build_rows() -> list[Row]:

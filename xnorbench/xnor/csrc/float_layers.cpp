@@ -35,11 +35,9 @@ struct ConvGeometry {
   int64_t C, H, W, OC, OCp, KH, KW, sh, sw, ph, pw, OH, OW;
 };
 
-inline v16 load16(const float* p) {
-  v16 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
+// (an out-parameter: returning a 64-byte vector by value warns of an ABI change in the
+// builds without AVX-512)
+inline void load16(v16& v, const float* p) { std::memcpy(&v, p, sizeof(v)); }
 
 // Up to PX pixels side by side in a row (x: the first one's top-left input in the padded
 // channels-last input) times filters [ob, ob + OB): bias + KH * KW * C rank-one updates,
@@ -50,7 +48,8 @@ inline void block(const float* x, int64_t np, const float* wt, const float* bias
   constexpr int64_t Q = OB / 16;
   v16 acc[PX][Q];
   for (int64_t q = 0; q < Q; ++q) {
-    const v16 b = load16(bias + ob + 16 * q);
+    v16 b;
+    load16(b, bias + ob + 16 * q);
     for (int64_t i = 0; i < PX; ++i) acc[i][q] = b;
   }
   const int64_t row = g.KW * g.C, step = g.sw * g.C;  // floats per tap row, per pixel
@@ -59,7 +58,7 @@ inline void block(const float* x, int64_t np, const float* wt, const float* bias
     const float* wr = wt + kh * row * g.OCp + ob;
     for (int64_t j = 0; j < row; ++j) {
       v16 w[Q];
-      for (int64_t q = 0; q < Q; ++q) w[q] = load16(wr + j * g.OCp + 16 * q);
+      for (int64_t q = 0; q < Q; ++q) load16(w[q], wr + j * g.OCp + 16 * q);
       for (int64_t i = 0; i < PX; ++i) {
         const float v = xr[i * step + j];
         for (int64_t q = 0; q < Q; ++q) acc[i][q] += v * w[q];
