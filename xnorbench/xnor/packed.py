@@ -302,10 +302,12 @@ def pack_model(model: nn.Module, fuse_graph: bool = True) -> nn.Module:
     """A copy of ``model`` (eval mode) whose XNOR layers run on the packed kernels.
 
     ``fuse_graph``: a traced network (what ``binarize`` returns) is fused on its graph
-    (:mod:`.packed_graph`); off, each packed layer runs as its own call (what an exporter
-    that translates layer by layer reads).
+    (:mod:`.packed_graph`), a first conv with few input channels runs on the direct
+    kernel and the built-in ResNet-18's head in one pass (:mod:`.packed_float`); off,
+    each packed layer runs as its own call and the float layers stay torch's (what an
+    exporter that translates layer by layer reads).
 
-    Its float convolutions hold channels-last weights, so oneDNN computes them
+    Its other float convolutions hold channels-last weights, so oneDNN computes them
     channels-last whatever the input's layout and hands the binary layers (which read
     and write channels-last) their input without a transposing copy: for ResNet-18 at
     batch 64 the NCHW first conv and the copy into channels-last took about a third of
