@@ -111,6 +111,11 @@ def _arguments() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def _limits(args: argparse.Namespace) -> dict[str, int]:
+    """The data subsets of a CPU rehearsal (``--tiny``); none for the real run."""
+    return {"limit_train": 2000, "limit_test": 500} if args.tiny else {}
+
+
 def _start_sweep(db: str, out: Path) -> subprocess.Popen:
     """The host-CPU sweep and ceilings in the background, their own process and threads."""
     env = dict(os.environ, XNORBENCH_DB=db)
@@ -124,7 +129,7 @@ def _start_sweep(db: str, out: Path) -> subprocess.Popen:
 
 def _train(store: Store, args: argparse.Namespace, bundles: dict, device: str) -> None:
     """One accuracy run per dataset of PLAN, each sized to its share of the budget."""
-    limits = {"limit_train": 2000, "limit_test": 500} if args.tiny else {}
+    limits = _limits(args)
     shares = [float(x) for x in args.shares.split(",")] if args.shares else None
     seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
     for i, (ds, preset, share) in enumerate(PLAN):
@@ -210,7 +215,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log(f"device {device}: {torch.cuda.get_device_name(0) if device == 'cuda' else ''}")
     sweep_proc = _start_sweep(db, out) if args.sweep else None
-    limits = {"limit_train": 2000, "limit_test": 500} if args.tiny else {}
+    limits = _limits(args)
     bundles = {}
     for ds in args.datasets.split(","):
         t0 = time.time()

@@ -19,6 +19,9 @@ from .common import prepare_training
 EVALUATION_OVERHEAD = 1.12
 """An epoch's time over its training steps' (the test pass after each epoch)."""
 
+_RECIPE_KEYS = frozenset(("amp", "channels_last", "seeds", "limit_train", "limit_test"))
+"""The given options that change the timed step (the rest only say where data is)."""
+
 
 @dataclass(frozen=True)
 class BudgetPlan:
@@ -55,6 +58,3 @@ def plan_for_budget(recipe: str, given: dict[str, Any], bundle: DataBundle, budg
                                "variant": "both"})
     return BudgetPlan(params, epochs, resolved["epochs"], step_s, epoch_s)
 
-
-_RECIPE_KEYS = frozenset(("amp", "channels_last", "seeds", "limit_train", "limit_test"))
-"""The given options that change the timed step (the rest only say where data is)."""

@@ -3,9 +3,14 @@ a node calls, a new submodule's name, and whether a node is a ReLU."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+
+Folder = Callable[[nn.BatchNorm2d], nn.Module]
+"""A layer with a BatchNorm on its output folded in, made from that BatchNorm."""
 
 
 def called_module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
@@ -38,3 +43,27 @@ def relu_input(gm: fx.GraphModule, node: object) -> fx.Node | None:
             node.op == "call_method" and node.target == "relu"):
         return node.args[0]
     return None
+
+
+def fold_batchnorms_into(gm: fx.GraphModule,
+                         folder: Callable[[fx.Node], Folder | None]) -> int:
+    """Every eval BatchNorm whose input is a call that nothing else reads and that
+    ``folder`` can fold it into: that call now calls the folded copy
+    (``<name>_bn_folded``) and the BatchNorm is gone. How many were folded."""
+    folded = 0
+    for node in list(gm.graph.nodes):
+        bn = called_module(gm, node)
+        src = node.args[0] if len(node.args) == 1 else None
+        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None \
+                or bn.running_var is None or not isinstance(src, fx.Node) \
+                or len(src.users) != 1:
+            continue
+        fold = folder(src)
+        if fold is None:
+            continue
+        src.target = added_module(gm, f"{str(src.target).replace('.', '_')}_bn_folded",
+                                  fold(bn))
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+        folded += 1
+    return folded

@@ -42,20 +42,24 @@ class StepSpec:
     relu_residual: bool = False
 
 
+class ChainSteps(Protocol):
+    """What a :class:`LazyChain` subclass defines: its steps, or None where it cannot run
+    as a chain."""
+
+    def chain_steps(self) -> list[StepSpec] | None: ...
+
+
 class LazyChain(nn.Module):
-    """A module that runs as one ``LayerChain`` built lazily from :meth:`chain_steps`."""
+    """A module that runs as one ``LayerChain`` built lazily from the steps its subclass
+    gives (:class:`ChainSteps`)."""
 
     _chain: Any = None
-
-    def chain_steps(self) -> list[StepSpec] | None:
-        """The steps, or None where this module cannot run as a chain."""
-        raise NotImplementedError
 
     def built_chain(self) -> Any:
         """The extension's chain (built on first use), or False where there is none."""
         if self._chain is not None:
             return self._chain
-        steps = self.chain_steps()
+        steps = cast(ChainSteps, self).chain_steps()
         if not steps:
             self._chain = False
             return False
@@ -86,19 +90,6 @@ class LazyChain(nn.Module):
         return state
 
 
-@dataclass(frozen=True)
-class NamedStep:
-    """A :class:`StepSpec` whose layers are named submodules of ``PackedChain.run_graph``
-    (so it survives ``deepcopy`` and pickling as the modules do)."""
-
-    layer: str
-    next: str | None
-    input: int
-    residual: int = -1
-    packed_in: bool = False
-    relu_residual: bool = False
-
-
 class PackedChain(LazyChain):
     """A run of packed binary convs found on a traced network, as one call.
 
@@ -106,16 +97,13 @@ class PackedChain(LazyChain):
     packed layers): what inputs other than float32 on the CPU run, and what the chain is
     checked against."""
 
-    def __init__(self, run_graph: fx.GraphModule, steps: list[NamedStep]) -> None:
+    def __init__(self, run_graph: fx.GraphModule, steps: list[StepSpec]) -> None:
         super().__init__()
         self.run_graph = run_graph
-        self.steps = steps
+        self.steps = steps  # their layers are run_graph's (copies and pickles keep that)
 
     def chain_steps(self) -> list[StepSpec] | None:
-        g = self.run_graph
-        return [StepSpec(g.get_submodule(s.layer),
-                         None if s.next is None else g.get_submodule(s.next), s.input,
-                         s.residual, s.packed_in, s.relu_residual) for s in self.steps]
+        return self.steps
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.chained(x)

@@ -10,13 +10,20 @@ BatchNorm on its output (torchvision's ``bn1``) folds into its weights.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from .fx_graph import added_module, called_module, is_inplace_relu, relu_input
+from .fx_graph import (
+    Folder,
+    added_module,
+    called_module,
+    fold_batchnorms_into,
+    is_inplace_relu,
+    relu_input,
+)
 from .kernels import load_kernels
 
 MAX_TAPS = 160
@@ -128,22 +135,14 @@ class PooledHead(nn.Module):
 
 def fold_float_batchnorms(gm: fx.GraphModule) -> int:
     """Rewrite 1b: how many BatchNorms were folded into the float conv before them (a
-    module offering ``folded(bn)``, :class:`~.packed_float.DirectConv2d`)."""
-    folded = 0
-    for node in list(gm.graph.nodes):
-        bn = called_module(gm, node)
-        src = node.args[0] if len(node.args) == 1 else None
-        conv = called_module(gm, src) if isinstance(src, fx.Node) else None
-        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None \
-                or bn.running_var is None or not hasattr(conv, "folded") \
-                or not isinstance(src, fx.Node) or len(src.users) != 1 or len(src.args) != 1:
-            continue
-        src.target = added_module(gm, f"{str(src.target).replace('.', '_')}_bn_folded",
-                            cast(Any, conv).folded(bn))
-        node.replace_all_uses_with(src)
-        gm.graph.erase_node(node)
-        folded += 1
-    return folded
+    module offering ``folded(bn)``, :class:`DirectConv2d`)."""
+
+    def folder(src: fx.Node) -> Folder | None:
+        conv = called_module(gm, src)
+        return conv.folded if isinstance(conv, DirectConv2d) and len(src.args) == 1 \
+            and not src.kwargs else None
+
+    return fold_batchnorms_into(gm, folder)
 
 
 def _pool_to_one(m: nn.Module | None) -> bool:

@@ -33,13 +33,21 @@ from __future__ import annotations
 
 import copy
 import operator
+from functools import partial
 from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, fx, nn
 
-from .fx_graph import added_module, called_module, is_inplace_relu, relu_input
-from .packed_chain import NamedStep, PackedChain
+from .fx_graph import (
+    Folder,
+    added_module,
+    called_module,
+    fold_batchnorms_into,
+    is_inplace_relu,
+    relu_input,
+)
+from .packed_chain import PackedChain, StepSpec
 from .packed_float import bn_affine, fold_float_batchnorms, fuse_pooled_heads
 
 ADDS = (operator.add, operator.iadd, torch.add)
@@ -117,22 +125,12 @@ def _folded(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
 
 def fold_batchnorms(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
     """Rewrite 1: how many BatchNorms were folded into the binary conv before them."""
-    folded = 0
-    for node in list(gm.graph.nodes):
-        bn = called_module(gm, node)
-        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None \
-                or bn.running_var is None or len(node.args) != 1:
-            continue
-        found = _sole_reader_of_conv(gm, node, conv_type)
-        if found is None:
-            continue
-        src, conv = found
-        src.target = added_module(gm, f"{str(src.target).replace('.', '_')}_bn_folded",
-                            _folded(conv, bn))
-        node.replace_all_uses_with(src)
-        gm.graph.erase_node(node)
-        folded += 1
-    return folded
+
+    def folder(src: fx.Node) -> Folder | None:
+        conv = _packed(gm, src, conv_type)
+        return None if conv is None else partial(_folded, conv)
+
+    return fold_batchnorms_into(gm, folder)
 
 
 def _call_instead(gm: fx.GraphModule, node: fx.Node, target: str, args: Any,
@@ -270,20 +268,22 @@ def _escapes(gm: fx.GraphModule, run: list[fx.Node]) -> bool:
     return False
 
 
-def _steps(gm: fx.GraphModule, run: list[fx.Node]) -> list[NamedStep]:
-    """The run as chain steps over slots (0: its input; step i writes slot i + 1)."""
+def _steps(gm: fx.GraphModule, run: list[fx.Node]) -> list[StepSpec]:
+    """The run as chain steps over slots (0: its input; step i writes slot i + 1), on
+    ``gm``'s own layers (the run's traced graph shares them)."""
     slot: dict[fx.Node, int] = {cast(fx.Node, run[0].args[0]): 0}
-    steps: list[NamedStep] = []
+    steps: list[StepSpec] = []
     for node in run:
         res = node.kwargs.get("residual")
         base = relu_input(gm, res)
         r = -1 if res is None else slot[base if base is not None else cast(fx.Node, res)]
-        relu, src, name = base is not None, slot[cast(fx.Node, node.args[0])], str(node.target)
-        if isinstance(called_module(gm, node), PackedPair):
-            steps.append(NamedStep(f"{name}.first", f"{name}.second", src))
-            steps.append(NamedStep(f"{name}.second", None, len(steps), r, True, relu))
+        relu, src = base is not None, slot[cast(fx.Node, node.args[0])]
+        m = cast(nn.Module, called_module(gm, node))
+        if isinstance(m, PackedPair):
+            steps.append(StepSpec(m.first, m.second, src))
+            steps.append(StepSpec(m.second, None, len(steps), r, True, relu))
         else:
-            steps.append(NamedStep(name, None, src, r, False, relu))
+            steps.append(StepSpec(m, None, src, r, False, relu))
         slot[node] = len(steps)
     return steps
 
@@ -313,7 +313,7 @@ def chain_runs(gm: fx.GraphModule, conv_type: type[nn.Module]) -> int:
         if len(run) < 2:
             continue
         name = added_module(gm, f"packed_chain_{chained}",
-                      PackedChain(_run_graph(gm, run), _steps(gm, run)))
+                            PackedChain(_run_graph(gm, run), _steps(gm, run)))
         with gm.graph.inserting_after(run[-1]):
             call = gm.graph.call_module(name, (run[0].args[0],))
         run[-1].replace_all_uses_with(call)
