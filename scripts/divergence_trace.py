@@ -18,10 +18,10 @@ from dataclasses import replace
 import torch
 
 from xnorbench.data.datasets import load_dataset
-from xnorbench.training.loaders import make_loaders
-from xnorbench.training.optim import make_optimizer, make_scheduler
+from xnorbench.training.optim import make_scheduler
 from xnorbench.training.recipes import recipe_from, resolve
-from xnorbench.xnor import BinOp, binary_layers, models
+from xnorbench.training.setup import build_setup
+from xnorbench.xnor import binary_layers
 from xnorbench.xnor.step import train_step
 
 
@@ -35,14 +35,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     p = resolve(args.recipe, {"grad_rule": args.grad_rule, "lr": args.lr})
-    recipe = replace(recipe_from(p), epochs=1)
+    recipe = replace(recipe_from(p), epochs=1, xnor_path="binop")  # the port's workflow
     bundle = load_dataset(p["dataset"], args.data_dir)
-    torch.manual_seed(recipe.seed)
-    model = models.build(p["model"], binary=True, grad_rule=recipe.grad_rule)
-    opt = make_optimizer(model, recipe)
-    loader, _ = make_loaders(bundle, recipe, "cpu")
+    setup = build_setup(bundle, p["model"], "xnor", recipe)
+    model, opt, loader, xnor_step = setup.model, setup.optimizer, setup.train_loader, setup.step
     sched = make_scheduler(opt, recipe, len(loader))
-    bin_op = BinOp(model, recipe.grad_rule)
     layers = binary_layers(model)
     print(f"recipe {args.recipe}: {recipe.describe()}, rule {recipe.grad_rule}, seed "
           f"{recipe.seed}")
@@ -54,7 +51,7 @@ def main() -> None:
         if step == args.steps:
             break
         model.train()
-        out, loss = train_step(model, x, y, opt, bin_op, recipe.amp, recipe.bn_gamma_min)
+        out, loss = train_step(model, x, y, opt, xnor_step, recipe.amp, recipe.bn_gamma_min)
         sched.step()
         cols = []
         for _, layer in layers:

@@ -38,9 +38,8 @@ from xnorbench.db import Store
 from xnorbench.report.report import write_report
 from xnorbench.runs.runner import RunFailed, RunInterrupted, execute
 from xnorbench.suites.budget import plan_for_budget
-from xnorbench.training.loop import build_model, make_loaders, make_xnor_step
-from xnorbench.training.optim import make_optimizer
 from xnorbench.training.recipes import recipe_from, resolve
+from xnorbench.training.setup import build_setup
 from xnorbench.xnor import compiled
 from xnorbench.xnor.step import train_step
 
@@ -67,13 +66,11 @@ def log_launches(bundle, preset: str, path: Path) -> None:
     """Kernels one training step of each variant launches on CUDA (the recipe's batch,
     autocast and layout), counted by the CUDA profiler, and the XNOR path's mode."""
     recipe = recipe_from(resolve(preset, {"amp": True, "channels_last": True}))
-    x, y = next(iter(make_loaders(bundle, recipe, "cuda")[0]))
     lines = []
     for variant in ("float", "xnor"):
-        model = build_model("resnet18", variant, bundle, recipe.grad_rule).cuda()
-        model = model.to(memory_format=torch.channels_last).train()
-        opt = make_optimizer(model, recipe)
-        step = make_xnor_step(model, variant, recipe)
+        setup = build_setup(bundle, "resnet18", variant, recipe, "cuda")
+        model, opt, step = setup.model.train(), setup.optimizer, setup.step
+        x, y = next(iter(setup.train_loader))
         for _ in range(3):  # compile, pick algorithms
             train_step(model, x, y, opt, step, True, None, recipe.label_smoothing)
         torch.cuda.synchronize()

@@ -27,9 +27,9 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.rounding import away_from_thresholds  # noqa: E402
-from xnorbench.training.loop import make_xnor_step  # noqa: E402
 from xnorbench.training.optim import make_optimizer  # noqa: E402
 from xnorbench.training.recipes import Recipe  # noqa: E402
+from xnorbench.training.setup import make_xnor_step  # noqa: E402
 from xnorbench.xnor import models  # noqa: E402
 from xnorbench.xnor.convert import binarize  # noqa: E402
 from xnorbench.xnor.layers import BINARY_LAYERS  # noqa: E402

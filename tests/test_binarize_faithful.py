@@ -264,11 +264,10 @@ def test_tied_weights_stay_tied_and_train_as_one(step):
     xnor.train()
     driver = step(xnor)
     for _ in range(3):
-        driver.binarization()
+        driver.before_forward()
         opt.zero_grad()
         xnor(torch.randn(4, 3, 8, 8)).sum().backward()
-        driver.restore()
-        driver.updateBinaryGradWeight()
+        driver.after_backward()
         opt.step()
     assert l1.weight is l2.weight and not torch.equal(before, l1.weight)
 

@@ -67,9 +67,10 @@ def _one_step(rank: int, world: int, port: int, path: str, xnor_path: str) -> No
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from xnorbench import distributed
-    from xnorbench.training.loop import distribute, make_xnor_step
+    from xnorbench.training.loop import distribute
     from xnorbench.training.optim import make_optimizer
     from xnorbench.training.recipes import Recipe
+    from xnorbench.training.setup import make_xnor_step
     from xnorbench.xnor import models
     from xnorbench.xnor.step import train_step
 

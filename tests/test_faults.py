@@ -219,24 +219,27 @@ def test_only_an_option_that_declares_itself_free_may_differ_on_resume(tmp_path:
     that differs is refused."""
     from dataclasses import replace
 
-    import typer
-
-    from xnorbench.cli.suites import resume_settings
+    from xnorbench.errors import InputError
     from xnorbench.runs.registry import get_suite
+    from xnorbench.runs.resume import plan_resume
 
     store = Store.open(str(tmp_path / "free.db"))
-    rid = store.start_run("accuracy", {"download": False, "epochs": 3, "seeds": [0]}, {})
-    options = get_suite("accuracy").options
-    assert {o.name for o in options if o.resume_free} == {"download"}
+    rid = store.start_run("accuracy", {"download": False, "epochs": 3, "seeds": [0]},
+                          {"device": "cpu"})
+    store.finish_run(rid, "interrupted")
+    suite = get_suite("accuracy")
+    assert {o.name for o in suite.options if o.resume_free} == {"download"}
     new = {"download": True, "epochs": 3, "seeds": [0]}
-    assert resume_settings(store, rid, new, {"download"}, None, "cpu", options) == (None, "cpu")
-    bound = [replace(o, resume_free=False) if o.name == "download" else o for o in options]
-    with pytest.raises(typer.Exit):  # without the declaration it is refused
-        resume_settings(store, rid, new, {"download"}, None, "cpu", bound)
-    with pytest.raises(typer.Exit):
-        resume_settings(store, rid, {**new, "epochs": 4}, {"epochs"}, None, "cpu", options)
-    with pytest.raises(typer.Exit):  # --seed is compared with the seeds it is stored as
-        resume_settings(store, rid, {**new, "seeds": [5]}, {"seed"}, None, "cpu", options)
+    plan = plan_resume(store, suite, rid, given=new, named={"download"})
+    assert (plan.run_id, plan.params.epochs, plan.params.download) == (rid, 3, False)
+    bound = replace(suite, options=tuple(replace(o, resume_free=False) if o.name == "download"
+                                         else o for o in suite.options))
+    with pytest.raises(InputError, match="--download on differs"):  # undeclared: refused
+        plan_resume(store, bound, rid, given=new, named={"download"})
+    with pytest.raises(InputError, match="--epochs 4 differs"):
+        plan_resume(store, suite, rid, given={**new, "epochs": 4}, named={"epochs"})
+    with pytest.raises(InputError, match="--seed 5 differs"):  # compared as the seeds stored
+        plan_resume(store, suite, rid, given={**new, "seeds": [5]}, named={"seed"})
 
 
 def test_resume_keeps_the_options_it_started_with(tmp_path: Path, data: Path):

@@ -23,7 +23,7 @@ from tests.conftest import kernels_of
 from xnorbench.data.datasets import load_dataset
 from xnorbench.measure.saved import saved_bytes_by_unit
 from xnorbench.measure.timing import dispatched_ops
-from xnorbench.training.loop import train
+from xnorbench.training.loop import TrainingJob, train
 from xnorbench.training.recipes import Recipe
 from xnorbench.xnor import GRAD_RULES, BinOp, FusedXNOR, binary_layers, bitops, models
 from xnorbench.xnor.kernels import train_ops
@@ -134,8 +134,9 @@ def test_fused_and_binop_paths_give_identical_training_rows(mnist_dir: Path, tmp
     recipe = Recipe(epochs=2, batch_size=16, optimizer="sgd", lr=0.05, seed=3)
     rows = {}
     for path in ("binop", "fused"):
-        rows[path] = [r for r in train(bundle, "lenet5", "xnor", replace(recipe, xnor_path=path),
-                                       recipe_key="k", packed_path=tmp_path / f"{path}.xnb")
+        job = TrainingJob(bundle, "lenet5", "xnor", replace(recipe, xnor_path=path),
+                          recipe_key="k", packed_path=tmp_path / f"{path}.xnb")
+        rows[path] = [r for r in train(job)
                       if r.metric not in ("epoch_seconds", "train_images_per_second")
                       and not r.metric.endswith("latency_ms")]
     assert [(r.metric, r.epoch) for r in rows["binop"]] == \

@@ -10,7 +10,7 @@ import torch
 
 from xnorbench.data.datasets import load_dataset
 from xnorbench.data.loader import BatchLoader
-from xnorbench.training.loop import evaluate, train
+from xnorbench.training.loop import TrainingJob, evaluate, train
 from xnorbench.training.optim import make_optimizer
 from xnorbench.training.recipes import Recipe
 from xnorbench.xnor import BinOp, binary_layers, load_packed, models, save_packed
@@ -66,7 +66,7 @@ def test_trained_packed_network_agrees_with_simulated_up_to_exact_ties(tmp_path:
             train_step(model, x, y, opt, bin_op)
     test = BatchLoader(bundle.test, 64, mean=bundle.mean, std=bundle.std)
     preds: list[torch.Tensor] = []
-    acc, _ = evaluate(model, test, amp=False, bin_op=bin_op, predictions=preds)
+    acc, _ = evaluate(model, test, amp=False, step=bin_op, predictions=preds)
     simulated_pred = torch.cat(preds)
     save_packed(model, tmp_path / "m.packed")
     packed = pack_model(load_packed(tmp_path / "m.packed"))
@@ -91,8 +91,8 @@ def test_trained_packed_network_agrees_with_simulated_up_to_exact_ties(tmp_path:
 def test_train_writes_packed_rows_for_xnor_only(tmp_path: Path, mnist_dir: Path, variant):
     bundle = load_dataset("mnist", mnist_dir)
     recipe = Recipe(epochs=2, batch_size=16, optimizer="adam", lr=2e-3, seed=4)
-    rows = list(train(bundle, "lenet5", variant, recipe, recipe_key="k",
-                      packed_path=tmp_path / "x.packed"))
+    rows = list(train(TrainingJob(bundle, "lenet5", variant, recipe, recipe_key="k",
+                                  packed_path=tmp_path / "x.packed")))
     by = {r.metric: r for r in rows if r.epoch == 2 and r.metric not in (
         "train_loss", "train_accuracy", "test_loss", "test_accuracy", "epoch_seconds",
         "train_images_per_second")}

@@ -48,6 +48,7 @@ def test_full_disk_while_checkpointing_leaves_no_tmp_and_the_old_checkpoint(
     from xnorbench.data.datasets import load_dataset
     from xnorbench.training import checkpoints, loop
     from xnorbench.training.recipes import Recipe
+    from xnorbench.training.setup import TrainingJob
 
     bundle = load_dataset("mnist", mnist_dir)
     ckpt = tmp_path / "xnor-seed0.pt"
@@ -65,7 +66,7 @@ def test_full_disk_while_checkpointing_leaves_no_tmp_and_the_old_checkpoint(
 
     monkeypatch.setattr(checkpoints.torch, "save", failing_save)
     with pytest.raises(checkpoints.CheckpointError) as err:
-        list(loop.train(bundle, "lenet5", "xnor", recipe, checkpoint=ckpt))
+        list(loop.train(TrainingJob(bundle, "lenet5", "xnor", recipe, checkpoint=ckpt)))
     assert str(ckpt) in str(err.value) and "No space left" in str(err.value)
     assert "\n" not in str(err.value)
     assert not ckpt.with_suffix(".tmp").exists()

@@ -1,25 +1,21 @@
 """``xnorbench run <suite>`` and ``xnorbench sweep``: each suite's command built from its
-declared options, resume checks, torchrun orchestration, and the outcome of a run mapped
-to one line and an exit code."""
+declared options, a resume planned (``runs/resume.py``) before the run, torchrun
+orchestration, and the outcome of a run mapped to one line and an exit code."""
 
 from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from ..db import Store, shown_url
+from ..db import shown_url
 from .app import _paragraphs, app, fail, open_store
 from .common import Device, check_folder, check_run_id, check_tags
-
-if TYPE_CHECKING:
-    from ..runs.options import Opt
 
 
 class SuiteGroup(TyperGroup):
@@ -60,12 +56,6 @@ run_app = typer.Typer(help="Run a declared suite and store its rows.", no_args_i
 app.add_typer(run_app, name="run")
 
 
-RUN_SETTINGS = frozenset({"progress", "tag", "resume", "checkpoint_dir"})
-"""The command's own options (not a suite's): how this process runs, free to differ on
-``--resume``. A suite's option says so itself (``Opt.resume_free``); ``--threads`` and
-``--device`` are checked against the run below."""
-
-
 def given_options(ctx: typer.Context) -> set[str]:
     """The options this command line (or the environment) set explicitly."""
     def source(name: str) -> str:
@@ -75,74 +65,11 @@ def given_options(ctx: typer.Context) -> set[str]:
     return {name for name in ctx.params if source(name) in ("COMMANDLINE", "ENVIRONMENT")}
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return list(a) == list(b)
-    return a == b
-
-
-def _names(value: Any) -> list[str]:
-    """A stored model option (one name, or a list of them) as a list."""
-    return [value] if isinstance(value, str) else [v for v in value or [] if isinstance(v, str)]
-
-
-def _factories_named(resume: int, stored: dict[str, Any], params: dict[str, Any],
-                     given: set[str], key: str | None) -> None:
-    """Refuse to resume a run whose stored network is a ``module:function`` factory the
-    command line does not name again: building it imports and runs that code, and a
-    database (a file others can edit) must never choose code to run."""
-    from ..xnor.model_spec import is_factory
-
-    if key is None:
-        return
-    named = set(_names(params.get(key))) if "model" in given else set()
-    for spec in _names(stored.get(key)):
-        if is_factory(spec) and spec not in named:
-            fail(f"--resume {resume}: the run builds the network {spec!r} from your code; "
-                 f"give --model {spec} to let xnorbench import and run it again")
-
-
-def resume_settings(store: Store, resume: int, params: dict[str, Any], given: set[str],
-                    threads: int | None, device: str, options: Sequence[Opt] = ()
-                    ) -> tuple[int | None, str]:
-    """A resumed run keeps what it started with: refuse an option given beside
-    ``--resume`` that differs from the stored run, and return the threads and device it
-    ran on (used unless given, and then they must match). ``options``: the suite's
-    declared options, which say under which key each is stored and whether it may differ
-    (``resume_free``: it changes how the run reads its input, not what it computes)."""
-    run = store.run(resume)
-    if run is None:
-        fail(f"--resume {resume}: no such run")
-    stored = run.params or {}
-    free = {o.name for o in options if o.resume_free}
-    keys = {o.name: o.stored_as or o.key for o in options}
-    _factories_named(resume, stored, params, given, keys.get("model"))
-    for name in sorted(given - RUN_SETTINGS - free - {"threads", "device"}):
-        key = keys.get(name)
-        if key is None or key not in params:  # not stored: nothing to compare
-            continue
-        new, old = params[key], stored.get(key)
-        if key == "data_dir" and new and old and Path(new).resolve() == Path(old).resolve():
-            continue
-        if not _same(new, old):
-            from ..training.recipes import show_value
-
-            fail(f"--resume {resume}: --{name.replace('_', '-')} {show_value(new)} differs "
-                 f"from the run's {show_value(old)}; a resumed run keeps the options it "
-                 "started with (start a new run to change them)")
-    if "threads" in given and run.threads and threads != run.threads:
-        fail(f"--resume {resume}: --threads {threads} differs from the run's {run.threads}; "
-             "leave it out to resume on the same thread count")
-    if "device" in given and device != "auto" and run.device and device != run.device:
-        fail(f"--resume {resume}: --device {device} differs from the run's {run.device}")
-    return (threads if "threads" in given else run.threads), (run.device or device)
-
-
 @dataclass(frozen=True)
 class RunRequest:
     """One ``run <suite>`` as the command line gave it: the params its options resolved
     to and how to run them. ``given``: the options set explicitly (checked against a
-    resumed run's, see :func:`resume_settings`)."""
+    resumed run's, see :func:`~xnorbench.runs.resume.plan_resume`)."""
 
     suite: str
     params: dict[str, Any]
@@ -191,26 +118,28 @@ def execute_suite(req: RunRequest) -> int:
 
 def _execute_main(req: RunRequest) -> int:
     """Rank 0 (or the only process): open the db, run the suite, report the outcome."""
-    from ..errors import XnorbenchError
+    from ..errors import InputError, XnorbenchError
     from ..runs.environment import resolve_device
+    from ..runs.registry import get_suite
+    from ..runs.resume import plan_resume
     from ..runs.runner import RunFailed, RunInterrupted, execute
 
     store = open_store(write=True)
-    threads, dev_name = req.threads, req.device.value
-    if req.resume is not None:
-        from ..runs.registry import get_suite
-
-        threads, dev_name = resume_settings(store, req.resume, req.params, set(req.given),
-                                            threads, dev_name, get_suite(req.suite).options)
+    threads, dev_name, plan = req.threads, req.device.value, None
     try:
+        if req.resume is not None:
+            plan = plan_resume(store, get_suite(req.suite), req.resume, given=req.params,
+                               named=req.given, threads=threads, device=dev_name,
+                               checkpoint_dir=req.checkpoint_dir)
+            threads, dev_name = plan.threads, plan.device
         dev = resolve_device(dev_name)
-    except ValueError as exc:
+    except (ValueError, InputError) as exc:
         fail(str(exc))
     command = shlex.join(["xnorbench", *sys.argv[1:]]) if sys.argv else None
     try:
         run_id = execute(store, req.suite, req.params, device=dev, seed=req.seed,
                          command=command, progress=req.progress,
-                         checkpoint_dir=req.checkpoint_dir, resume_run=req.resume,
+                         checkpoint_dir=req.checkpoint_dir, resume=plan,
                          threads=threads, tags=req.tags)
     except RunInterrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)

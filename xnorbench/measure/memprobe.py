@@ -65,10 +65,10 @@ def probe(model_name: str, variant: str, mode: str, batch: int, device: str) -> 
             model(x)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        bin_op = step_for(model, variant)
+        xnor_step = step_for(model, variant)
         y = torch.randint(0, 10, (batch,), device=device)
         for _ in range(2):  # the second step has optimizer state too
-            train_step(model, x, y, opt, bin_op)
+            train_step(model, x, y, opt, xnor_step)
     out: dict[str, Any] = {"base_rss_bytes": base_rss, "peak_rss_bytes": peak_rss_bytes()}
     if device == "cuda":
         torch.cuda.synchronize()

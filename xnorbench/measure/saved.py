@@ -88,8 +88,8 @@ def training_step_saved(model_name: str, variant: str, batch: int,
     torch.manual_seed(0)
     model = models.build(model_name, binary=variant != Variant.FLOAT).to(device).train()
     units = [n for n, _ in binary_layers(models.build(model_name, binary=True))]
-    bin_op = step_for(model, variant)
+    xnor_step = step_for(model, variant)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(batch, *input_shape(model_name), device=device)
     y = torch.randint(0, 10, (batch,), device=device)
-    return saved_bytes_by_unit(model, lambda: train_step(model, x, y, opt, bin_op), units)
+    return saved_bytes_by_unit(model, lambda: train_step(model, x, y, opt, xnor_step), units)

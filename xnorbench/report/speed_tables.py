@@ -169,70 +169,84 @@ def _lowp_note(store: Store, run_id: int) -> str | None:
     return f"run {run_id}, low-precision peaks per core: " + "; ".join(parts) + tail + "."
 
 
+class _TimingRows:
+    """The latest timing rows of one device, looked up by cell; remembers the runs read."""
+
+    def __init__(self, rows_by: dict[tuple, tuple[Any, Run]], runs: dict[int, Run]) -> None:
+        self.rows_by, self.runs = rows_by, runs
+
+    def row(self, model: str, variant: str, metric: str, batch: int | None,
+            threads: int | None) -> Any:
+        for (_, m, v, met, b, _md, t), (r, run) in self.rows_by.items():
+            if m == model and v == variant and met == metric and t == threads \
+                    and (batch is None or b == batch):
+                self.runs[run.id] = run
+                return r
+        return None
+
+    def get(self, model: str, variant: str, metric: str, batch: int | None,
+            threads: int | None) -> float | None:
+        r = self.row(model, variant, metric, batch, threads)
+        return None if r is None else r.value
+
+
+def _timing_record(look: _TimingRows, model: str, batch: int, threads: int,
+                   device: str) -> dict[str, Any]:
+    """One cell of the timing table: every engine's latency and the speedups."""
+    def get(variant: str, metric: str) -> float | None:
+        return look.get(model, variant, metric, batch, threads)
+
+    packed = get("xnor_packed", "inference_latency_ms")
+    rec: dict[str, Any] = {
+        "model": model, "batch": batch, "threads": threads, "device": device,
+        "float_ms": get("float", "inference_latency_ms"), "xnor_packed_ms": packed,
+        "xnor_simulated_ms": get("xnor", "inference_latency_ms"),
+        "speedup": get("xnor_packed" if packed is not None else "xnor", "inference_speedup")}
+    timed = look.row(model, "float", "inference_latency_ms", batch, threads)
+    rec.update(machine_state(timed.params if timed is not None else None))
+    for q in ("int8", "bf16"):
+        low = look.row(model, "float", f"inference_fastest_{q}_ms", batch, threads)
+        if low is not None:
+            rec.update({f"fastest_{q}_ms": low.value,
+                        f"fastest_{q}_engine": (low.params or {}).get("engine"),
+                        f"speedup_vs_fastest_{q}": get(
+                            "xnor_packed", f"inference_speedup_vs_fastest_{q}")})
+    rec["xnor_openvino_ms"] = get("xnor_openvino", "inference_latency_ms")
+    fastest = look.row(model, "float", "inference_fastest_float_ms", batch, threads)
+    if fastest is not None:
+        rec.update(fastest_float_ms=fastest.value,
+                   fastest_engine=(fastest.params or {}).get("engine"),
+                   speedup_vs_fastest=get("xnor_packed", "inference_speedup_vs_fastest"))
+    return rec
+
+
+def _timing_cells(rec: dict[str, Any]) -> list[str]:
+    """A timing record as the table's row."""
+    best = (f"{fmt(rec['fastest_float_ms'], 3)} ({rec['fastest_engine']})"
+            if "fastest_float_ms" in rec else "n/a (eager only)")
+    low = [f"{fmt(rec[f'fastest_{q}_ms'], 3)} ({rec[f'fastest_{q}_engine']})"
+           if rec.get(f"fastest_{q}_engine") else "n/a" for q in ("int8", "bf16")]
+    return [MODEL_NAMES.get(rec["model"], rec["model"]), f"inference, batch {rec['batch']}",
+            rec["device"], str(rec["threads"]), best, *low, fmt(rec["float_ms"], 3),
+            fmt(rec["xnor_packed_ms"], 3), fmt(rec["xnor_openvino_ms"], 3),
+            fmt(rec["xnor_simulated_ms"], 3), ratio(rec.get("speedup_vs_fastest")),
+            ratio(rec.get("speedup_vs_fastest_int8")),
+            ratio(rec.get("speedup_vs_fastest_bf16")), ratio(rec["speedup"])]
+
+
 def timing_table(store: Store, selection: Selection = Selection()) -> Table:
     """Inference latency, float vs XNOR, one row per thread count (and device: on a GPU
     the XNOR column is the simulated model, there being no GPU bit kernel)."""
-    rows, records, runs = [], [], {}
+    records: list[dict[str, Any]] = []
+    runs: dict[int, Run] = {}
     for device in timing_devices(store, selection):
         rows_by = latest_rows(store, "timing", by_threads=True, selection=selection,
                                device=device)
         keys = sorted({(k[1], k[4], k[6]) for k in rows_by if k[3] == "inference_latency_ms"},
                       key=lambda t: (t[0] or "", t[2] or 0, t[1] or 0))
-
-        def row(model: str, variant: str, metric: str, batch: int | None,
-                threads: int | None, rows_by: dict = rows_by) -> Any:
-            for (_, m, v, met, b, _md, t), (r, run) in rows_by.items():
-                if m == model and v == variant and met == metric and t == threads \
-                        and (batch is None or b == batch):
-                    runs[run.id] = run
-                    return r
-            return None
-
-        def get(model: str, variant: str, metric: str, batch: int | None,
-                threads: int | None) -> float | None:
-            r = row(model, variant, metric, batch, threads)
-            return None if r is None else r.value
-
-        for model, batch, threads in keys:
-            packed = get(model, "xnor_packed", "inference_latency_ms", batch, threads)
-            rec = {"model": model, "batch": batch, "threads": threads, "device": device,
-                   "float_ms": get(model, "float", "inference_latency_ms", batch, threads),
-                   "xnor_packed_ms": packed,
-                   "xnor_simulated_ms": get(model, "xnor", "inference_latency_ms",
-                                            batch, threads),
-                   "speedup": get(model, "xnor_packed" if packed is not None else "xnor",
-                                  "inference_speedup", batch, threads)}
-            timed = row(model, "float", "inference_latency_ms", batch, threads)
-            rec.update(machine_state(timed.params if timed is not None else None))
-            for q in ("int8", "bf16"):
-                low = row(model, "float", f"inference_fastest_{q}_ms", batch, threads)
-                if low is not None:
-                    rec.update({f"fastest_{q}_ms": low.value,
-                                f"fastest_{q}_engine": (low.params or {}).get("engine"),
-                                f"speedup_vs_fastest_{q}": get(
-                                    model, "xnor_packed", f"inference_speedup_vs_fastest_{q}",
-                                    batch, threads)})
-            rec["xnor_openvino_ms"] = get(model, "xnor_openvino", "inference_latency_ms",
-                                          batch, threads)
-            fastest = row(model, "float", "inference_fastest_float_ms", batch, threads)
-            if fastest is not None:
-                rec.update(fastest_float_ms=fastest.value,
-                           fastest_engine=(fastest.params or {}).get("engine"),
-                           speedup_vs_fastest=get(model, "xnor_packed",
-                                                  "inference_speedup_vs_fastest", batch,
-                                                  threads))
-            records.append(rec)
-            best = (f"{fmt(rec['fastest_float_ms'], 3)} ({rec['fastest_engine']})"
-                    if fastest is not None else "n/a (eager only)")
-            low = [f"{fmt(rec[f'fastest_{q}_ms'], 3)} ({rec[f'fastest_{q}_engine']})"
-                   if rec.get(f"fastest_{q}_engine") else "n/a" for q in ("int8", "bf16")]
-            rows.append([MODEL_NAMES.get(model, model), f"inference, batch {batch}", device,
-                         str(threads), best, *low, fmt(rec["float_ms"], 3),
-                         fmt(rec["xnor_packed_ms"], 3), fmt(rec["xnor_openvino_ms"], 3),
-                         fmt(rec["xnor_simulated_ms"], 3),
-                         ratio(rec.get("speedup_vs_fastest")),
-                         ratio(rec.get("speedup_vs_fastest_int8")),
-                         ratio(rec.get("speedup_vs_fastest_bf16")), ratio(rec["speedup"])])
+        look = _TimingRows(rows_by, runs)
+        records += [_timing_record(look, model, batch, threads, device)
+                    for model, batch, threads in keys]
     isa = {run_id: kernel_path(store, run_id) for run_id in runs}
     notes = [f"run {rid}: {machine_label(run)}, kernel path {isa.get(rid)}; medians of "
              "interleaved torch.utils.benchmark blocks" for rid, run in sorted(runs.items())]
@@ -251,7 +265,7 @@ def timing_table(store: Store, selection: Selection = Selection()) -> Table:
                   "Fastest int8 ms", "Fastest bf16 ms", "Eager fp32 ms", "XNOR packed ms",
                   "XNOR on OpenVINO ms", "XNOR simulated ms", "Speedup vs fp32",
                   "Speedup vs int8", "Speedup vs bf16", "Speedup vs eager"],
-                 rows, notes, records)
+                 [_timing_cells(rec) for rec in records], notes, records)
 
 
 def train_step_table(store: Store, selection: Selection = Selection()) -> Table:

@@ -29,6 +29,7 @@ from .environment import capture
 from .liveness import heartbeat, heartbeat_seconds, signals_deferred, sigterm_as_interrupt
 from .params import SuiteParams, coerce
 from .registry import Suite, SuiteContext, get_suite
+from .resume import ResumePlan
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +113,20 @@ def finish(store: Store, run_id: int, status: str, error: str | None = None) -> 
 def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any], *,
             device: str = "cpu",
             seed: int | None = None, command: str | None = None, progress: bool = True,
-            checkpoint_dir: Path | str | None = None, resume_run: int | None = None,
+            checkpoint_dir: Path | str | None = None, resume: ResumePlan | None = None,
             threads: int | None = None, tags: list[str] | None = None) -> int:
     """Run one suite to completion and return its run id (``tags`` name the run).
 
     ``params``: the suite's :class:`~.params.SuiteParams` or a mapping of its fields
     (missing ones at their default; an unknown key is an ``InputError``); the run
-    stores their ``asdict()``. A resume reads the stored params back instead.
+    stores their ``asdict()``. ``resume`` (:func:`~.resume.plan_resume`, checked before
+    this is called) continues that run under its stored params instead.
 
     Raises :class:`RunFailed` or :class:`RunInterrupted` after recording the status,
     ``RunLost`` if another process took the run over, :class:`StatusNotSaved` if the
     final status could not be written. Checkpoints live under
     ``checkpoint_dir/db-<database id>/run-<id>/`` (default ``./checkpoints``; a resume
-    uses the folder its run was started with unless given one) and are removed when the
-    run finishes.
+    uses its plan's) and are removed when the run finishes.
     """
     suite = get_suite(suite_name)
     try:
@@ -135,7 +136,7 @@ def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any],
         if threads:
             torch.set_num_threads(threads)
         opened = _open_run(store, suite, params, device=device, seed=seed, command=command,
-                           checkpoint_dir=checkpoint_dir, resume_run=resume_run)
+                           checkpoint_dir=checkpoint_dir, resume=resume)
         for tag in tags or []:
             store.tag(opened.run_id, tag)
         database = store.database_id()
@@ -146,7 +147,7 @@ def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any],
     ctx = SuiteContext(run_id=run_id, store=store, device=device,
                        progress=Progress(enabled=progress),
                        checkpoint_dir=opened.root / f"db-{database[:12]}",
-                       resume=resume_run is not None,
+                       resume=resume is not None,
                        binding={"database": database, "run": run_id})
     distributed.announce({"run_id": run_id, "params": typed.asdict(), "device": device,
                            "threads": torch.get_num_threads(), "resume": ctx.resume,
@@ -193,40 +194,25 @@ class _OpenedRun:
 
 def _open_run(store: Store, suite: Suite, params: SuiteParams | dict[str, Any], *,
               device: str, seed: int | None, command: str | None,
-              checkpoint_dir: Path | str | None, resume_run: int | None) -> _OpenedRun:
-    """Start the run, or claim the one ``resume_run`` names after checking it can be
-    resumed here; ``InputError`` (nothing written) otherwise."""
+              checkpoint_dir: Path | str | None, resume: ResumePlan | None) -> _OpenedRun:
+    """Start the run, or claim the one ``resume`` plans to continue (a run taken by
+    another process since the plan was made is refused); ``InputError``, nothing written,
+    otherwise."""
     w = distributed.world()
     if w.active and not suite.distributed:
         raise InputError(f"{suite.name} runs in one process; launch it without torchrun")
-    if resume_run is None:
+    if resume is None:
         typed = coerce(params, suite.params, strict=True)
         root = Path(checkpoint_dir or "checkpoints")
         context = {**capture(device, seed), "checkpoint_dir": str(root.resolve()),
                    **w.describe()}
         return _OpenedRun(store.start_run(suite.name, typed.asdict(), context, command),
                           typed, root, None)
-    run = store.run(resume_run)
-    if run is None:
-        raise InputError(f"--resume {resume_run}: no such run")
-    if run.suite != suite.name:
-        raise InputError(f"--resume {resume_run}: run is a {run.suite!r} run")
-    if run.status == "finished":
-        raise InputError(f"--resume {resume_run}: run already finished")
-    if suite.check is None:
-        raise InputError(f"--resume {resume_run}: {suite.name} runs cannot be "
-                         "resumed; start a new one")
-    stored_world = (run.context or {}).get("world_size", 1)
-    if stored_world != w.size:
-        raise InputError(f"--resume {resume_run}: the run trained on {stored_world} "
-                         f"process(es); resume it on as many (not {w.size})")
-    typed = suite.params.from_stored(run.params or {})
-    root = Path(checkpoint_dir or (run.context or {}).get("checkpoint_dir") or "checkpoints")
     try:
-        store.claim_run(resume_run)
+        store.claim_run(resume.run_id)
     except DBError as exc:
-        raise InputError(f"--resume {resume_run}: {exc}") from None
-    return _OpenedRun(resume_run, typed, root, (run.status, run.error))
+        raise InputError(f"--resume {resume.run_id}: {exc}") from None
+    return _OpenedRun(resume.run_id, resume.params, resume.checkpoint_root, resume.before)
 
 
 class _RowStream:

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from ..db import Row
 from ..runs.options import Opt
 from ..runs.registry import SuiteContext, register
-from ..training.loop import train
 from .common import (
-    Job,
+    TrainingKind,
     TrainingParams,
     begin,
-    forget_after,
-    key_for,
+    job_for,
     prepare_training,
+    train_job,
     training_check,
     training_options,
     variants,
@@ -34,9 +33,9 @@ class AccuracyParams(TrainingParams):
     variant: str = "both"
 
 
-def jobs(p: AccuracyParams) -> list[Job]:
+def jobs(p: AccuracyParams) -> list[TrainingKind]:
     """The trainings of each seed: float and/or XNOR, labelled by their variant."""
-    return [Job(v, v) for v in variants(p.variant)]
+    return [TrainingKind(v, v) for v in variants(p.variant)]
 
 
 OPTIONS = training_options(Opt("variant", "str", "both", "float, xnor or both.",
@@ -54,16 +53,8 @@ OPTIONS = training_options(Opt("variant", "str", "both", "float, xnor or both.",
 def run_accuracy(ctx: SuiteContext, p: AccuracyParams) -> Iterator[Row]:
     bundle, done, first = begin(ctx, p)
     yield from first
-    extra = {"recipe": p.recipe, "seeds": list(p.seeds)}
     for seed in p.seeds:
         recipe = p.recipe_for(seed)
-        key = key_for(recipe, p, bundle)
         for variant in variants(p.variant):
-            if (variant, seed) in done:
-                continue
-            name = f"{variant}-seed{seed}"
-            yield from train(bundle, p.model, variant, recipe, device=ctx.device,
-                             progress=ctx.progress, checkpoint=ctx.checkpoint_path(name),
-                             resume=ctx.resume, on_resume=forget_after(ctx, variant, seed),
-                             recipe_key=key, extra=extra, binding=ctx.binding,
-                             packed_path=ctx.checkpoint_path(name).with_suffix(".packed"))
+            if (variant, seed) not in done:
+                yield from train_job(ctx, job_for(ctx, p, bundle, recipe, variant))

@@ -17,6 +17,7 @@ from ..runs import options as o
 from ..runs.options import Opt
 from ..runs.params import SuiteParams
 from ..runs.registry import CheckFn, SuiteContext
+from ..training.loop import TrainingJob, restore, train
 from ..training.recipes import (
     AUGMENTATIONS,
     BASE,
@@ -100,7 +101,7 @@ EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
 """Rows a training yields once per epoch."""
 
 
-class Job(NamedTuple):
+class TrainingKind(NamedTuple):
     """One training of a seed: the label its rows carry, the variant trained (``float``
     or ``xnor``) and, for a comparison of rules, the gradient rule (None: the recipe's)."""
 
@@ -109,7 +110,7 @@ class Job(NamedTuple):
     rule: str | None = None
 
 
-def training_check(jobs: Callable[[Any], list[Job]]) -> CheckFn:
+def training_check(jobs: Callable[[Any], list[TrainingKind]]) -> CheckFn:
     """The completeness check of a training suite whose ``jobs(p)`` are the trainings of
     each seed: one ``dataset_size`` row, every epoch's rows and every summary row of
     every training, each exactly once."""
@@ -327,14 +328,30 @@ def key_for(recipe: Recipe, p: TrainingParams, bundle: DataBundle) -> str:
                       train_size=len(bundle.train), test_size=len(bundle.test))
 
 
-def forget_after(ctx: SuiteContext, variant: str, seed: int) -> Callable[[int], None]:
-    """On resume: drop the training's rows of epochs after its checkpoint, and its summary."""
+def train_job(ctx: SuiteContext, job: TrainingJob) -> Iterator[Row]:
+    """The rows of one training of the run. On a resumed run it continues from its
+    checkpoint, if one was written, and first has the store drop the rows it had written
+    after that checkpoint (an epoch cut short, a summary), which it then writes again."""
+    state = None
+    if ctx.resume:
+        state = restore(job)
+        ctx.store.delete_results_after(ctx.run_id, job.name,
+                                       state["epoch"] if state is not None else 0,
+                                       seed=job.recipe.seed, metrics=SUMMARY_METRICS)
+    yield from train(job, ctx.progress, state)
 
-    def forget(epoch: int) -> None:
-        ctx.store.delete_results_after(ctx.run_id, variant, epoch, seed=seed,
-                                       metrics=SUMMARY_METRICS)
 
-    return forget
+def job_for(ctx: SuiteContext, p: TrainingParams, bundle: DataBundle, recipe: Recipe,
+            variant: str, label: str | None = None) -> TrainingJob:
+    """The training of ``variant`` (rows labelled ``label``) under ``recipe`` in this
+    run: its recipe key, checkpoint and packed file named after the label and seed."""
+    name = f"{label or variant}-seed{recipe.seed}"
+    checkpoint = ctx.checkpoint_path(name)
+    return TrainingJob(bundle, p.model, variant, recipe, device=ctx.device, label=label,
+                       recipe_key=key_for(recipe, p, bundle),
+                       extra={"recipe": p.recipe, "seeds": list(p.seeds)},
+                       checkpoint=checkpoint, packed_path=checkpoint.with_suffix(".packed"),
+                       binding=ctx.binding)
 
 
 def variants(choice: str) -> list[str]:

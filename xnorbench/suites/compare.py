@@ -15,15 +15,14 @@ from dataclasses import dataclass, replace
 from ..db import Row
 from ..runs.options import Opt
 from ..runs.registry import SuiteContext, register
-from ..training.loop import train
 from ..xnor import GRAD_RULES
 from .common import (
-    Job,
+    TrainingKind,
     TrainingParams,
     begin,
-    forget_after,
-    key_for,
+    job_for,
     prepare_training,
+    train_job,
     training_check,
     training_options,
 )
@@ -36,10 +35,11 @@ class CompareParams(TrainingParams):
     rules: tuple[str, ...] = tuple(GRAD_RULES)
 
 
-def jobs(p: CompareParams) -> list[Job]:
+def jobs(p: CompareParams) -> list[TrainingKind]:
     """The trainings of each seed: float, then XNOR under each rule, labelled
     ``xnor-<rule>`` so the rows of the rules stay apart."""
-    return [Job("float", "float")] + [Job(f"xnor-{r}", "xnor", r) for r in p.rules]
+    return [TrainingKind("float", "float")] + [TrainingKind(f"xnor-{r}", "xnor", r)
+                                               for r in p.rules]
 
 
 OPTIONS = training_options(Opt("rules", "strs", list(GRAD_RULES),
@@ -57,18 +57,9 @@ OPTIONS = training_options(Opt("rules", "strs", list(GRAD_RULES),
 def run_compare(ctx: SuiteContext, p: CompareParams) -> Iterator[Row]:
     bundle, done, first = begin(ctx, p)
     yield from first
-    extra = {"recipe": p.recipe, "seeds": list(p.seeds)}
     for seed in p.seeds:
         recipe = p.recipe_for(seed)
-        key = key_for(recipe, p, bundle)
         for label, variant, rule in jobs(p):
             rec = recipe if rule is None else replace(recipe, grad_rule=rule)
-            if (label, seed) in done:
-                continue
-            name = f"{label}-seed{seed}"
-            yield from train(bundle, p.model, variant, rec, device=ctx.device,
-                             progress=ctx.progress, checkpoint=ctx.checkpoint_path(name),
-                             resume=ctx.resume, label=label,
-                             on_resume=forget_after(ctx, label, seed), recipe_key=key,
-                             extra=extra, binding=ctx.binding,
-                             packed_path=ctx.checkpoint_path(name).with_suffix(".packed"))
+            if (label, seed) not in done:
+                yield from train_job(ctx, job_for(ctx, p, bundle, rec, variant, label))

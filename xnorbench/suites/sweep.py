@@ -217,81 +217,92 @@ def run_sweep(ctx: SuiteContext, p: SweepParams) -> Iterator[Row]:
         base: dict[str, Any] = {"sweep": sweep, "channels": c, "kernel": k, "input_size": size,
                 "batch": batch, "threads": threads, "padding": pad, "kernel_isa": isa,
                 "cpu": cpu}
-        common: dict[str, Any] = {"model": "conv", "variant": V.XNOR_PACKED, "params": base}
         ctx.progress.info(f"c={c} k={k}")
         err = check_point(c, k, size, batch, pad, p.seed)
         if err is not None:
-            yield Row("point_failed", 1.0, "", params={**base, "error": err},
-                      **{k_: v for k_, v in common.items() if k_ != "params"})
+            yield Row("point_failed", 1.0, "", model="conv", variant=V.XNOR_PACKED,
+                      params={**base, "error": err})
             continue
-        yield Row("correct", 1.0, "", **common)
-        g = torch.Generator().manual_seed(p.seed + 1)
-        x = torch.randn(batch, c, size, size, generator=g)
-        w = torch.randn(c, c, k, k, generator=g)
-        alpha = w.abs().mean(dim=(1, 2, 3))
-        wp = kern.pack_weight(w)
-        packed_x = kern.pack_input(x, pad, pad)
-        conv = torch.nn.Conv2d(c, c, k, padding=pad, bias=False)
-        conv.weight.data.copy_(w)
-        engines = build_engines(conv, x, p.float_engines, threads)
-        floats = timed_engines(engines)
-        layer = kern.BinaryLayer(wp, alpha, None, None, None, [c, c, k, k, 1, 1, pad, pad])
-        exact = kern.xnor_conv2d(layer, x, None, True)
-        peer, peer_why = openvino_runtime.binary_conv_peer(x, w, alpha, pad, threads, exact)
-        probe, state = PeakProbe(default_build()), StateProbe()
-        fns: dict[str, Callable[[], object]] = {
-            **floats,
-            "binary": partial(kern.xnor_conv2d, layer, x, None, False),
-            "binary_nopack": partial(kern.xnor_conv2d_packed, layer, packed_x, None, False),
-        }
-        if peer is not None:
-            fns["openvino_binaryconv"] = peer
-        t = compare(fns, threads=threads, rounds=p.rounds, min_run_time=p.min_run_time,
-                    between=probe)
-        machine = state.stop()
-        base = {**base, **machine.as_params()}
-        common = {**common, "params": base}
-        for name in (*floats, "binary", "binary_nopack"):
-            yield Row(f"{name}_ms", t[name].median_ms, "ms", model="conv",
-                      variant=V.FLOAT if name.startswith("float") else V.XNOR_PACKED,
-                      params={**base, **t[name].spread(),
-                              **baselines.row_params(engines, name)})
-        if peer is not None:
-            pprm = {**base, "engine": openvino_runtime.BINARY_CONV, "checked": "integers "
-                    "equal this kernel's", **t["openvino_binaryconv"].spread()}
-            yield Row("openvino_binaryconv_ms", t["openvino_binaryconv"].median_ms, "ms",
-                      model="conv", variant=V.XNOR_OPENVINO, params=pprm)
-            yield Row("speedup_vs_openvino_binaryconv", t["openvino_binaryconv"].median_s
-                      / t["binary"].median_s, "x", model="conv", variant=V.XNOR_PACKED,
-                      params=pprm)
-        yield Row("speedup", t["float"].median_s / t["binary"].median_s, "x", **common)
-        yield Row("speedup_nopack", t["float"].median_s / t["binary_nopack"].median_s, "x",
-                  **common)
-        left_out = {**baselines.unavailable(engines),
-                    **({} if peer_why is None else {openvino_runtime.BINARY_CONV: peer_why})}
-        yield from fastest_rows("", t, "binary", engines, base, {"model": "conv"}, left_out,
-                                V.XNOR_PACKED)
-        found = baselines.fastest(t, engines)
-        assert found is not None  # eager is always timed
-        fastest, fprm = found
-        fprm = {**base, **fprm, "unavailable": left_out}
-        yield Row("speedup_nopack_vs_fastest", t[fastest].median_s
-                  / t["binary_nopack"].median_s, "x", model="conv", variant=V.XNOR_PACKED,
-                  params=fprm)
-        yield Row("theoretical_speedup", theoretical_speedup(c, k), "x", **common)
-        macs = conv_macs(batch, c, c, k, k, size + 2 * pad - k + 1, size + 2 * pad - k + 1)
-        ceil = probe.ceilings()
-        cprm = {**base, **ceil.as_params(), **probe.spread(), "peaks_scaled_by_threads":
-                threads, "peaks": "best of the blocks run between this point's rounds"}
-        for metric, rate, peak, variant in (
-                ("binary_pct_of_peak", macs / t["binary_nopack"].median_s, ceil.binary_macs,
-                 V.XNOR_PACKED),
-                ("float_pct_of_peak", 2 * macs / t["float"].median_s, ceil.fp32_flops,
-                 V.FLOAT)):
-            pct, disturbed = share(rate, peak * threads)
-            yield Row(metric, pct, "%", model="conv", variant=variant,
-                      params={**cprm, "disturbed": disturbed})
-        yield Row("ceiling_speedup", ceil.ratio, "x", model="conv", variant=V.XNOR_PACKED,
-                  params={**cprm, "note": "binary MACs per float MAC at the two peaks: the "
-                          "most a binary conv can gain over a perfect float conv here"})
+        yield Row("correct", 1.0, "", model="conv", variant=V.XNOR_PACKED, params=base)
+        yield from _point_rows(kern, p, c, k, base)
 
+
+def _point_rows(kern: Any, p: SweepParams, c: int, k: int, base: dict[str, Any]
+                ) -> Iterator[Row]:
+    """One point timed: float engines, the binary conv with and without packing, the
+    OpenVINO binary peer; then its speedups and shares of the core's peaks."""
+    threads, pad = p.threads, (k - 1) // 2
+    g = torch.Generator().manual_seed(p.seed + 1)
+    x = torch.randn(p.batch, c, p.input_size, p.input_size, generator=g)
+    w = torch.randn(c, c, k, k, generator=g)
+    alpha = w.abs().mean(dim=(1, 2, 3))
+    packed_x = kern.pack_input(x, pad, pad)
+    conv = torch.nn.Conv2d(c, c, k, padding=pad, bias=False)
+    conv.weight.data.copy_(w)
+    engines = build_engines(conv, x, p.float_engines, threads)
+    floats = timed_engines(engines)
+    layer = kern.BinaryLayer(kern.pack_weight(w), alpha, None, None, None,
+                             [c, c, k, k, 1, 1, pad, pad])
+    exact = kern.xnor_conv2d(layer, x, None, True)
+    peer, peer_why = openvino_runtime.binary_conv_peer(x, w, alpha, pad, threads, exact)
+    probe, state = PeakProbe(default_build()), StateProbe()
+    fns: dict[str, Callable[[], object]] = {
+        **floats,
+        "binary": partial(kern.xnor_conv2d, layer, x, None, False),
+        "binary_nopack": partial(kern.xnor_conv2d_packed, layer, packed_x, None, False),
+    }
+    if peer is not None:
+        fns["openvino_binaryconv"] = peer
+    t = compare(fns, threads=threads, rounds=p.rounds, min_run_time=p.min_run_time,
+                between=probe)
+    base = {**base, **state.stop().as_params()}
+    common: dict[str, Any] = {"model": "conv", "variant": V.XNOR_PACKED, "params": base}
+    for name in (*floats, "binary", "binary_nopack"):
+        yield Row(f"{name}_ms", t[name].median_ms, "ms", model="conv",
+                  variant=V.FLOAT if name.startswith("float") else V.XNOR_PACKED,
+                  params={**base, **t[name].spread(), **baselines.row_params(engines, name)})
+    if peer is not None:
+        pprm = {**base, "engine": openvino_runtime.BINARY_CONV, "checked": "integers "
+                "equal this kernel's", **t["openvino_binaryconv"].spread()}
+        yield Row("openvino_binaryconv_ms", t["openvino_binaryconv"].median_ms, "ms",
+                  model="conv", variant=V.XNOR_OPENVINO, params=pprm)
+        yield Row("speedup_vs_openvino_binaryconv", t["openvino_binaryconv"].median_s
+                  / t["binary"].median_s, "x", model="conv", variant=V.XNOR_PACKED,
+                  params=pprm)
+    yield Row("speedup", t["float"].median_s / t["binary"].median_s, "x", **common)
+    yield Row("speedup_nopack", t["float"].median_s / t["binary_nopack"].median_s, "x",
+              **common)
+    left_out = {**baselines.unavailable(engines),
+                **({} if peer_why is None else {openvino_runtime.BINARY_CONV: peer_why})}
+    yield from fastest_rows("", t, "binary", engines, base, {"model": "conv"}, left_out,
+                            V.XNOR_PACKED)
+    found = baselines.fastest(t, engines)
+    assert found is not None  # eager is always timed
+    fastest, fprm = found
+    yield Row("speedup_nopack_vs_fastest", t[fastest].median_s / t["binary_nopack"].median_s,
+              "x", model="conv", variant=V.XNOR_PACKED,
+              params={**base, **fprm, "unavailable": left_out})
+    yield Row("theoretical_speedup", theoretical_speedup(c, k), "x", **common)
+    yield from _peak_rows(probe, t, p, c, k, base)
+
+
+def _peak_rows(probe: PeakProbe, t: dict[str, Any], p: SweepParams, c: int, k: int,
+               base: dict[str, Any]) -> Iterator[Row]:
+    """The point's binary and float rates as shares of the core's peaks (measured
+    between its rounds), and the most a binary conv could gain here."""
+    pad, size = (k - 1) // 2, p.input_size
+    macs = conv_macs(p.batch, c, c, k, k, size + 2 * pad - k + 1, size + 2 * pad - k + 1)
+    ceil = probe.ceilings()
+    cprm = {**base, **ceil.as_params(), **probe.spread(), "peaks_scaled_by_threads":
+            p.threads, "peaks": "best of the blocks run between this point's rounds"}
+    for metric, rate, peak, variant in (
+            ("binary_pct_of_peak", macs / t["binary_nopack"].median_s, ceil.binary_macs,
+             V.XNOR_PACKED),
+            ("float_pct_of_peak", 2 * macs / t["float"].median_s, ceil.fp32_flops,
+             V.FLOAT)):
+        pct, disturbed = share(rate, peak * p.threads)
+        yield Row(metric, pct, "%", model="conv", variant=variant,
+                  params={**cprm, "disturbed": disturbed})
+    yield Row("ceiling_speedup", ceil.ratio, "x", model="conv", variant=V.XNOR_PACKED,
+              params={**cprm, "note": "binary MACs per float MAC at the two peaks: the "
+                      "most a binary conv can gain over a perfect float conv here"})

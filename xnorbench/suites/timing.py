@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -175,79 +175,98 @@ def run_timing(ctx: SuiteContext, p: TimingParams) -> Iterator[Row]:
         base = {"threads": threads, "kernel_isa": isa, "input": list(input_shape(name)),
                 "device": device}
         tag: dict[str, Any] = {"dataset": native_dataset(name), "model": name}
+        nets = _Networks(fmodel, xmodel, packed)
         for batch in p.batches:
             x = torch.randn(batch, *input_shape(name), device=device)
-            fns: dict[str, Callable[[], object]] = {V.FLOAT: partial(fmodel, x),
-                                                    V.XNOR: partial(xmodel, x)}
-            engines = {} if cuda else build_engines(fmodel, x, p.float_engines, threads)
-            fns.update(timed_engines(engines))
-            exported: dict[str, Any] = {}
-            if packed is not None:
-                fns[V.XNOR_PACKED] = partial(packed, x)
-                with torch.no_grad():
-                    ov_run, exported = openvino_runtime.xnor_network(xmodel, x, threads,
-                                                                     packed(x))
-                if ov_run is not None:
-                    fns[V.XNOR_OPENVINO] = ov_run
-            state = StateProbe()
-            with torch.no_grad():
-                t = compare(fns, threads=threads, rounds=p.rounds,
-                            min_run_time=p.min_run_time)
-            prm = {**base, "batch": batch, **state.stop().as_params()}
-            if "reason" in exported:
-                prm["xnor_openvino_unavailable"] = exported["reason"]
-            for variant, tm in t.items():
-                own = exported if variant == V.XNOR_OPENVINO else baselines.row_params(
-                    engines, variant)
-                yield Row("inference_latency_ms", tm.median_ms, "ms", variant=variant,
-                          params={**prm, **tm.spread(), **own}, **tag)
-            fast = V.XNOR_PACKED if packed is not None else V.XNOR
-            yield Row("inference_speedup", t[V.FLOAT].median_s / t[fast].median_s, "x",
-                      variant=fast, params=prm, **tag)
-            if engines:
-                yield from fastest_rows("inference_", t, fast, engines, prm, tag)
-            if p.profile and packed is not None:
-                yield from _breakdown_rows(partial(packed, x), prm, tag)
+            yield from _network_rows(nets, x, p, {**base, "batch": batch}, tag)
         if p.per_layer and packed is not None:
             names = [n for n, _ in binary_layers(xmodel)]
-            x1 = torch.randn(1, *input_shape(name))
-            inputs = _layer_inputs(xmodel, x1, names)
+            inputs = _layer_inputs(xmodel, torch.randn(1, *input_shape(name)), names)
             fmods, pmods = dict(fmodel.named_modules()), dict(packed.named_modules())
             for lname in ctx.progress.track(names, f"{name} layers"):
-                xin = inputs[lname]
-                engines = build_engines(fmods[lname], xin, p.float_engines, threads)
-                fns = {V.FLOAT: partial(fmods[lname], xin),
-                       V.XNOR_PACKED: partial(pmods[lname], xin)}
-                fns.update(timed_engines(engines))
-                probe, state = PeakProbe(default_build()), StateProbe()
-                with torch.no_grad():
-                    t = compare(fns, threads=threads, rounds=p.rounds,
-                                min_run_time=p.min_run_time / 2, between=probe)
-                machine = state.stop()
-                prm = {**base, "batch": 1, "layer": lname, "layer_input": list(xin.shape),
-                       **machine.as_params()}
-                for variant, tm in t.items():
-                    yield Row("layer_latency_ms", tm.median_ms, "ms", variant=variant,
-                              params={**prm, **tm.spread(),
-                                      **baselines.row_params(engines, variant)}, **tag)
-                macs = _layer_macs(pmods[lname], xin)
-                ceil = probe.ceilings()
-                cprm = {**prm, **ceil.as_params(), **probe.spread(), "macs": macs,
-                        "peaks_scaled_by_threads": threads, "note": "the whole unit (BN, "
-                        "sign or ReLU, conv) against the conv's peak"}
-                for metric, rate, peak, variant in (
-                        ("layer_binary_pct_of_peak", macs / t[V.XNOR_PACKED].median_s,
-                         ceil.binary_macs, V.XNOR_PACKED),
-                        ("layer_float_pct_of_peak", 2 * macs / t[V.FLOAT].median_s,
-                         ceil.fp32_flops, V.FLOAT)):
-                    pct, disturbed = share(rate, peak * threads)
-                    yield Row(metric, pct, "%", variant=variant,
-                              params={**cprm, "disturbed": disturbed}, **tag)
-                yield Row("layer_speedup", t[V.FLOAT].median_s / t[V.XNOR_PACKED].median_s,
-                          "x", variant=V.XNOR_PACKED, params=prm, **tag)
-                yield from fastest_rows("layer_", t, V.XNOR_PACKED, engines, prm, tag)
+                yield from _layer_rows(fmods[lname], pmods[lname], inputs[lname], p,
+                                       {**base, "batch": 1, "layer": lname}, tag)
         yield from _train_step_rows(name, p, {**base, "batch": p.train_batch}, tag,
                                     device)
+
+
+class _Networks(NamedTuple):
+    """One network three ways: float, XNOR simulated in float, packed (None on CUDA)."""
+
+    float_net: nn.Module
+    xnor_net: nn.Module
+    packed: nn.Module | None
+
+
+def _network_rows(nets: _Networks, x: torch.Tensor, p: TimingParams, base: dict[str, Any],
+                  tag: dict[str, Any]) -> Iterator[Row]:
+    """End-to-end latency of one batch on every engine, side by side, and the speedups."""
+    threads, packed = p.threads, nets.packed
+    fns: dict[str, Callable[[], object]] = {V.FLOAT: partial(nets.float_net, x),
+                                            V.XNOR: partial(nets.xnor_net, x)}
+    engines = {} if packed is None else build_engines(nets.float_net, x, p.float_engines, threads)
+    fns.update(timed_engines(engines))
+    exported: dict[str, Any] = {}
+    if packed is not None:
+        fns[V.XNOR_PACKED] = partial(packed, x)
+        with torch.no_grad():
+            ov_run, exported = openvino_runtime.xnor_network(nets.xnor_net, x, threads, packed(x))
+        if ov_run is not None:
+            fns[V.XNOR_OPENVINO] = ov_run
+    state = StateProbe()
+    with torch.no_grad():
+        t = compare(fns, threads=threads, rounds=p.rounds, min_run_time=p.min_run_time)
+    prm = {**base, **state.stop().as_params()}
+    if "reason" in exported:
+        prm["xnor_openvino_unavailable"] = exported["reason"]
+    for variant, tm in t.items():
+        own = exported if variant == V.XNOR_OPENVINO else baselines.row_params(
+            engines, variant)
+        yield Row("inference_latency_ms", tm.median_ms, "ms", variant=variant,
+                  params={**prm, **tm.spread(), **own}, **tag)
+    fast = V.XNOR_PACKED if packed is not None else V.XNOR
+    yield Row("inference_speedup", t[V.FLOAT].median_s / t[fast].median_s, "x",
+              variant=fast, params=prm, **tag)
+    if engines:
+        yield from fastest_rows("inference_", t, fast, engines, prm, tag)
+    if p.profile and packed is not None:
+        yield from _breakdown_rows(partial(packed, x), prm, tag)
+
+
+def _layer_rows(fmod: nn.Module, pmod: nn.Module, xin: torch.Tensor, p: TimingParams,
+                base: dict[str, Any], tag: dict[str, Any]) -> Iterator[Row]:
+    """One binary layer at batch 1, float vs packed (and the float engines), with its
+    shares of the core's peaks measured between the rounds."""
+    threads = p.threads
+    engines = build_engines(fmod, xin, p.float_engines, threads)
+    fns: dict[str, Callable[[], object]] = {V.FLOAT: partial(fmod, xin),
+                                            V.XNOR_PACKED: partial(pmod, xin)}
+    fns.update(timed_engines(engines))
+    probe, state = PeakProbe(default_build()), StateProbe()
+    with torch.no_grad():
+        t = compare(fns, threads=threads, rounds=p.rounds, min_run_time=p.min_run_time / 2,
+                    between=probe)
+    prm = {**base, "layer_input": list(xin.shape), **state.stop().as_params()}
+    for variant, tm in t.items():
+        yield Row("layer_latency_ms", tm.median_ms, "ms", variant=variant,
+                  params={**prm, **tm.spread(), **baselines.row_params(engines, variant)},
+                  **tag)
+    macs = _layer_macs(pmod, xin)
+    ceil = probe.ceilings()
+    cprm = {**prm, **ceil.as_params(), **probe.spread(), "macs": macs,
+            "peaks_scaled_by_threads": threads, "note": "the whole unit (BN, sign or ReLU, "
+            "conv) against the conv's peak"}
+    for metric, rate, peak, variant in (
+            ("layer_binary_pct_of_peak", macs / t[V.XNOR_PACKED].median_s, ceil.binary_macs,
+             V.XNOR_PACKED),
+            ("layer_float_pct_of_peak", 2 * macs / t[V.FLOAT].median_s, ceil.fp32_flops,
+             V.FLOAT)):
+        pct, disturbed = share(rate, peak * threads)
+        yield Row(metric, pct, "%", variant=variant, params={**cprm, "disturbed": disturbed},
+                  **tag)
+    yield Row("layer_speedup", t[V.FLOAT].median_s / t[V.XNOR_PACKED].median_s, "x",
+              variant=V.XNOR_PACKED, params=prm, **tag)
+    yield from fastest_rows("layer_", t, V.XNOR_PACKED, engines, prm, tag)
 
 
 def _train_step_rows(name: str, p: TimingParams, prm: dict[str, Any],

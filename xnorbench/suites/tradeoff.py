@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -196,45 +196,39 @@ def run_tradeoff(ctx: SuiteContext, p: TradeoffParams) -> Iterator[Row]:
     base: dict[str, Any] = {"of_run": t.run_id, "threads": p.threads, "kernel_isa":
                             kernel_isa(), "test_images": len(labels),
                             "trained_final_accuracy": t.trained_accuracy}
-    source = f"the run's first {calib_x.shape[0]} training images"
+    nets = _Deployed(fmodel, xmodel, tests, labels, calib,
+                     f"the run's first {calib_x.shape[0]} training images")
     with tempfile.TemporaryDirectory() as folder:  # the files whose sizes are stored
-        yield from _measure(ctx, p, t, Path(folder), fmodel, xmodel, tests, labels, calib,
-                            source, tag, base)
+        yield from _measure(ctx, p, t, Path(folder), nets, {"tag": tag, "base": base})
 
 
-def _measure(ctx: SuiteContext, p: TradeoffParams, t: Trained, folder: Path,
-             fmodel: nn.Module, xmodel: nn.Module, tests: list[Tensor], labels: Tensor,
-             calib: list[Tensor], source: str, tag: dict[str, Any], base: dict[str, Any]
-             ) -> Iterator[Row]:
-    """Accuracy, size and latency of every deployment (files written to ``folder``)."""
-    packed = pack_model(xmodel)
+class _Deployed(NamedTuple):
+    """What the trade-off scores: the trained float and XNOR networks, the test batches
+    and labels, and the calibration batches of the int8 baselines (``source``: which)."""
+
+    fmodel: nn.Module
+    xmodel: nn.Module
+    tests: list[Tensor]
+    labels: Tensor
+    calib: list[Tensor]
+    source: str
+
+
+def _measure(ctx: SuiteContext, p: TradeoffParams, t: Trained, folder: Path, nets: _Deployed,
+             row: dict[str, dict[str, Any]]) -> Iterator[Row]:
+    """Accuracy, size and latency of every deployment (files written to ``folder``);
+    ``row``: the rows' columns (``tag``) and common params (``base``)."""
+    tag, base = row["tag"], row["base"]
+    packed = pack_model(nets.xmodel)
     exported = folder / "model.xml"
-
-    # accuracy: every deployment on the whole test set
-    engines = baselines.build(fmodel, tests[0], p.float_engines, p.threads, calib, source)
-    xnor_runs = _xnor_runs(xmodel, packed, tests[0], p.threads, exported)
-    for name, e in engines.items():
-        prm = {**base, "engine": name, **e.info}
-        if e.predict is None:
-            yield Row("tradeoff_unavailable", 1.0, "", variant=baselines.key(name),
-                      params={**prm, "reason": e.reason}, **tag)
-            continue
-        with torch.no_grad():
-            acc = _accuracy(e.predict, tests, labels)
-        yield Row("tradeoff_test_accuracy", acc, "%", variant=baselines.key(name),
-                  params=prm, **tag)
-    for variant, (predict, info) in xnor_runs.items():
-        prm = {**base, **info}
-        if predict is None:
-            yield Row("tradeoff_unavailable", 1.0, "", variant=variant, params=prm, **tag)
-            continue
-        with torch.no_grad():
-            acc = _accuracy(predict, tests, labels)
-        yield Row("tradeoff_test_accuracy", acc, "%", variant=variant, params=prm, **tag)
+    engines = baselines.build(nets.fmodel, nets.tests[0], p.float_engines, p.threads,
+                              nets.calib, nets.source)
+    xnor_runs = _xnor_runs(nets.xmodel, packed, nets.tests[0], p.threads, exported)
+    yield from _accuracy_rows(engines, xnor_runs, nets, tag, base)
 
     # size of what each deploys
     xml = exported if exported.is_file() else None
-    for variant, (size, what) in _sizes(fmodel, t.packed, xml).items():
+    for variant, (size, what) in _sizes(nets.fmodel, t.packed, xml).items():
         if size is not None:
             yield Row("tradeoff_weights_bytes", float(size), "bytes", variant=str(variant),
                       params={**base, "what": what}, **tag)
@@ -245,11 +239,13 @@ def _measure(ctx: SuiteContext, p: TradeoffParams, t: Trained, folder: Path,
                   params={**base, "what": "the int8 QDQ ONNX file"}, **tag)
 
     # latency at each batch size, every deployment interleaved
+    first = nets.tests[0]
     for batch in ctx.progress.track(p.batches, "batch sizes"):
-        x = torch.cat([tests[0]] * (batch // tests[0].shape[0] + 1))[:batch].contiguous()
-        engines = baselines.build(fmodel, x, p.float_engines, p.threads, calib, source)
+        x = torch.cat([first] * (batch // first.shape[0] + 1))[:batch].contiguous()
+        engines = baselines.build(nets.fmodel, x, p.float_engines, p.threads, nets.calib,
+                                  nets.source)
         fns: dict[str, Callable[[], object]] = dict(baselines.timed(engines))
-        for variant, (predict, _info) in _xnor_runs(xmodel, packed, x, p.threads,
+        for variant, (predict, _info) in _xnor_runs(nets.xmodel, packed, x, p.threads,
                                                     None).items():
             if predict is not None:
                 fns[variant] = partial(predict, x)
@@ -262,6 +258,29 @@ def _measure(ctx: SuiteContext, p: TradeoffParams, t: Trained, folder: Path,
             own = baselines.row_params(engines, key) or _XNOR_INFO.get(key, {})
             yield Row("tradeoff_latency_ms", tm.median_ms, "ms", variant=key,
                       params={**prm, **tm.spread(), **own}, **tag)
+
+
+def _accuracy_rows(engines: dict[str, Any], xnor_runs: dict[str, Any], nets: _Deployed,
+                   tag: dict[str, Any], base: dict[str, Any]) -> Iterator[Row]:
+    """Every deployment's accuracy on the whole test set (or why it did not run)."""
+    for name, e in engines.items():
+        prm = {**base, "engine": name, **e.info}
+        if e.predict is None:
+            yield Row("tradeoff_unavailable", 1.0, "", variant=baselines.key(name),
+                      params={**prm, "reason": e.reason}, **tag)
+            continue
+        with torch.no_grad():
+            acc = _accuracy(e.predict, nets.tests, nets.labels)
+        yield Row("tradeoff_test_accuracy", acc, "%", variant=baselines.key(name),
+                  params=prm, **tag)
+    for variant, (predict, info) in xnor_runs.items():
+        prm = {**base, **info}
+        if predict is None:
+            yield Row("tradeoff_unavailable", 1.0, "", variant=variant, params=prm, **tag)
+            continue
+        with torch.no_grad():
+            acc = _accuracy(predict, nets.tests, nets.labels)
+        yield Row("tradeoff_test_accuracy", acc, "%", variant=variant, params=prm, **tag)
 
 
 _XNOR_INFO: dict[str, dict[str, Any]] = {

@@ -16,8 +16,9 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,16 +31,16 @@ from ..db import Row
 from ..distributed import World, all_sum, gather_to_main, world
 from ..errors import InputError, XnorbenchError
 from ..progress import Progress
-from ..variants import Variant
 from ..xnor import BinOp, models
-from ..xnor.step import XNORStep, autocast, clamp_bn_scales, step_for, train_step
+from ..xnor.step import XNORStep, autocast, clamp_bn_scales, train_step
 from .checkpoints import load_checkpoint, save_checkpoint
-from .loaders import make_loaders
-from .optim import make_optimizer, make_scheduler
+from .optim import make_scheduler
 from .packed_eval import float_weights_row, packed_rows
 from .recipes import Recipe
+from .setup import TrainingJob, TrainingSetup, build_setup, make_xnor_step, setup_of
 
-__all__ = ["NonFiniteLoss", "evaluate", "measure_step_seconds", "train"]
+__all__ = ["NonFiniteLoss", "TrainingJob", "evaluate", "measure_step_seconds", "restore",
+           "train"]
 
 
 class NonFiniteLoss(XnorbenchError, FloatingPointError):
@@ -49,25 +50,8 @@ class NonFiniteLoss(XnorbenchError, FloatingPointError):
     exit_code = 2
 
 
-def build_model(model_name: str, variant: str, bundle: DataBundle, grad_rule: str) -> nn.Module:
-    return models.build(model_name, binary=(variant == "xnor"), in_channels=bundle.in_channels,
-                        num_classes=bundle.num_classes, grad_rule=grad_rule,
-                        input_size=bundle.image_size)
-
-
-def make_xnor_step(model: nn.Module, variant: str, recipe: Recipe) -> XNORStep | None:
-    """The recipe's XNOR training path for ``model`` (None for float)."""
-    if variant != "xnor":
-        return None
-    path = {"fused": Variant.XNOR_FUSED, "binop": Variant.XNOR_BINOP}.get(recipe.xnor_path)
-    if path is None:
-        raise ValueError(f"unknown XNOR training path {recipe.xnor_path!r}; choose fused or "
-                         "binop")
-    return step_for(model, path, recipe.grad_rule)
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: XNORStep | None = None,
+def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, step: XNORStep | None = None,
              predictions: list[torch.Tensor] | None = None, top5: list[float] | None = None
              ) -> tuple[float, float]:
     """(accuracy %, mean loss) on ``loader``, over every process's share; XNOR weights
@@ -78,14 +62,12 @@ def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: XNORStep 
     on the others). ``top5``, if given, receives the top-5 accuracy %.
     """
     model.eval()
-    if bin_op is not None:
-        bin_op.binarization()
     correct: float = 0
     correct5: float = 0
     total: float = 0
     loss_sum = 0.0
     local: list[torch.Tensor] = []
-    try:
+    with step.evaluating() if step is not None else nullcontext():
         for x, y in loader:
             with autocast(loader.device, amp):
                 out = model(x)
@@ -98,9 +80,6 @@ def evaluate(model: nn.Module, loader: BatchLoader, amp: bool, bin_op: XNORStep 
             total += int(y.numel())
             if predictions is not None:
                 local.append(pred.cpu())
-    finally:
-        if bin_op is not None:
-            bin_op.restore()
     correct, correct5, total, loss_sum = all_sum(correct, correct5, total, loss_sum,
                                                  device=loader.device)
     if predictions is not None:
@@ -143,63 +122,96 @@ def distribute(net: nn.Module, recipe: Recipe, device: str, w: World) -> nn.Modu
     return nn.parallel.DistributedDataParallel(net, device_ids=ids)
 
 
-def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
-          device: str = "cpu", progress: Progress | None = None,
-          checkpoint: Path | None = None, resume: bool = False,
-          extra: dict[str, Any] | None = None, label: str | None = None,
-          on_resume: Callable[[int], None] | None = None, recipe_key: str | None = None,
-          packed_path: Path | None = None, binding: dict[str, Any] | None = None
-          ) -> Iterator[Row]:
-    """Train one variant under one seed; yield rows per epoch and final summary rows.
+@dataclass
+class _Progress:
+    """Where a training stands: the epoch it starts at, the best and the last test
+    accuracy, the last evaluation's predicted classes (what the packed network is
+    compared with), the last top-5 accuracy (ImageNet-sized networks)."""
 
-    ``variant`` (float/xnor) picks the model; ``label`` (default: the variant) is what
-    the rows' variant column says, e.g. ``xnor-paper`` in the gradient-rule comparison.
-    Every row carries ``recipe_key`` and ``recipe.seed``. An epoch's rows are yielded
-    before its checkpoint is written, so on ``resume`` the rows up to the checkpoint's
-    epoch are complete; ``on_resume(epoch)`` is called so the caller can drop any rows
-    of later, unfinished epochs before they are recomputed. With ``packed_path`` an XNOR
-    model is packed there after training and evaluated through the C++ kernel.
-    ``best_test_accuracy`` is the last row, so a resume can tell a finished training.
-    Checkpoints carry ``binding`` (database and run) plus the recipe key, the variant
-    label and the seed; a resume refuses one that does not match (:func:`load_checkpoint`).
-    """
+    start_epoch: int = 0
+    best: float = 0.0
+    test_acc: float = 0.0
+    predicted: list[torch.Tensor] = field(default_factory=list)
+    top5: list[float] | None = None
+
+
+def restore(job: TrainingJob) -> dict[str, Any] | None:
+    """The state of ``job``'s checkpoint, if one was written (``CheckpointError`` if it
+    belongs to another run or training): what a resumed training continues from."""
+    if job.checkpoint is None or not job.checkpoint.is_file():
+        return None
+    return load_checkpoint(job.checkpoint, job.device, job.bound)
+
+
+def train(job: TrainingJob, progress: Progress | None = None,
+          state: dict[str, Any] | None = None) -> Iterator[Row]:
+    """Train ``job``; yield rows per epoch and final summary rows.
+
+    ``state``: a checkpoint's state (:func:`restore`) to continue from, at the epoch after
+    it; whether to continue is the caller's decision (a resumed run's), and so is what
+    happens to rows of epochs after the checkpoint. An epoch's rows are yielded before its
+    checkpoint is written, so the rows up to a checkpoint's epoch are complete. With
+    ``job.packed_path`` an XNOR network is packed there after training and evaluated
+    through the C++ kernel. ``best_test_accuracy`` is the last row, so a resume can tell
+    a finished training."""
     progress = progress or Progress(enabled=False)
     w = world()
-    torch.manual_seed(recipe.seed)
-    model = build_model(model_name, variant, bundle, recipe.grad_rule).to(device)
-    if recipe.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, recipe)
-    train_loader, test_loader = make_loaders(bundle, recipe, device, w)
-    if train_loader.shard_size() < 2:
-        raise InputError(f"{len(bundle.train)} training image(s) give each of {w.size} "
-                         f"process(es) {train_loader.shard_size()}: BatchNorm needs at least "
-                         "2 images per batch; train on more images (--limit-train)")
-    sched = make_scheduler(opt, recipe, len(train_loader))
-    bin_op = make_xnor_step(model, variant, recipe)
-    start_epoch = 0
-    best = test_acc = 0.0
-    simulated: list[torch.Tensor] = []  # the last evaluation's predicted classes
-    bound = {**(binding or {}), "recipe_key": recipe_key, "variant": label or variant,
-             "seed": recipe.seed}
-    if resume and checkpoint is not None and checkpoint.is_file():
-        state = load_checkpoint(checkpoint, device, bound)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        train_loader.load_state(state["loader"])
-        start_epoch, best = state["epoch"], state["best"]
-        if isinstance(bin_op, BinOp):
-            bin_op.save_params()
-    if resume and on_resume is not None:
-        on_resume(start_epoch)
-    warm_up(model, bundle, variant, recipe, device)  # builds stay out of epoch 1's time
-    trained = distribute(model, recipe, device, w)  # what the steps run (DDP or the net)
-    base: dict[str, Any] = {"dataset": bundle.name, "model": model_name,
-                            "variant": label or variant, "seed": recipe.seed,
-                            "recipe_key": recipe_key}
-    if device.startswith("cuda"):
+    setup = setup_of(job, w)
+    if setup.train_loader.shard_size() < 2:
+        raise InputError(f"{len(job.bundle.train)} training image(s) give each of {w.size} "
+                         f"process(es) {setup.train_loader.shard_size()}: BatchNorm needs at "
+                         "least 2 images per batch; train on more images (--limit-train)")
+    sched = make_scheduler(setup.optimizer, job.recipe, len(setup.train_loader))
+    at = _Progress(top5=[] if job.model_name in models.IMAGENET_MODELS else None)
+    if state is not None:
+        _continue_from(state, setup, sched, at)
+    warm_up(setup.model, job.bundle, job.variant, job.recipe, job.device)  # builds stay
+    trained = distribute(setup.model, job.recipe, job.device, w)  # out of epoch 1's time
+    if job.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    base = _row_fields(job)
+    params = _row_params(job, setup, w)
+    recipe = job.recipe
+    for epoch in progress.track(range(at.start_epoch, recipe.epochs),
+                                f"{job.name} seed {recipe.seed} epochs",
+                                total=recipe.epochs - at.start_epoch):
+        yield from _epoch(job, setup, trained, sched, epoch, at, progress,
+                          {"params": params, "epoch": epoch + 1, **base})
+        if job.checkpoint is not None and w.main:  # rank 0 writes; every rank resumes from it
+            save_checkpoint(job.checkpoint, {
+                "model": setup.model.state_dict(), "optimizer": setup.optimizer.state_dict(),
+                "scheduler": sched.state_dict(), "loader": setup.train_loader.state(),
+                "epoch": epoch + 1, "best": at.best, "binding": job.bound})
+    if at.start_epoch >= recipe.epochs:  # resumed after the last epoch: evaluate once more
+        at.predicted = []
+        at.test_acc, _ = evaluate(setup.model, setup.test_loader, recipe.amp, setup.step,
+                                  predictions=at.predicted, top5=at.top5)
+    yield from _summary_rows(job, setup.model, at, progress,
+                             {"epoch": recipe.epochs, "params": params, **base})
+
+
+def _continue_from(state: dict[str, Any], setup: TrainingSetup, sched: Any,
+                   at: _Progress) -> None:
+    """Load a checkpoint's network, optimizer, schedule and loader position."""
+    setup.model.load_state_dict(state["model"])
+    setup.optimizer.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    setup.train_loader.load_state(state["loader"])
+    at.start_epoch, at.best = state["epoch"], state["best"]
+    if isinstance(setup.step, BinOp):
+        setup.step.save_params()
+
+
+def _row_fields(job: TrainingJob) -> dict[str, Any]:
+    """The columns every row of the training carries."""
+    return {"dataset": job.bundle.name, "model": job.model_name, "variant": job.name,
+            "seed": job.recipe.seed, "recipe_key": job.recipe_key}
+
+
+def _row_params(job: TrainingJob, setup: TrainingSetup, w: World) -> dict[str, Any]:
+    """The params every row of the training carries: the resolved recipe, the
+    augmentation actually applied, the data sizes and whether they are a subset."""
+    bundle, recipe = job.bundle, job.recipe
     full = (bundle.provenance.get("train_full", len(bundle.train)),
             bundle.provenance.get("test_full", len(bundle.test)))
     augment = recipe.augmentation(bundle.name)
@@ -208,77 +220,77 @@ def train(bundle: DataBundle, model_name: str, variant: str, recipe: Recipe, *,
     params = {**recipe.as_params(), "augment": augment,
               "train_size": len(bundle.train), "test_size": len(bundle.test),
               "subset": (len(bundle.train), len(bundle.test)) != full,
-              "device": device, **(extra or {})}
-    if train_loader.merged:  # said in every row of the training, so no table hides it
+              "device": job.device, **job.extra}
+    if setup.train_loader.merged:  # said in every row of the training, so no table hides it
         params["last_batch"] = "1 image merged into the previous batch (BatchNorm)"
     if w.active:
         params.update(w.describe())
-    name = f"{label or variant} seed {recipe.seed}"
-    top5: list[float] | None = [] if model_name in models.IMAGENET_MODELS else None
-    for epoch in progress.track(range(start_epoch, recipe.epochs), f"{name} epochs",
-                                total=recipe.epochs - start_epoch):
-        model.train()
-        _sync(device)
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        for x, y in progress.track(train_loader, f"epoch {epoch + 1}/{recipe.epochs}"):
-            out, loss = train_step(trained, x, y, opt, bin_op, recipe.amp,
-                                   recipe.bn_gamma_min, recipe.label_smoothing)
-            sched.step()
-            loss_sum += loss.detach() * y.numel()
-            correct += (out.argmax(1) == y).sum()
-        _sync(device)
-        seconds = time.perf_counter() - t0
-        # every process's share (a padded epoch counts its repeats, as DDP trains them)
-        loss_total, correct_total, images = all_sum(loss_sum, correct,
-                                                    train_loader.shard_size(), device=device)
-        train_loss = loss_total / images
-        if not math.isfinite(train_loss):
-            raise NonFiniteLoss(f"non-finite training loss ({train_loss}) in epoch {epoch + 1}"
-                                f" of {name} {model_name}; lower --lr")
-        clamp_bn_scales(model, recipe.bn_gamma_min)
-        simulated = []
-        test_acc, test_loss = evaluate(model, test_loader, recipe.amp, bin_op,
-                                       predictions=simulated, top5=top5)
-        best = max(best, test_acc)
-        ep = epoch + 1
-        progress.log(f"{name} {model_name} epoch {ep}: loss {train_loss:.4f}, "
-                     f"test {test_acc:.2f}% ({seconds:.1f}s)")
-        yield from (
-            Row("train_loss", train_loss, "", epoch=ep, params=params, **base),
-            Row("train_accuracy", 100.0 * correct_total / images, "%", epoch=ep,
-                params=params, **base),
-            Row("test_loss", test_loss, "", epoch=ep, params=params, **base),
-            Row("test_accuracy", test_acc, "%", epoch=ep, params=params, **base),
-            Row("epoch_seconds", seconds, "s", epoch=ep, params=params, **base),
-            Row("train_images_per_second", len(bundle.train) / seconds, "img/s", epoch=ep,
-                params=params, **base),
-        )
-        if top5:
-            yield Row("test_top5_accuracy", top5[-1], "%", epoch=ep, params=params, **base)
-        if checkpoint is not None and w.main:  # rank 0 writes; every rank resumes from it
-            save_checkpoint(checkpoint, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "loader": train_loader.state(),
-                "epoch": ep, "best": best, "binding": bound})
-    if start_epoch >= recipe.epochs:  # resumed after the last epoch: evaluate once more
-        simulated = []
-        test_acc, _ = evaluate(model, test_loader, recipe.amp, bin_op, predictions=simulated,
-                               top5=top5)
-    end: dict[str, Any] = {"epoch": recipe.epochs, "params": params, **base}
-    yield Row("final_test_accuracy", test_acc, "%", **end)
-    if top5:
-        yield Row("final_test_top5_accuracy", top5[-1], "%", **end)
-    if device.startswith("cuda"):
+    return params
+
+
+def _epoch(job: TrainingJob, setup: TrainingSetup, trained: nn.Module, sched: Any,
+           epoch: int, at: _Progress, progress: Progress, row: dict[str, Any]
+           ) -> Iterator[Row]:
+    """Train one epoch, evaluate, and yield its rows (``row``: their common fields)."""
+    recipe, device, loader = job.recipe, job.device, setup.train_loader
+    setup.model.train()
+    _sync(device)
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for x, y in progress.track(loader, f"epoch {epoch + 1}/{recipe.epochs}"):
+        out, loss = train_step(trained, x, y, setup.optimizer, setup.step, recipe.amp,
+                               recipe.bn_gamma_min, recipe.label_smoothing)
+        sched.step()
+        loss_sum += loss.detach() * y.numel()
+        correct += (out.argmax(1) == y).sum()
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    # every process's share (a padded epoch counts its repeats, as DDP trains them)
+    loss_total, correct_total, images = all_sum(loss_sum, correct, loader.shard_size(),
+                                                device=device)
+    train_loss = loss_total / images
+    name = f"{job.name} seed {recipe.seed} {job.model_name}"
+    if not math.isfinite(train_loss):
+        raise NonFiniteLoss(f"non-finite training loss ({train_loss}) in epoch {epoch + 1}"
+                            f" of {name}; lower --lr")
+    clamp_bn_scales(setup.model, recipe.bn_gamma_min)
+    at.predicted = []
+    at.test_acc, test_loss = evaluate(setup.model, setup.test_loader, recipe.amp, setup.step,
+                                      predictions=at.predicted, top5=at.top5)
+    at.best = max(at.best, at.test_acc)
+    progress.log(f"{name} epoch {epoch + 1}: loss {train_loss:.4f}, "
+                 f"test {at.test_acc:.2f}% ({seconds:.1f}s)")
+    yield from (
+        Row("train_loss", train_loss, "", **row),
+        Row("train_accuracy", 100.0 * correct_total / images, "%", **row),
+        Row("test_loss", test_loss, "", **row),
+        Row("test_accuracy", at.test_acc, "%", **row),
+        Row("epoch_seconds", seconds, "s", **row),
+        Row("train_images_per_second", len(job.bundle.train) / seconds, "img/s", **row),
+    )
+    if at.top5:
+        yield Row("test_top5_accuracy", at.top5[-1], "%", **row)
+
+
+def _summary_rows(job: TrainingJob, model: nn.Module, at: _Progress, progress: Progress,
+                  end: dict[str, Any]) -> Iterator[Row]:
+    """The rows a training yields once, after its last epoch (``best_test_accuracy``
+    last): final accuracy, peak CUDA memory, and the packed network's rows."""
+    main = world().main
+    yield Row("final_test_accuracy", at.test_acc, "%", **end)
+    if at.top5:
+        yield Row("final_test_top5_accuracy", at.top5[-1], "%", **end)
+    if job.device.startswith("cuda"):
         yield Row("train_cuda_max_allocated_mib", torch.cuda.max_memory_allocated() / 2**20,
                   "MiB", **end)
-    if variant == "xnor" and packed_path is not None and w.main:
-        yield from packed_rows(model, model_name, bundle, torch.cat(simulated), packed_path,
-                               progress=progress, row=end)
-    if variant == "float" and packed_path is not None and w.main:
-        yield from float_weights_row(model, bundle, packed_path.with_suffix(".weights"), end)
-    yield Row("best_test_accuracy", best, "%", **end)
+    if job.variant == "xnor" and job.packed_path is not None and main:
+        yield from packed_rows(model, job.model_name, job.bundle, torch.cat(at.predicted),
+                               job.packed_path, progress=progress, row=end)
+    if job.variant == "float" and job.packed_path is not None and main:
+        yield from float_weights_row(model, job.bundle, job.packed_path.with_suffix(".weights"),
+                                     end)
+    yield Row("best_test_accuracy", at.best, "%", **end)
 
 
 def warm_up(model: nn.Module, bundle: DataBundle, variant: str, recipe: Recipe,
@@ -292,7 +304,7 @@ def warm_up(model: nn.Module, bundle: DataBundle, variant: str, recipe: Recipe,
     untouched, so a run is the same with or without it."""
     probe = copy.deepcopy(model).train()
     opt = torch.optim.SGD(probe.parameters(), lr=0.0)
-    step = make_xnor_step(probe, variant, recipe)
+    xnor_step = make_xnor_step(probe, variant, recipe)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, bundle.in_channels, *bundle.image_size, generator=gen).to(device)
     if recipe.channels_last:
@@ -300,7 +312,7 @@ def warm_up(model: nn.Module, bundle: DataBundle, variant: str, recipe: Recipe,
     y = torch.zeros(2, dtype=torch.long, device=device)
     cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
     with torch.random.fork_rng(devices=cuda):  # dropout's draws leave no trace
-        train_step(probe, x, y, opt, step, recipe.amp, None, recipe.label_smoothing)
+        train_step(probe, x, y, opt, xnor_step, recipe.amp, None, recipe.label_smoothing)
         probe.eval()
         with torch.no_grad(), autocast(device, recipe.amp):
             probe(x)
@@ -311,17 +323,12 @@ def measure_step_seconds(bundle: DataBundle, model_name: str, variant: str, reci
                          device: str = "cpu", steps: int = 20, warmup: int = 5) -> float:
     """Seconds per training step of this recipe on this device (to size a time-boxed run).
 
-    Runs the real step (BinOp for XNOR, autocast, channels_last as the recipe says) on
-    throw-away weights; the caller decides epochs from it and records them.
+    Runs the real step (the recipe's XNOR path, autocast, channels_last as the recipe
+    says) on throw-away weights; the caller decides epochs from it and records them.
     """
-    torch.manual_seed(recipe.seed)
-    model = build_model(model_name, variant, bundle, recipe.grad_rule).to(device).train()
-    if recipe.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, recipe)
-    loader, _ = make_loaders(bundle, recipe, device)
-    bin_op = make_xnor_step(model, variant, recipe)
-    it = iter(loader)
+    setup = build_setup(bundle, model_name, variant, recipe, device)
+    setup.model.train()
+    it = iter(setup.train_loader)
     t0 = 0.0
     for i in range(warmup + steps):
         if i == warmup:
@@ -330,9 +337,9 @@ def measure_step_seconds(bundle: DataBundle, model_name: str, variant: str, reci
         try:
             x, y = next(it)
         except StopIteration:
-            it = iter(loader)
+            it = iter(setup.train_loader)
             x, y = next(it)
-        train_step(model, x, y, opt, bin_op, recipe.amp, recipe.bn_gamma_min,
-                   recipe.label_smoothing)
+        train_step(setup.model, x, y, setup.optimizer, setup.step, recipe.amp,
+                   recipe.bn_gamma_min, recipe.label_smoothing)
     _sync(device)
     return (time.perf_counter() - t0) / steps

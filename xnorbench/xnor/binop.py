@@ -14,10 +14,15 @@ Between ``binarizeConvParams`` and ``restore`` the layers hold ``alpha * sign(W)
 marked ``weight_is_binarized`` (they use the weight as it is); outside that window they
 hold the latent weights and binarize them themselves, so a model a BinOp has managed is
 always a complete XNOR model: evaluating it, packing it or saving it gives the same
-binary network whichever state it is in.
+binary network whichever state it is in. A training loop calls it through
+:class:`~.step.XNORStep` (``before_forward``, ``after_backward``, ``evaluating``), the
+port's calls in that order.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -90,6 +95,26 @@ class BinOp:
         for p in self.target_modules:
             if p.grad is not None:
                 bitops.weight_grad_(p.grad, p.data, self.grad_rule)
+
+    def before_forward(self) -> None:
+        """:class:`~.step.XNORStep`: the port's ``binarization``."""
+        self.binarization()
+
+    def after_backward(self) -> None:
+        """:class:`~.step.XNORStep`: the port's ``restore``, then
+        ``updateBinaryGradWeight``."""
+        self.restore()
+        self.updateBinaryGradWeight()
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """The weights binarized in place for an evaluation, the latent ones restored
+        after it."""
+        self.binarization()
+        try:
+            yield
+        finally:
+            self.restore()
 
     def release(self) -> None:
         """Stop managing the model (restores the latent weights if they are binarized)."""

@@ -244,55 +244,25 @@ def binarize(model: nn.Module, *, keep: Iterable[str] = (),
     """
     rule = check_grad_rule(grad_rule)
     _refuse_lazy(model)
-    gm = trace(copy.deepcopy(model))
-    modes = {name: m.training for name, m in model.named_modules()}
-    for name, m in gm.named_modules():  # tracing makes containers of its own
-        m.training = modes.get(name, model.training)
+    gm = _traced_copy(model)
     nodes = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(
         gm.get_submodule(str(n.target)), (nn.Conv2d, nn.Linear))]
     if not nodes:
         raise BinarizeError(f"{type(model).__name__} has no nn.Conv2d or nn.Linear layer "
                             "called in its forward: nothing to binarize")
-    calls: dict[str, int] = {}
-    for n in nodes:
-        calls[str(n.target)] = calls.get(str(n.target), 0) + 1
-    ties = _ties(gm, list(calls))
+    ties = _ties(gm, list(dict.fromkeys(str(n.target) for n in nodes)))
+    decided = _decide(gm, nodes, ties, keep, keep_types, first_and_last_float)
     wiring = Rewirer(gm)
     report = BinarizeReport()
-    seen: set[str] = set()
-    decided: dict[str, str] = {}  # layer -> why it stays float ("" : binarized)
-    for i, node in enumerate(nodes):
-        name = str(node.target)
-        layer = gm.get_submodule(name)
-        why = ""
-        if first_and_last_float and i == 0:
-            why = "the first layer (the paper keeps it float)"
-        elif first_and_last_float and i == len(nodes) - 1:
-            why = "the last layer (the paper keeps it float)"
-        elif _matches(name, keep):
-            why = "kept float by name"
-        elif keep_types and isinstance(layer, keep_types):
-            why = f"kept float by type ({type(layer).__name__})"
-        elif calls[name] > 1:
-            why = f"called {calls[name]} times in forward (weights shared between calls)"
-        else:
-            why = _float_reason(layer)
-        decided[name] = why
-    for name, others in ties.items():  # a tie holds if every holder is binarized
-        if not decided[name] and any(decided.get(o, "not a layer") for o in others):
-            decided[name] = (f"its weight is tied to {', '.join(repr(o) for o in others)}, "
-                             "which stays float (one weight cannot be both)")
     for node in nodes:
         name = str(node.target)
-        if name in seen:
+        if any(d.name == name for d in report.layers):  # the second call of a layer
             continue
-        seen.add(name)
-        layer = gm.get_submodule(name)
-        kind = type(layer).__name__
+        kind = type(gm.get_submodule(name)).__name__
         if decided[name]:
             report.layers.append(LayerDecision(name, kind, False, decided[name]))
             continue
-        gm.set_submodule(name, _xnor_copy(layer, rule))
+        gm.set_submodule(name, _xnor_copy(gm.get_submodule(name), rule))
         said = wiring.rewire(node) if rewire else ""
         tied = ties.get(name, [])
         why = "BN -> sign -> alpha * sign(W)" + (
@@ -311,6 +281,48 @@ def binarize(model: nn.Module, *, keep: Iterable[str] = (),
                           "sign() is +1 everywhere and the layer learns nothing; keep it "
                           "float or move the activation", BinarizeWarning, stacklevel=2)
     return Binarized(gm, report)
+
+
+def _traced_copy(model: nn.Module) -> BinarizedModule:
+    """A traced deep copy of ``model`` whose modules keep their train/eval modes (tracing
+    makes containers of its own)."""
+    gm = trace(copy.deepcopy(model))
+    modes = {name: m.training for name, m in model.named_modules()}
+    for name, m in gm.named_modules():
+        m.training = modes.get(name, model.training)
+    return gm
+
+
+def _decide(gm: fx.GraphModule, nodes: list[fx.Node], ties: dict[str, list[str]],
+            keep: Iterable[str], keep_types: tuple[type[nn.Module], ...],
+            first_and_last_float: bool) -> dict[str, str]:
+    """Per conv/linear layer: why it stays float, or "" if it is binarized (see
+    :func:`binarize`); a tied weight is binarized only if every holder of it is."""
+    calls: dict[str, int] = {}
+    for n in nodes:
+        calls[str(n.target)] = calls.get(str(n.target), 0) + 1
+    decided: dict[str, str] = {}
+    for i, node in enumerate(nodes):
+        name = str(node.target)
+        layer = gm.get_submodule(name)
+        if first_and_last_float and i == 0:
+            why = "the first layer (the paper keeps it float)"
+        elif first_and_last_float and i == len(nodes) - 1:
+            why = "the last layer (the paper keeps it float)"
+        elif _matches(name, keep):
+            why = "kept float by name"
+        elif keep_types and isinstance(layer, keep_types):
+            why = f"kept float by type ({type(layer).__name__})"
+        elif calls[name] > 1:
+            why = f"called {calls[name]} times in forward (weights shared between calls)"
+        else:
+            why = _float_reason(layer)
+        decided[name] = why
+    for name, others in ties.items():
+        if not decided[name] and any(decided.get(o, "not a layer") for o in others):
+            decided[name] = (f"its weight is tied to {', '.join(repr(o) for o in others)}, "
+                             "which stays float (one weight cannot be both)")
+    return decided
 
 
 class BinarizeWarning(UserWarning):

@@ -1,13 +1,13 @@
-"""``FusedXNOR``: the fast training path, called the way ``BinOp`` is called.
+"""``FusedXNOR``: the fast training path, one of the two training steps (:class:`~.step.XNORStep`).
 
 With the fused layers (:mod:`.functional`) the weights are binarized inside forward and
 their gradient rule applied inside backward, so of ``BinOp``'s per-step workflow only
 the port's preparation of the latent weights is left: center each filter over its
-input channels and clamp to [-1, 1], one operator for every layer at once. The other two
-calls exist so that a training loop can hold either object::
+input channels and clamp to [-1, 1], one operator for every layer at once
+(``before_forward``); after backward nothing is left to do::
 
     step = FusedXNOR(model) if fused else BinOp(model)
-    step.binarization(); loss.backward(); step.restore(); step.updateBinaryGradWeight()
+    step.before_forward(); loss.backward(); step.after_backward(); optimizer.step()
 
 Both paths run the same operators on the same values, so on the CPU they train
 identically (tested); on the compiled path (CUDA, bfloat16) alpha is summed inside the
@@ -16,6 +16,9 @@ every weight in, out and back.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from torch import nn
 
@@ -44,16 +47,19 @@ class FusedXNOR:
         for layer in self.target_layers:
             layer.weight_is_binarized = False
 
-    def binarization(self) -> None:
+    def before_forward(self) -> None:
         """Center and clamp the latent weights in place (the layers binarize in forward)."""
         weights = {id(m.weight): m.weight.data for m in self.target_layers}  # tied: once
         bitops.center_clamp_(list(weights.values()))
 
-    def restore(self) -> None:
-        """Nothing to restore: the latent weights never left their parameters."""
+    def after_backward(self) -> None:
+        """Backward already delivered dC/dW by each layer's rule: the step is complete."""
 
-    def updateBinaryGradWeight(self) -> None:
-        """Nothing to do: backward already delivered dC/dW by the layers' rule."""
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """The latent weights prepared as for a step; the layers binarize them in forward."""
+        self.before_forward()
+        yield
 
     def release(self) -> None:
-        """Nothing held."""
+        """Nothing held: the latent weights never left their parameters."""

@@ -15,6 +15,7 @@ differs between the two variants, and the first and last layers always stay floa
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
@@ -24,43 +25,45 @@ from . import model_spec
 from .layers import XNORConv2d, XNORLinear
 
 
-def act_conv(
-    in_ch: int,
-    out_ch: int,
-    kernel_size: int,
-    stride: int = 1,
-    padding: int = 0,
-    *,
-    binary: bool,
-    float_act: str = "relu",
-    bias: bool = False,
-    dropout: float = 0.0,
-    grad_rule: str = "corrected",
-    scale_input: bool = False,
-) -> nn.Module:
+@dataclass(frozen=True)
+class Unit:
+    """What kind of BN -> activation -> conv/linear unit a network is made of: binary
+    (BN, sign, alpha * sign(W) under ``grad_rule``; ``scale_input``: the paper's K map)
+    or float (BN, ``float_act``: relu or none); ``bias``; ``dropout`` before the layer."""
+
+    binary: bool
+    float_act: str = "relu"
+    bias: bool = False
+    dropout: float = 0.0
+    grad_rule: str = "corrected"
+    scale_input: bool = False
+
+
+def act_conv(in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0,
+             *, unit: Unit) -> nn.Module:
     """BN -> act -> conv: ``act`` is sign for XNOR, ReLU (or none) for float."""
-    if binary:
-        return XNORConv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias,
-                          scale_input=scale_input, dropout=dropout, grad_rule=grad_rule)
+    if unit.binary:
+        return XNORConv2d(in_ch, out_ch, kernel_size, stride, padding, bias=unit.bias,
+                          scale_input=unit.scale_input, dropout=unit.dropout,
+                          grad_rule=unit.grad_rule)
     layers: list[nn.Module] = [nn.BatchNorm2d(in_ch, eps=1e-4)]
-    if float_act == "relu":
+    if unit.float_act == "relu":
         layers.append(nn.ReLU(inplace=False))
-    if dropout > 0:
-        layers.append(nn.Dropout(dropout))
-    layers.append(nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias))
+    if unit.dropout > 0:
+        layers.append(nn.Dropout(unit.dropout))
+    layers.append(nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=unit.bias))
     return nn.Sequential(*layers)
 
 
-def act_linear(in_f: int, out_f: int, *, binary: bool, float_act: str = "relu",
-               dropout: float = 0.0, grad_rule: str = "corrected") -> nn.Module:
+def act_linear(in_f: int, out_f: int, *, unit: Unit) -> nn.Module:
     """BN -> act -> linear, the fully connected counterpart of :func:`act_conv`."""
-    if binary:
-        return XNORLinear(in_f, out_f, dropout=dropout, grad_rule=grad_rule)
+    if unit.binary:
+        return XNORLinear(in_f, out_f, dropout=unit.dropout, grad_rule=unit.grad_rule)
     layers: list[nn.Module] = [nn.Flatten(1), nn.BatchNorm1d(in_f, eps=1e-4)]
-    if float_act == "relu":
+    if unit.float_act == "relu":
         layers.append(nn.ReLU(inplace=False))
-    if dropout > 0:
-        layers.append(nn.Dropout(dropout))
+    if unit.dropout > 0:
+        layers.append(nn.Dropout(unit.dropout))
     layers.append(nn.Linear(in_f, out_f))
     return nn.Sequential(*layers)
 
@@ -68,13 +71,13 @@ def act_linear(in_f: int, out_f: int, *, binary: bool, float_act: str = "relu",
 class PreActBlock(nn.Module):
     """Pre-activation basic block; the downsampling shortcut is a unit of its own."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int, **unit: Any) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, unit: Unit) -> None:
         super().__init__()
-        self.unit1 = act_conv(in_planes, planes, 3, stride, 1, **unit)
-        self.unit2 = act_conv(planes, planes, 3, 1, 1, **unit)
+        self.unit1 = act_conv(in_planes, planes, 3, stride, 1, unit=unit)
+        self.unit2 = act_conv(planes, planes, 3, 1, 1, unit=unit)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
-            self.shortcut = act_conv(in_planes, planes, 1, stride, 0, **unit)
+            self.shortcut = act_conv(in_planes, planes, 1, stride, 0, unit=unit)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.unit2(self.unit1(x)) + self.shortcut(x)
@@ -87,7 +90,7 @@ class ResNet18(nn.Module):
                  grad_rule: str = "corrected", scale_input: bool = False,
                  stem: str = "cifar") -> None:
         super().__init__()
-        unit = {"binary": binary, "grad_rule": grad_rule, "scale_input": scale_input}
+        unit = Unit(binary, grad_rule=grad_rule, scale_input=scale_input)
         if stem == "imagenet":  # 7x7 stride-2 conv, BN, ReLU, 3x3 stride-2 max-pool
             self.conv1: nn.Module = nn.Sequential(
                 nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
@@ -97,8 +100,8 @@ class ResNet18(nn.Module):
         blocks: list[nn.Module] = []
         in_planes = 64
         for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            blocks.append(PreActBlock(in_planes, planes, stride, **unit))
-            blocks.append(PreActBlock(planes, planes, 1, **unit))
+            blocks.append(PreActBlock(in_planes, planes, stride, unit))
+            blocks.append(PreActBlock(planes, planes, 1, unit))
             in_planes = planes
         self.layers = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(512)
@@ -127,10 +130,8 @@ class LeNet5(nn.Module):
         self.bn_conv1 = nn.BatchNorm2d(20, eps=1e-4, affine=False)
         self.relu = nn.ReLU()
         self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = act_conv(20, 50, 5, binary=binary, float_act="none", bias=True,
-                              grad_rule=grad_rule)
-        self.ip1 = act_linear(50 * h * w, 500, binary=binary, float_act="none",
-                              grad_rule=grad_rule)
+        self.conv2 = act_conv(20, 50, 5, unit=Unit(binary, "none", True, grad_rule=grad_rule))
+        self.ip1 = act_linear(50 * h * w, 500, unit=Unit(binary, "none", grad_rule=grad_rule))
         self.ip2 = nn.Linear(500, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -148,8 +149,8 @@ class NIN(nn.Module):
         super().__init__()
 
         def unit(i: int, o: int, k: int, p: int, dropout: float = 0.0) -> list[nn.Module]:
-            return [act_conv(i, o, k, 1, p, binary=binary, float_act="none", bias=True,
-                             dropout=dropout, grad_rule=grad_rule), nn.ReLU()]
+            return [act_conv(i, o, k, 1, p, unit=Unit(binary, "none", True, dropout, grad_rule)),
+                    nn.ReLU()]
 
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 192, kernel_size=5, stride=1, padding=2),

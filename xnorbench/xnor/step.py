@@ -10,8 +10,8 @@ the layers so that training loops and the memory probes run one and the same ste
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -20,8 +20,24 @@ from ..variants import Variant
 from .binop import BinOp
 from .fused import FusedXNOR
 
-XNORStep = BinOp | FusedXNOR
-"""What a training step calls around forward/backward for an XNOR model (same API)."""
+
+class XNORStep(Protocol):
+    """What a training step calls around forward and backward for an XNOR model, on
+    either training path (``xnor_path``): :class:`FusedXNOR` (``fused``) or
+    :class:`BinOp` (``binop``)."""
+
+    def before_forward(self) -> None:
+        """Make the latent weights ready for a forward pass."""
+
+    def after_backward(self) -> None:
+        """Leave dC/dW on the latent weights (before the optimizer steps)."""
+
+    def evaluating(self) -> AbstractContextManager[None]:
+        """A context in which the model evaluates as the binary network it trains."""
+        ...
+
+    def release(self) -> None:
+        """Stop managing the model, its latent weights in place."""
 
 
 def clamp_bn_scales(model: nn.Module, minimum: float | None) -> None:
@@ -35,26 +51,25 @@ def clamp_bn_scales(model: nn.Module, minimum: float | None) -> None:
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               opt: torch.optim.Optimizer, bin_op: XNORStep | None = None, amp: bool = False,
+               opt: torch.optim.Optimizer, step: XNORStep | None = None, amp: bool = False,
                bn_gamma_min: float | None = None, label_smoothing: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step; XNOR models go through ``bin_op``. Returns (out, loss).
+    """One optimizer step; XNOR models go through ``step``. Returns (out, loss).
 
     BinOp: binarize the latent weights in place, forward/backward on the binarized
     weights, restore the latent weights, turn dC/dWt into dC/dW, then step.
     FusedXNOR: center and clamp the latent weights; the layers do the rest.
     """
     clamp_bn_scales(model, bn_gamma_min)
-    if bin_op is not None:
-        bin_op.binarization()
+    if step is not None:
+        step.before_forward()
     with autocast(x.device.type, amp):
         out = model(x)
         loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    if bin_op is not None:
-        bin_op.restore()
-        bin_op.updateBinaryGradWeight()
+    if step is not None:
+        step.after_backward()
     opt.step()
     return out, loss
 
@@ -67,7 +82,7 @@ def autocast(device: str, amp: bool) -> Any:
 
 
 def step_for(model: nn.Module, variant: str, grad_rule: str | None = None
-             ) -> XNORStep | None:
+             ) -> BinOp | FusedXNOR | None:
     """The training path a variant names for ``model`` (:mod:`xnorbench.variants`):
     ``xnor_fused`` or ``xnor_binop``; None for ``float`` (plain autograd). ``grad_rule``:
     the rule BinOp applies (the fused layers carry their own; it is checked against

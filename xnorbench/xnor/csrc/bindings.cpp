@@ -11,7 +11,7 @@
 // TORCH_LIBRARY pastes its namespace argument into identifiers, so the extension's name
 // (a macro) goes through one more macro to be expanded first.
 
-#include <torch/extension.h>
+#include <torch/python.h>
 #include <torch/library.h>
 
 #include "xnor_ops.h"

@@ -18,8 +18,7 @@
 //
 // asm volatile on the accumulators keeps the compiler from folding the loops away.
 
-#include <torch/extension.h>
-#include <torch/library.h>
+#include "tensor_api.h"
 
 #include <chrono>
 #include <cstdint>

@@ -11,9 +11,7 @@
 // AVX2 or SSE), written straight into channels-last storage, the layout the binary layers
 // read. Rows of output pixels are split between threads.
 
-#include <ATen/Parallel.h>
-#include <ATen/record_function.h>
-#include <torch/extension.h>
+#include "tensor_api.h"
 
 #include <algorithm>
 #include <cstring>
@@ -82,34 +80,34 @@ inline void block(const float* x, int64_t np, const float* wt, const float* bias
 
 }  // namespace
 
-torch::Tensor small_conv2d(torch::Tensor x, torch::Tensor wt, torch::Tensor bias, int64_t OC,
+at::Tensor small_conv2d(at::Tensor x, at::Tensor wt, at::Tensor bias, int64_t OC,
                            int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
                            int64_t pw) {
   // a profiler scope: measure/breakdown.py counts the call as float conv
   at::RecordFunction scope(at::RecordScope::FUNCTION);
   if (scope.isActive()) scope.before("xnor::float_conv");
-  TORCH_CHECK(x.dim() == 4 && x.device().is_cpu() && x.scalar_type() == torch::kFloat,
+  TORCH_CHECK(x.dim() == 4 && x.device().is_cpu() && x.scalar_type() == at::kFloat,
               "small_conv2d: input must be float32 CPU [N, C, H, W]");
   x = x.contiguous();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t OCp = (OC + OB - 1) / OB * OB;
-  TORCH_CHECK(wt.scalar_type() == torch::kFloat && wt.is_contiguous() &&
+  TORCH_CHECK(wt.scalar_type() == at::kFloat && wt.is_contiguous() &&
                   wt.numel() == KH * KW * C * OCp,
               "small_conv2d: weights must be contiguous float32 [KH][KW][C][OC padded to 64]");
-  TORCH_CHECK(bias.scalar_type() == torch::kFloat && bias.is_contiguous() &&
+  TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() &&
                   bias.numel() == OCp, "small_conv2d: bias must be float32 [OC padded to 64]");
   TORCH_CHECK(H + 2 * ph >= KH && W + 2 * pw >= KW,
               "small_conv2d: kernel larger than the padded input");
   const ConvGeometry g{C, H, W, OC, OCp, KH, KW, sh, sw, ph, pw,
                        (H + 2 * ph - KH) / sh + 1, (W + 2 * pw - KW) / sw + 1};
-  auto out = torch::empty({N, g.OH, g.OW, OC}, torch::kFloat);
+  auto out = at::empty({N, g.OH, g.OW, OC}, at::kFloat);
   const float* xp = x.data_ptr<float>();
   const float* wp = wt.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
   float* op = out.data_ptr<float>();
   // the input zero-padded and channels-last, with room for the last block's unused pixels
   const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, spare = PX * sw * C;
-  auto xpad = torch::zeros({N * Hp * Wp * C + spare}, torch::kFloat);
+  auto xpad = at::zeros({N * Hp * Wp * C + spare}, at::kFloat);
   float* xq = xpad.data_ptr<float>();
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c)
@@ -134,24 +132,24 @@ torch::Tensor small_conv2d(torch::Tensor x, torch::Tensor wt, torch::Tensor bias
 // max(0, scale * x + shift) (an eval BatchNorm and a ReLU, each optional), as [N, C].
 // torch runs BatchNorm, ReLU and the pooling as three operators with an activation
 // between each: 26 us at batch 1 for ResNet-18's 512x4x4 on a Zen 4, 15 us in one call.
-torch::Tensor pooled_head(torch::Tensor x, c10::optional<torch::Tensor> scale,
-                          c10::optional<torch::Tensor> shift, bool relu) {
+at::Tensor pooled_head(at::Tensor x, c10::optional<at::Tensor> scale,
+                          c10::optional<at::Tensor> shift, bool relu) {
   at::RecordFunction scope(at::RecordScope::FUNCTION);
   if (scope.isActive()) scope.before("xnor::float_head");
-  TORCH_CHECK(x.dim() == 4 && x.device().is_cpu() && x.scalar_type() == torch::kFloat,
+  TORCH_CHECK(x.dim() == 4 && x.device().is_cpu() && x.scalar_type() == at::kFloat,
               "pooled_head: input must be float32 CPU [N, C, H, W]");
   x = x.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   TORCH_CHECK(HW > 0, "pooled_head: an empty feature map");
   const bool affine = scale.has_value() && scale->defined();
-  torch::Tensor s, t;
+  at::Tensor s, t;
   if (affine) {
-    s = scale->to(torch::kFloat).contiguous();
-    t = shift.has_value() && shift->defined() ? shift->to(torch::kFloat).contiguous()
-                                              : torch::zeros({C});
+    s = scale->to(at::kFloat).contiguous();
+    t = shift.has_value() && shift->defined() ? shift->to(at::kFloat).contiguous()
+                                              : at::zeros({C});
     TORCH_CHECK(s.numel() == C && t.numel() == C, "pooled_head: scale/shift must be [C]");
   }
-  auto out = torch::zeros({N, C}, torch::kFloat);
+  auto out = at::zeros({N, C}, at::kFloat);
   const float* xp = x.data_ptr<float>();
   const float* sp = affine ? s.data_ptr<float>() : nullptr;
   const float* tp = affine ? t.data_ptr<float>() : nullptr;

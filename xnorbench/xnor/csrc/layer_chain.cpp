@@ -9,7 +9,7 @@
 // floats. A step writes over its residual when nothing later reads that value and it is
 // not the caller's input; a slot is released after its last reader.
 
-#include <torch/extension.h>
+#include "tensor_api.h"
 
 #include <vector>
 
@@ -17,8 +17,8 @@
 
 namespace {
 
-bool float_channels_last(const torch::Tensor& t) {
-  return t.scalar_type() == torch::kFloat && t.dim() == 4 &&
+bool float_channels_last(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat && t.dim() == 4 &&
          t.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
@@ -39,16 +39,16 @@ int64_t LayerChain::add(BinaryLayer layer, c10::optional<BinaryLayer> next, int6
   return out;
 }
 
-torch::Tensor LayerChain::run(torch::Tensor x) const {
+at::Tensor LayerChain::run(at::Tensor x) const {
   TORCH_CHECK(!steps_.empty(), "LayerChain.run: no steps");
-  std::vector<torch::Tensor> slots(steps_.size() + 1);
+  std::vector<at::Tensor> slots(steps_.size() + 1);
   slots[0] = std::move(x);
   for (size_t i = 0; i < steps_.size(); ++i) {
     const Step& s = steps_[i];
     const int64_t index = (int64_t)i;
     LayerOutput o;
     if (s.residual >= 0) {
-      const torch::Tensor& r = slots[s.residual];
+      const at::Tensor& r = slots[s.residual];
       o.residual = r;
       o.relu_residual = s.relu_residual;
       // the chain made it and nobody reads it later: write the output over it
@@ -58,7 +58,7 @@ torch::Tensor LayerChain::run(torch::Tensor x) const {
     slots[i + 1] = run_binary_layer(s.layer, slots[s.input], s.packed_in, o);
     o.residual.reset();
     for (int64_t v : {s.input, s.residual})
-      if (v > 0 && last_use_[v] == index) slots[v] = torch::Tensor();
+      if (v > 0 && last_use_[v] == index) slots[v] = at::Tensor();
   }
   return slots.back();
 }

@@ -20,7 +20,7 @@
 // Returns multiply-adds per second on the calling thread, or -1 for an unknown unit,
 // -2 where the kernel refuses AMX tiles.
 
-#include <torch/extension.h>
+#include "tensor_api.h"
 
 #include <chrono>
 #include <cstdint>

@@ -3,11 +3,10 @@
 // BatchNorm folded in as a per-channel threshold. AVX-512, AVX2 and scalar paths.
 #pragma once
 
-#include <ATen/Parallel.h>
-
 #include <vector>
 
 #include "layout.h"
+#include "tensor_api.h"
 
 namespace {
 

@@ -25,9 +25,7 @@
 // Bit order: element i of the tensor's memory order is bit (i % 8) of byte i / 8, the
 // same order as xnorbench/xnor/bitops.py's torch fallback. sign(0) = +1 as everywhere.
 
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
+#include "tensor_api.h"
 
 #include <cmath>
 #include <cstdint>
@@ -45,25 +43,25 @@ namespace xnor_train {
 
 constexpr int64_t GRAIN = 1 << 14;  // bytes of bits per parallel chunk
 
-void check_f32(const torch::Tensor& t, const char* what) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32,
+void check_f32(const at::Tensor& t, const char* what) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat,
               what, ": expected a float32 CPU tensor");
 }
 
 // Every op reads and writes memory order; a caller hands dense tensors only.
-const float* dense_f32(const torch::Tensor& t, const char* what) {
+const float* dense_f32(const at::Tensor& t, const char* what) {
   check_f32(t, what);
   TORCH_CHECK(t.is_non_overlapping_and_dense(), what, ": expected a dense tensor");
   return t.data_ptr<float>();
 }
 
 // Signs into `s` (which may be x itself), bits into two new planes.
-std::tuple<torch::Tensor, torch::Tensor> sign_bits_into(const torch::Tensor& x,
-                                                        torch::Tensor& s) {
+std::tuple<at::Tensor, at::Tensor> sign_bits_into(const at::Tensor& x,
+                                                        at::Tensor& s) {
   const float* px = dense_f32(x, "sign_bits");
   const int64_t n = x.numel(), nb = (n + 7) / 8;
-  auto neg_bits = torch::empty({nb}, x.options().dtype(torch::kUInt8));
-  auto ste_bits = torch::empty({nb}, x.options().dtype(torch::kUInt8));
+  auto neg_bits = at::empty({nb}, x.options().dtype(at::kByte));
+  auto ste_bits = at::empty({nb}, x.options().dtype(at::kByte));
   float* ps = s.data_ptr<float>();
   uint8_t* neg = neg_bits.data_ptr<uint8_t>();
   uint8_t* ste = ste_bits.data_ptr<uint8_t>();
@@ -99,19 +97,19 @@ std::tuple<torch::Tensor, torch::Tensor> sign_bits_into(const torch::Tensor& x,
   return {neg_bits, ste_bits};
 }
 
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> sign_bits(const torch::Tensor& x) {
-  auto s = torch::empty_like(x);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sign_bits(const at::Tensor& x) {
+  auto s = at::empty_like(x);
   auto [neg, ste] = sign_bits_into(x, s);
   return {s, neg, ste};
 }
 
 // x becomes sign(x): for a caller that owns x (a BatchNorm output nothing else reads).
-std::tuple<torch::Tensor, torch::Tensor> sign_bits_(torch::Tensor x) {
+std::tuple<at::Tensor, at::Tensor> sign_bits_(at::Tensor x) {
   return sign_bits_into(x, x);
 }
 
-const uint8_t* plane(const torch::Tensor& bits, int64_t n, const char* what) {
-  TORCH_CHECK(bits.scalar_type() == torch::kUInt8 && bits.is_contiguous() &&
+const uint8_t* plane(const at::Tensor& bits, int64_t n, const char* what) {
+  TORCH_CHECK(bits.scalar_type() == at::kByte && bits.is_contiguous() &&
               bits.numel() == (n + 7) / 8, what, ": expected ", (n + 7) / 8, " bytes of bits");
   return bits.data_ptr<uint8_t>();
 }
@@ -120,12 +118,12 @@ const uint8_t* plane(const torch::Tensor& bits, int64_t n, const char* what) {
 // turn +-1 into {0, +-scale}; without dropout keep is absent and scale 1.
 inline bool kept(const uint8_t* pk, int64_t i) { return !pk || ((pk[i >> 3] >> (i & 7)) & 1); }
 
-torch::Tensor signs_from_bits(const torch::Tensor& bits, int64_t n,
-                              const std::optional<torch::Tensor>& keep, double scale) {
+at::Tensor signs_from_bits(const at::Tensor& bits, int64_t n,
+                              const std::optional<at::Tensor>& keep, double scale) {
   const uint8_t* pb = plane(bits, n, "signs_from_bits");
   const uint8_t* pk = keep ? plane(*keep, n, "signs_from_bits") : nullptr;
   const float sc = static_cast<float>(scale);
-  auto s = torch::empty({n}, bits.options().dtype(torch::kFloat32));
+  auto s = at::empty({n}, bits.options().dtype(at::kFloat));
   float* ps = s.data_ptr<float>();
   at::parallel_for(0, (n + 7) / 8, GRAIN, [&](int64_t b0, int64_t b1) {
     int64_t b = b0;
@@ -146,9 +144,9 @@ torch::Tensor signs_from_bits(const torch::Tensor& bits, int64_t n,
 }
 
 // g masked into out (which may be g itself).
-void grad_through_bits_into(const torch::Tensor& g, const torch::Tensor& bits,
-                            const std::optional<torch::Tensor>& keep, double scale,
-                            torch::Tensor& out) {
+void grad_through_bits_into(const at::Tensor& g, const at::Tensor& bits,
+                            const std::optional<at::Tensor>& keep, double scale,
+                            at::Tensor& out) {
   const float* pg = dense_f32(g, "grad_through_bits");
   const int64_t n = g.numel();
   const uint8_t* pb = plane(bits, n, "grad_through_bits");
@@ -173,23 +171,23 @@ void grad_through_bits_into(const torch::Tensor& g, const torch::Tensor& bits,
   });
 }
 
-torch::Tensor grad_through_bits(const torch::Tensor& g, const torch::Tensor& bits,
-                                const std::optional<torch::Tensor>& keep, double scale) {
-  auto out = torch::empty_like(g);
+at::Tensor grad_through_bits(const at::Tensor& g, const at::Tensor& bits,
+                                const std::optional<at::Tensor>& keep, double scale) {
+  auto out = at::empty_like(g);
   grad_through_bits_into(g, bits, keep, scale, out);
   return out;
 }
 
-void grad_through_bits_(torch::Tensor g, const torch::Tensor& bits,
-                        const std::optional<torch::Tensor>& keep, double scale) {
+void grad_through_bits_(at::Tensor g, const at::Tensor& bits,
+                        const std::optional<at::Tensor>& keep, double scale) {
   grad_through_bits_into(g, bits, keep, scale, g);
 }
 
 // Bits of t != 0 (which elements dropout kept).
-torch::Tensor nonzero_bits(const torch::Tensor& t) {
+at::Tensor nonzero_bits(const at::Tensor& t) {
   const float* pt = dense_f32(t, "nonzero_bits");
   const int64_t n = t.numel(), nb = (n + 7) / 8;
-  auto bits = torch::empty({nb}, t.options().dtype(torch::kUInt8));
+  auto bits = at::empty({nb}, t.options().dtype(at::kByte));
   uint8_t* pb = bits.data_ptr<uint8_t>();
   at::parallel_for(0, nb, GRAIN, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
@@ -203,12 +201,12 @@ torch::Tensor nonzero_bits(const torch::Tensor& t) {
 }
 
 // Per filter f (dim 0, `per` elements each): alpha_f = mean |w|.
-torch::Tensor binarize_weight(const torch::Tensor& w) {
+at::Tensor binarize_weight(const at::Tensor& w) {
   TORCH_CHECK(w.dim() >= 2, "binarize_weight: expected a weight of 2 or more dims");
   auto wc = w.contiguous();
   const float* pw = dense_f32(wc, "binarize_weight");
   const int64_t nf = wc.size(0), per = wc.numel() / nf;
-  auto out = torch::empty_like(wc);
+  auto out = at::empty_like(wc);
   float* po = out.data_ptr<float>();
   at::parallel_for(0, nf, 1, [&](int64_t f0, int64_t f1) {
     for (int64_t f = f0; f < f1; ++f) {
@@ -241,8 +239,8 @@ int64_t grad_rule_code(c10::string_view name) {
 //         = g_i (1/n + alpha 1[|W_i| <= 1])                                  (paper)
 //         = corrected * (1 - 1/C_in) * n                                     (reference)
 // Writes into `out` (which may be `g` itself: each filter is read whole before written).
-void scaled_sign_grad_into(const torch::Tensor& w, const torch::Tensor& g, int64_t rule,
-                           torch::Tensor& out) {
+void scaled_sign_grad_into(const at::Tensor& w, const at::Tensor& g, int64_t rule,
+                           at::Tensor& out) {
   TORCH_CHECK(rule >= 0 && rule <= 2, "scaled_sign_grad: rule must be a GradRule code");
   const auto which = static_cast<GradRule>(rule);
   TORCH_CHECK(w.sizes() == g.sizes(), "scaled_sign_grad: weight and grad differ in shape");
@@ -283,15 +281,15 @@ void scaled_sign_grad_into(const torch::Tensor& w, const torch::Tensor& g, int64
   });
 }
 
-torch::Tensor scaled_sign_grad(const torch::Tensor& w, const torch::Tensor& g, int64_t rule) {
+at::Tensor scaled_sign_grad(const at::Tensor& w, const at::Tensor& g, int64_t rule) {
   auto wc = w.contiguous(), gc = g.contiguous();
-  auto out = torch::empty_like(wc);
+  auto out = at::empty_like(wc);
   scaled_sign_grad_into(wc, gc, rule, out);
   return out;
 }
 
 // In place: g becomes dC/dW (saves a weight-sized allocation per layer and step).
-void scaled_sign_grad_(torch::Tensor g, const torch::Tensor& w, int64_t rule) {
+void scaled_sign_grad_(at::Tensor g, const at::Tensor& w, int64_t rule) {
   scaled_sign_grad_into(w.contiguous(), g, rule, g);
 }
 
@@ -325,7 +323,7 @@ Border border_positions(int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh
 }
 
 // out[n, o, i, j] += sum over the padding taps of (i, j) of sum_c wb[o, c, kh, kw]
-void border_add_(torch::Tensor out, const torch::Tensor& wb, int64_t H, int64_t W,
+void border_add_(at::Tensor out, const at::Tensor& wb, int64_t H, int64_t W,
                  int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
   check_f32(out, "border_add_");
   auto w = wb.contiguous();
@@ -362,7 +360,7 @@ void border_add_(torch::Tensor out, const torch::Tensor& wb, int64_t H, int64_t 
 
 // gwb[o, c, kh, kw] += sum_n sum over border (i, j) whose tap (kh, kw) is on padding
 //                      of grad[n, o, i, j]   (the same for every input channel c)
-void border_grad_add_(torch::Tensor gwb, const torch::Tensor& grad, int64_t H, int64_t W,
+void border_grad_add_(at::Tensor gwb, const at::Tensor& grad, int64_t H, int64_t W,
                       int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
   check_f32(gwb, "border_grad_add_");
   check_f32(grad, "border_grad_add_");

@@ -25,9 +25,7 @@
 // in the headers: layout.h (ISA, weight layout), pack_input.h, gemm_common.h,
 // gemm_avx512.h, gemm_avx2.h, gemm_scalar.h. Python reaches it through bindings.cpp.
 
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-#include <ATen/record_function.h>
+#include "tensor_api.h"
 
 #include <algorithm>
 #include <atomic>
@@ -114,12 +112,12 @@ void binary_gemm(const ARows& R, const uint64_t* B, int64_t OCB, const Epilogue&
 
 // Pack float weights [OC][C][KH][KW] to B[ceil(OC/FB)][KH*KW*Cw][WB] (int64): 8 filters
 // per word position (AVX-512, scalar), or for AVX2 32 filters x 16 nibbles, one byte each.
-torch::Tensor pack_weight(torch::Tensor w) {
+at::Tensor pack_weight(at::Tensor w) {
   TORCH_CHECK(w.dim() == 4, "pack_weight: weight must be [OC, C, KH, KW]");
-  w = w.detach().to(torch::kCPU, torch::kFloat).contiguous();
+  w = w.detach().to(at::kCPU, at::kFloat).contiguous();
   const int64_t OC = w.size(0), C = w.size(1), KH = w.size(2), KW = w.size(3);
   const int64_t Cw = ceil_div(C, 64), K = KH * KW * Cw, OCB = ceil_div(OC, 8);
-  auto B = torch::zeros({OCB, K, 8}, torch::kLong);
+  auto B = at::zeros({OCB, K, 8}, at::kLong);
   auto* b = reinterpret_cast<uint64_t*>(B.data_ptr<int64_t>());
   const float* src = w.data_ptr<float>();
   for (int64_t o = 0; o < OC; ++o)
@@ -135,7 +133,7 @@ torch::Tensor pack_weight(torch::Tensor w) {
   // low nibbles of bytes 0-7, 8-15 the high ones: the order nibble_split uses), placed by
   // b_offset; the tensor keeps the shape [blocks][K][WB], only the byte order differs.
   const int64_t nblk = ceil_div(OC, FB), KN = 16 * K;
-  auto S = torch::zeros({nblk, K, WB}, torch::kLong);
+  auto S = at::zeros({nblk, K, WB}, at::kLong);
   auto* sp = reinterpret_cast<uint8_t*>(S.data_ptr<int64_t>());
   for (int64_t o = 0; o < OC; ++o)
     for (int64_t k = 0; k < K; ++k) {
@@ -200,15 +198,15 @@ struct TimedCall : Timed {
 
 // x as float32 with every sign kept: another floating dtype is turned into +-1 in its own
 // precision first (float64 -1e-300 would otherwise round to -0.0 and count as +1).
-torch::Tensor float_keeping_signs(const torch::Tensor& x) {
-  if (x.scalar_type() == torch::kFloat) return x;
+at::Tensor float_keeping_signs(const at::Tensor& x) {
+  if (x.scalar_type() == at::kFloat) return x;
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "xnor_conv2d: the input must be a "
               "floating-point tensor, got ", x.scalar_type());
-  return torch::where(x < 0, -1.0, 1.0).to(torch::kFloat);
+  return at::where(x.lt(0), -1.0, 1.0).to(at::kFloat);
 }
 
 // Sign-pack x (either memory format) into P (zeroed, padded layout), thresholds optional.
-void pack_into(torch::Tensor x, uint64_t* p, int64_t ph, int64_t pw, const Threshold& T) {
+void pack_into(at::Tensor x, uint64_t* p, int64_t ph, int64_t pw, const Threshold& T) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cw = ceil_div(C, 64);
   if (x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()) {
@@ -247,21 +245,21 @@ struct PackedIn {
   int64_t N, Hp, Wp, C;
 };
 
-torch::Tensor conv_on_packed(const PackedIn& in, const BinaryLayer& l,
-                             const c10::optional<torch::Tensor>& kscale,
-                             const c10::optional<torch::Tensor>& residual, bool integer,
+at::Tensor conv_on_packed(const PackedIn& in, const BinaryLayer& l,
+                             const c10::optional<at::Tensor>& kscale,
+                             const c10::optional<at::Tensor>& residual, bool integer,
                              const OutMode& mode = OutMode{}) {
   const uint64_t* p = in.p;
   const int64_t N = in.N, Hp = in.Hp, Wp = in.Wp, C = in.C;
   const int64_t OC = l.out_channels, KH = l.kh, KW = l.kw, sh = l.sh, sw = l.sw;
-  torch::Tensor wpacked = l.wpacked, alpha = l.alpha;
-  const c10::optional<torch::Tensor>& bias = l.bias;
+  at::Tensor wpacked = l.wpacked, alpha = l.alpha;
+  const c10::optional<at::Tensor>& bias = l.bias;
   const int64_t Cw = ceil_div(C, 64);
   const int64_t K = KH * KW * Cw, OCB = ceil_div(OC, FB);
   // the kernels load weight blocks with aligned instructions: any valid tensor (a view at
   // an odd offset included) is copied to an aligned one first
   if (reinterpret_cast<uintptr_t>(wpacked.data_ptr()) % 64 != 0) wpacked = wpacked.clone();
-  TORCH_CHECK(wpacked.dim() == 3 && wpacked.scalar_type() == torch::kLong &&
+  TORCH_CHECK(wpacked.dim() == 3 && wpacked.scalar_type() == at::kLong &&
                   wpacked.is_contiguous() && wpacked.size(0) == OCB &&
                   wpacked.size(1) == K && wpacked.size(2) == WB,
               "xnor_conv2d: packed weight does not match the input's channels/kernel");
@@ -282,18 +280,18 @@ torch::Tensor conv_on_packed(const PackedIn& in, const BinaryLayer& l,
   R = ARows{D.data(), KH, KW * Cw * NSPLIT, M, OH, OW, Hp, Wp, Cw * NSPLIT, sh, sw};
 #endif
 
-  alpha = alpha.to(torch::kFloat).contiguous();
-  torch::Tensor b, k, res;
+  alpha = alpha.to(at::kFloat).contiguous();
+  at::Tensor b, k, res;
   Epilogue e{};
   e.alpha = alpha.data_ptr<float>();
   e.OC = OC;
   e.nbits = C * KH * KW;
   if (bias.has_value() && bias->defined()) {
-    b = bias->to(torch::kFloat).contiguous();
+    b = bias->to(at::kFloat).contiguous();
     e.bias = b.data_ptr<float>();
   }
   if (kscale.has_value() && kscale->defined()) {
-    k = kscale->to(torch::kFloat).contiguous();
+    k = kscale->to(at::kFloat).contiguous();
     TORCH_CHECK(k.numel() == M, "xnor_conv2d: K scale must have N*OH*OW values");
     e.kscale = k.data_ptr<float>();
   }
@@ -302,14 +300,14 @@ torch::Tensor conv_on_packed(const PackedIn& in, const BinaryLayer& l,
     TORCH_CHECK(residual->dim() == 4 && residual->size(0) == N && residual->size(1) == OC &&
                     residual->size(2) == OH && residual->size(3) == OW,
                 "xnor_conv2d: the residual must have the output's shape");
-    res = residual->to(torch::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
+    res = residual->to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
     e.residual = res.data_ptr<float>();
     e.residual_relu = mode.relu_residual;
   }
-  torch::Tensor out;
+  at::Tensor out;
   if (mode.next != nullptr) {
     const int64_t cw2 = ceil_div(OC, 64);
-    out = torch::zeros({N, OH + 2 * mode.ph2, OW + 2 * mode.pw2, cw2}, torch::kLong);
+    out = at::zeros({N, OH + 2 * mode.ph2, OW + 2 * mode.pw2, cw2}, at::kLong);
     e.out_bits = reinterpret_cast<uint8_t*>(out.data_ptr<int64_t>());
     e.nth = mode.next->th;
     e.nflip = mode.next->flip;
@@ -319,8 +317,8 @@ torch::Tensor conv_on_packed(const PackedIn& in, const BinaryLayer& l,
     e.pw2 = mode.pw2;
     e.bpp = cw2 * 8;
   } else if (integer) {
-    out = torch::empty({N, OC, OH, OW},
-                       torch::TensorOptions().dtype(torch::kInt)
+    out = at::empty({N, OC, OH, OW},
+                       at::TensorOptions().dtype(at::kInt)
                            .memory_format(at::MemoryFormat::ChannelsLast));
     e.out_int = out.data_ptr<int32_t>();
   } else if (mode.inplace) {
@@ -329,8 +327,8 @@ torch::Tensor conv_on_packed(const PackedIn& in, const BinaryLayer& l,
     out = res;
     e.out = out.data_ptr<float>();
   } else {
-    out = torch::empty({N, OC, OH, OW},
-                       torch::TensorOptions().dtype(torch::kFloat)
+    out = at::empty({N, OC, OH, OW},
+                       at::TensorOptions().dtype(at::kFloat)
                            .memory_format(at::MemoryFormat::ChannelsLast));
     e.out = out.data_ptr<float>();
   }
@@ -341,12 +339,12 @@ torch::Tensor conv_on_packed(const PackedIn& in, const BinaryLayer& l,
   return out;
 }
 
-Threshold thresholds(const torch::Tensor& th, const torch::Tensor& flip, int64_t C) {
+Threshold thresholds(const at::Tensor& th, const at::Tensor& flip, int64_t C) {
   Threshold T;
   if (!th.defined()) return T;
   TORCH_CHECK(flip.defined(), "xnor_conv2d: thresholds need flips");
-  TORCH_CHECK(th.scalar_type() == torch::kFloat && th.is_contiguous() && th.numel() == C &&
-                  flip.scalar_type() == torch::kUInt8 && flip.is_contiguous() &&
+  TORCH_CHECK(th.scalar_type() == at::kFloat && th.is_contiguous() && th.numel() == C &&
+                  flip.scalar_type() == at::kByte && flip.is_contiguous() &&
                   flip.numel() == C,
               "xnor_conv2d: thresholds must be contiguous float32 [C], flips uint8 [C]");
   T.th = th.data_ptr<float>();
@@ -357,13 +355,13 @@ Threshold thresholds(const torch::Tensor& th, const torch::Tensor& flip, int64_t
 }  // namespace
 
 // Sign-pack a float NCHW input (either memory format) with spatial padding in place.
-torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw) {
+at::Tensor pack_input(at::Tensor x, int64_t ph, int64_t pw) {
   TimedCall call;
   TORCH_CHECK(x.dim() == 4, "pack_input: input must be [N, C, H, W]");
   TORCH_CHECK(x.device().is_cpu(), "pack_input: CPU tensors only");
   x = float_keeping_signs(x);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  auto P = torch::zeros({N, H + 2 * ph, W + 2 * pw, ceil_div(C, 64)}, torch::kLong);
+  auto P = at::zeros({N, H + 2 * ph, W + 2 * pw, ceil_div(C, 64)}, at::kLong);
   {
     Timed t(kprof().pack);
     pack_into(x, reinterpret_cast<uint64_t*>(P.data_ptr<int64_t>()), ph, pw, Threshold{});
@@ -373,10 +371,10 @@ torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw) {
 
 // The binary convolution of `l` on an already packed (and padded) input P[N][Hp][Wp][Cw]
 // of l.in_channels channels: XNOR-popcount GEMM, scale by alpha [* K] [+ bias].
-torch::Tensor xnor_conv2d_packed(const BinaryLayer& l, torch::Tensor P,
-                                 c10::optional<torch::Tensor> kscale, bool integer) {
+at::Tensor xnor_conv2d_packed(const BinaryLayer& l, at::Tensor P,
+                                 c10::optional<at::Tensor> kscale, bool integer) {
   TimedCall call;
-  TORCH_CHECK(P.dim() == 4 && P.scalar_type() == torch::kLong && P.is_contiguous(),
+  TORCH_CHECK(P.dim() == 4 && P.scalar_type() == at::kLong && P.is_contiguous(),
               "xnor_conv2d_packed: P must be a contiguous int64 [N, Hp, Wp, Cw] tensor");
   TORCH_CHECK(P.size(3) == ceil_div(l.in_channels, 64),
               "xnor_conv2d_packed: the layer's in_channels do not match P");
@@ -389,8 +387,8 @@ torch::Tensor xnor_conv2d_packed(const BinaryLayer& l, torch::Tensor P,
 // +1; the layer's BatchNorm thresholds are not applied), then xnor_conv2d_packed. Returns
 // float NCHW in channels_last storage, or the integer +-1 dot products (int32) when
 // `integer` is true.
-torch::Tensor xnor_conv2d(const BinaryLayer& l, torch::Tensor x,
-                          c10::optional<torch::Tensor> kscale, bool integer) {
+at::Tensor xnor_conv2d(const BinaryLayer& l, at::Tensor x,
+                          c10::optional<at::Tensor> kscale, bool integer) {
   TORCH_CHECK(x.dim() == 4, "xnor_conv2d: input must be [N, C, H, W]");
   TORCH_CHECK(x.size(2) + 2 * l.ph >= l.kh && x.size(3) + 2 * l.pw >= l.kw,
               "xnor_conv2d: kernel larger than the padded input");
@@ -406,7 +404,7 @@ torch::Tensor xnor_conv2d(const BinaryLayer& l, torch::Tensor x,
 // packed input (bits, with its padding). Packed input and its nibble-split copy live in a
 // reused workspace. `x` is a float NCHW tensor, or (`packed_in`) an already packed input
 // P[N][Hp][Wp][Cw] of the layer's in_channels.
-torch::Tensor run_binary_layer(const BinaryLayer& l, torch::Tensor x, bool packed_in,
+at::Tensor run_binary_layer(const BinaryLayer& l, at::Tensor x, bool packed_in,
                                const LayerOutput& o) {
   TimedCall call;
   OutMode mode;
@@ -420,7 +418,7 @@ torch::Tensor run_binary_layer(const BinaryLayer& l, torch::Tensor x, bool packe
     mode.pw2 = o.next->pw;
   }
   if (packed_in) {
-    TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kLong && x.is_contiguous() &&
+    TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kLong && x.is_contiguous() &&
                     x.size(3) == ceil_div(l.in_channels, 64),
                 "xnor_conv2d: a packed input must be contiguous int64 [N, Hp, Wp, Cw]");
     const PackedIn in{reinterpret_cast<const uint64_t*>(x.data_ptr<int64_t>()), x.size(0),
@@ -430,7 +428,7 @@ torch::Tensor run_binary_layer(const BinaryLayer& l, torch::Tensor x, bool packe
   TORCH_CHECK(x.dim() == 4 && x.device().is_cpu(), "xnor_conv2d: input must be CPU [N, C, H, W]");
   TORCH_CHECK(x.size(2) + 2 * l.ph >= l.kh && x.size(3) + 2 * l.pw >= l.kw,
               "xnor_conv2d: kernel larger than the padded input");
-  TORCH_CHECK(!l.thresh.defined() || x.scalar_type() == torch::kFloat,
+  TORCH_CHECK(!l.thresh.defined() || x.scalar_type() == at::kFloat,
               "xnor_conv2d: BatchNorm thresholds need a float32 input (got ", x.scalar_type(),
               "); take BN and the sign in the input's dtype first");
   x = float_keeping_signs(x);

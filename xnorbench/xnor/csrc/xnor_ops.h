@@ -2,7 +2,7 @@
 // each is defined in the file named beside its group.
 #pragma once
 
-#include <torch/extension.h>
+#include "tensor_api.h"
 
 #include <cstdint>
 #include <optional>
@@ -15,37 +15,37 @@
 // thresholds of its input (undefined: plain sign), and its geometry (what
 // PackedXNORConv2d holds).
 struct BinaryLayer {
-  torch::Tensor wpacked, alpha;
-  c10::optional<torch::Tensor> bias;
-  torch::Tensor thresh, flip;
+  at::Tensor wpacked, alpha;
+  c10::optional<at::Tensor> bias;
+  at::Tensor thresh, flip;
   int64_t in_channels = 0, out_channels = 0, kh = 0, kw = 0, sh = 1, sw = 1, ph = 0, pw = 0;
 };
 // What a fused binary layer adds and writes: floats [+ residual, or + max(residual, 0)],
 // a fresh tensor or over the residual (`inplace`), or bits: the packed input of `next`.
 struct LayerOutput {
-  c10::optional<torch::Tensor> residual;
+  c10::optional<at::Tensor> residual;
   bool relu_residual = false;
   bool inplace = false;
   const BinaryLayer* next = nullptr;
 };
-torch::Tensor pack_weight(torch::Tensor w);
-torch::Tensor pack_input(torch::Tensor x, int64_t ph, int64_t pw);
-torch::Tensor xnor_conv2d_packed(const BinaryLayer& l, torch::Tensor P,
-                                 c10::optional<torch::Tensor> kscale, bool integer);
-torch::Tensor xnor_conv2d(const BinaryLayer& l, torch::Tensor x,
-                          c10::optional<torch::Tensor> kscale, bool integer);
-torch::Tensor run_binary_layer(const BinaryLayer& l, torch::Tensor x, bool packed_in,
+at::Tensor pack_weight(at::Tensor w);
+at::Tensor pack_input(at::Tensor x, int64_t ph, int64_t pw);
+at::Tensor xnor_conv2d_packed(const BinaryLayer& l, at::Tensor P,
+                                 c10::optional<at::Tensor> kscale, bool integer);
+at::Tensor xnor_conv2d(const BinaryLayer& l, at::Tensor x,
+                          c10::optional<at::Tensor> kscale, bool integer);
+at::Tensor run_binary_layer(const BinaryLayer& l, at::Tensor x, bool packed_in,
                                const LayerOutput& o);
 std::string isa();
 int64_t threads_used();
 
 // float_layers.cpp: a direct float conv for few input channels (a network's first conv),
 // and a CNN's head (BatchNorm, ReLU, global average pooling) in one pass
-torch::Tensor small_conv2d(torch::Tensor x, torch::Tensor wt, torch::Tensor bias, int64_t OC,
+at::Tensor small_conv2d(at::Tensor x, at::Tensor wt, at::Tensor bias, int64_t OC,
                            int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
                            int64_t pw);
-torch::Tensor pooled_head(torch::Tensor x, c10::optional<torch::Tensor> scale,
-                          c10::optional<torch::Tensor> shift, bool relu);
+at::Tensor pooled_head(at::Tensor x, c10::optional<at::Tensor> scale,
+                          c10::optional<at::Tensor> shift, bool relu);
 
 // layer_chain.cpp: a run of fused binary layers executed by one call
 class LayerChain {
@@ -55,7 +55,7 @@ class LayerChain {
   // when given; returns the slot of its output (slot 0 is run's input)
   int64_t add(BinaryLayer layer, c10::optional<BinaryLayer> next, int64_t input,
               int64_t residual, bool packed_in, bool relu_residual);
-  torch::Tensor run(torch::Tensor x) const;  // the last step's output
+  at::Tensor run(at::Tensor x) const;  // the last step's output
   size_t size() const { return steps_.size(); }
 
  private:
@@ -75,22 +75,22 @@ std::vector<int64_t> kernel_profile_stop();
 
 // train_ops.cpp: the fused training path's operators
 namespace xnor_train {
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> sign_bits(const torch::Tensor& x);
-std::tuple<torch::Tensor, torch::Tensor> sign_bits_(torch::Tensor x);
-torch::Tensor signs_from_bits(const torch::Tensor& bits, int64_t n,
-                              const std::optional<torch::Tensor>& keep, double scale);
-torch::Tensor grad_through_bits(const torch::Tensor& g, const torch::Tensor& bits,
-                                const std::optional<torch::Tensor>& keep, double scale);
-void grad_through_bits_(torch::Tensor g, const torch::Tensor& bits,
-                        const std::optional<torch::Tensor>& keep, double scale);
-torch::Tensor nonzero_bits(const torch::Tensor& t);
-torch::Tensor binarize_weight(const torch::Tensor& w);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sign_bits(const at::Tensor& x);
+std::tuple<at::Tensor, at::Tensor> sign_bits_(at::Tensor x);
+at::Tensor signs_from_bits(const at::Tensor& bits, int64_t n,
+                              const std::optional<at::Tensor>& keep, double scale);
+at::Tensor grad_through_bits(const at::Tensor& g, const at::Tensor& bits,
+                                const std::optional<at::Tensor>& keep, double scale);
+void grad_through_bits_(at::Tensor g, const at::Tensor& bits,
+                        const std::optional<at::Tensor>& keep, double scale);
+at::Tensor nonzero_bits(const at::Tensor& t);
+at::Tensor binarize_weight(const at::Tensor& w);
 int64_t grad_rule_code(c10::string_view name);
-torch::Tensor scaled_sign_grad(const torch::Tensor& w, const torch::Tensor& g, int64_t rule);
-void scaled_sign_grad_(torch::Tensor g, const torch::Tensor& w, int64_t rule);
-void border_add_(torch::Tensor out, const torch::Tensor& wb, int64_t H, int64_t W,
+at::Tensor scaled_sign_grad(const at::Tensor& w, const at::Tensor& g, int64_t rule);
+void scaled_sign_grad_(at::Tensor g, const at::Tensor& w, int64_t rule);
+void border_add_(at::Tensor out, const at::Tensor& wb, int64_t H, int64_t W,
                  int64_t sh, int64_t sw, int64_t ph, int64_t pw);
-void border_grad_add_(torch::Tensor gwb, const torch::Tensor& grad, int64_t H, int64_t W,
+void border_grad_add_(at::Tensor gwb, const at::Tensor& grad, int64_t H, int64_t W,
                       int64_t sh, int64_t sw, int64_t ph, int64_t pw);
 void center_clamp_(at::TensorList ws);
 }  // namespace xnor_train
