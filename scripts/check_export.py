@@ -59,7 +59,7 @@ def main() -> int:
     from xnorbench.data.loader import BatchLoader
     from xnorbench.db import Store
     from xnorbench.xnor import load_packed
-    from xnorbench.xnor.packed import pack_model
+    from xnorbench.xnor.inference.packed_layers import pack_model
 
     store = Store.open(args.db)
     (row, *_) = store.results([args.run], metric="packed_test_accuracy")

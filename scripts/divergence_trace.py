@@ -22,7 +22,7 @@ from xnorbench.training.optim import make_scheduler
 from xnorbench.training.recipes import recipe_from, resolve
 from xnorbench.training.setup import build_setup
 from xnorbench.xnor import binary_layers
-from xnorbench.xnor.step import train_step
+from xnorbench.xnor.layers.step import train_step
 
 
 def main() -> None:

@@ -40,8 +40,8 @@ from xnorbench.runs.runner import RunFailed, RunInterrupted, execute
 from xnorbench.suites.budget import plan_for_budget
 from xnorbench.training.recipes import recipe_from, resolve
 from xnorbench.training.setup import build_setup
-from xnorbench.xnor import compiled
-from xnorbench.xnor.step import train_step
+from xnorbench.xnor.layers.step import train_step
+from xnorbench.xnor.sign import compiled
 
 # (dataset, named recipe, share of the budget)
 PLAN = [("mnist", "resnet18-mnist-short", 0.2), ("cifar10", "resnet18-cifar10-short", 0.8)]

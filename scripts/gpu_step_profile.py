@@ -17,8 +17,10 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from xnorbench.xnor import FusedXNOR, compiled, models
-from xnorbench.xnor.step import train_step
+from xnorbench.xnor import FusedXNOR
+from xnorbench.xnor.layers.step import train_step
+from xnorbench.xnor.networks import models
+from xnorbench.xnor.sign import compiled
 
 
 def main() -> None:

@@ -31,10 +31,10 @@ from xnorbench.training.optim import make_optimizer  # noqa: E402
 from xnorbench.training.recipes import Recipe  # noqa: E402
 from xnorbench.training.setup import make_xnor_step  # noqa: E402
 from xnorbench.xnor import models  # noqa: E402
-from xnorbench.xnor.convert import binarize  # noqa: E402
-from xnorbench.xnor.layers import BINARY_LAYERS  # noqa: E402
-from xnorbench.xnor.packed import bn_thresholds, pack_model  # noqa: E402
-from xnorbench.xnor.step import train_step  # noqa: E402
+from xnorbench.xnor.inference.packed_layers import bn_thresholds, pack_model  # noqa: E402
+from xnorbench.xnor.layers.modules import BINARY_LAYERS  # noqa: E402
+from xnorbench.xnor.layers.step import train_step  # noqa: E402
+from xnorbench.xnor.networks.binarize import binarize  # noqa: E402
 
 
 def one_step(dtype: torch.dtype, perturb: bool, seed: int) -> torch.Tensor:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from xnorbench.xnor.layers import XNORLinear, linear_rows
-from xnorbench.xnor.packed import bn_thresholds
+from xnorbench.xnor.inference.packed_layers import bn_thresholds
+from xnorbench.xnor.layers.modules import XNORLinear, linear_rows
 
 MARGIN = 1e-4
 """Relative to the magnitudes float32 BatchNorm combines (the value, the running mean

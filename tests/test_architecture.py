@@ -11,7 +11,7 @@ from pathlib import Path
 import xnorbench
 
 ROOT = Path(xnorbench.__file__).parent
-LAYERS = {"version": 0, "paths": 0, "errors": 0, "variants": 0,
+LAYERS = {"version": 0, "paths": 0, "errors": 0, "variants": 0, "checks": 0,
           "db": 1, "xnor": 1, "distributed": 1, "progress": 1,
           "data": 2, "measure": 2,
           "training": 3,
@@ -84,7 +84,7 @@ def test_every_part_of_the_package_has_a_layer():
     # the drawing sees function-local and relative imports (else the checks prove nothing)
     assert "xnorbench.runs.runner" in graph["xnorbench.cli.suites"]  # function-local there
     assert "xnorbench.db.faults" in graph["xnorbench.db.store"]
-    assert "xnorbench.xnor.convert" in graph["xnorbench.__init__"]  # the lazy facade
+    assert "xnorbench.xnor.networks.binarize" in graph["xnorbench.__init__"]  # the lazy facade
 
 
 def test_no_layer_imports_a_higher_one():
@@ -111,3 +111,20 @@ def test_no_import_cycle():
         if node not in state:
             visit(node, [node])
     assert cycles == []
+
+
+XNOR_PARTS = {"kernels": 0, "sign": 1, "layers": 2, "networks": 3, "inference": 4}
+"""The science package's parts by job, bottom up: the C++ extension, the sign maths, the
+binary layers and their training steps, the networks and ``binarize``, packed inference.
+Its ``__init__`` (the names most callers need) is on top of all four."""
+
+
+def test_the_science_package_keeps_its_parts_in_order():
+    graph = _graph()
+    inside = {m for m in graph if m.startswith("xnorbench.xnor.")}
+    parts = {m: m.split(".")[2] for m in inside}
+    assert set(parts.values()) == set(XNOR_PARTS)  # every module sits in a part
+    upward = sorted(f"{a} -> {b}" for a in inside for b in graph[a]
+                    if b == "xnorbench.xnor" or (b in inside and
+                                                 XNOR_PARTS[parts[b]] > XNOR_PARTS[parts[a]]))
+    assert upward == []

@@ -229,3 +229,22 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused_before_a_run_exists(tmp_path
                                        "--no-progress"])
         assert res.exit_code == 2 and f"{afile} is a file, not a folder" in res.output
     assert not db.exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--db", "/proc/xnorbench-test.db", "runs", "tag", "1", "x"], "cannot use database"),
+    (["--db", "/proc/xnorbench-test.db", "runs"], "no results database at /proc"),
+    (["run", "accuracy", "--epochs", "x"], "Invalid value"),
+    (["run", "accuracy", "--dataset", "cifar100"], "unknown dataset"),
+    (["sweep", "--channels", "-16"], "at least 1"),
+    (["sweep", "--channels", "16,,32"], "comma-separated"),
+    (["sweep", "--kernel", "15"], "kernel 15 is larger than the 14x14 input"),
+    (["run", "timing", "--model", "alexnet"], "unknown model 'alexnet'"),
+    (["run", "compare", "--rules", "paper,bogus"], "unknown grad rule 'bogus'"),
+])
+def test_more_bad_input(tmp_path: Path, args, message):
+    if "--db" not in args:
+        args = ["--db", str(tmp_path / "b.db"), *args]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output

@@ -17,7 +17,7 @@ from xnorbench.cli import app
 from xnorbench.db import Store
 from xnorbench.measure import baselines as float_engines
 from xnorbench.measure.cpu_units import bf16_unit
-from xnorbench.xnor import models
+from xnorbench.xnor.networks import models
 
 runner = CliRunner()
 

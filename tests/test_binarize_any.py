@@ -18,10 +18,11 @@ from tests.rounding import away_from_thresholds
 from xnorbench.cli import app
 from xnorbench.errors import InputError
 from xnorbench.measure.summary import summarize
-from xnorbench.xnor import load_packed, models, save_packed
-from xnorbench.xnor.convert import BinarizeError, BinarizeWarning, binarize, sign_inputs
-from xnorbench.xnor.layers import BINARY_LAYERS, XNORConv2d, XNORLinear
-from xnorbench.xnor.packed import pack_model
+from xnorbench.xnor import load_packed, save_packed
+from xnorbench.xnor.inference.packed_layers import pack_model
+from xnorbench.xnor.layers.modules import BINARY_LAYERS, XNORConv2d, XNORLinear
+from xnorbench.xnor.networks import models
+from xnorbench.xnor.networks.binarize import BinarizeError, BinarizeWarning, binarize, sign_inputs
 
 TORCHVISION = ("resnet18", "resnet50", "vgg11_bn", "densenet121", "mobilenet_v2")
 runner = CliRunner()
@@ -306,7 +307,8 @@ def test_the_model_api_is_on_the_package_and_loads_torch_only_when_used():
             "print(before, binarize.__module__, summary.__name__, pack_model.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["False", "xnorbench.xnor.convert", "summarize", "xnorbench.xnor.packed"]
+    assert out == ["False", "xnorbench.xnor.networks.binarize", "summarize",
+                   "xnorbench.xnor.inference.packed_layers"]
     import xnorbench
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):

@@ -13,9 +13,9 @@ import torchvision
 from torch import nn
 
 from xnorbench.xnor import FusedXNOR
-from xnorbench.xnor.binop import BinOp
-from xnorbench.xnor.convert import BinarizeError, BinarizeWarning, binarize, sign_inputs
-from xnorbench.xnor.layers import BINARY_LAYERS, XNORLinear
+from xnorbench.xnor.layers.binop import BinOp
+from xnorbench.xnor.layers.modules import BINARY_LAYERS, XNORLinear
+from xnorbench.xnor.networks.binarize import BinarizeError, BinarizeWarning, binarize, sign_inputs
 
 IN_PLACE = {
     "relu_()": lambda s, h: h.relu_(),

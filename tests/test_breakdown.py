@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from tests.conftest import binary_layer
 from xnorbench.cli import app
 from xnorbench.measure.breakdown import PARTS, packed_breakdown
-from xnorbench.xnor import models
+from xnorbench.xnor.inference.packed_layers import pack_model
 from xnorbench.xnor.kernels import load_kernels
-from xnorbench.xnor.packed import pack_model
+from xnorbench.xnor.networks import models
 
 
 def test_layer_timers_count_calls_and_time_only_while_on():

@@ -18,11 +18,14 @@ from functools import partial
 import pytest
 import torch
 
-from tests.test_fused import _close_grads, _grads
 from xnorbench.measure.timing import launched_ops
-from xnorbench.xnor import BinOp, FusedXNOR, bitops, compiled, models
-from xnorbench.xnor.layers import XNORConv2d
-from xnorbench.xnor.step import train_step
+from xnorbench.xnor import BinOp, FusedXNOR
+from xnorbench.xnor.layers.modules import XNORConv2d
+from xnorbench.xnor.layers.step import train_step
+from xnorbench.xnor.networks import models
+from xnorbench.xnor.sign import bitops, compiled
+
+from .helpers import close_grads, layer_grads
 
 
 @pytest.mark.parametrize("rule", ["corrected", "paper", "reference"])
@@ -33,13 +36,13 @@ def test_compiled_conv_equals_plain_autograd(rule, k, stride, pad, bias):
     layer = XNORConv2d(8, 6, k, stride=stride, padding=pad, bias=bias, grad_rule=rule).train()
     x = torch.randn(3, 8, 9, 9)
     with bitops.torch_ops():
-        out_c, gx_c, gp_c, g = _grads(layer, x, layer, None, seed=5)
-    out_s, gx_s, gp_s, _ = _grads(layer, x, layer.simulated, g, seed=5)
-    out_n, gx_n, gp_n, _ = _grads(layer, x, layer, g, seed=5)  # the C++ path
+        out_c, gx_c, gp_c, g = layer_grads(layer, x, layer, None, seed=5)
+    out_s, gx_s, gp_s, _ = layer_grads(layer, x, layer.simulated, g, seed=5)
+    out_n, gx_n, gp_n, _ = layer_grads(layer, x, layer, g, seed=5)  # the C++ path
     for got in ((out_c, gx_c, gp_c), (out_n, gx_n, gp_n)):
         torch.testing.assert_close(got[0], out_s, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(got[1], gx_s, rtol=1e-5, atol=1e-5)
-        _close_grads(got[2], gp_s)
+        close_grads(got[2], gp_s)
     assert compiled.mode() == "compiled"
 
 
@@ -49,12 +52,12 @@ def test_compiled_conv_keeps_channels_last_and_bits_in_memory_order():
     x = torch.randn(2, 16, 6, 5)
     xc = x.contiguous(memory_format=torch.channels_last)
     with bitops.torch_ops():
-        out_a, gx_a, gp_a, g = _grads(layer, x, layer, None, seed=3)
-        out_b, gx_b, gp_b, _ = _grads(layer, xc, layer, g, seed=3)
+        out_a, gx_a, gp_a, g = layer_grads(layer, x, layer, None, seed=3)
+        out_b, gx_b, gp_b, _ = layer_grads(layer, xc, layer, g, seed=3)
     assert gx_b.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out_b, out_a)
     torch.testing.assert_close(gx_b, gx_a)
-    _close_grads(gp_b, gp_a)
+    close_grads(gp_b, gp_a)
     # the bit planes are the C++ operators' bits of the same memory
     for t in (x, xc):
         _, neg, ste = bitops.sign_bits(t)
@@ -99,7 +102,7 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_line(monkeypatch, caplo
     for _ in range(2):
         for got, want in zip(fn(*args), compiled.forward_operands(*args)):
             assert torch.equal(got, want)
-    err = caplog.text  # a warning of logger xnorbench.xnor.compiled
+    err = caplog.text  # a warning of logger xnorbench.xnor.sign.compiled
     assert err.count("torch.compile of forward_operands failed") == 1, err
     assert "no compiler here" in fn.failed
     with pytest.raises(IndexError):  # wrong inputs still fail, eagerly
@@ -142,7 +145,7 @@ def test_binop_and_fused_give_the_same_gradients_on_the_compiled_path(rule):
         _, loss_a = train_step(a, x, y, torch.optim.SGD(a.parameters(), lr=0.0), step_a)
         _, loss_b = train_step(b, x, y, torch.optim.SGD(b.parameters(), lr=0.0), step_b)
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
-    _close_grads({n: p.grad for n, p in a.named_parameters()},
+    close_grads({n: p.grad for n, p in a.named_parameters()},
                  {n: p.grad for n, p in b.named_parameters()})
 
 

@@ -17,7 +17,7 @@ from xnorbench.data.files import DatasetError
 from xnorbench.data.folders import channel_stats
 from xnorbench.db import Store
 
-from .conftest import make_mnist
+from .conftest import make_mnist, write_idx
 
 runner = CliRunner()
 
@@ -172,3 +172,25 @@ def test_a_file_rewritten_in_place_with_its_time_put_back_is_decoded_again(tmp_p
     f.write_bytes(b"b" * 100)
     os.utime(f, (1_700_000_000, 1_700_000_000))  # `touch -d` to the second
     assert file_key([(str(f), 0)]) != before
+
+
+def test_truncated_idx_file(tmp_path: Path):
+    data = make_mnist(tmp_path / "data")
+    f = data / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:5000])
+    db = tmp_path / "t.db"
+    res = runner.invoke(app, ["--db", str(db), "run", "accuracy", "--data-dir", str(data),
+                              "--device", "cpu", "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert "could not be read" in res.output and "Traceback" not in res.output
+    assert Store.open(str(db)).runs() == []  # nothing written
+
+
+def test_labels_and_images_disagree(tmp_path: Path):
+    import torch
+
+    data = make_mnist(tmp_path / "data")
+    write_idx(data / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", torch.zeros(5, dtype=torch.uint8))
+    res = runner.invoke(app, ["--db", str(tmp_path / "l.db"), "run", "accuracy", "--data-dir",
+                              str(data), "--device", "cpu", "--no-progress"])
+    assert res.exit_code == 2 and "Traceback" not in res.output

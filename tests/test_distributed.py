@@ -71,8 +71,8 @@ def _one_step(rank: int, world: int, port: int, path: str, xnor_path: str) -> No
     from xnorbench.training.optim import make_optimizer
     from xnorbench.training.recipes import Recipe
     from xnorbench.training.setup import make_xnor_step
-    from xnorbench.xnor import models
-    from xnorbench.xnor.step import train_step
+    from xnorbench.xnor.layers.step import train_step
+    from xnorbench.xnor.networks import models
 
     w = distributed.setup("cpu") if world > 1 else distributed.world()
     torch.manual_seed(0)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,29 +24,13 @@ from xnorbench.suites.common import EPOCH_METRICS, PACKED_METRICS
 from xnorbench.suites.sweep import POINT_METRICS
 
 from .conftest import make_mnist
+from .helpers import SWEEP, cli, make_v1_db
 
 runner = CliRunner()
 EPOCHS = 3
 TRAIN = ["run", "accuracy", "--model", "lenet5", "--epochs", str(EPOCHS), "--batch-size", "32",
          "--device", "cpu", "--threads", "1", "--no-progress"]
-SWEEP = ["sweep", "--channels", "16,32,64", "--kernel", "1", "--fixed-channels", "32",
-         "--input-size", "6", "--rounds", "1", "--no-progress", "--float-engines", "eager"]
 SWEEP_POINTS = {("channels", 16), ("channels", 32), ("channels", 64), ("kernel", 32)}
-
-
-def cli(db: str, *args: str, fault: str | None = None, wait: bool = True,
-        timeout: float = 300) -> subprocess.Popen | tuple[int, str]:
-    """``xnorbench --db DB ARGS`` in a child process, with ``XNORBENCH_FAULT`` if given."""
-    env = dict(os.environ, XNORBENCH_HEARTBEAT_S="0.2", PYTHONUNBUFFERED="1")
-    env.pop("XNORBENCH_FAULT", None)
-    if fault:
-        env["XNORBENCH_FAULT"] = fault
-    proc = subprocess.Popen([sys.executable, "-m", "xnorbench.cli", "--db", db, *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if not wait:
-        return proc
-    out, _ = proc.communicate(timeout=timeout)
-    return proc.returncode, out.decode()
 
 
 def close_dead_run(db: str) -> None:
@@ -328,7 +310,6 @@ def test_damaged_database_file_is_refused(tmp_path: Path):
 
 
 def test_database_with_a_dropped_column_is_refused(tmp_path: Path):
-    from .test_reliability import make_v1_db
 
     for version in ("current", "v1"):
         path = tmp_path / f"{version}.db"

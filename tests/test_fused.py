@@ -25,29 +25,15 @@ from xnorbench.measure.saved import saved_bytes_by_unit
 from xnorbench.measure.timing import dispatched_ops
 from xnorbench.training.loop import TrainingJob, train
 from xnorbench.training.recipes import Recipe
-from xnorbench.xnor import GRAD_RULES, BinOp, FusedXNOR, binary_layers, bitops, models
+from xnorbench.xnor import GRAD_RULES, BinOp, FusedXNOR, binary_layers
 from xnorbench.xnor.kernels import train_ops
-from xnorbench.xnor.layers import XNORConv2d, XNORLinear
-from xnorbench.xnor.sign_rules import filter_alpha, scaled_sign_grad, sign
-from xnorbench.xnor.step import train_step
+from xnorbench.xnor.layers.modules import XNORConv2d, XNORLinear
+from xnorbench.xnor.layers.step import train_step
+from xnorbench.xnor.networks import models
+from xnorbench.xnor.sign import bitops
+from xnorbench.xnor.sign.rules import filter_alpha, scaled_sign_grad, sign
 
-
-def _grads(layer: torch.nn.Module, x: torch.Tensor, forward, g: torch.Tensor | None, seed: int):
-    x = x.detach().clone().requires_grad_()
-    layer.zero_grad()
-    torch.manual_seed(seed)
-    out = forward(x)
-    g = torch.randn_like(out, generator=torch.Generator().manual_seed(1)) if g is None else g
-    out.backward(g)
-    return out.detach(), x.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}, g
-
-
-def _close_grads(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
-    """Equal to float rounding, relative to each gradient's scale (the reference rule
-    multiplies by ~n, and sums of signed terms cancel)."""
-    for name, w in want.items():
-        torch.testing.assert_close(got[name], w, rtol=1e-4,
-                                   atol=1e-5 * max(1.0, float(w.abs().max())), msg=name)
+from .helpers import close_grads, layer_grads
 
 
 @pytest.mark.parametrize("rule", GRAD_RULES)
@@ -59,11 +45,11 @@ def test_fused_conv_equals_plain_autograd(rule, k, stride, pad, dropout):
     layer = XNORConv2d(6, 5, k, stride=stride, padding=pad, bias=True, dropout=dropout,
                        grad_rule=rule).train()
     x = torch.randn(3, 6, 9, 9)
-    out_f, gx_f, gp_f, g = _grads(layer, x, layer, None, seed=5)
-    out_s, gx_s, gp_s, _ = _grads(layer, x, layer.simulated, g, seed=5)
+    out_f, gx_f, gp_f, g = layer_grads(layer, x, layer, None, seed=5)
+    out_s, gx_s, gp_s, _ = layer_grads(layer, x, layer.simulated, g, seed=5)
     torch.testing.assert_close(out_f, out_s, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gx_f, gx_s, rtol=1e-5, atol=1e-5)
-    _close_grads(gp_f, gp_s)
+    close_grads(gp_f, gp_s)
 
 
 @pytest.mark.parametrize("rule", GRAD_RULES)
@@ -72,20 +58,20 @@ def test_fused_linear_equals_plain_autograd(rule, dropout):
     torch.manual_seed(1)
     layer = XNORLinear(20, 7, dropout=dropout, grad_rule=rule).train()
     x = torch.randn(5, 20)
-    out_f, gx_f, gp_f, g = _grads(layer, x, layer, None, seed=2)
-    out_s, gx_s, gp_s, _ = _grads(layer, x, layer.simulated, g, seed=2)
+    out_f, gx_f, gp_f, g = layer_grads(layer, x, layer, None, seed=2)
+    out_s, gx_s, gp_s, _ = layer_grads(layer, x, layer.simulated, g, seed=2)
     torch.testing.assert_close(out_f, out_s, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gx_f, gx_s, rtol=1e-5, atol=1e-5)
-    _close_grads(gp_f, gp_s)
+    close_grads(gp_f, gp_s)
 
 
 def test_fused_conv_channels_last_equals_contiguous():
     torch.manual_seed(2)
     layer = XNORConv2d(8, 6, 3, padding=1).train()
     x = torch.randn(2, 8, 7, 7)
-    out_a, gx_a, gp_a, g = _grads(layer, x, layer, None, seed=0)
+    out_a, gx_a, gp_a, g = layer_grads(layer, x, layer, None, seed=0)
     xc = x.contiguous(memory_format=torch.channels_last)
-    out_b, gx_b, gp_b, _ = _grads(layer, xc, layer, g, seed=0)
+    out_b, gx_b, gp_b, _ = layer_grads(layer, xc, layer, g, seed=0)
     torch.testing.assert_close(out_b, out_a, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gx_b, gx_a, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gp_b["weight"], gp_a["weight"], rtol=1e-4, atol=1e-5)
@@ -251,18 +237,18 @@ def test_torch_fallback_path_equals_plain_autograd(dropout):
     torch.manual_seed(6)
     layer = XNORConv2d(6, 5, 3, padding=1, bias=True, dropout=dropout).double().train()
     x = torch.randn(3, 6, 7, 7, dtype=torch.float64)
-    out_f, gx_f, gp_f, g = _grads(layer, x, layer, None, seed=4)
-    out_s, gx_s, gp_s, _ = _grads(layer, x, layer.simulated, g, seed=4)
+    out_f, gx_f, gp_f, g = layer_grads(layer, x, layer, None, seed=4)
+    out_s, gx_s, gp_s, _ = layer_grads(layer, x, layer.simulated, g, seed=4)
     torch.testing.assert_close(out_f, out_s)
     torch.testing.assert_close(gx_f, gx_s)
-    _close_grads(gp_f, gp_s)
+    close_grads(gp_f, gp_s)
     lin = XNORLinear(12, 4, dropout=dropout).double().train()
     xl = torch.randn(5, 12, dtype=torch.float64)
-    out_f, gx_f, gp_f, g = _grads(lin, xl, lin, None, seed=2)
-    out_s, gx_s, gp_s, _ = _grads(lin, xl, lin.simulated, g, seed=2)
+    out_f, gx_f, gp_f, g = layer_grads(lin, xl, lin, None, seed=2)
+    out_s, gx_s, gp_s, _ = layer_grads(lin, xl, lin.simulated, g, seed=2)
     torch.testing.assert_close(out_f, out_s)
     torch.testing.assert_close(gx_f, gx_s)
-    _close_grads(gp_f, gp_s)
+    close_grads(gp_f, gp_s)
 
 
 def test_fallback_bits_match_the_cpp_bits():
@@ -284,16 +270,16 @@ def test_torch_fallback_path_keeps_channels_last_bits_in_order():
     layer = XNORConv2d(8, 6, 3, padding=1).double().train()
     x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
     xc = x.contiguous(memory_format=torch.channels_last)
-    out_a, gx_a, gp_a, g = _grads(layer, x, layer, None, seed=3)
-    out_b, gx_b, gp_b, _ = _grads(layer, xc, layer, g, seed=3)
+    out_a, gx_a, gp_a, g = layer_grads(layer, x, layer, None, seed=3)
+    out_b, gx_b, gp_b, _ = layer_grads(layer, xc, layer, g, seed=3)
     torch.testing.assert_close(out_b, out_a)
     torch.testing.assert_close(gx_b, gx_a)
-    _close_grads(gp_b, gp_a)
+    close_grads(gp_b, gp_a)
     # with dropout (its mask is drawn in memory order): fused == plain autograd, both
     # channels-last
     drop = XNORConv2d(8, 6, 3, padding=1, dropout=0.5).double().train()
-    out_f, gx_f, gp_f, g = _grads(drop, xc, drop, None, seed=5)
-    out_s, gx_s, gp_s, _ = _grads(drop, xc, drop.simulated, g, seed=5)
+    out_f, gx_f, gp_f, g = layer_grads(drop, xc, drop, None, seed=5)
+    out_s, gx_s, gp_s, _ = layer_grads(drop, xc, drop.simulated, g, seed=5)
     torch.testing.assert_close(out_f, out_s)
     torch.testing.assert_close(gx_f, gx_s)
-    _close_grads(gp_f, gp_s)
+    close_grads(gp_f, gp_s)

@@ -17,15 +17,16 @@ import pytest
 import torch
 
 from tests.conftest import binary_layer, kernels_of
-from xnorbench.xnor import XNORConv2d, models
-from xnorbench.xnor.kernels import load_kernels
-from xnorbench.xnor.packed import (
+from xnorbench.xnor import XNORConv2d
+from xnorbench.xnor.inference.packed_layers import (
     PackedBlocks,
     PackedPreActBlock,
     PackedXNORConv2d,
     bn_thresholds,
     pack_model,
 )
+from xnorbench.xnor.kernels import load_kernels
+from xnorbench.xnor.networks import models
 
 BUILDS = ["native", "avx2", "portable"]
 
@@ -49,7 +50,7 @@ def _layer(c: int, oc: int, k: int, stride: int, seed: int) -> XNORConv2d:
 
 
 def _args(layer: XNORConv2d, kern):
-    from xnorbench.xnor.packed import _alpha_and_weight
+    from xnorbench.xnor.inference.packed_layers import _alpha_and_weight
 
     alpha, wb = _alpha_and_weight(layer)
     th, fl = bn_thresholds(layer.bn)

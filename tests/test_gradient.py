@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from xnorbench.xnor import BinOp, XNORConv2d, XNORLinear, scaled_sign, scaled_sign_grad
-from xnorbench.xnor.sign_rules import sign
+from xnorbench.xnor.sign.rules import sign
 
 SHAPES = [(6, 5, 3, 3), (4, 7)]  # conv (4-D) and linear (2-D) weights
 
@@ -181,7 +181,7 @@ def test_the_cpp_rules_are_the_python_rules_by_name():
     name to the same code (reordering either side alone fails here), and C++ refuses a
     name it does not know."""
     from xnorbench.xnor.kernels import train_ops
-    from xnorbench.xnor.sign_rules import GradRule
+    from xnorbench.xnor.sign.rules import GradRule
 
     ops = train_ops()
     assert {r.value: ops.grad_rule_code(r.value) for r in GradRule} == \

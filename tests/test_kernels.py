@@ -9,14 +9,15 @@ import torch.nn.functional as F
 
 from tests.conftest import binary_layer, kernels_of
 from tests.rounding import away_from_thresholds
-from xnorbench.xnor import XNORConv2d, XNORLinear, models
-from xnorbench.xnor.kernels import kernel_isa, load_kernels
-from xnorbench.xnor.packed import (
+from xnorbench.xnor import XNORConv2d, XNORLinear
+from xnorbench.xnor.inference.packed_layers import (
     PackedXNORConv2d,
     PackedXNORLinear,
     binary_conv,
     pack_model,
 )
+from xnorbench.xnor.kernels import kernel_isa, load_kernels
+from xnorbench.xnor.networks import models
 
 
 def _reference(x, w, stride, pad):

@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from xnorbench.cli import app
 from xnorbench.db import Store
 from xnorbench.training.checkpoints import CheckpointError, load_checkpoint
-from xnorbench.xnor import load_packed, models, save_packed
-from xnorbench.xnor.packing import MAGIC
+from xnorbench.xnor import load_packed, save_packed
+from xnorbench.xnor.inference.packed_file import MAGIC
+from xnorbench.xnor.networks import models
 
 runner = CliRunner()
 

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from xnorbench.cli import app
 from xnorbench.db import Store
 from xnorbench.measure.summary import summarize
-from xnorbench.xnor import XNORConv2d, XNORLinear, models
+from xnorbench.xnor import XNORConv2d, XNORLinear
+from xnorbench.xnor.networks import models
 
 runner = CliRunner()
 

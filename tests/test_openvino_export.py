@@ -18,12 +18,15 @@ from torch import nn
 from typer.testing import CliRunner
 
 from xnorbench.cli import app
-from xnorbench.xnor import models, save_packed
+from xnorbench.xnor import save_packed
+from xnorbench.xnor.inference.openvino_binary import binary_conv_node
+from xnorbench.xnor.inference.openvino_export import ExportError, to_openvino
+from xnorbench.xnor.inference.packed_layers import pack_model
 from xnorbench.xnor.kernels import load_kernels
-from xnorbench.xnor.layers import XNORConv2d
-from xnorbench.xnor.openvino_binary import binary_conv_node
-from xnorbench.xnor.openvino_export import ExportError, to_openvino
-from xnorbench.xnor.packed import pack_model
+from xnorbench.xnor.layers.modules import XNORConv2d
+from xnorbench.xnor.networks import models
+
+from .helpers import trained_like
 
 ov = pytest.importorskip("openvino")
 runner = CliRunner()
@@ -64,21 +67,6 @@ def test_a_binary_layer_computes_the_kernels_integers(c, k, stride, pad):
     assert np.array_equal(got, want.numpy())  # exact integers, ties included
 
 
-def _trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BatchNorm statistics and affine parameters of both signs (thresholds away
-    from 0, some channels flipped), as training leaves them."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            n = m.running_mean.shape[0]
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            if m.weight is not None:
-                m.weight.data.copy_(torch.rand(n, generator=g) * 2 - 0.6)
-                m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-    return model.eval()
-
-
 @pytest.mark.parametrize("spec,shape", [("lenet5", (1, 28, 28)), ("nin", (3, 32, 32)),
                                         ("resnet18", (3, 32, 32)),
                                         ("torchvision:resnet18:cifar", (3, 32, 32))])
@@ -90,7 +78,7 @@ def test_an_exported_network_computes_what_the_packed_network_does(spec, shape):
     simulated network agreed with OpenVINO there). A wrong graph is off in every
     sample."""
     torch.manual_seed(0)
-    model = _trained_like(models.build(spec, binary=True))
+    model = trained_like(models.build(spec, binary=True))
     x = torch.randn(8, *shape)
     with torch.no_grad():
         want, simulated = pack_model(model)(x), model(x)
@@ -127,7 +115,7 @@ print(json.dumps(compiled({0: x})[0].tolist()))
 
 def test_export_command_writes_a_model_a_plain_openvino_process_runs(tmp_path: Path):
     torch.manual_seed(1)
-    model = _trained_like(models.lenet5(binary=True), seed=1)
+    model = trained_like(models.lenet5(binary=True), seed=1)
     save_packed(model, tmp_path / "net.packed")
     res = runner.invoke(app, ["export", "--packed", str(tmp_path / "net.packed"),
                               "--output", str(tmp_path / "ov")])
@@ -163,7 +151,7 @@ def test_the_timing_suites_untrained_networks_export_and_agree(spec):
     kernel, and ResNet-18's exported network was refused as 67 % off (so never timed)."""
     from xnorbench.measure.openvino_runtime import xnor_network
     from xnorbench.suites.timing import settle_batchnorm
-    from xnorbench.xnor.models import input_shape
+    from xnorbench.xnor.networks.models import input_shape
 
     torch.manual_seed(0)
     model = models.build(spec, binary=True).eval()

@@ -13,9 +13,10 @@ from xnorbench.data.loader import BatchLoader
 from xnorbench.training.loop import TrainingJob, evaluate, train
 from xnorbench.training.optim import make_optimizer
 from xnorbench.training.recipes import Recipe
-from xnorbench.xnor import BinOp, binary_layers, load_packed, models, save_packed
-from xnorbench.xnor.packed import pack_model
-from xnorbench.xnor.step import train_step
+from xnorbench.xnor import BinOp, binary_layers, load_packed, save_packed
+from xnorbench.xnor.inference.packed_layers import pack_model
+from xnorbench.xnor.layers.step import train_step
+from xnorbench.xnor.networks import models
 
 
 def test_pack_model_after_binop_equals_the_simulated_model():

@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch import fx, nn
 
-from tests.test_openvino_export import _trained_like
-from xnorbench.xnor import models
-from xnorbench.xnor import packed as packed_module
-from xnorbench.xnor import packed_graph as pg
-from xnorbench.xnor.convert import binarize
-from xnorbench.xnor.packed import PackedXNORConv2d, pack_model
-from xnorbench.xnor.packed_chain import PackedChain
+from xnorbench.xnor.inference import graph_fusion as pg
+from xnorbench.xnor.inference import packed_layers as packed_module
+from xnorbench.xnor.inference.chain import PackedChain
+from xnorbench.xnor.inference.packed_layers import PackedXNORConv2d, pack_model
+from xnorbench.xnor.networks import models
+from xnorbench.xnor.networks.binarize import binarize
+
+from .helpers import trained_like
 
 
 def _unfused(model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> nn.Module:
@@ -37,7 +38,7 @@ def _calls(gm: fx.GraphModule) -> list[tuple[nn.Module, fx.Node, fx.GraphModule]
 def test_torchvision_resnet_is_fused_and_computes_what_the_unfused_network_does(
         monkeypatch: pytest.MonkeyPatch):
     torch.manual_seed(0)
-    xnor = _trained_like(models.build("torchvision:resnet18:cifar", binary=True))
+    xnor = trained_like(models.build("torchvision:resnet18:cifar", binary=True))
     packed, plain = pack_model(xnor), _unfused(xnor, monkeypatch)
     assert isinstance(packed, fx.GraphModule)
     calls = _calls(packed)
@@ -79,7 +80,7 @@ class TwoReaders(nn.Module):
 
 def test_a_value_read_twice_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch):
     torch.manual_seed(0)
-    xnor = _trained_like(binarize(TwoReaders().eval()).model)
+    xnor = trained_like(binarize(TwoReaders().eval()).model)
     packed, plain = pack_model(xnor), _unfused(xnor, monkeypatch)
     assert pg.fuse_packed_graph(plain, PackedXNORConv2d) == {
         "identities dropped": 0, "copies before a ReLU dropped": 0, "batchnorms folded": 0,

@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from tests.conftest import kernels_of
-from tests.test_openvino_export import _trained_like
-from xnorbench.xnor import models
-from xnorbench.xnor.packed import PackedResNet18, pack_model
-from xnorbench.xnor.packed_chain import PackedChain
-from xnorbench.xnor.packed_float import DirectConv2d, PooledHead, runs_direct
-from xnorbench.xnor.packed_graph import PackedPair
+from xnorbench.xnor.inference.chain import PackedChain
+from xnorbench.xnor.inference.float_layers import DirectConv2d, PooledHead, runs_direct
+from xnorbench.xnor.inference.graph_fusion import PackedPair
+from xnorbench.xnor.inference.packed_layers import PackedResNet18, pack_model
+from xnorbench.xnor.networks import models
+
+from .helpers import trained_like
 
 BUILDS = ["native", "avx2", "portable"]
 
@@ -53,7 +54,7 @@ def test_the_direct_conv_equals_torchs(build, c, oc, k, stride, pad, n, hw, monk
         _close(got, want)
         _close(direct(x.to(memory_format=torch.channels_last)), want)
         _close(direct(x.double()), conv.double()(x.double()).float())  # torch's path
-        bn = _trained_like(nn.Sequential(nn.BatchNorm2d(oc)))[0]
+        bn = trained_like(nn.Sequential(nn.BatchNorm2d(oc)))[0]
         _close(direct.folded(bn)(x), bn(conv.float()(x)))
 
 
@@ -71,7 +72,7 @@ def test_only_plain_convs_with_few_taps_run_direct():
 def test_the_pooled_head_equals_batchnorm_relu_pool(build, with_bn, monkeypatch):
     _use(build, monkeypatch)
     torch.manual_seed(1)
-    bn = _trained_like(nn.Sequential(nn.BatchNorm2d(40)))[0]
+    bn = trained_like(nn.Sequential(nn.BatchNorm2d(40)))[0]
     head = PooledHead(bn if with_bn else None, relu=True)
     x = torch.randn(3, 40, 5, 5)
     want = F.adaptive_avg_pool2d(torch.relu(bn(x) if with_bn else x), 1)
@@ -83,7 +84,7 @@ def test_the_pooled_head_equals_batchnorm_relu_pool(build, with_bn, monkeypatch)
 
 def _tv_resnet(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return _trained_like(models.build("torchvision:resnet18:cifar", binary=True))
+    return trained_like(models.build("torchvision:resnet18:cifar", binary=True))
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -133,7 +134,7 @@ def test_a_chain_is_rebuilt_after_a_move_and_survives_a_copy():
 
 def test_the_builtin_resnet_runs_its_head_in_one_pass():
     torch.manual_seed(2)
-    xnor = _trained_like(models.build("resnet18", binary=True))
+    xnor = trained_like(models.build("resnet18", binary=True))
     packed = pack_model(xnor)
     assert isinstance(packed, PackedResNet18)
     assert isinstance(packed.conv1, DirectConv2d)

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from tests.conftest import binary_layer, kernels_of
-from xnorbench.xnor import XNORConv2d, load_packed, models, save_packed
+from xnorbench.xnor import XNORConv2d, load_packed, save_packed
+from xnorbench.xnor.inference.packed_layers import PackedXNORConv2d
 from xnorbench.xnor.kernels import load_kernels
-from xnorbench.xnor.packed import PackedXNORConv2d
+from xnorbench.xnor.networks import models
 
 
 @pytest.mark.parametrize("build", ["native", "avx2", "portable"])

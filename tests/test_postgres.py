@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from xnorbench.cli import app
 from xnorbench.db import Row, Store
-from xnorbench.db.models import Base
+from xnorbench.db.tables import Base
 
-from .test_reliability import run_writers
+from .helpers import check_v1_upgraded, make_v1_db, run_writers
 
 PG_URL = os.environ.get("XNORBENCH_TEST_PG")
 runner = CliRunner()
@@ -89,13 +89,11 @@ def test_pg_bad_server_is_one_line_error():
 
 
 def test_pg_schema_v1_upgraded_in_place(pg_url: str):
-    from .test_reliability import check_v1_upgraded
 
     check_v1_upgraded(pg_url)
 
 
 def test_pg_db_current_then_upgrade(pg_url: str):
-    from .test_reliability import make_v1_db
 
     make_v1_db(pg_url)
     res = runner.invoke(app, ["--db", pg_url, "db", "current"])

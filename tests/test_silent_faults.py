@@ -32,7 +32,7 @@ from xnorbench.data.splits import Split
 from xnorbench.db import DatabaseGone, Row, Store
 
 from .conftest import make_mnist
-from .test_faults import SWEEP, cli
+from .helpers import SWEEP, cli
 
 TRAIN = ["run", "accuracy", "--model", "lenet5", "--batch-size", "32", "--device", "cpu",
          "--threads", "1", "--no-progress"]

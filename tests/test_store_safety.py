@@ -24,6 +24,8 @@ from xnorbench.cli import app
 from xnorbench.db import Store, redact
 from xnorbench.db.store import Row
 
+from .helpers import run_writers
+
 runner = CliRunner()
 SECRET_URL = "postgresql+psycopg://alice:s3cr3t-pw@db.example:5432/xb"
 
@@ -204,3 +206,12 @@ def test_a_password_fragment_is_masked_in_the_driver_error_too():
     assert res.exit_code == 2 and res.output.startswith("error: ")
     assert "ter2Q5ecret" not in res.output and "hun@" not in res.output
     assert "xb:***@" in res.output
+
+
+def test_concurrent_writers_sqlite_lose_nothing(tmp_path: Path):
+    store = run_writers(str(tmp_path / "conc.db"))
+    runs = store.runs(suite="writer")
+    assert len(runs) == 4 and all(r.status == "finished" for r in runs)
+    assert store.count_results() == 600
+    for r in runs:
+        assert sorted(x.value for x in store.results([r.id])) == [float(j) for j in range(150)]

@@ -1,9 +1,20 @@
 """The gradient is wired to the optimizer: an XNOR model learns a tiny task."""
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from xnorbench.xnor import BinOp, models
+from xnorbench.cli import app
+from xnorbench.db import Store
+from xnorbench.xnor import BinOp
+from xnorbench.xnor.networks import models
+
+runner = CliRunner()
 
 
 def _task(n=256, seed=0):
@@ -88,3 +99,38 @@ def test_a_write_torch_cuts_short_says_how_much_room_is_left(tmp_path, monkeypat
     message = str(err.value)
     assert "unexpected pos" not in message and "MiB free" in message and "\n" not in message
     assert not (tmp_path / "c.tmp").exists()
+
+
+def test_nan_loss_fails_run_naming_epoch(tmp_path: Path, mnist_dir: Path, monkeypatch):
+    from xnorbench import checks
+
+    monkeypatch.setattr(checks, "MAX_LR", 1e31)  # the cap refuses 1e30; the guard stays
+    db = str(tmp_path / "nan.db")
+    res = runner.invoke(app, ["--db", db, "run", "accuracy", "--data-dir", str(mnist_dir),
+                              "--variant", "float", "--lr", "1e30", "--batch-size", "16",
+                              "--device", "cpu",
+                              "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert "non-finite training loss" in res.output and "epoch 1" in res.output
+    (run,) = Store.open(db).runs()
+    assert run.status == "failed" and "epoch 1" in run.error
+
+
+def test_same_seed_same_rows_and_command_recorded(tmp_path: Path, mnist_dir: Path):
+    db = str(tmp_path / "rep.db")
+    args = ["--db", db, "run", "accuracy", "--data-dir", str(mnist_dir), "--epochs", "2",
+            "--batch-size", "16", "--device", "cpu", "--threads", "1", "--no-progress",
+            "--seed", "3"]
+    for _ in range(2):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+    store = Store.open(db)
+    a, b = sorted(store.runs(), key=lambda r: r.id)
+    for metric in ("train_loss", "test_accuracy", "test_loss"):
+        va = [(r.variant, r.epoch, r.value) for r in store.results([a.id], metric=metric)]
+        vb = [(r.variant, r.epoch, r.value) for r in store.results([b.id], metric=metric)]
+        assert va == vb, metric
+    res = runner.invoke(app, ["--db", db, "runs", "show", str(a.id), "--json"])
+    shown = json.loads(res.output)
+    assert shown["params"]["seeds"] == [3] and shown["seed"] == 3 and shown["threads"] == 1
+    assert shown["command"].startswith("xnorbench")

@@ -17,7 +17,7 @@ from xnorbench.xnor import (
     sign,
     unpack_signs,
 )
-from xnorbench.xnor.bitops import binarize_weight
+from xnorbench.xnor.sign.bitops import binarize_weight
 
 
 def test_sign_of_zero_is_plus_one_everywhere():

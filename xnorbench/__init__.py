@@ -22,25 +22,25 @@ def __getattr__(name: str) -> Any:
     """``xnorbench.binarize`` and the rest of the model API, imported when first asked for
     (explicit imports, so that the architecture test sees what this facade depends on)."""
     if name == "binarize":
-        from .xnor.convert import binarize
+        from .xnor.networks.binarize import binarize
         return binarize
     if name == "sign_inputs":
-        from .xnor.convert import sign_inputs
+        from .xnor.networks.binarize import sign_inputs
         return sign_inputs
     if name == "summary":
         from .measure.summary import summarize
         return summarize
     if name == "pack_model":
-        from .xnor.packed import pack_model
+        from .xnor.inference.packed_layers import pack_model
         return pack_model
     if name == "save_packed":
-        from .xnor.packing import save_packed
+        from .xnor.inference.packed_file import save_packed
         return save_packed
     if name == "load_packed":
-        from .xnor.packing import load_packed
+        from .xnor.inference.packed_file import load_packed
         return load_packed
     if name == "build_model":
-        from .xnor.models import build
+        from .xnor.networks.models import build
         return build
     raise AttributeError(f"module 'xnorbench' has no attribute {name!r}")
 

@@ -17,6 +17,11 @@ differ by an order of magnitude in speed and memory:
 * ``xnor_openvino``: binary work on OpenVINO's ``BinaryConvolution``: the sweep's peer
   of the packed kernel, and an XNOR network exported by ``xnorbench export``.
 
+The names of the two XNOR training paths (``XNOR_PATHS``, each timed as its variant) and
+of the three weight-gradient rules (``GradRule``; the compare suite labels its rows
+``xnor-<rule>``) are here too: torch-free, so that declaring an option or rendering a
+table never imports the maths they name (``xnor/sign/rules.py``).
+
 Sizes of the stored network (the memory suite's packed and float32 bytes) are rows of
 ``xnor`` and ``float``: they describe the network, whatever runs it. Rows stored before
 this vocabulary (schema version 4 and older) said ``xnor`` for the packed kernel in
@@ -65,3 +70,30 @@ TRAINING_STEPS = (Variant.FLOAT, Variant.XNOR_FUSED, Variant.XNOR_BINOP)
 def float_engine(engine: str) -> str:
     """The variant of a float engine's rows (``float_compile``, ``float_onnxruntime``)."""
     return f"float_{engine}"
+
+
+XNOR_PATHS: tuple[str, ...] = ("fused", "binop")
+"""How an XNOR network trains (``--xnor-path``): the fused layers, or the original port's
+BinOp workflow. A training step on each is timed as its variant (:data:`PATH_VARIANTS`)."""
+
+PATH_VARIANTS = {"fused": Variant.XNOR_FUSED, "binop": Variant.XNOR_BINOP}
+
+
+class GradRule(str, Enum):
+    """The weight-gradient rules, by name (what the command line, params and rows say)
+    and by code (what the C++ operators take). The C++ side has the same enum
+    (``csrc/train_ops.cpp``); a test checks every name maps to the same code there, so
+    the rule is passed by name and never by a tuple position. Their formulas are in
+    ``xnor/sign/rules.py``."""
+
+    corrected = "corrected"
+    paper = "paper"
+    reference = "reference"
+
+    @property
+    def code(self) -> int:
+        return _CODES[self]
+
+
+_CODES = {GradRule.corrected: 0, GradRule.paper: 1, GradRule.reference: 2}
+GRAD_RULES: tuple[str, ...] = tuple(r.value for r in GradRule)

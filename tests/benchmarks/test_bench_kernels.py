@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from tests.conftest import binary_layer
 from xnorbench.measure.ceilings import conv_macs, measure
 from xnorbench.measure.timing import compare
-from xnorbench.xnor import models
+from xnorbench.xnor.inference.packed_layers import pack_model
 from xnorbench.xnor.kernels import cpu_has_avx2, load_kernels
-from xnorbench.xnor.packed import pack_model
+from xnorbench.xnor.networks import models
 
 POINTS = {"c256_k3": (256, 3), "c1024_k3": (1024, 3), "c64_k3": (64, 3)}
 

@@ -28,8 +28,8 @@ from xnorbench.measure.cpu_units import int8_unit
 from xnorbench.measure.int8 import random_calibration
 from xnorbench.measure.timing import compare
 from xnorbench.suites.timing import settle_batchnorm
-from xnorbench.xnor import models
-from xnorbench.xnor.packed import pack_model
+from xnorbench.xnor.inference.packed_layers import pack_model
+from xnorbench.xnor.networks import models
 
 SHAPE = (3, 32, 32)
 FAST = ("onnxruntime", "openvino", "onnxruntime-int8", "openvino-int8")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xnorbench.xnor import BinOp, FusedXNOR, models
-from xnorbench.xnor.step import train_step
+from xnorbench.xnor import BinOp, FusedXNOR
+from xnorbench.xnor.layers.step import train_step
+from xnorbench.xnor.networks import models
 
 
 @pytest.mark.parametrize("path", ["float", "xnor_fused", "xnor_binop"])

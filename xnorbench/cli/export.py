@@ -69,8 +69,9 @@ def export_cmd(
     import torch
 
     from ..errors import InputError, exception_line
-    from ..xnor import load_packed, model_spec
-    from ..xnor.openvino_export import save_openvino
+    from ..xnor import load_packed
+    from ..xnor.inference.openvino_export import save_openvino
+    from ..xnor.networks import model_spec
 
     if (run is None) == (packed is None):
         fail("give one of --run ID or --packed FILE")
@@ -92,7 +93,7 @@ def export_cmd(
     if shape is None:
         name = str((getattr(net, "xnorbench_spec", None) or {}).get("name", ""))
         try:
-            from ..xnor.models import input_shape
+            from ..xnor.networks.models import input_shape
             shape = input_shape(name)
         except (KeyError, InputError, ValueError):
             fail(f"{path}: the network's input shape is unknown; give --input C,H,W")

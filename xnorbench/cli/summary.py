@@ -57,8 +57,8 @@ def summary_cmd(
 
     from ..errors import InputError, exception_line
     from ..measure.summary import summarize
-    from ..xnor import model_spec, models
-    from ..xnor.convert import BinarizeError
+    from ..xnor.networks import model_spec, models
+    from ..xnor.networks.binarize import BinarizeError
 
     if classes is not None and classes < 1:
         fail(f"--classes must be positive, got {classes}")

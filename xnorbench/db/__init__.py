@@ -10,8 +10,8 @@ from .engine import (
     parse_url,
     shown_db,
 )
-from .models import RUN_STATUSES, SCHEMA_VERSION, Result, Run, RunTag
 from .store import DatabaseGone, Row, RunLost, Store, is_stale
+from .tables import RUN_STATUSES, SCHEMA_VERSION, Result, Run, RunTag
 from .urls import redact, shown_url
 
 __all__ = ["DEFAULT_DB", "DBError", "DatabaseGone", "RUN_STATUSES", "SCHEMA_VERSION",

@@ -27,7 +27,7 @@ from sqlalchemy.exc import (
 from ..errors import XnorbenchError
 from ..paths import path_problem
 from . import migrate
-from .models import SCHEMA_VERSION, Base, Meta, table
+from .tables import SCHEMA_VERSION, Base, Meta, table
 from .urls import redact, shown_url, sqlite_path
 
 DEFAULT_DB = "xnorbench.db"

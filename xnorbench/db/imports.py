@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .models import Result, Run, RunTag
+from .tables import Result, Run, RunTag
 from .urls import redact
 
 

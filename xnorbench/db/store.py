@@ -33,7 +33,8 @@ from .engine import (
     sqlite_file,
 )
 from .imports import import_runs
-from .models import (
+from .row import Row
+from .tables import (
     RUN_STATUSES,
     SCHEMA_VERSION,
     Meta,
@@ -44,7 +45,6 @@ from .models import (
     table,
     utcnow,
 )
-from .row import Row
 from .urls import redact, shown_url
 
 

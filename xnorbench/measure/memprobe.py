@@ -44,10 +44,10 @@ def probe(model_name: str, variant: str, mode: str, batch: int, device: str) -> 
     import torch
 
     from ..variants import Variant
-    from ..xnor import models
-    from ..xnor.models import input_shape
-    from ..xnor.packed import pack_model
-    from ..xnor.step import step_for, train_step
+    from ..xnor.inference.packed_layers import pack_model
+    from ..xnor.layers.step import step_for, train_step
+    from ..xnor.networks import models
+    from ..xnor.networks.models import input_shape
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

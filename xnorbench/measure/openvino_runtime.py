@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..errors import exception_line
-from ..xnor.openvino_binary import binary_conv_node, openvino
+from ..xnor.inference.openvino_binary import binary_conv_node, openvino
 
 BINARY_CONV = "openvino-binaryconv"
 """OpenVINO's own binary convolution (``BinaryConvolution``, xnor-popcount), the peer
@@ -170,7 +170,7 @@ def xnor_network(model: torch.nn.Module, x: Tensor, threads: int, packed_out: Te
     """(a call running the XNOR ``model`` exported to OpenVINO on ``x``, what its rows
     carry), after its output was checked against the packed network's ``packed_out``;
     (None, {"reason": why}) where it cannot run here."""
-    from ..xnor.openvino_export import to_openvino
+    from ..xnor.inference.openvino_export import to_openvino
 
     try:
         run = runner(compile_model(to_openvino(model, x), threads), x)

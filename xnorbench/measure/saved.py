@@ -17,9 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from ..variants import Variant
-from ..xnor import binary_layers, models
-from ..xnor.models import input_shape
-from ..xnor.step import step_for, train_step
+from ..xnor import binary_layers
+from ..xnor.layers.step import step_for, train_step
+from ..xnor.networks import models
+from ..xnor.networks.models import input_shape
 
 
 def saved_bytes_by_module(model: nn.Module, step: Callable[[], object]) -> dict[str, int]:

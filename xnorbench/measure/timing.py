@@ -105,7 +105,7 @@ def launched_ops(fn: Callable[[], object]) -> int:
     Every ATen operator called from outside another one (an operator's own calls run
     inside its launch) except views and allocations (:data:`NO_KERNEL_OPS`), plus every
     kernel a ``torch.compile`` region runs (its generated
-    kernels, which :mod:`xnorbench.xnor.compiled` builds with inductor's kernel
+    kernels, which :mod:`xnorbench.xnor.sign.compiled` builds with inductor's kernel
     profiling on, and the ATen operators it calls out to); a compiled region's entry is
     not counted beside its kernels. On the CPU within
     :func:`xnorbench.xnor.bitops.torch_ops` this counts what the GPU path launches.

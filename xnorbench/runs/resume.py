@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import distributed
 from ..db import Store
-from ..db.models import Run
+from ..db.tables import Run
 from ..errors import InputError
 from .params import SuiteParams
 from .registry import Suite
@@ -99,7 +99,7 @@ def _check_factories(run_id: int, stored: Mapping[str, Any], given: Mapping[str,
     """Refuse to resume a run whose stored network is a ``module:function`` factory the
     command line does not name again: building it imports and runs that code, and a
     database (a file others can edit) must never choose code to run."""
-    from ..xnor.model_spec import is_factory
+    from ..xnor.networks.model_spec import is_factory
 
     key = next((o.stored_as or o.key for o in suite.options if o.name == "model"), None)
     if key is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, NamedTuple
 
 from ..data.datasets import DATASETS, load_dataset
@@ -19,57 +19,52 @@ from ..runs.params import SuiteParams
 from ..runs.registry import CheckFn, SuiteContext
 from ..training.loop import TrainingJob, restore, train
 from ..training.recipes import (
-    AUGMENTATIONS,
     BASE,
-    DECAY_SCOPES,
-    OPTIMIZERS,
     PRESETS,
-    RECIPE_FIELDS,
-    SCHEDULES,
     Recipe,
+    RecipeOptions,
+    option,
     recipe_from,
     recipe_key,
     resolve,
     show_value,
 )
 from ..variants import Variant
-from ..xnor import GRAD_RULES, XNOR_PATHS
-from ..xnor.models import IMAGENET_MODELS, model_ok
+from ..xnor.networks.models import IMAGENET_MODELS, model_ok
 
-_R = Recipe()
+
+def _seeds_ok(values: list[int], flag: str) -> None:
+    for v in values:  # each once: the list parser refuses a value given twice
+        o.seed_ok(v, flag)
 
 
 @dataclass(frozen=True)
-class TrainingParams(SuiteParams):
-    """What a training run (accuracy, compare) stores: the data and the network, every
-    :class:`Recipe` field but ``seed`` (the run's ``seeds`` instead), the preset it was
-    resolved from (``recipe``) and the options given beside it (``overridden``), where
-    the data is. Defaults are :data:`BASE`'s."""
+class TrainingParams(SuiteParams, RecipeOptions):
+    """What a training run (accuracy, compare) stores: every :class:`RecipeOptions` field
+    (a :class:`Recipe` but its seed; each declares its own command-line option), the data
+    and the network (declared here, the same way), the run's ``seeds``, the preset the
+    options were resolved from (``recipe``) and the options given beside it
+    (``overridden``), where the data is. Defaults are :data:`BASE`'s."""
 
-    dataset: str = "mnist"
-    model: str = "lenet5"
-    limit_train: int | None = None
-    limit_test: int | None = None
-    seeds: tuple[int, ...] = (0,)
-    epochs: int = _R.epochs
-    batch_size: int = _R.batch_size
-    optimizer: str = _R.optimizer
-    lr: float | None = _R.lr
-    momentum: float = _R.momentum
-    nesterov: bool = _R.nesterov
-    weight_decay: float = _R.weight_decay
-    decay_scope: str = _R.decay_scope
-    schedule: str = _R.schedule
-    milestones: tuple[int, ...] = _R.milestones
-    lr_gamma: float = _R.lr_gamma
-    augment: str = _R.augment
-    bn_clamp: bool = _R.bn_clamp
-    grad_rule: str = _R.grad_rule
-    amp: bool = _R.amp
-    channels_last: bool = _R.channels_last
-    xnor_path: str = _R.xnor_path
-    sync_bn: bool = _R.sync_bn
-    label_smoothing: float = _R.label_smoothing
+    dataset: str = field(default="mnist", metadata=option(
+        "str", "mnist, fashion-mnist, kmnist (IDX files under DATA/<MNIST|FashionMNIST|KMNIST>"
+        "/raw), cifar10, or imagefolder (DATA/train/<class>/* and DATA/test/ or DATA/val/; "
+        "channels, size, classes and normalization from the data).", choices=DATASETS))
+    model: str = field(default="lenet5", metadata=option(
+        "str", "resnet18, lenet5, nin, or resnet18-imagenet (the paper's ImageNet ResNet-18: "
+        "224x224 crops read from an imagefolder tree of any image sizes, top-5 beside "
+        "top-1), torchvision:NAME (untrained; :cifar for a 3x3 stem on 32x32 images) or "
+        "module.path:function (your factory returning an nn.Module); XNOR variants go "
+        "through xnorbench.binarize.", check=model_ok))
+    limit_train: int | None = field(default=None, metadata=option(
+        "int", "Train on a seeded subset of this many images (0: the whole split).",
+        check=o.non_negative))
+    limit_test: int | None = field(default=None, metadata=option(
+        "int", "Test on a seeded subset of this many images (0: the whole split).",
+        check=o.non_negative))
+    seeds: tuple[int, ...] = field(default=(0,), metadata=option(
+        "ints", "Seeds, e.g. 0,1,2: each variant trains once per seed within the run; "
+        "tables show mean +- std (n).", check=_seeds_ok, minimum=0))
     data_dir: str | None = None
     download: bool = False
     recipe: str | None = None
@@ -149,83 +144,35 @@ def training_check(jobs: Callable[[Any], list[TrainingKind]]) -> CheckFn:
 RECIPE_PANEL = "Recipe (each option overrides --recipe)"
 
 
-def _recipe_opt(name: str, kind: str, help_: str, *decls: str, base: str | None = None,
-                check: Any = None, choices: tuple[str, ...] = (), minimum: int = 1,
-                noun: str = "") -> Opt:
-    """A training option: not given (None) takes the recipe's value; its help names the
-    base default."""
-    default = BASE.get(base or name)
-    suffix = f" \\[default: {show_value(default)}, or the recipe's]" if (base or name) in BASE \
-        else ""
-    return Opt(name, kind, None, help_ + suffix, check=check, decls=decls, panel=RECIPE_PANEL,
-               show_default=False, choices=choices, minimum=minimum, noun=noun)
+def _declared(f: Field[Any]) -> Opt:
+    """The option a field declares (:func:`~xnorbench.training.recipes.option`): not given
+    (None), it takes the recipe's value, which its help names."""
+    spec = f.metadata["option"]
+    default = spec["default_help"] or (show_value(BASE[f.name]) if f.name in BASE else None)
+    suffix = f" \\[default: {default}, or the recipe's]" if default is not None else ""
+    return Opt(f.name, spec["kind"], None, spec["help"] + suffix, check=spec["check"],
+               decls=spec["decls"], panel=RECIPE_PANEL, show_default=False,
+               choices=spec["choices"], minimum=spec["minimum"], noun=spec["noun"])
+
+
+DECLARED = {f.name: _declared(f) for f in fields(TrainingParams) if "option" in f.metadata}
+"""Every option a training run's params field declares, by name."""
 
 
 def training_options(choice: Opt) -> tuple[Opt, ...]:
-    """The options of a training suite (accuracy, compare); ``choice`` is its own (which
-    variants, or which gradient rules)."""
+    """The options of a training suite (accuracy, compare): the recipe, the data and the
+    network, ``choice`` (its own: which variants, or which gradient rules; ``rules``
+    replaces ``--grad-rule``), every other declared field, and how the run happens."""
+    first = ("dataset", "model")
+    rest = [opt for name, opt in DECLARED.items()
+            if name not in first and not (name == "grad_rule" and choice.name == "rules")]
     return (
         Opt("recipe", "str", None, "Named recipe that fills every training option "
             "(`xnorbench recipes` lists them); options given beside it override it.",
             panel=RECIPE_PANEL, show_default=False),
-        _recipe_opt("dataset", "str", "mnist, fashion-mnist, kmnist (IDX files under "
-                    "DATA/<MNIST|FashionMNIST|KMNIST>/raw), cifar10, or imagefolder "
-                    "(DATA/train/<class>/* and DATA/test/ or DATA/val/; channels, size, "
-                    "classes and normalization from the data).", choices=DATASETS),
-        _recipe_opt("model", "str", "resnet18, lenet5, nin, or resnet18-imagenet (the "
-                    "paper's ImageNet ResNet-18: 224x224 crops read from an imagefolder "
-                    "tree of any image sizes, top-5 beside top-1), torchvision:NAME "
-                    "(untrained; :cifar for a 3x3 stem on 32x32 images) or "
-                    "module.path:function (your factory returning an nn.Module); XNOR "
-                    "variants go through xnorbench.binarize.", check=model_ok),
-        choice,
-        _recipe_opt("epochs", "int", "Training epochs.", check=o.epochs_ok),
-        _recipe_opt("batch_size", "int", "Training batch size.", check=o.positive),
-        _recipe_opt("optimizer", "str", "sgd or adam.", choices=OPTIMIZERS),
-        Opt("lr", "float", None, "Learning rate \\[default: 0.1 for sgd, 1e-3 for adam, or "
-            "the recipe's].", check=o.lr_ok, panel=RECIPE_PANEL, show_default=False),
-        _recipe_opt("momentum", "float", "SGD momentum.", check=o.non_negative),
-        _recipe_opt("nesterov", "bool", "Nesterov momentum (sgd).",
-                    "--nesterov/--no-nesterov"),
-        _recipe_opt("weight_decay", "float", "Weight decay (L2).", check=o.non_negative),
-        _recipe_opt("decay_scope", "str", "What weight decay applies to: weights "
-                    "(conv/linear weights) or all (every parameter, as the original port "
-                    "does).", choices=DECAY_SCOPES),
-        _recipe_opt("schedule", "str", "lr schedule: cosine (to 0, per step), step (x "
-                    "--lr-gamma from each --milestones epoch on) or constant.",
-                    choices=SCHEDULES),
-        _recipe_opt("milestones", "ints", "Epochs (counted from 1) from which the step "
-                    "schedule multiplies lr by --lr-gamma, e.g. 15,30,45."),
-        _recipe_opt("lr_gamma", "float", "Factor of the step schedule.", check=o.positive),
-        _recipe_opt("augment", "str", "auto (random crop + flip on cifar10, none "
-                    "otherwise), none, crop-flip, or crop (random crop, no flip: for digits)."
-                    , choices=AUGMENTATIONS, noun="augmentation"),
-        _recipe_opt("label_smoothing", "float", "Label smoothing of the training loss "
-                    "(0: none).", check=o.probability),
-        _recipe_opt("bn_clamp", "bool", "The original port's guard: clamp every BatchNorm "
-                    "scale to >= 0.01 before each step.", "--bn-clamp/--no-bn-clamp"),
-        *(() if choice.name == "rules" else (
-            _recipe_opt("grad_rule", "str", "XNOR weight gradient: corrected, paper or "
-                        "reference.", choices=GRAD_RULES),)),
-        _recipe_opt("limit_train", "int", "Train on a seeded subset of this many images "
-                    "(0: the whole split).", check=o.non_negative),
-        _recipe_opt("limit_test", "int", "Test on a seeded subset of this many images "
-                    "(0: the whole split).", check=o.non_negative),
-        _recipe_opt("seeds", "ints", "Seeds, e.g. 0,1,2: each variant trains once per seed "
-                    "within the run; tables show mean +- std (n).", check=_seeds_ok,
-                    minimum=0),
+        *(DECLARED[name] for name in first), choice, *rest,
         Opt("seed", "int", None, "One seed (the same as --seeds N).", check=o.seed_ok,
             panel=RECIPE_PANEL, show_default=False, stored_as="seeds"),
-        _recipe_opt("amp", "bool", "bf16 autocast.", "--amp/--no-amp"),
-        _recipe_opt("channels_last", "bool", "channels_last memory format.",
-                    "--channels-last/--no-channels-last"),
-        _recipe_opt("xnor_path", "str", "How XNOR trains: fused (layers binarize inside "
-                    "forward/backward, bits kept for backward) or binop (the original "
-                    "port's BinOp workflow). Both give the same results (bit for bit on "
-                    "the CPU); fused is faster and uses less memory.", choices=XNOR_PATHS,
-                    noun="XNOR training path"),
-        _recipe_opt("sync_bn", "bool", "Synchronize BatchNorm statistics across the "
-                    "processes of a torchrun launch (CUDA).", "--sync-bn/--no-sync-bn"),
         Opt("data_dir", "path", None, "Folder holding MNIST/raw (FashionMNIST/raw, "
             "KMNIST/raw), cifar10-jpeg or cifar-10-batches-py, or the ImageFolder tree "
             "itself \\[default: $XNORBENCH_DATA, else ./data].", show_default=False),
@@ -234,20 +181,15 @@ def training_options(choice: Opt) -> tuple[Opt, ...]:
     )
 
 
-def _seeds_ok(values: list[int], flag: str) -> None:
-    for v in values:  # each once: the list parser refuses a value given twice
-        o.seed_ok(v, flag)
-
-
 DEVICE_OPT = Opt("device", "device", "auto", "Where to compute: auto picks cuda if present.",
                  param=None)
 THREADS_OPT = Opt("threads", "int", None, "torch intra-op threads (recorded).", param=None,
                   check=o.threads_ok)
 
-RECIPE_FLAGS = ("dataset", "model", *(f for f in RECIPE_FIELDS if f != "seed"),
-                "limit_train", "limit_test")
-"""The options that override a recipe (None: not given): every :class:`Recipe` field but
-the seed (``--seed``/``--seeds``), the data and the network."""
+RECIPE_FLAGS = tuple(name for name in DECLARED if name != "seeds")
+"""The options that override a recipe (None: not given): every declared field but the
+seeds (``--seed``/``--seeds``, resolved on their own): the recipe's fields, the data and
+the network."""
 
 
 def prepare_training(given: dict[str, Any]) -> dict[str, Any]:

@@ -29,9 +29,10 @@ from ..runs.params import SuiteParams
 from ..runs.registry import SuiteContext, register
 from ..variants import TRAINING_STEPS
 from ..variants import Variant as V
-from ..xnor import model_spec, models, save_packed
-from ..xnor.convert import BinarizeWarning
-from ..xnor.models import input_shape, models_ok, native_dataset
+from ..xnor import save_packed
+from ..xnor.networks import model_spec, models
+from ..xnor.networks.binarize import BinarizeWarning
+from ..xnor.networks.models import input_shape, models_ok, native_dataset
 
 OPTIONS = (
     Opt("model", "strs", ["resnet18", "lenet5", "nin"], "Comma-separated: resnet18, lenet5, "

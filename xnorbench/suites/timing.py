@@ -39,11 +39,13 @@ from ..runs.params import SuiteParams
 from ..runs.registry import SuiteContext, register
 from ..variants import TRAINING_STEPS
 from ..variants import Variant as V
-from ..xnor import binary_layers, compiled, models
+from ..xnor import binary_layers
+from ..xnor.inference.packed_layers import pack_model
 from ..xnor.kernels import default_build, kernel_isa
-from ..xnor.models import input_shape, models_ok, native_dataset
-from ..xnor.packed import pack_model
-from ..xnor.step import step_for, train_step
+from ..xnor.layers.step import step_for, train_step
+from ..xnor.networks import models
+from ..xnor.networks.models import input_shape, models_ok, native_dataset
+from ..xnor.sign import compiled
 from .common import fastest_rows
 
 OPTIONS = (

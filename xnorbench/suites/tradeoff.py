@@ -44,10 +44,11 @@ from ..runs.options import Opt
 from ..runs.params import SuiteParams
 from ..runs.registry import SuiteContext, register
 from ..variants import Variant as V
-from ..xnor import load_packed, model_spec, models
+from ..xnor import load_packed
+from ..xnor.inference.openvino_export import save_openvino
+from ..xnor.inference.packed_layers import pack_model
 from ..xnor.kernels import kernel_isa
-from ..xnor.openvino_export import save_openvino
-from ..xnor.packed import pack_model
+from ..xnor.networks import model_spec, models
 
 OPTIONS = (
     Opt("of_run", "int", None, "The finished accuracy or compare run whose trained float "
@@ -295,7 +296,7 @@ def _xnor_runs(xmodel: nn.Module, packed: nn.Module, x: Tensor, threads: int,
     """The XNOR network three ways, each a function of an input shaped like ``x``:
     simulated, packed, and exported to OpenVINO (written to ``save_to`` if given)."""
     from ..measure import openvino_runtime
-    from ..xnor.openvino_export import to_openvino
+    from ..xnor.inference.openvino_export import to_openvino
 
     out: dict[str, tuple[Callable[[Tensor], object] | None, dict[str, Any]]] = {
         V.XNOR: (copy.deepcopy(xmodel), _XNOR_INFO[V.XNOR]),

@@ -31,8 +31,9 @@ from ..db import Row
 from ..distributed import World, all_sum, gather_to_main, world
 from ..errors import InputError, XnorbenchError
 from ..progress import Progress
-from ..xnor import BinOp, models
-from ..xnor.step import XNORStep, autocast, clamp_bn_scales, train_step
+from ..xnor import BinOp
+from ..xnor.layers.step import XNORStep, autocast, clamp_bn_scales, train_step
+from ..xnor.networks import models
 from .checkpoints import load_checkpoint, save_checkpoint
 from .optim import make_scheduler
 from .packed_eval import float_weights_row, packed_rows

@@ -22,9 +22,10 @@ from ..data.splits import DataBundle
 from ..db import Row
 from ..measure.timing import compare
 from ..progress import Progress
-from ..xnor import load_packed, model_spec, models, save_packed
+from ..xnor import load_packed, save_packed
+from ..xnor.inference.packed_layers import pack_model
 from ..xnor.kernels import kernel_isa
-from ..xnor.packed import pack_model
+from ..xnor.networks import model_spec, models
 from .checkpoints import CheckpointError, write_failure
 from .loaders import eval_loader
 

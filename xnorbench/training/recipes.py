@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+from ..checks import epochs_ok, lr_ok, non_negative, positive, probability
+from ..variants import GRAD_RULES, XNOR_PATHS
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
@@ -24,30 +28,79 @@ BN_FLOOR = 0.01
 """The original port clamps every BatchNorm scale to at least this before a forward."""
 
 
+def option(kind: str, help_: str, *decls: str, check: Callable[[Any, str], None] | None = None,
+           choices: tuple[str, ...] = (), noun: str = "", minimum: int = 1,
+           default_help: str | None = None) -> dict[str, Any]:
+    """A field's declaration as a command-line option (its ``metadata``): how the command
+    line spells it (``kind``, ``decls``), its help, its check and choices. A training
+    suite's command is built from these (``suites/common.training_options``), so an
+    option is declared once, beside the field it sets. ``default_help``: what the help
+    says the default is, where the field's default is not it (``lr``: per optimizer)."""
+    return {"option": {"kind": kind, "help": help_, "decls": decls, "check": check,
+                       "choices": choices, "noun": noun, "minimum": minimum,
+                       "default_help": default_help}}
+
+
 @dataclass(frozen=True)
-class Recipe:
+class RecipeOptions:
+    """Every choice of how a network trains but the seed, each declared once with its
+    command-line option: a training run's params hold these fields, and its
+    :class:`Recipe` is built from them."""
+
+    epochs: int = field(default=1, metadata=option("int", "Training epochs.", check=epochs_ok))
+    batch_size: int = field(default=128, metadata=option("int", "Training batch size.",
+                                                         check=positive))
+    optimizer: str = field(default="sgd", metadata=option("str", "sgd or adam.",
+                                                          choices=OPTIMIZERS))
+    lr: float | None = field(default=None, metadata=option(  # None: the optimizer's default
+        "float", "Learning rate.", check=lr_ok, default_help="0.1 for sgd, 1e-3 for adam"))
+    momentum: float = field(default=0.9, metadata=option("float", "SGD momentum.",
+                                                         check=non_negative))
+    nesterov: bool = field(default=True, metadata=option(
+        "bool", "Nesterov momentum (sgd).", "--nesterov/--no-nesterov"))
+    weight_decay: float = field(default=5e-4, metadata=option(
+        "float", "Weight decay (L2).", check=non_negative))
+    decay_scope: str = field(default="weights", metadata=option(
+        "str", "What weight decay applies to: weights (conv/linear weights) or all (every "
+        "parameter, as the original port does).", choices=DECAY_SCOPES))
+    schedule: str = field(default="cosine", metadata=option(
+        "str", "lr schedule: cosine (to 0, per step), step (x --lr-gamma from each "
+        "--milestones epoch on) or constant.", choices=SCHEDULES))
+    milestones: tuple[int, ...] = field(default=(), metadata=option(
+        "ints", "Epochs (counted from 1) from which the step schedule multiplies lr by "
+        "--lr-gamma, e.g. 15,30,45."))
+    lr_gamma: float = field(default=0.1, metadata=option(
+        "float", "Factor of the step schedule.", check=positive))
+    augment: str = field(default="auto", metadata=option(
+        "str", "auto (random crop + flip on cifar10, none otherwise), none, crop-flip, or "
+        "crop (random crop, no flip: for digits).", choices=AUGMENTATIONS,
+        noun="augmentation"))
+    bn_clamp: bool = field(default=False, metadata=option(
+        "bool", "The original port's guard: clamp every BatchNorm scale to >= 0.01 before "
+        "each step.", "--bn-clamp/--no-bn-clamp"))
+    grad_rule: str = field(default="corrected", metadata=option(
+        "str", "XNOR weight gradient: corrected, paper or reference.", choices=GRAD_RULES))
+    amp: bool = field(default=False, metadata=option("bool", "bf16 autocast.",
+                                                     "--amp/--no-amp"))
+    channels_last: bool = field(default=False, metadata=option(
+        "bool", "channels_last memory format.", "--channels-last/--no-channels-last"))
+    xnor_path: str = field(default="fused", metadata=option(
+        "str", "How XNOR trains: fused (layers binarize inside forward/backward, bits kept "
+        "for backward) or binop (the original port's BinOp workflow). Both give the same "
+        "results (bit for bit on the CPU); fused is faster and uses less memory.",
+        choices=XNOR_PATHS, noun="XNOR training path"))
+    sync_bn: bool = field(default=False, metadata=option(
+        "bool", "Synchronize BatchNorm statistics across the processes of a torchrun "
+        "launch (CUDA).", "--sync-bn/--no-sync-bn"))
+    label_smoothing: float = field(default=0.0, metadata=option(
+        "float", "Label smoothing of the training loss (0: none).", check=probability))
+
+
+@dataclass(frozen=True)
+class Recipe(RecipeOptions):
     """How one network trains; ``seed`` picks one of the run's seeds."""
 
-    epochs: int = 1
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float | None = None            # None: 0.1 for sgd, 1e-3 for adam
-    momentum: float = 0.9              # sgd only
-    nesterov: bool = True              # sgd only
-    weight_decay: float = 5e-4
-    decay_scope: str = "weights"       # weights: conv/linear weights; all: every parameter
-    schedule: str = "cosine"           # cosine (per step), step (x lr_gamma at milestones)
-    milestones: tuple[int, ...] = ()   # epochs (counted from 1) from which lr *= lr_gamma
-    lr_gamma: float = 0.1
-    augment: str = "auto"              # auto: crop+flip on CIFAR-10, none on MNIST
-    bn_clamp: bool = False             # the port's clamp of BatchNorm scales (>= 0.01)
-    grad_rule: str = "corrected"
     seed: int = 0
-    amp: bool = False                  # bf16 autocast
-    channels_last: bool = False
-    xnor_path: str = "fused"           # fused layers, or the port's BinOp workflow
-    sync_bn: bool = False              # BatchNorm statistics over every process (DDP)
-    label_smoothing: float = 0.0       # of the training loss (the test loss is plain)
 
     @property
     def learning_rate(self) -> float:
@@ -95,6 +148,7 @@ class Recipe:
 
 
 RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
+"""Every field of a :class:`Recipe`, the seed among them."""
 
 KEY_EXCLUDES = ("seed", "channels_last", "grad_rule", "xnor_path")
 """Not part of the recipe key: the seed (seeds are pooled within a recipe), the memory

@@ -16,9 +16,9 @@ from torch import nn
 
 from ..data.splits import DataBundle
 from ..distributed import World
-from ..variants import Variant
-from ..xnor import models
-from ..xnor.step import XNORStep, step_for
+from ..variants import PATH_VARIANTS
+from ..xnor.layers.step import XNORStep, step_for
+from ..xnor.networks import models
 from .loaders import make_loaders
 from .optim import make_optimizer
 from .recipes import Recipe
@@ -84,7 +84,7 @@ def make_xnor_step(model: nn.Module, variant: str, recipe: Recipe) -> XNORStep |
     """The recipe's XNOR training path for ``model`` (None for float)."""
     if variant != "xnor":
         return None
-    path = {"fused": Variant.XNOR_FUSED, "binop": Variant.XNOR_BINOP}.get(recipe.xnor_path)
+    path = PATH_VARIANTS.get(recipe.xnor_path)
     if path is None:
         raise ValueError(f"unknown XNOR training path {recipe.xnor_path!r}; choose fused or "
                          "binop")

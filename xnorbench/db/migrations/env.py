@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from xnorbench.db.models import Base
+from xnorbench.db.tables import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:

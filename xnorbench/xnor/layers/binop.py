@@ -27,9 +27,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from . import bitops
-from .layers import binary_layers
-from .sign_rules import check_grad_rule
+from ..sign import bitops
+from ..sign.rules import check_grad_rule
+from .modules import binary_layers
 
 
 class BinOp:

@@ -13,29 +13,12 @@ selectable weight-gradient rules (derived in docs/GRADIENT.md):
 
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 from torch import Tensor
 
+from ...variants import GRAD_RULES, GradRule
 
-class GradRule(str, Enum):
-    """The weight-gradient rules, by name (what the command line, params and rows say)
-    and by code (what the C++ operators take). The C++ side has the same enum
-    (``csrc/train_ops.cpp``); a test checks every name maps to the same code there, so
-    the rule is passed by name and never by a tuple position."""
-
-    corrected = "corrected"
-    paper = "paper"
-    reference = "reference"
-
-    @property
-    def code(self) -> int:
-        return _CODES[self]
-
-
-_CODES = {GradRule.corrected: 0, GradRule.paper: 1, GradRule.reference: 2}
-GRAD_RULES: tuple[str, ...] = tuple(r.value for r in GradRule)
+__all__ = ["GRAD_RULES", "GradRule"]  # named here, where the rules' formulas are
 
 
 def sign(x: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import bitops, compiled
+from ..sign import bitops, compiled
 
 
 def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:

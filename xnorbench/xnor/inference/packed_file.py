@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError, first_line
-from . import model_spec
-from .bitops import alphas
-from .layers import binary_layers
-from .models import MODELS, build
+from ...errors import InputError, first_line
+from ..layers.modules import binary_layers
+from ..networks import model_spec
+from ..networks.models import MODELS, build
+from ..sign.bitops import alphas
 
 FORMAT = "xnorbench-packed-v1"
 MAGIC = b"XNORBENCH-PACKED"
@@ -97,13 +97,13 @@ def packed_sizes(model: nn.Module) -> PackedSizes:
 def save_packed(model: nn.Module, path: str | os.PathLike) -> int:
     """Write ``model`` with binarized weights at 1 bit each; returns the file's bytes.
 
-    The model must come from :mod:`xnorbench.xnor.models` (it records how to rebuild
+    The model must come from :mod:`xnorbench.xnor.networks.models` (it records how to rebuild
     itself). Binary weights are stored as bits + alpha computed from the current
     latent weights, i.e. exactly what the layer uses in eval mode.
     """
     spec = getattr(model, "xnorbench_spec", None)
     if spec is None:
-        raise ValueError("save_packed needs a model built by xnorbench.xnor.models")
+        raise ValueError("save_packed needs a model built by xnorbench.xnor.networks.models")
     bin_names = _binary_weight_names(model)
     floats: dict[str, Tensor] = {}
     binary: dict[str, dict[str, object]] = {}

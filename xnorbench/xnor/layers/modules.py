@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..sign.rules import bin_active, check_grad_rule, scaled_sign
 from .functional import binary_conv2d, binary_linear
-from .sign_rules import bin_active, check_grad_rule, scaled_sign
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:

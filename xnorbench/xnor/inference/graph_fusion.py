@@ -39,6 +39,8 @@ from typing import Any, Protocol, cast
 import torch
 from torch import Tensor, fx, nn
 
+from .chain import PackedChain, StepSpec
+from .float_layers import bn_affine, fold_float_batchnorms, fuse_pooled_heads
 from .fx_graph import (
     Folder,
     added_module,
@@ -47,8 +49,6 @@ from .fx_graph import (
     is_inplace_relu,
     relu_input,
 )
-from .packed_chain import PackedChain, StepSpec
-from .packed_float import bn_affine, fold_float_batchnorms, fuse_pooled_heads
 
 ADDS = (operator.add, operator.iadd, torch.add)
 

@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from .bitops import alphas, binarize_weight
-from .kernels import load_kernels
-from .layers import XNORConv2d, XNORLinear, linear_rows
-from .packed_chain import LazyChain, StepSpec
-from .packed_float import DirectConv2d, PooledHead, runs_direct
-from .packed_graph import fuse_packed_graph
+from ..kernels import load_kernels
+from ..layers.modules import XNORConv2d, XNORLinear, linear_rows
+from ..sign.bitops import alphas, binarize_weight
+from .chain import LazyChain, StepSpec
+from .float_layers import DirectConv2d, PooledHead, runs_direct
+from .graph_fusion import fuse_packed_graph
 
 
 def _alpha_and_weight(layer: XNORConv2d | XNORLinear) -> tuple[Tensor, Tensor]:
@@ -39,6 +39,21 @@ def _alpha_and_weight(layer: XNORConv2d | XNORLinear) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
         wbin = binarize_weight(layer.weight.detach().float().cpu())
     return alphas(wbin).contiguous(), wbin
+
+
+def _register_packed(layer: nn.Module, wpacked: Tensor, alpha: Tensor, bias: Tensor | None,
+                     ) -> None:
+    """What a packed binary layer holds, as buffers (saved and moved with it): the packed
+    weights, alpha, the bias, and its BatchNorm (``layer.bn``) folded into the sign's
+    thresholds and flips."""
+    bn = layer.bn
+    assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
+    layer.register_buffer("wpacked", wpacked)
+    layer.register_buffer("alpha", alpha.float().contiguous())
+    layer.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+    thresh, flip = bn_thresholds(bn)
+    layer.register_buffer("thresh", thresh)
+    layer.register_buffer("flip", flip)
 
 
 class PackedXNORConv2d(nn.Module):
@@ -59,12 +74,7 @@ class PackedXNORConv2d(nn.Module):
         self.stride = stride
         self.padding = padding
         self.scale_input = scale_input
-        self.register_buffer("wpacked", load_kernels().pack_weight(wbin))
-        self.register_buffer("alpha", alpha.float().contiguous())
-        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        thresh, flip = bn_thresholds(self.bn)
-        self.register_buffer("thresh", thresh)
-        self.register_buffer("flip", flip)
+        _register_packed(self, load_kernels().pack_weight(wbin), alpha, bias)
 
     @classmethod
     def from_layer(cls, layer: XNORConv2d) -> PackedXNORConv2d:
@@ -149,13 +159,8 @@ class PackedXNORLinear(nn.Module):
         self.flatten_input = flatten_input
         self.bn = copy.deepcopy(bn).eval()
         self.out_features, self.in_features = wbin.shape
-        self.register_buffer("wpacked", load_kernels().pack_weight(
-            wbin.reshape(self.out_features, self.in_features, 1, 1)))
-        self.register_buffer("alpha", alpha.float().contiguous())
-        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        thresh, flip = bn_thresholds(self.bn)
-        self.register_buffer("thresh", thresh)
-        self.register_buffer("flip", flip)
+        _register_packed(self, load_kernels().pack_weight(
+            wbin.reshape(self.out_features, self.in_features, 1, 1)), alpha, bias)
 
     @classmethod
     def from_layer(cls, layer: XNORLinear) -> PackedXNORLinear:
@@ -288,7 +293,7 @@ class PackedResNet18(nn.Module):
 
 def _packed_head(model: nn.Module) -> nn.Module:
     """``model`` with its head in one pass where it is the built-in ResNet-18."""
-    from .models import ResNet18
+    from ..networks.models import ResNet18
 
     if isinstance(model, ResNet18) and isinstance(model.bn, nn.BatchNorm2d) \
             and model.bn.running_mean is not None and isinstance(model.relu, nn.ReLU) \
@@ -312,7 +317,7 @@ def pack_model(model: nn.Module, fuse_graph: bool = True) -> nn.Module:
     and write channels-last) their input without a transposing copy: for ResNet-18 at
     batch 64 the NCHW first conv and the copy into channels-last took about a third of
     the packed network's time."""
-    from .models import PreActBlock
+    from ..networks.models import PreActBlock
 
     packed = copy.deepcopy(model).eval()
     for module in list(packed.modules()):

@@ -34,11 +34,17 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InputError
-from .bitops import binarize_weight
-from .layers import XNORConv2d, XNORLinear
+from ...errors import InputError
+from ..layers.modules import XNORConv2d, XNORLinear
+from ..sign.bitops import binarize_weight
 from .openvino_binary import binary_conv_node, openvino, opset1, opset13
-from .packed import PackedBlocks, PackedPreActBlock, PackedXNORConv2d, PackedXNORLinear, pack_model
+from .packed_layers import (
+    PackedBlocks,
+    PackedPreActBlock,
+    PackedXNORConv2d,
+    PackedXNORLinear,
+    pack_model,
+)
 
 
 class ExportError(InputError):

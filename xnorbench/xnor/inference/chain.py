@@ -19,7 +19,7 @@ from typing import Any, Protocol, cast
 import torch
 from torch import Tensor, fx, nn
 
-from .kernels import load_kernels
+from ..kernels import load_kernels
 
 
 class ChainLayer(Protocol):

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from ..kernels import load_kernels
 from .fx_graph import (
     Folder,
     added_module,
@@ -24,7 +25,6 @@ from .fx_graph import (
     is_inplace_relu,
     relu_input,
 )
-from .kernels import load_kernels
 
 MAX_TAPS = 160
 """Convs with at most this many taps x input channels (7x7x3 = 147) run on the direct

@@ -23,8 +23,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import InputError, exception_line, first_line
-from .convert import Binarized, BinarizeError, binarize
+from ...errors import InputError, exception_line, first_line
+from .binarize import Binarized, BinarizeError, binarize
 
 DEFAULT_INPUT = (3, 224, 224)
 CIFAR_INPUT = (3, 32, 32)

@@ -20,9 +20,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ...errors import InputError
+from ..layers.modules import XNORConv2d, XNORLinear
 from . import model_spec
-from .layers import XNORConv2d, XNORLinear
 
 
 @dataclass(frozen=True)

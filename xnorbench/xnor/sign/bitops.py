@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..kernels import train_ops
 from . import compiled
-from .kernels import train_ops
-from .sign_rules import GradRule, filter_alpha, sign
-from .sign_rules import scaled_sign_grad as scaled_sign_grad_reference
+from .rules import GradRule, filter_alpha, sign
+from .rules import scaled_sign_grad as scaled_sign_grad_reference
 
 _TORCH_OPS = [False]
 

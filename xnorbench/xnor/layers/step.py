@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..variants import Variant
+from ...variants import Variant
 from .binop import BinOp
 from .fused import FusedXNOR
 

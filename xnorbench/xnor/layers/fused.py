@@ -22,11 +22,9 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from . import bitops
-from .layers import binary_layers
-from .sign_rules import check_grad_rule
-
-XNOR_PATHS = ("fused", "binop")
+from ..sign import bitops
+from ..sign.rules import check_grad_rule
+from .modules import binary_layers
 
 
 class FusedXNOR:

@@ -34,10 +34,10 @@ from typing import Any, NamedTuple, cast
 import torch
 from torch import fx, nn
 
-from ..errors import InputError, exception_line, first_line
-from .layers import BINARY_LAYERS, XNORConv2d, XNORLinear
+from ...errors import InputError, exception_line, first_line
+from ..layers.modules import BINARY_LAYERS, XNORConv2d, XNORLinear
+from ..sign.rules import check_grad_rule
 from .rewire import Rewirer
-from .sign_rules import check_grad_rule
 
 
 class BinarizeError(InputError, ValueError):

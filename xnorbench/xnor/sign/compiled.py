@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sign_rules import filter_alpha, scaled_sign_grad, sign
+from .rules import filter_alpha, scaled_sign_grad, sign
 
 log = logging.getLogger(__name__)
 
