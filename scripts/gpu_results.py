@@ -36,7 +36,7 @@ import xnorbench.suites  # noqa: F401  (registers the built-in suites)
 from xnorbench.data.datasets import load_dataset
 from xnorbench.db import Store
 from xnorbench.report.report import write_report
-from xnorbench.runs.runner import RunFailed, RunInterrupted, execute
+from xnorbench.runs.runner import RunFailed, RunInterrupted, RunSettings, execute
 from xnorbench.suites.budget import plan_for_budget
 from xnorbench.training.recipes import recipe_from, resolve
 from xnorbench.training.setup import build_setup
@@ -142,11 +142,11 @@ def _train(store: Store, args: argparse.Namespace, bundles: dict, device: str) -
         log(f"{ds} {preset}: {plan.line()}")
         t0 = time.time()
         try:
-            rid = execute(store, "accuracy", params, device=device, seed=params["seeds"][0],
-                          progress=False, tags=["gpu", preset],
-                          command=f"scripts/gpu_results.py: --recipe {preset} --epochs "
-                                  f"{plan.epochs} (time-boxed, see params)",
-                          checkpoint_dir=Path("/tmp/xnorbench-checkpoints"))
+            rid = execute(store, "accuracy", params, RunSettings(
+                device=device, seed=params["seeds"][0], progress=False, tags=("gpu", preset),
+                command=f"scripts/gpu_results.py: --recipe {preset} --epochs {plan.epochs} "
+                        "(time-boxed, see params)",
+                checkpoint_dir=Path("/tmp/xnorbench-checkpoints")))
         except RunFailed as exc:
             log(f"FAILED: {exc}")
             continue
@@ -172,17 +172,18 @@ def _measure(store: Store, args: argparse.Namespace, device: str, start: float) 
             execute(store, "timing", {"models": ["resnet18"], "batches": [1, 64],
                                       "train_batch": 32 if args.tiny else 128,
                                       "per_layer": False, "rounds": 1 if args.tiny else 3,
-                                      "threads": 1}, device=device, progress=False)
+                                      "threads": 1}, RunSettings(device, progress=False))
         except (RunFailed, RunInterrupted) as exc:
             log(f"timing FAILED: {exc}")
         log(f"timing suite in {time.time() - t0:.0f}s")
     if not args.no_memory and in_time("memory suite"):
         t0 = time.time()
         try:
+            quiet = RunSettings(device, progress=False)
             execute(store, "memory", {"models": ["resnet18"], "batch": 64, "runtime": True},
-                    device=device, progress=False)
+                    quiet)
             execute(store, "memory", {"models": ["lenet5", "nin"], "batch": 64,
-                                      "runtime": False}, device=device, progress=False)
+                                      "runtime": False}, quiet)
         except (RunFailed, RunInterrupted) as exc:
             log(f"memory FAILED: {exc}")
         log(f"memory suite in {time.time() - t0:.0f}s")

@@ -11,7 +11,7 @@ from xnorbench.db import Row, Store
 from xnorbench.errors import InputError
 from xnorbench.runs import registry
 from xnorbench.runs.params import SuiteParams
-from xnorbench.runs.runner import RunFailed, RunInterrupted, execute
+from xnorbench.runs.runner import RunFailed, RunInterrupted, RunSettings, execute
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def test_failing_suite_keeps_rows_and_error(store: Store, temp_suite):
 
     temp_suite("t_boom", boom)
     with pytest.raises(RunFailed):
-        execute(store, "t_boom", {}, progress=False)
+        execute(store, "t_boom", {}, RunSettings(progress=False))
     (run,) = store.runs()
     assert run.status == "failed"
     assert "kaboom at step 3" in run.error
@@ -71,7 +71,7 @@ def test_interrupted_suite_marked_interrupted(store: Store, temp_suite):
 
     temp_suite("t_int", ctrl_c)
     with pytest.raises(RunInterrupted):
-        execute(store, "t_int", {}, progress=False)
+        execute(store, "t_int", {}, RunSettings(progress=False))
     (run,) = store.runs()
     assert run.status == "interrupted"
     assert [r.metric for r in store.results([run.id])] == ["a"]
@@ -86,7 +86,7 @@ def test_rows_are_committed_as_they_arrive(store: Store, temp_suite):
             seen_counts.append(Store(ctx.store.engine).count_results())
 
     temp_suite("t_watch", watcher)
-    run_id = execute(store, "t_watch", {"k": 1}, progress=False, seed=5)
+    run_id = execute(store, "t_watch", {"k": 1}, RunSettings(progress=False, seed=5))
     assert seen_counts == [1, 2, 3]
     run = store.run(run_id)
     assert run.status == "finished" and run.seed == 5
@@ -102,10 +102,10 @@ def test_a_suite_receives_its_typed_params_and_the_run_stores_their_asdict(store
         yield Row("k", float(p.k + sum(p.sizes)))
 
     temp_suite("t_typed", typed)
-    run_id = execute(store, "t_typed", KParams(k=2, sizes=(3,)), progress=False)
+    run_id = execute(store, "t_typed", KParams(k=2, sizes=(3,)), RunSettings(progress=False))
     assert got == [KParams(k=2, sizes=(3,))]
     assert store.run(run_id).params == {"k": 2, "sizes": [3]}
-    run_id = execute(store, "t_typed", {"sizes": [4, 5]}, progress=False)
+    run_id = execute(store, "t_typed", {"sizes": [4, 5]}, RunSettings(progress=False))
     assert got[-1] == KParams(k=0, sizes=(4, 5)) and isinstance(got[-1].sizes, tuple)
     assert store.results([run_id])[0].value == 9.0
 
@@ -117,7 +117,7 @@ def test_a_misspelt_parameter_is_refused_before_a_run_exists(store: Store, temp_
 
     temp_suite("t_typo", never)
     with pytest.raises(InputError, match="unknown parameter.*kk.*known: k, sizes"):
-        execute(store, "t_typo", {"kk": 1}, progress=False)
+        execute(store, "t_typo", {"kk": 1}, RunSettings(progress=False))
     assert store.runs() == []
 
 
@@ -128,7 +128,7 @@ def test_an_old_runs_params_read_back_fill_new_fields_and_drop_gone_ones():
 
 def test_unknown_suite(store: Store):
     with pytest.raises(ValueError, match="unknown suite"):
-        execute(store, "no_such_suite", {}, progress=False)
+        execute(store, "no_such_suite", {}, RunSettings(progress=False))
 
 
 def test_newer_schema_refused(tmp_path: Path):

@@ -122,7 +122,7 @@ def _execute_main(req: RunRequest) -> int:
     from ..runs.environment import resolve_device
     from ..runs.registry import get_suite
     from ..runs.resume import plan_resume
-    from ..runs.runner import RunFailed, RunInterrupted, execute
+    from ..runs.runner import RunFailed, RunInterrupted, RunSettings, execute
 
     store = open_store(write=True)
     threads, dev_name, plan = req.threads, req.device.value, None
@@ -137,10 +137,10 @@ def _execute_main(req: RunRequest) -> int:
         fail(str(exc))
     command = shlex.join(["xnorbench", *sys.argv[1:]]) if sys.argv else None
     try:
-        run_id = execute(store, req.suite, req.params, device=dev, seed=req.seed,
-                         command=command, progress=req.progress,
-                         checkpoint_dir=req.checkpoint_dir, resume=plan,
-                         threads=threads, tags=req.tags)
+        how = RunSettings(device=dev, seed=req.seed, command=command, progress=req.progress,
+                          checkpoint_dir=req.checkpoint_dir, threads=threads,
+                          tags=tuple(req.tags or ()))
+        run_id = execute(store, req.suite, req.params, how, resume=plan)
     except RunInterrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None

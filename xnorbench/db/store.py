@@ -1,6 +1,7 @@
 """The run lifecycle in SQL (the only code that writes rows): a run's owner token and
 heartbeat, its rows (one short transaction each, so a crash keeps every row written
-before it), its final status, imports from another database, and the reads tables use.
+before it), its final status, imports from another database; the reads tables use are
+:class:`~.reads.StoreReads`'s.
 Opening the database is :mod:`.engine`'s job.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import URL, Engine, create_engine, inspect, select, text
+from sqlalchemy import URL, Engine, create_engine, inspect, select
 from sqlalchemy.orm import Session
 
 from ..errors import XnorbenchError
@@ -33,6 +34,7 @@ from .engine import (
     sqlite_file,
 )
 from .imports import import_runs
+from .reads import StoreReads
 from .row import Row
 from .tables import (
     RUN_STATUSES,
@@ -69,7 +71,7 @@ class DatabaseGone(XnorbenchError):
         self.how = how
 
 
-class Store:
+class Store(StoreReads):
     """Writes and reads runs and results; each write is its own short transaction."""
 
     def __init__(self, engine: Engine) -> None:
@@ -339,17 +341,6 @@ class Store:
             s.add(RunTag(run_id=run_id, tag=tag))
             return True
 
-    def tags(self, run_ids: Iterable[int] | None = None) -> dict[int, list[str]]:
-        """{run id: its tags, sorted} for ``run_ids`` (every run if None)."""
-        q = select(RunTag.run_id, RunTag.tag).order_by(RunTag.tag)
-        if run_ids is not None:
-            q = q.where(RunTag.run_id.in_(list(run_ids)))
-        out: dict[int, list[str]] = {}
-        with Session(self.engine) as s:
-            for rid, tag in s.execute(q):
-                out.setdefault(rid, []).append(tag)
-        return out
-
     def mark_stale(self, older_than: timedelta) -> list[int]:
         """Mark ``running`` runs without a heartbeat for ``older_than`` as interrupted."""
         cutoff = utcnow() - older_than
@@ -366,43 +357,6 @@ class Store:
         """Copy ``source``'s finished runs and their rows here: {old id: new id}
         (:func:`.imports.import_runs`)."""
         return import_runs(self.engine, source, suite)
-
-    # -- reads --------------------------------------------------------------------
-    def runs(self, suite: str | None = None, status: str | None = None,
-             limit: int | None = None, ids: Iterable[int] | None = None,
-             tag: str | None = None) -> list[Run]:
-        """Runs, newest first; filtered by suite, status, id list and tag when given."""
-        q = select(Run).order_by(Run.started_at.desc(), Run.id.desc())  # newest first
-        if suite:
-            q = q.where(Run.suite == suite)
-        if status:
-            q = q.where(Run.status == status)
-        if ids is not None:
-            q = q.where(Run.id.in_(list(ids)))
-        if tag is not None:
-            q = q.where(Run.id.in_(select(RunTag.run_id).where(RunTag.tag == tag)))
-        if limit:
-            q = q.limit(limit)
-        with Session(self.engine, expire_on_commit=False) as s:
-            return list(s.scalars(q))
-
-    def run(self, run_id: int) -> Run | None:
-        with Session(self.engine, expire_on_commit=False) as s:
-            return s.get(Run, run_id)
-
-    def results(self, run_ids: Iterable[int] | None = None, **filters: Any) -> list[Result]:
-        q = select(Result).order_by(Result.id)
-        if run_ids is not None:
-            q = q.where(Result.run_id.in_(list(run_ids)))
-        for key, value in filters.items():
-            if value is not None:
-                q = q.where(getattr(Result, key) == value)
-        with Session(self.engine, expire_on_commit=False) as s:
-            return list(s.scalars(q))
-
-    def count_results(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(text("SELECT COUNT(*) FROM results")).scalar_one())
 
 
 def is_stale(run: Run, after: timedelta, now: datetime | None = None) -> bool:

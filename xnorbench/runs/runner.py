@@ -110,12 +110,25 @@ def finish(store: Store, run_id: int, status: str, error: str | None = None) -> 
     raise StatusNotSaved(run_id, status, reason)
 
 
-def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any], *,
-            device: str = "cpu",
-            seed: int | None = None, command: str | None = None, progress: bool = True,
-            checkpoint_dir: Path | str | None = None, resume: ResumePlan | None = None,
-            threads: int | None = None, tags: list[str] | None = None) -> int:
-    """Run one suite to completion and return its run id (``tags`` name the run).
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run happens, beside what it computes (its params): where, with which seed
+    and threads recorded, the command line that started it, progress bars, where its
+    checkpoints go (``checkpoint_dir/db-<database id>/run-<id>/``, default
+    ``./checkpoints``), and the tags that name it."""
+
+    device: str = "cpu"
+    seed: int | None = None
+    command: str | None = None
+    progress: bool = True
+    checkpoint_dir: Path | str | None = None
+    threads: int | None = None
+    tags: tuple[str, ...] = ()
+
+
+def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any],
+            how: RunSettings = RunSettings(), resume: ResumePlan | None = None) -> int:
+    """Run one suite to completion and return its run id.
 
     ``params``: the suite's :class:`~.params.SuiteParams` or a mapping of its fields
     (missing ones at their default; an unknown key is an ``InputError``); the run
@@ -124,32 +137,30 @@ def execute(store: Store, suite_name: str, params: SuiteParams | dict[str, Any],
 
     Raises :class:`RunFailed` or :class:`RunInterrupted` after recording the status,
     ``RunLost`` if another process took the run over, :class:`StatusNotSaved` if the
-    final status could not be written. Checkpoints live under
-    ``checkpoint_dir/db-<database id>/run-<id>/`` (default ``./checkpoints``; a resume
-    uses its plan's) and are removed when the run finishes.
+    final status could not be written. Checkpoints are removed when the run finishes (a
+    resume uses its plan's folder).
     """
     suite = get_suite(suite_name)
     try:
         beat = heartbeat_seconds()  # a bad setting is refused before a run exists
         kernels.default_build()  # XNORBENCH_KERNEL_BUILD
         workers()  # XNORBENCH_LOADER_WORKERS
-        if threads:
-            torch.set_num_threads(threads)
-        opened = _open_run(store, suite, params, device=device, seed=seed, command=command,
-                           checkpoint_dir=checkpoint_dir, resume=resume)
-        for tag in tags or []:
+        if how.threads:
+            torch.set_num_threads(how.threads)
+        opened = _open_run(store, suite, params, how, resume)
+        for tag in how.tags:
             store.tag(opened.run_id, tag)
         database = store.database_id()
     except BaseException:
         distributed.announce(None)  # the other processes stop too
         raise
     run_id, typed = opened.run_id, opened.params
-    ctx = SuiteContext(run_id=run_id, store=store, device=device,
-                       progress=Progress(enabled=progress),
+    ctx = SuiteContext(run_id=run_id, store=store, device=how.device,
+                       progress=Progress(enabled=how.progress),
                        checkpoint_dir=opened.root / f"db-{database[:12]}",
                        resume=resume is not None,
                        binding={"database": database, "run": run_id})
-    distributed.announce({"run_id": run_id, "params": typed.asdict(), "device": device,
+    distributed.announce({"run_id": run_id, "params": typed.asdict(), "device": how.device,
                            "threads": torch.get_num_threads(), "resume": ctx.resume,
                            "checkpoint_dir": str(ctx.checkpoint_dir),
                            "binding": ctx.binding})
@@ -192,9 +203,8 @@ class _OpenedRun:
     before: tuple[str, str | None] | None
 
 
-def _open_run(store: Store, suite: Suite, params: SuiteParams | dict[str, Any], *,
-              device: str, seed: int | None, command: str | None,
-              checkpoint_dir: Path | str | None, resume: ResumePlan | None) -> _OpenedRun:
+def _open_run(store: Store, suite: Suite, params: SuiteParams | dict[str, Any],
+              how: RunSettings, resume: ResumePlan | None) -> _OpenedRun:
     """Start the run, or claim the one ``resume`` plans to continue (a run taken by
     another process since the plan was made is refused); ``InputError``, nothing written,
     otherwise."""
@@ -203,10 +213,10 @@ def _open_run(store: Store, suite: Suite, params: SuiteParams | dict[str, Any], 
         raise InputError(f"{suite.name} runs in one process; launch it without torchrun")
     if resume is None:
         typed = coerce(params, suite.params, strict=True)
-        root = Path(checkpoint_dir or "checkpoints")
-        context = {**capture(device, seed), "checkpoint_dir": str(root.resolve()),
+        root = Path(how.checkpoint_dir or "checkpoints")
+        context = {**capture(how.device, how.seed), "checkpoint_dir": str(root.resolve()),
                    **w.describe()}
-        return _OpenedRun(store.start_run(suite.name, typed.asdict(), context, command),
+        return _OpenedRun(store.start_run(suite.name, typed.asdict(), context, how.command),
                           typed, root, None)
     try:
         store.claim_run(resume.run_id)
