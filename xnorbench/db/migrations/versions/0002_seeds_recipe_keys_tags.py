@@ -27,7 +27,7 @@ def legacy_recipe_key(params: dict[str, Any], dataset: str | None,
                       model: str | None) -> str | None:
     """The recipe key of a version-1 training row, frozen as this revision computes it
     (a copy, not an import: a migration must not change when the live recipe code does;
-    tests/test_reliability.py checks it still equals the live ``recipe_key`` of the same
+    tests/test_db_migrations.py checks it still equals the live ``recipe_key`` of the same
     recipe). None for a row that is not a training row."""
     if "epochs" not in params or dataset is None or model is None:
         return None

@@ -310,7 +310,6 @@ def test_damaged_database_file_is_refused(tmp_path: Path):
 
 
 def test_database_with_a_dropped_column_is_refused(tmp_path: Path):
-
     for version in ("current", "v1"):
         path = tmp_path / f"{version}.db"
         if version == "v1":
