@@ -20,6 +20,10 @@ from .helpers import check_v1_upgraded, make_v1_db, run_writers
 PG_URL = os.environ.get("XNORBENCH_TEST_PG")
 runner = CliRunner()
 
+pytestmark = pytest.mark.xdist_group("postgres")
+"""Every test here empties the one server database first: under ``pytest -n`` they run
+on one worker, one after another."""
+
 
 @pytest.fixture()
 def pg_url() -> str:

@@ -24,7 +24,6 @@ from ..training.recipes import (
     Recipe,
     RecipeOptions,
     option,
-    recipe_from,
     recipe_key,
     resolve,
     show_value,
@@ -78,8 +77,10 @@ class TrainingParams(SuiteParams, RecipeOptions):
         return stored
 
     def recipe_for(self, seed: int) -> Recipe:
-        """The :class:`Recipe` one seed of this run trains under."""
-        return recipe_from(self.asdict(), seed)
+        """The :class:`Recipe` one seed of this run trains under: its own recipe fields
+        (the fields it inherits), and the seed."""
+        own = {f.name: getattr(self, f.name) for f in fields(RecipeOptions)}
+        return Recipe(**own, seed=seed)
 
 
 PACKED_METRICS = ("packed_test_accuracy", "packed_agreement", "packed_file_bytes",
