@@ -28,10 +28,13 @@ from xnorbench.xnor.sign import bitops, compiled
 from .helpers import close_grads, layer_grads
 
 
-@pytest.mark.parametrize("rule", ["corrected", "paper", "reference"])
-@pytest.mark.parametrize("k,stride,pad,bias", [(3, 1, 1, False), (3, 2, 1, True),
-                                               (1, 2, 0, False)])
+@pytest.mark.parametrize("rule,k,stride,pad,bias", [("corrected", 3, 1, 1, False),
+                                                    ("paper", 3, 2, 1, True),
+                                                    ("reference", 1, 2, 0, False)])
 def test_compiled_conv_equals_plain_autograd(rule, k, stride, pad, bias):
+    """Every rule once and every geometry once (each case is a compile of its own): the
+    rule acts on the weight gradient whatever the conv's stride, padding or bias, and
+    each geometry's forward and input gradient are the same under every rule."""
     torch.manual_seed(0)
     layer = XNORConv2d(8, 6, k, stride=stride, padding=pad, bias=bias, grad_rule=rule).train()
     x = torch.randn(3, 8, 9, 9)
