@@ -19,10 +19,8 @@ from .helpers import check_v1_upgraded, make_v1_db, run_writers
 
 PG_URL = os.environ.get("XNORBENCH_TEST_PG")
 runner = CliRunner()
-
-pytestmark = pytest.mark.xdist_group("postgres")
-"""Every test here empties the one server database first: under ``pytest -n`` they run
-on one worker, one after another."""
+# Every test here empties the one server database first: the test command distributes
+# tests by file (pytest-xdist's --dist loadfile), so these run on one worker, in turn.
 
 
 @pytest.fixture()
