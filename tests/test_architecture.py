@@ -128,3 +128,23 @@ def test_the_science_package_keeps_its_parts_in_order():
                     if b == "xnorbench.xnor" or (b in inside and
                                                  XNOR_PARTS[parts[b]] > XNOR_PARTS[parts[a]]))
     assert upward == []
+
+
+MAX_FUNCTION_LINES = 80
+MAX_FILE_LINES = 400
+
+
+def test_no_function_over_80_lines_and_no_file_over_400():
+    """Small modules with one job: a function a reader can hold at once, a file a reader
+    can scan (docstrings and decorators count)."""
+    long_functions, long_files = [], []
+    for path in sorted(ROOT.rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_FILE_LINES:
+            long_files.append(str(path.relative_to(ROOT)))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if node.end_lineno - start + 1 > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert (long_functions, long_files) == ([], [])
