@@ -119,7 +119,7 @@ def _version(package: str) -> str | None:
 
 def capture(device: str = "cpu", seed: int | None = None) -> dict[str, Any]:
     """Everything a run row stores about where and how it ran (torchvision's version
-    read from its installed metadata: importing it took 3.7 s on a 2-vCPU Zen 3)."""
+    read from its installed metadata, not by importing it)."""
     commit, dirty = git_state()
     model, flags = cpu_info()
     ctx: dict[str, Any] = {

@@ -17,7 +17,7 @@ from ..runs import options as o
 from ..runs.options import Opt
 from ..runs.params import SuiteParams
 from ..runs.registry import CheckFn, SuiteContext
-from ..training.loop import TrainingJob, restore, train
+from ..training.loop import restore, train
 from ..training.recipes import (
     BASE,
     PRESETS,
@@ -28,6 +28,7 @@ from ..training.recipes import (
     resolve,
     show_value,
 )
+from ..training.setup import TrainingJob
 from ..variants import Variant
 from ..xnor.networks.models import IMAGENET_MODELS, model_ok
 

@@ -124,7 +124,7 @@ def distribute(net: nn.Module, recipe: Recipe, device: str, w: World) -> nn.Modu
 
 
 @dataclass
-class _Progress:
+class _Standing:
     """Where a training stands: the epoch it starts at, the best and the last test
     accuracy, the last evaluation's predicted classes (what the packed network is
     compared with), the last top-5 accuracy (ImageNet-sized networks)."""
@@ -163,7 +163,7 @@ def train(job: TrainingJob, progress: Progress | None = None,
                          f"process(es) {setup.train_loader.shard_size()}: BatchNorm needs at "
                          "least 2 images per batch; train on more images (--limit-train)")
     sched = make_scheduler(setup.optimizer, job.recipe, len(setup.train_loader))
-    at = _Progress(top5=[] if job.model_name in models.IMAGENET_MODELS else None)
+    at = _Standing(top5=[] if job.model_name in models.IMAGENET_MODELS else None)
     if state is not None:
         _continue_from(state, setup, sched, at)
     warm_up(setup.model, job.bundle, job.variant, job.recipe, job.device)  # builds stay
@@ -192,7 +192,7 @@ def train(job: TrainingJob, progress: Progress | None = None,
 
 
 def _continue_from(state: dict[str, Any], setup: TrainingSetup, sched: Any,
-                   at: _Progress) -> None:
+                   at: _Standing) -> None:
     """Load a checkpoint's network, optimizer, schedule and loader position."""
     setup.model.load_state_dict(state["model"])
     setup.optimizer.load_state_dict(state["optimizer"])
@@ -230,7 +230,7 @@ def _row_params(job: TrainingJob, setup: TrainingSetup, w: World) -> dict[str, A
 
 
 def _epoch(job: TrainingJob, setup: TrainingSetup, trained: nn.Module, sched: Any,
-           epoch: int, at: _Progress, progress: Progress, row: dict[str, Any]
+           epoch: int, at: _Standing, progress: Progress, row: dict[str, Any]
            ) -> Iterator[Row]:
     """Train one epoch, evaluate, and yield its rows (``row``: their common fields)."""
     recipe, device, loader = job.recipe, job.device, setup.train_loader
@@ -274,7 +274,7 @@ def _epoch(job: TrainingJob, setup: TrainingSetup, trained: nn.Module, sched: An
         yield Row("test_top5_accuracy", at.top5[-1], "%", **row)
 
 
-def _summary_rows(job: TrainingJob, model: nn.Module, at: _Progress, progress: Progress,
+def _summary_rows(job: TrainingJob, model: nn.Module, at: _Standing, progress: Progress,
                   end: dict[str, Any]) -> Iterator[Row]:
     """The rows a training yields once, after its last epoch (``best_test_accuracy``
     last): final accuracy, peak CUDA memory, and the packed network's rows."""

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...variants import GradRule
 from ..kernels import train_ops
 from . import compiled
-from .rules import GradRule, filter_alpha, sign
+from .rules import filter_alpha, sign
 from .rules import scaled_sign_grad as scaled_sign_grad_reference
 
 _TORCH_OPS = [False]

@@ -16,9 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...variants import GRAD_RULES, GradRule
-
-__all__ = ["GRAD_RULES", "GradRule"]  # named here, where the rules' formulas are
+from ...variants import GRAD_RULES
 
 
 def sign(x: Tensor) -> Tensor:
