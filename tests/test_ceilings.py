@@ -35,14 +35,19 @@ def test_ceilings_suite_stores_peaks_and_shares(tmp_path: Path):
                                    "--channels", "64", "--input-size", "8", "--rounds", "1",
                                    "--no-progress"])
     assert res.exit_code == 0, res.output
-    rows = dict(sqlite3.connect(db).execute(
-        "select metric, value from results where variant = 'native'").fetchall())
+    found = sqlite3.connect(db).execute(
+        "select metric, value, params from results where variant = 'native'").fetchall()
+    rows = {metric: value for metric, value, _ in found}
     for metric in ("fp32_peak_gflops", "binary_peak_gmacs", "peak_ratio",
                    "binary_nopack_conv_pct_of_peak", "float_conv_pct_of_peak"):
         assert rows[metric] > 0, metric
-    # a kernel cannot beat its own ceiling by much (timer noise aside)
-    assert rows["binary_nopack_conv_pct_of_peak"] < 120
-    assert rows["float_conv_pct_of_peak"] < 120
+    # a kernel cannot beat its own ceiling: a share above 100 % (the peak loop or the
+    # conv disturbed by another process, as beside a second test worker) is stored
+    # marked disturbed, which keeps it out of the tables; one at or below is not
+    for metric, value, params in found:
+        if metric.endswith("_pct_of_peak"):
+            disturbed = json.loads(params).get("disturbed")
+            assert (value > 100) == bool(disturbed), (metric, value, disturbed)
 
 
 @pytest.mark.parametrize("args,needle", [(["--builds", "avx9"], "kernel build"),

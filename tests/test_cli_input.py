@@ -79,10 +79,12 @@ def test_an_overlong_db_path_or_data_env_is_one_line(tmp_path: Path, monkeypatch
     res = runner.invoke(app, ["--db", f"/tmp/{LONG}/x.db", "runs"])
     assert res.exit_code == 2 and "error: --db /tmp/aaa" in res.output, res.output
     monkeypatch.setenv("XNORBENCH_DATA", f"/tmp/{LONG}")
+    monkeypatch.setenv("XNORBENCH_BUILD_DIR", str(tmp_path / "kernels"))
     res = runner.invoke(app, ["--db", str(tmp_path / "d.db"), "run", "accuracy",
                               "--no-progress"])
     assert res.exit_code == 2 and "at most 255" in res.output, res.output
     assert Store.open(str(tmp_path / "d.db")).runs() == []  # nothing written
+    assert not (tmp_path / "kernels").exists()  # refused before a kernel build began
 
 
 def _one_error_line(res) -> str:

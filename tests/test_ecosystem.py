@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,16 +49,27 @@ def test_first_kernel_build_is_announced_once(tmp_path: Path, monkeypatch, caplo
     caplog.clear()
     load("portable")  # cached: silent
     assert caplog.text == "" and built == ["xnorbench_kernels_portable"] * 2
-    src = max(kernels._SOURCES, key=lambda p: p.stat().st_mtime)
-    os.utime(folder / "xnorbench_kernels_portable.so",
-             (src.stat().st_mtime - 60, src.stat().st_mtime - 60))
-    assert kernels.needs_build("portable")  # a newer source rebuilds, and says so
+    # a kernel file newer than the library rebuilds: a unit, or a file a unit includes
+    # (on a copy of the sources, each file's time set)
+    csrc = tmp_path / "csrc"
+    shutil.copytree(kernels._CSRC, csrc)
+    monkeypatch.setattr(kernels, "_CSRC", csrc)
+    for src in kernels._inputs():
+        os.utime(src, (1e9, 1e9))
+    lib = kernels.build_dir("portable") / "xnorbench_kernels_portable.so"
+    lib.write_bytes(b"")
+    os.utime(lib, (1e9 + 60, 1e9 + 60))
+    assert not kernels.needs_build("portable")
+    included = csrc / "xnor_conv.cpp"  # compiled inside all_kernels.cpp
+    assert included in kernels._inputs()
+    assert included.name not in {p.name for p in kernels._SOURCES}
+    os.utime(included, (1e9 + 120, 1e9 + 120))
+    assert kernels.needs_build("portable")
 
 
 def test_the_kernel_cache_is_keyed_by_what_the_build_depends_on(tmp_path: Path, monkeypatch):
     """It was keyed by the build's name only: two installs (or one venv reached through
     another path) rebuilt each other's kernels silently, and needs_build() said False."""
-    import shutil
 
     import torch
 

@@ -219,8 +219,10 @@ def prepare_training(given: dict[str, Any]) -> dict[str, Any]:
                          "give 2 or more (or 0 for the whole split)")
     if p["schedule"] == "step" and not p["milestones"]:
         raise InputError("--schedule step needs --milestones (e.g. 15,30,45)")
+    folder = data_dir(given.get("data_dir"))
+    o.path_ok(folder, "--data-dir")  # before a run exists and the kernels load
     p.update(seeds=list(p["seeds"]), milestones=list(p["milestones"]),
-             data_dir=str(data_dir(given.get("data_dir")).resolve()),
+             data_dir=str(folder.resolve()),
              download=bool(given.get("download")))
     for key in ("variant", "rules"):
         if key in given:

@@ -33,10 +33,14 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _CSRC = Path(__file__).parent / "csrc"
-_SOURCES = tuple(_CSRC / name for name in (
-    "xnor_conv.cpp", "layer_chain.cpp", "float_layers.cpp", "train_ops.cpp", "ceilings.cpp",
-    "lowp_ceilings.cpp", "bindings.cpp"))
-"""The translation units; ``xnor_conv.cpp`` includes the kernel headers (``csrc/*.h``)."""
+_SOURCES = tuple(_CSRC / name for name in ("bindings.cpp", "all_kernels.cpp"))
+"""The two translation units, compiled in parallel: the Python bindings (the longer, so
+first) and every kernel file in one unit (``all_kernels.cpp`` says why)."""
+
+
+def _inputs() -> list[Path]:
+    """Every file a build reads: the units, the kernel files they include, the headers."""
+    return sorted((*_CSRC.glob("*.cpp"), *_CSRC.glob("*.h")))
 
 BUILDS: dict[str, list[str]] = {
     "native": ["-march=native"],
@@ -60,7 +64,7 @@ def build_key(build: str) -> str:
     import torch
 
     h = hashlib.sha256()
-    for src in sorted((*_SOURCES, *_CSRC.glob("*.h"))):
+    for src in _inputs():
         h.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
     for part in (str(_CSRC.resolve()), torch.__version__, str(Path(torch.__file__).parent),
                  sys.version, sys.executable, " ".join(BUILDS[build])):
@@ -137,7 +141,7 @@ def needs_build(build: str) -> bool:
     if not lib.is_file():
         return True
     built = lib.stat().st_mtime
-    return any(src.stat().st_mtime > built for src in (*_SOURCES, *_CSRC.glob("*.h")))
+    return any(src.stat().st_mtime > built for src in _inputs())
 
 
 def _module_name(build: str) -> str:

@@ -11,7 +11,7 @@
 // TORCH_LIBRARY pastes its namespace argument into identifiers, so the extension's name
 // (a macro) goes through one more macro to be expanded first.
 
-#include <torch/python.h>
+#include <torch/csrc/utils/pybind.h>
 #include <torch/library.h>
 
 #include "xnor_ops.h"
@@ -27,8 +27,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("integer") = false, "binary convolution of a layer on a packed input");
   m.def(
       "run_binary_layer",
-      [](const BinaryLayer& l, torch::Tensor x, bool packed_in,
-         c10::optional<torch::Tensor> residual, bool relu_residual, bool inplace,
+      [](const BinaryLayer& l, at::Tensor x, bool packed_in,
+         c10::optional<at::Tensor> residual, bool relu_residual, bool inplace,
          c10::optional<BinaryLayer> next) {
         LayerOutput o;
         o.residual = residual;
@@ -51,18 +51,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // module_local: the three builds of this extension load into one process (tests), and
   // pybind11 registers a C++ type once per process unless told the type is the module's
   pybind11::class_<BinaryLayer>(m, "BinaryLayer", pybind11::module_local())
-      .def(pybind11::init([](torch::Tensor wpacked, torch::Tensor alpha,
-                             c10::optional<torch::Tensor> bias,
-                             c10::optional<torch::Tensor> thresh,
-                             c10::optional<torch::Tensor> flip,
+      .def(pybind11::init([](at::Tensor wpacked, at::Tensor alpha,
+                             c10::optional<at::Tensor> bias,
+                             c10::optional<at::Tensor> thresh,
+                             c10::optional<at::Tensor> flip,
                              std::vector<int64_t> geometry) {
              TORCH_CHECK(geometry.size() == 8,
                          "BinaryLayer: geometry is [in_channels, out_channels, kh, kw, sh, "
                          "sw, ph, pw]");
              const auto& g = geometry;
              return BinaryLayer{wpacked, alpha, bias,
-                                thresh.value_or(torch::Tensor()),
-                                flip.value_or(torch::Tensor()),
+                                thresh.value_or(at::Tensor()),
+                                flip.value_or(at::Tensor()),
                                 g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
            }),
            pybind11::arg("wpacked"), pybind11::arg("alpha"),

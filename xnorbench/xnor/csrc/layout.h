@@ -1,7 +1,7 @@
 // Which ISA this build compiles the XNOR kernels for (chosen by -march), and the packed
 // weight layout and tile sizes that follow from it. Included by xnor_conv.cpp only: every
-// kernel header lives in that one translation unit, so their inline code is compiled (and
-// inlined) exactly as one file would be.
+// GEMM header is read there, so their inline code is compiled (and inlined) exactly as
+// one file would be.
 #pragma once
 
 #include <cstdint>
