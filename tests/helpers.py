@@ -1,6 +1,6 @@
 """Helpers several test modules share (no test module imports another): a CLI in a
-child process, writers racing on one database, a schema-version-1 file, gradients of a
-layer, BatchNorm statistics as training leaves them."""
+child process or in this one, writers racing on one database, a schema-version-1 file,
+gradients of a layer, BatchNorm statistics as training leaves them."""
 
 from __future__ import annotations
 
@@ -32,6 +32,18 @@ def cli(db: str, *args: str, fault: str | None = None, wait: bool = True,
         return proc
     out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out.decode()
+
+
+def cli_here(db: str, *args: str) -> tuple[int, str]:
+    """``xnorbench --db DB ARGS`` in this process (Typer's runner): for a command after a
+    killed or stopped child, which finds on disk (rows, checkpoints) what a new process
+    would, without a second interpreter's start (5-9 s on a 2-vCPU Zen 3)."""
+    from typer.testing import CliRunner
+
+    from xnorbench.cli import app
+
+    res = CliRunner().invoke(app, ["--db", db, *args])
+    return res.exit_code, res.output
 
 
 WRITER = """

@@ -32,7 +32,7 @@ from xnorbench.data.splits import Split
 from xnorbench.db import DatabaseGone, Row, Store
 
 from .conftest import make_mnist
-from .helpers import SWEEP, cli
+from .helpers import SWEEP, cli, cli_here
 
 TRAIN = ["run", "accuracy", "--model", "lenet5", "--batch-size", "32", "--device", "cpu",
          "--threads", "1", "--no-progress"]
@@ -87,7 +87,7 @@ def test_resume_on_other_data_is_refused_and_the_run_stays_as_it_was(
     monkeypatch.setenv("XNORBENCH_DATA", str(other))  # the stored path is used, not this
     shutil.rmtree(first / "MNIST")
     shutil.copytree(other / "MNIST", first / "MNIST")  # other labels in the same place
-    rc, out = cli(db, "run", "accuracy", "--resume", "1", "--no-progress")
+    rc, out = cli_here(db, "run", "accuracy", "--resume", "1", "--no-progress")
     assert rc == 2, out
     lines = [x for x in out.splitlines() if x.strip()]
     assert len(lines) == 1 and "is not what run 1 started on" in lines[0], out
@@ -182,9 +182,10 @@ def test_a_last_batch_of_one_image_is_merged_not_a_crash(tmp_path: Path):
 
     data = make_mnist(tmp_path / "data", n_train=33, n_test=16)
     db = str(tmp_path / "m.db")
-    rc, out = cli(db, *TRAIN, "--epochs", "1", "--data-dir", str(data))
+    rc, out = cli_here(db, *TRAIN, "--epochs", "1", "--data-dir", str(data))
     assert rc == 0, out
     rows = Store.open(db).results([1], metric="train_loss")
     assert rows and all("merged" in r.params["last_batch"] for r in rows)
-    rc, out = cli(db, *TRAIN, "--epochs", "1", "--data-dir", str(data), "--limit-train", "1")
+    rc, out = cli_here(db, *TRAIN, "--epochs", "1", "--data-dir", str(data), "--limit-train",
+                       "1")
     assert rc == 2 and out.count("\n") == 1 and "at least 2 images" in out, out

@@ -24,7 +24,7 @@ from xnorbench.suites.common import EPOCH_METRICS, PACKED_METRICS
 from xnorbench.suites.sweep import POINT_METRICS
 
 from .conftest import make_mnist
-from .helpers import SWEEP, cli, make_v1_db
+from .helpers import SWEEP, cli, cli_here, make_v1_db
 
 runner = CliRunner()
 EPOCHS = 3
@@ -87,7 +87,7 @@ def test_sigkill_then_resume_gives_every_row_once(tmp_path: Path, data: Path, fa
     store = Store.open(db)
     assert store.run(1).status == "running"
     close_dead_run(db)
-    rc, out = cli(db, "run", "accuracy", "--resume", "1", "--no-progress")
+    rc, out = cli_here(db, "run", "accuracy", "--resume", "1", "--no-progress")
     assert rc == 0, out
     assert_training_complete(store, 1)
 
@@ -99,7 +99,7 @@ def test_sigterm_inside_a_row_commit_loses_only_that_row(tmp_path: Path, data: P
     store = Store.open(db)
     assert store.run(1).status == "interrupted"
     assert len(store.results([1], metric="test_accuracy")) == 1  # the second rolled back
-    rc, out = cli(db, "run", "accuracy", "--resume", "1", "--no-progress")
+    rc, out = cli_here(db, "run", "accuracy", "--resume", "1", "--no-progress")
     assert rc == 0, out
     assert_training_complete(store, 1)
 
@@ -115,7 +115,7 @@ def test_sweep_sigkill_then_resume_measures_each_point_once(tmp_path: Path, faul
     rc, out = cli(db, *SWEEP, fault=fault)
     assert rc == -signal.SIGKILL, out
     close_dead_run(db)
-    rc, out = cli(db, "sweep", "--resume", "1", "--no-progress")
+    rc, out = cli_here(db, "sweep", "--resume", "1", "--no-progress")
     assert rc == 0, out
     store = Store.open(db)
     assert store.run(1).status == "finished"
@@ -135,7 +135,7 @@ def test_a_run_missing_a_row_is_never_finished(tmp_path: Path, data: Path):
     (gone,) = store.results([1], metric="test_accuracy", variant="float", epoch=1)
     with store.engine.begin() as conn:
         conn.exec_driver_sql(f"DELETE FROM results WHERE id = {gone.id}")
-    rc, out = cli(db, "run", "accuracy", "--resume", "1", "--no-progress")
+    rc, out = cli_here(db, "run", "accuracy", "--resume", "1", "--no-progress")
     assert rc == 1, out
     assert "incomplete: missing test_accuracy epoch 1 of float seed 0" in out
     assert "Traceback" not in out
@@ -157,7 +157,7 @@ def test_one_owner_per_run(tmp_path: Path, data: Path):
         first.kill()
         raise AssertionError("the child never stopped")
     # a resume of a run that is running (fresh or not) is refused
-    rc, out = cli(db, "run", "accuracy", "--resume", "1", "--no-progress")
+    rc, out = cli_here(db, "run", "accuracy", "--resume", "1", "--no-progress")
     assert rc == 2 and "is running" in out and "mark-stale" in out, out
     close_dead_run(db)
     second = cli(db, "run", "accuracy", "--resume", "1", "--no-progress", wait=False)
@@ -189,7 +189,7 @@ def test_checkpoints_are_bound_to_their_database_and_run(tmp_path: Path, data: P
     b_dir = Path.cwd() / "checkpoints" / f"db-{Store.open(b).database_id()[:12]}" / "run-1"
     a_ckpt = next(p for p in ckpts if p.parent != b_dir)
     (b_dir / "float-seed0.pt").write_bytes(a_ckpt.read_bytes())
-    rc, out = cli(b, "run", "accuracy", "--resume", "1", "--no-progress")
+    rc, out = cli_here(b, "run", "accuracy", "--resume", "1", "--no-progress")
     assert rc == 2, out
     assert "belongs to database" in out and "Traceback" not in out
     assert Store.open(b).run(1).status == "failed"
