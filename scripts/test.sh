@@ -5,9 +5,12 @@
 # The kernel builds every CPU's tests load (native, portable) compile while mypy runs
 # on one core, as a first run would compile them (XNORBENCH_BUILD_DIR, default
 # ~/.cache/xnorbench/extensions); a current build is reused.
+# Bytecode is written by the first import of each module instead of by pip for every
+# file installed (PYTHONDONTWRITEBYTECODE, where the machine sets it, is unset here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh
+unset PYTHONDONTWRITEBYTECODE
+XNORBENCH_PIP_COMPILE=0 bash scripts/install.sh
 .venv/bin/ruff check .
 .venv/bin/python -c "from xnorbench.xnor.kernels import load_kernels as k; k(build='native'); \
 k(build='portable')" &
