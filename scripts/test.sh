@@ -2,9 +2,9 @@
 # Install from scratch into ./.venv, lint, type-check the package, and run the whole
 # test suite: two workers (pytest-xdist; most tests wait on a child process or use one
 # core), each test file on one worker (the PostgreSQL tests share a server database).
-# The kernel builds every CPU's tests load (native, portable) compile while mypy runs
-# on one core, as a first run would compile them (XNORBENCH_BUILD_DIR, default
-# ~/.cache/xnorbench/extensions); a current build is reused.
+# The kernel builds every CPU's tests load (native, portable) compile side by side while
+# mypy runs, as a first run would compile them (XNORBENCH_BUILD_DIR, default
+# ~/.cache/xnorbench/extensions); a current build is reused, a failed one fails here.
 # Bytecode is written by the first import of each module instead of by pip for every
 # file installed (PYTHONDONTWRITEBYTECODE, where the machine sets it, is unset here).
 set -euo pipefail
@@ -12,9 +12,11 @@ cd "$(dirname "$0")/.."
 unset PYTHONDONTWRITEBYTECODE
 XNORBENCH_PIP_COMPILE=0 bash scripts/install.sh
 .venv/bin/ruff check .
-.venv/bin/python -c "from xnorbench.xnor.kernels import load_kernels as k; k(build='native'); \
-k(build='portable')" &
-build=$!
+builds=()
+for b in native portable; do
+  .venv/bin/python -c "from xnorbench.xnor.kernels import load_kernels; load_kernels(build='$b')" &
+  builds+=($!)
+done
 .venv/bin/mypy
-wait "$build"
+for pid in "${builds[@]}"; do wait "$pid"; done
 .venv/bin/python -m pytest -q --benchmark-disable --durations=15 -n 2 --dist loadfile "$@"

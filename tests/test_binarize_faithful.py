@@ -278,13 +278,8 @@ def test_a_weight_tied_to_a_float_layer_keeps_both_float():
     assert "l1" in kept and "tied to 'head'" in kept["l1"] and "l2" in report.binarized
 
 
-def test_a_float64_network_stays_float64(monkeypatch):
-    """XNOR layers used to be made in float32: 'mixed dtype' on the first forward.
-
-    float64 runs the torch operators (the C++ ones are float32); eagerly here: compiling
-    them for ResNet-18's five layer shapes took a minute of a CI's 12, and that the
-    compiled graphs compute what the eager ones do is ``tests/test_compiled.py``'s."""
-    monkeypatch.setenv("XNORBENCH_COMPILE", "0")
+def test_a_float64_network_stays_float64():
+    """XNOR layers used to be made in float32: 'mixed dtype' on the first forward."""
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=10).double()
     xnor, _ = binarize(net)

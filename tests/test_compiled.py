@@ -28,6 +28,12 @@ from xnorbench.xnor.sign import bitops, compiled
 from .helpers import close_grads, layer_grads
 
 
+@pytest.fixture(autouse=True)
+def _compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled graphs, which every other test file turns off (``conftest.py``)."""
+    monkeypatch.setenv("XNORBENCH_COMPILE", "1")
+
+
 @pytest.mark.parametrize("rule,k,stride,pad,bias", [("corrected", 3, 1, 1, False),
                                                     ("paper", 3, 2, 1, True),
                                                     ("reference", 1, 2, 0, False)])

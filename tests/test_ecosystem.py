@@ -25,11 +25,13 @@ runner = CliRunner()
 
 def test_first_kernel_build_is_announced_once(tmp_path: Path, monkeypatch, caplog):
     """The library logs the build (INFO, logger ``xnorbench.xnor.kernels``; the CLI shows
-    it on stderr) and nothing when the build is cached."""
+    it on stderr), nothing when the build is cached, and how long the last one took when
+    it builds again."""
     caplog.set_level(logging.INFO, logger="xnorbench")
     from xnorbench.xnor import kernels
 
     monkeypatch.setenv("XNORBENCH_BUILD_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(kernels, "BUILD_SECONDS", {})  # the session's own builds untouched
     built = []
 
     def fake_load(name: str, build_directory: str, **_: object) -> SimpleNamespace:
@@ -49,6 +51,9 @@ def test_first_kernel_build_is_announced_once(tmp_path: Path, monkeypatch, caplo
     caplog.clear()
     load("portable")  # cached: silent
     assert caplog.text == "" and built == ["xnorbench_kernels_portable"] * 2
+    (folder / "xnorbench_kernels_portable.so").unlink()  # a rebuild says what the last took
+    load("portable")
+    assert "the last build took 0 s here" in caplog.text, caplog.text
     # a kernel file newer than the library rebuilds: a unit, or a file a unit includes
     # (on a copy of the sources, each file's time set)
     csrc = tmp_path / "csrc"

@@ -230,16 +230,8 @@ def test_fused_step_dispatches_at_most_1_3x_float_operators(name):
     assert counts["xnor"] <= 1.3 * counts["float"], counts
 
 
-@pytest.fixture()
-def eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The torch expressions run eagerly: what they compute is checked here, that their
-    compiled graphs compute the same is ``tests/test_compiled.py``'s (a first compile
-    costs this file's worker half a minute)."""
-    monkeypatch.setenv("XNORBENCH_COMPILE", "0")
-
-
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
-def test_torch_fallback_path_equals_plain_autograd(dropout, eager):
+def test_torch_fallback_path_equals_plain_autograd(dropout):
     """Tensors the C++ operators do not take (here float64; on a GPU, CUDA tensors) go
     through the torch expressions of ``bitops``: same values, same bit layout."""
     torch.manual_seed(6)
@@ -273,7 +265,7 @@ def test_fallback_bits_match_the_cpp_bits():
                        bitops.grad_through_bits(grad, ste).double())
 
 
-def test_torch_fallback_path_keeps_channels_last_bits_in_order(eager):
+def test_torch_fallback_path_keeps_channels_last_bits_in_order():
     torch.manual_seed(9)
     layer = XNORConv2d(8, 6, 3, padding=1).double().train()
     x = torch.randn(2, 8, 5, 5, dtype=torch.float64)

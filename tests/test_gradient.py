@@ -126,15 +126,17 @@ def _tiny_net(rule):
 
 
 @pytest.mark.parametrize("rule", ["corrected", "paper", "reference"])
-def test_binop_matches_autograd(rule, monkeypatch):
+def test_binop_matches_autograd(rule):
     """BinOp.updateBinaryGradWeight == the autograd function's gradient, per rule.
 
-    In float64 both run the torch expressions, eagerly: the compiled graphs of the GPU
-    path compute alpha in another summation order, and with 3 images per BatchNorm batch
-    a feature equal on all three normalizes to 0 +- rounding, whose sign then decides a
-    binary input (the compiled path is tested against these expressions in
-    test_compiled.py)."""
-    monkeypatch.setenv("XNORBENCH_COMPILE", "0")
+    In float64 both run the torch expressions, eagerly (``conftest.py``; here it
+    matters: the compiled graphs of the GPU path compute alpha in another summation
+    order, and with 3 images per BatchNorm batch a feature equal on all three normalizes
+    to 0 +- rounding, whose sign then decides a binary input; the compiled path is
+    tested against these expressions in test_compiled.py)."""
+    from xnorbench.xnor.sign import compiled
+
+    assert not compiled.enabled()
     x = torch.randn(3, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     y = torch.tensor([0, 3, 1])
 
