@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install from scratch into ./.venv, lint, type-check the package, and run the whole
-# test suite: two workers (pytest-xdist; most tests wait on a child process or use one
-# core), each test file on one worker (the PostgreSQL tests share a server database).
+# test suite on two workers (pytest-xdist; most tests wait on a child process or use one
+# core), test by test (the PostgreSQL tests keep to a schema per worker).
 # The kernel builds every CPU's tests load (native, portable) compile side by side while
 # mypy runs, as a first run would compile them (XNORBENCH_BUILD_DIR, default
 # ~/.cache/xnorbench/extensions); a current build is reused, a failed one fails here.
@@ -19,4 +19,4 @@ for b in native portable; do
 done
 .venv/bin/mypy
 for pid in "${builds[@]}"; do wait "$pid"; done
-.venv/bin/python -m pytest -q --benchmark-disable --durations=15 -n 2 --dist loadfile "$@"
+.venv/bin/python -m pytest -q --benchmark-disable --durations=15 -n 2 --dist load "$@"

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -156,3 +157,16 @@ def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.weight.data.copy_(torch.rand(n, generator=g) * 2 - 0.6)
                 m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
     return model.eval()
+
+
+def db_with_runs(path: Path, host: str) -> Store:
+    """Two finished runs (a sweep, a memory run) and a failed one, from host ``host``."""
+    store = Store.open(str(path))
+    for suite, value in (("sweep", 11.5), ("memory", 29.6)):
+        rid = store.start_run(suite, {"threads": 1}, {"hostname": host}, command=f"xb {suite}")
+        store.add_rows(rid, [Row("speedup", value, "x", params={"channels": 256}),
+                             Row("float_ms", 1.5, "ms")])
+        store.finish_run(rid, "finished")
+    failed = store.start_run("sweep", {}, {"hostname": host}, command="xb broken")
+    store.finish_run(failed, "failed", "boom")
+    return store

@@ -2,7 +2,7 @@
 builds the kernels before its first timed step, stores the build time as its own row
 (``kernel_build_s``) and the time in its folder, and the next run finds the build.
 (That a rebuild's message says how long the last build took is
-``tests/test_ecosystem.py``'s.)
+``tests/test_kernel_build.py``'s.)
 
 The build the run makes here links the objects the session compiled already (copied with
 ninja's records, the library left out): the run takes the same path as after a full

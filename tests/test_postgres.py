@@ -9,33 +9,49 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from xnorbench.cli import app
 from xnorbench.db import Row, Store
-from xnorbench.db.tables import Base
 
 from .helpers import check_v1_upgraded, make_v1_db, run_writers
 
 PG_URL = os.environ.get("XNORBENCH_TEST_PG")
 runner = CliRunner()
-# Every test here empties the one server database first: the test command distributes
-# tests by file (pytest-xdist's --dist loadfile), so these run on one worker, in turn.
 
 
 @pytest.fixture()
 def pg_url() -> str:
+    """The server database, seen through a schema of this test worker's own (PostgreSQL's
+    ``search_path``, set per connection by the URL), emptied: tests on two pytest-xdist
+    workers share the one database the CI server has, never its tables."""
     if not PG_URL:
         if os.environ.get("CI"):
             pytest.fail("CI must run the PostgreSQL tests: XNORBENCH_TEST_PG is not set")
         pytest.skip("no PostgreSQL server (set XNORBENCH_TEST_PG)")
+    schema = f"xnorbench_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
     engine = create_engine(PG_URL)
     with engine.begin() as conn:  # a clean schema for every test
-        Base.metadata.drop_all(conn)
-        conn.execute(text("DROP TABLE IF EXISTS xnorbench_meta"))
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     engine.dispose()
-    return PG_URL
+    return url.render_as_string(hide_password=False)
+
+
+def test_a_worker_schema_holds_what_a_store_writes(pg_url: str):
+    """The tables a store creates land in the worker's schema, not in ``public``."""
+    Store.open(pg_url).engine.dispose()
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        here = conn.execute(text("SELECT current_schema()")).scalar()
+        tables = set(conn.execute(text(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
+            {"s": here}).scalars())
+    engine.dispose()
+    assert here != "public" and here.startswith("xnorbench_")
+    assert {"runs", "results"} <= tables
 
 
 def test_pg_run_lifecycle_and_rows(pg_url: str):
@@ -110,8 +126,6 @@ def test_pg_db_current_then_upgrade(pg_url: str):
 def test_pg_password_in_the_query_string_is_never_shown_or_stored(pg_url: str,
                                                                     tmp_path: Path,
                                                                     monkeypatch):
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(pg_url)
     secret = parsed.password or ""
     url = parsed.set(password=None).update_query_dict({"password": secret})

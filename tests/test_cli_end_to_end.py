@@ -1,9 +1,8 @@
-"""End to end through the CLI: run -> rows in SQLite -> table; bad input -> exit 2."""
+"""End to end through the CLI: run -> rows in SQLite -> table and exports; runs import."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,8 @@ from typer.testing import CliRunner
 
 from xnorbench.cli import app
 from xnorbench.db import Store
+
+from .helpers import db_with_runs
 
 runner = CliRunner()
 
@@ -90,81 +91,11 @@ def test_run_accuracy_cifar_image_folder(tmp_path: Path, cifar_dir: Path):
     assert "| n/a (not run under this recipe) |" in line
 
 
-@pytest.mark.parametrize("args,message", [
-    (["run", "accuracy", "--model", "vgg"], "unknown model 'vgg'"),
-    (["run", "accuracy", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-    (["run", "accuracy", "--variant", "half"], "unknown variant 'half'"),
-    (["run", "accuracy", "--epochs", "-1"], "--epochs must be positive"),
-    (["run", "accuracy", "--epochs", "0"], "--epochs must be positive"),
-    (["run", "accuracy", "--grad-rule", "magic"], "unknown grad rule 'magic'"),
-    (["--db", "nosuchdriver://x/y", "runs"], "cannot open database"),
-    (["--db", "/nonexistent-folder/x.db", "runs"], "does not exist"),
-    (["sweep", "--channels", "0"], "--channels values must be at least 1"),
-    (["sweep", "--channels", "a,b"], "comma-separated list of integers"),
-    (["sweep", "--channels", ""], "comma-separated list of integers"),
-    (["sweep", "--kernel", "-3"], "--kernel values must be at least 1"),
-    (["sweep", "--kernel", "3,5", "--input-size", "4"], "kernel 5 is larger than the 4x4"),
-    (["sweep", "--shard", "5/2"], "need 0 <= i < n"),
-    (["table", "--suite", "nope"], "unknown table suite 'nope'"),
-    (["runs", "show", "999"], "no run with id 999"),
-])
-def test_bad_input_exit_2_one_line(tmp_path: Path, args, message):
-    if "--db" not in args:
-        Store.open(str(tmp_path / "x.db"))  # there, empty: the error is the input's
-        args = ["--db", str(tmp_path / "x.db"), *args]
-    res = invoke(*args)
-    assert res.exit_code == 2, res.output
-    assert message in res.output
-    assert "Traceback" not in res.output
-    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1
-
-
-def test_missing_dataset_names_paths(tmp_path: Path):
-    db = tmp_path / "m.db"
-    res = invoke("--db", str(db), "run", "accuracy", "--data-dir", str(tmp_path / "empty"),
-                 "--device", "cpu", "--no-progress")
-    assert res.exit_code == 2
-    assert "MNIST not found" in res.output and "empty/MNIST/raw" in res.output
-    assert "Traceback" not in res.output
-    assert Store.open(str(db)).runs() == []  # nothing written
-
-
-def test_corrupt_db_file(tmp_path: Path):
-    bad = tmp_path / "bad.db"
-    bad.write_bytes(bytes(range(256)) * 64)
-    res = invoke("--db", str(bad), "runs")
-    assert res.exit_code == 2
-    assert "not a database" in res.output or "cannot use database" in res.output
-
-
-def test_unknown_suite_and_non_numeric_epochs(tmp_path: Path):
-    res = invoke("--db", str(tmp_path / "x.db"), "run", "bogus")
-    assert res.exit_code == 2
-    res = invoke("--db", str(tmp_path / "x.db"), "run", "accuracy", "--epochs", "two")
-    assert res.exit_code == 2
-    assert not (tmp_path / "x.db").exists() or Store.open(str(tmp_path / "x.db")).runs() == []
-
-
-def _db_with_runs(path: Path, host: str) -> Store:
-    from xnorbench.db.store import Row
-
-    store = Store.open(str(path))
-    for suite, value in (("sweep", 11.5), ("memory", 29.6)):
-        rid = store.start_run(suite, {"threads": 1}, {"hostname": host}, command=f"xb {suite}")
-        store.add_rows(rid, [Row("speedup", value, "x", params={"channels": 256}),
-                             Row("float_ms", 1.5, "ms")])
-        store.finish_run(rid, "finished")
-    failed = store.start_run("sweep", {}, {"hostname": host}, command="xb broken")
-    store.finish_run(failed, "failed", "boom")
-    return store
-
-
 def test_runs_import_copies_finished_runs_once(tmp_path: Path):
     """A device machine's db joins the project's: finished runs with every row, once."""
-    here = _db_with_runs(tmp_path / "here.db", "dev")
+    here = db_with_runs(tmp_path / "here.db", "dev")
     device = tmp_path / "device.db"
-    _db_with_runs(device, "gpu-host")
+    db_with_runs(device, "gpu-host")
     before = len(here.runs())
     res = invoke("--db", str(tmp_path / "here.db"), "runs", "import", str(device))
     assert res.exit_code == 0, res.output
@@ -182,65 +113,6 @@ def test_runs_import_copies_finished_runs_once(tmp_path: Path):
     only = invoke("--db", str(tmp_path / "other.db"), "runs", "import", str(device),
                   "--suite", "memory")
     assert "imported 1 run(s)" in only.output
-
-
-@pytest.mark.parametrize("source", ["missing.db", "here.db"])
-def test_runs_import_bad_source(tmp_path: Path, source: str):
-    _db_with_runs(tmp_path / "here.db", "dev")
-    res = invoke("--db", str(tmp_path / "here.db"), "runs", "import", str(tmp_path / source))
-    assert res.exit_code == 2
-    assert res.output.startswith("error: ")
-
-
-@pytest.mark.parametrize("command", [["table"], ["runs"], ["runs", "show", "1"], ["report"],
-                                     ["table", "--suite", "seeds"]])
-def test_a_mistyped_database_is_refused_by_reading_commands_and_not_created(
-        tmp_path: Path, command):
-    typo = tmp_path / "tpyo.db"
-    res = invoke("--db", str(typo), *command)
-    assert res.exit_code == 2, res.output
-    assert f"no results database at {typo}" in res.output
-    assert not typo.exists() and "Traceback" not in res.output
-
-
-@pytest.mark.parametrize("command", [["run", "accuracy"], ["run", "sweep"], ["run", "timing"],
-                                     ["info"]])
-def test_help_shows_choices_and_shapes_not_python_types(command):
-    """Each option's value reads as what to type (float|xnor|both, N, N,N,..., PATH) and
-    an on/off flag shows none; Typer's own --help line is the one exception."""
-    res = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "160"})
-    assert res.exit_code == 0, res.output
-    types = re.findall(r"<(?:bool|str|int|float|path|list\[\w+\])>", res.output)
-    assert types == ["<bool>"] and "--help" in res.output, types  # --help's own
-    if command == ["run", "accuracy"]:
-        assert "float|xnor|both" in res.output and "N,N,..." in res.output
-
-
-def _leaf_commands(command, path=()):
-    """(argv to the command, click command) of every runnable command under ``command``."""
-    if not hasattr(command, "list_commands"):
-        yield list(path), command
-        return
-    for name in command.list_commands(None):  # loads `run`'s suites, which build lazily
-        yield from _leaf_commands(command.get_command(None, name), (*path, name))
-
-
-def test_every_default_an_option_names_in_words_shows_in_help():
-    """A help text's "[default: ...]" reads as rich markup unless escaped, and rich then
-    drops it silently: `run tradeoff --help` said "where the run trained several ." """
-    import typer.main
-
-    for argv, command in _leaf_commands(typer.main.get_command(app)):
-        said = [p.help.split("default: ", 1)[1].split()[0].rstrip("].,")
-                for p in command.params if getattr(p, "help", None)
-                and "default: " in p.help]
-        if not said:
-            continue
-        res = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "300"})
-        assert res.exit_code == 0, res.output
-        shown = " ".join(res.output.split())
-        for word in said:
-            assert f"default: {word}" in shown, (argv, word)
 
 
 def test_exports_carry_the_machine_state_of_each_timed_row(tmp_path: Path):
