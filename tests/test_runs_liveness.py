@@ -46,7 +46,7 @@ def _wait_rows(db: str, metric: str, n: int, timeout: float = 180) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_interrupts_then_resume_completes(tmp_path: Path, sig):
-    data = make_mnist(tmp_path / "data", n_train=640, n_test=64)
+    data = make_mnist(tmp_path / "data", n_train=320, n_test=64)
     db = str(tmp_path / "sig.db")
     proc = _child(db, data, epochs=EPOCHS)
     _wait_rows(db, "test_accuracy", 2)  # float's epoch 2 of 6: 10 epochs still to train

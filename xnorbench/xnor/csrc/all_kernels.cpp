@@ -5,8 +5,8 @@
 // apart and 14.8 s together (g++ -O3 -march=native, one at a time, 2-vCPU AMD Zen 3,
 // 8 December 2026), and a build compiles this unit and bindings.cpp in parallel.
 // Sharing a unit, the files share its anonymous namespace and macros: a name added to
-// one must not repeat one of another's (this unit compiles for x86-64, x86-64-v3,
-// znver3 and sapphirerapids, the AVX-512 blocks included).
+// one must not repeat one of another's (checked with g++ -fsyntax-only -Wall for
+// -march=x86-64, x86-64-v3, znver3 and sapphirerapids, the AVX-512 blocks included).
 
 #include "xnor_conv.cpp"
 #include "layer_chain.cpp"
