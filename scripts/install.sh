@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create ./.venv (if missing) and install xnorbench with its test extras into it.
 # XNORBENCH_PIP_COMPILE=0 leaves byte-compiling to the first import of each module
-# (pip's default compiles every file of torch: 40 s of the 2-vCPU Zen 3's install), for
+# (pip byte-compiles every file it installs: 58 s of the install on a 2-vCPU Zen 3), for
 # a run that writes bytecode (PYTHONDONTWRITEBYTECODE unset): scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."

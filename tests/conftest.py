@@ -64,7 +64,7 @@ def cifar_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _test_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the decoded-dataset cache and checkpoints of a test inside its tmp folder.
 
     The torch expressions that stand in for the C++ operators (float64, bfloat16, CUDA
