@@ -254,10 +254,6 @@ def test_more_bad_input(tmp_path: Path, args, message):
     assert message in res.output and "Traceback" not in res.output
 
 
-def _invoke(*args: str):
-    return runner.invoke(app, list(args))
-
-
 @pytest.mark.parametrize("args,message", [
     (["run", "accuracy", "--model", "vgg"], "unknown model 'vgg'"),
     (["run", "accuracy", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
@@ -280,7 +276,7 @@ def test_bad_input_exit_2_one_line(tmp_path: Path, args, message):
     if "--db" not in args:
         Store.open(str(tmp_path / "x.db"))  # there, empty: the error is the input's
         args = ["--db", str(tmp_path / "x.db"), *args]
-    res = _invoke(*args)
+    res = runner.invoke(app, args)
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert "Traceback" not in res.output
@@ -289,8 +285,8 @@ def test_bad_input_exit_2_one_line(tmp_path: Path, args, message):
 
 def test_missing_dataset_names_paths(tmp_path: Path):
     db = tmp_path / "m.db"
-    res = _invoke("--db", str(db), "run", "accuracy", "--data-dir", str(tmp_path / "empty"),
-                 "--device", "cpu", "--no-progress")
+    res = runner.invoke(app, ["--db", str(db), "run", "accuracy", "--data-dir",
+                              str(tmp_path / "empty"), "--device", "cpu", "--no-progress"])
     assert res.exit_code == 2
     assert "MNIST not found" in res.output and "empty/MNIST/raw" in res.output
     assert "Traceback" not in res.output
@@ -299,21 +295,22 @@ def test_missing_dataset_names_paths(tmp_path: Path):
 def test_corrupt_db_file(tmp_path: Path):
     bad = tmp_path / "bad.db"
     bad.write_bytes(bytes(range(256)) * 64)
-    res = _invoke("--db", str(bad), "runs")
+    res = runner.invoke(app, ["--db", str(bad), "runs"])
     assert res.exit_code == 2
     assert "not a database" in res.output or "cannot use database" in res.output
 
 def test_unknown_suite_and_non_numeric_epochs(tmp_path: Path):
-    res = _invoke("--db", str(tmp_path / "x.db"), "run", "bogus")
+    res = runner.invoke(app, ["--db", str(tmp_path / "x.db"), "run", "bogus"])
     assert res.exit_code == 2
-    res = _invoke("--db", str(tmp_path / "x.db"), "run", "accuracy", "--epochs", "two")
+    res = runner.invoke(app, ["--db", str(tmp_path / "x.db"), "run", "accuracy", "--epochs", "two"])
     assert res.exit_code == 2
     assert not (tmp_path / "x.db").exists() or Store.open(str(tmp_path / "x.db")).runs() == []
 
 @pytest.mark.parametrize("source", ["missing.db", "here.db"])
 def test_runs_import_bad_source(tmp_path: Path, source: str):
     db_with_runs(tmp_path / "here.db", "dev")
-    res = _invoke("--db", str(tmp_path / "here.db"), "runs", "import", str(tmp_path / source))
+    res = runner.invoke(app, ["--db", str(tmp_path / "here.db"), "runs", "import",
+                              str(tmp_path / source)])
     assert res.exit_code == 2
     assert res.output.startswith("error: ")
 
@@ -322,7 +319,7 @@ def test_runs_import_bad_source(tmp_path: Path, source: str):
 def test_a_mistyped_database_is_refused_by_reading_commands_and_not_created(
         tmp_path: Path, command):
     typo = tmp_path / "tpyo.db"
-    res = _invoke("--db", str(typo), *command)
+    res = runner.invoke(app, ["--db", str(typo), *command])
     assert res.exit_code == 2, res.output
     assert f"no results database at {typo}" in res.output
     assert not typo.exists() and "Traceback" not in res.output

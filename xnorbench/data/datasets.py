@@ -87,7 +87,7 @@ def read_idx(path: Path) -> Tensor:
 
 
 def _idx_root(root: Path, cls: str) -> tuple[Path, list[str]]:
-    """The root torchvision's class should read, and the IDX files it will find there.
+    """The root whose ``<cls>/raw`` holds the IDX files to read, and those files.
 
     Plain files under ``<root>/<cls>/raw`` are read in place; where only ``.gz`` files
     are, they are unpacked once into the cache (keyed by their identity)."""
